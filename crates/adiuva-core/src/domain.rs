@@ -1,0 +1,287 @@
+//! Domain values that carry rules. Each is a newtype whose only constructor is `parse`,
+//! so a value that exists has already been checked at the edge.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::Error;
+
+/// A user's id: a UUID (v7, so ids sort by creation time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(pub Uuid);
+
+impl UserId {
+    /// A fresh, time-ordered id.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// Parses the canonical UUID text form.
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        Uuid::parse_str(s)
+            .map(Self)
+            .map_err(|_| Error::validation("id", "is not a UUID"))
+    }
+}
+
+impl Default for UserId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An e-mail address: trimmed, lower-cased, and shaped like `local@domain.tld`.
+///
+/// The check is deliberately structural (RFC 5321 lengths, one `@`, a dotted domain of
+/// letters, digits and hyphens, no whitespace or control characters). Whether the mailbox
+/// exists is not ours to know.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Email(String);
+
+impl Email {
+    /// Normalises and validates `raw`.
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        let email = raw.trim().to_lowercase();
+        let bad = |why: &str| Error::validation("email", why);
+        if email.is_empty() {
+            return Err(bad("is empty"));
+        }
+        if email.len() > 254 {
+            return Err(bad("is longer than 254 characters"));
+        }
+        let Some((local, domain)) = email.split_once('@') else {
+            return Err(bad("has no '@'"));
+        };
+        if local.is_empty() || local.len() > 64 {
+            return Err(bad("has an empty or over-long local part"));
+        }
+        if domain.contains('@') {
+            return Err(bad("has more than one '@'"));
+        }
+        if email
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "()<>,;:\\\"[]".contains(c))
+        {
+            return Err(bad("contains characters not allowed in an address"));
+        }
+        if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+            return Err(bad("has a misplaced '.' in the local part"));
+        }
+        let labels: Vec<&str> = domain.split('.').collect();
+        if labels.len() < 2 {
+            return Err(bad("has a domain without a dot"));
+        }
+        for label in &labels {
+            let ok = !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '-');
+            if !ok {
+                return Err(bad("has an invalid domain"));
+            }
+        }
+        Ok(Self(email))
+    }
+
+    /// The normalised address.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A password as the user typed it: at least [`Password::MIN_CHARS`] characters, at most
+/// [`Password::MAX_BYTES`] bytes (argon2 accepts more, but an unbounded input is a cheap
+/// way to make the server hash megabytes). Its `Debug` never shows the text.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl Password {
+    /// Fewest characters accepted (Unicode scalar values, not bytes).
+    pub const MIN_CHARS: usize = 10;
+    /// Most bytes accepted.
+    pub const MAX_BYTES: usize = 1024;
+
+    /// Checks the length rules.
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        if raw.chars().count() < Self::MIN_CHARS {
+            return Err(Error::validation(
+                "password",
+                format!("must be at least {} characters", Self::MIN_CHARS),
+            ));
+        }
+        if raw.len() > Self::MAX_BYTES {
+            return Err(Error::validation(
+                "password",
+                format!("must be at most {} bytes", Self::MAX_BYTES),
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The password text, for hashing only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident, $field:literal { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// Every value, in order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The wire and database spelling.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            /// Parses the wire spelling; anything else is a validation error naming the choices.
+            pub fn parse(s: &str) -> Result<Self, Error> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(Error::validation(
+                        $field,
+                        format!(
+                            "'{other}' is not one of: {}",
+                            [$($text),+].join(", ")
+                        ),
+                    )),
+                }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self, Error> {
+                Self::parse(s)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// A billing tier (plan step 11). Gates always read it from the database.
+    Tier, "tier" {
+        /// The default: no cloud storage or backups.
+        Free => "free",
+        /// Paid, single user.
+        Pro => "pro",
+        /// Paid, with the plugin marketplace and batch builder.
+        Power => "power",
+        /// Paid per seat, everything unlimited.
+        Team => "team",
+    }
+);
+
+string_enum!(
+    /// What a user may administer.
+    Role, "role" {
+        /// An ordinary account.
+        User => "user",
+        /// May review plugins and manage other users.
+        Admin => "admin",
+    }
+);
+
+impl Default for Tier {
+    fn default() -> Self {
+        Tier::Free
+    }
+}
+
+impl Default for Role {
+    fn default() -> Self {
+        Role::User
+    }
+}
+
+/// Milliseconds since the Unix epoch: the wire and storage form of every timestamp.
+pub type Millis = i64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_trimmed_and_lowercased() {
+        let e = Email::parse("  Alice.Smith+tag@Example.COM ").unwrap();
+        assert_eq!(e.as_str(), "alice.smith+tag@example.com");
+    }
+
+    #[test]
+    fn bad_emails_are_rejected() {
+        for bad in [
+            "", "   ", "alice", "alice@", "@example.com", "alice@example", "a@b@c.com",
+            "al ice@example.com", "alice@exa mple.com", "alice@-example.com", "alice@example..com",
+            ".alice@example.com", "al..ice@example.com", "alice@example.com\n",
+        ] {
+            // a trailing newline is trimmed, so that one is fine; all others fail
+            if bad == "alice@example.com\n" {
+                assert!(Email::parse(bad).is_ok());
+                continue;
+            }
+            assert!(Email::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+        let long = format!("{}@example.com", "a".repeat(65));
+        assert!(Email::parse(&long).is_err());
+    }
+
+    #[test]
+    fn passwords_count_characters_not_bytes() {
+        assert!(Password::parse("123456789").is_err());
+        assert!(Password::parse("1234567890").is_ok());
+        assert!(Password::parse("ééééééééé").is_err()); // 9 chars, 18 bytes
+        assert!(Password::parse(&"x".repeat(1025)).is_err());
+        assert_eq!(format!("{:?}", Password::parse("supersecret1").unwrap()), "Password(***)");
+    }
+
+    #[test]
+    fn tiers_and_roles_round_trip() {
+        for t in Tier::ALL {
+            assert_eq!(Tier::parse(t.as_str()).unwrap(), *t);
+        }
+        assert!(Tier::parse("gold").is_err());
+        assert_eq!(Role::parse("admin").unwrap(), Role::Admin);
+        assert_eq!(Tier::default(), Tier::Free);
+    }
+}

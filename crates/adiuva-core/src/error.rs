@@ -1,0 +1,88 @@
+//! The domain error: what went wrong, in terms a caller can act on. The server maps each
+//! kind to one HTTP status in one place; the CLI prints its `Display`.
+
+use std::borrow::Cow;
+
+use crate::ports::db::RepoError;
+
+/// Everything the facade can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Input broke a rule (HTTP 422).
+    #[error("{field} {message}")]
+    Validation {
+        /// The offending field, as the client named it.
+        field: Cow<'static, str>,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Missing, wrong or expired credentials (HTTP 401). The text is safe to show.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The caller is known but may not do this (HTTP 403).
+    #[error("{detail}")]
+    Forbidden {
+        /// A snake_case code for programs, e.g. `tier_required`.
+        code: &'static str,
+        /// A sentence for people.
+        detail: String,
+    },
+    /// The thing does not exist, or belongs to someone else (HTTP 404).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// It already exists (HTTP 409).
+    #[error("{0}")]
+    Conflict(String),
+    /// A backend we depend on is down or not configured (HTTP 503).
+    #[error("{detail}")]
+    Unavailable {
+        /// A snake_case code, e.g. `database_unavailable`.
+        code: &'static str,
+        /// A sentence for people.
+        detail: String,
+    },
+    /// A bug or an unexpected backend failure (HTTP 500). Logged whole, shown opaque.
+    #[error("internal error: {0}")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Error {
+    /// A validation error on `field`.
+    pub fn validation(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Error::Validation { field: field.into(), message: message.into() }
+    }
+
+    /// An internal error from anything that can be displayed.
+    pub fn internal(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Error::Internal(e.into())
+    }
+
+    /// The snake_case code sent to clients in `{"detail", "code"}`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Validation { .. } => "validation_error",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden { code, .. } => code,
+            Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
+            Error::Unavailable { code, .. } => code,
+            Error::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl From<RepoError> for Error {
+    fn from(e: RepoError) -> Self {
+        match e {
+            RepoError::NotFound => Error::NotFound("record"),
+            RepoError::Conflict(what) => Error::Conflict(what),
+            RepoError::Unavailable(why) => Error::Unavailable {
+                code: "database_unavailable",
+                detail: format!("the database is unavailable: {why}"),
+            },
+            RepoError::Invalid(why) => Error::internal(format!("invalid data in the database: {why}")),
+            RepoError::Other(e) => Error::Internal(e),
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! [`Adiuva`]: the library's front door, built from ports. The server and the CLI are
+//! two hosts of it; a program can embed it with no HTTP at all.
+
+use std::sync::Arc;
+
+use crate::auth::{AuthConfig, AuthService};
+use crate::domain::{Email, Role, Tier};
+use crate::error::Error;
+use crate::ports::db::User;
+use crate::ports::{Clock, Database, SystemClock};
+
+/// The assembled backend.
+#[derive(Clone)]
+pub struct Adiuva {
+    db: Arc<dyn Database>,
+    clock: Arc<dyn Clock>,
+    auth: AuthService,
+}
+
+impl std::fmt::Debug for Adiuva {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Adiuva").field("database", &self.db.backend()).finish_non_exhaustive()
+    }
+}
+
+/// Collects ports; [`AdiuvaBuilder::build`] checks that the required ones are there.
+#[derive(Default)]
+pub struct AdiuvaBuilder {
+    db: Option<Arc<dyn Database>>,
+    clock: Option<Arc<dyn Clock>>,
+    auth: Option<AuthConfig>,
+}
+
+impl AdiuvaBuilder {
+    /// The database (required).
+    pub fn database(mut self, db: Arc<dyn Database>) -> Self {
+        self.db = Some(db);
+        self
+    }
+
+    /// The clock (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Session settings (required: they carry the JWT secret).
+    pub fn auth(mut self, config: AuthConfig) -> Self {
+        self.auth = Some(config);
+        self
+    }
+
+    /// Assembles the backend.
+    pub fn build(self) -> Result<Adiuva, Error> {
+        let db = self.db.ok_or_else(|| Error::internal("Adiuva needs a database"))?;
+        let config = self.auth.ok_or_else(|| Error::internal("Adiuva needs an AuthConfig"))?;
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let auth = AuthService::new(db.clone(), clock.clone(), config)?;
+        Ok(Adiuva { db, clock, auth })
+    }
+}
+
+impl Adiuva {
+    /// Starts assembling.
+    pub fn builder() -> AdiuvaBuilder {
+        AdiuvaBuilder::default()
+    }
+
+    /// Registration, login, refresh, token checks.
+    pub fn auth(&self) -> &AuthService {
+        &self.auth
+    }
+
+    /// Administration of accounts (the `adiuva user` commands).
+    pub fn accounts(&self) -> Accounts<'_> {
+        Accounts { app: self }
+    }
+
+    /// The database port, for health checks.
+    pub fn database(&self) -> &Arc<dyn Database> {
+        &self.db
+    }
+
+    /// The clock port.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+}
+
+/// Account administration, addressed by email as an operator would.
+#[derive(Debug)]
+pub struct Accounts<'a> {
+    app: &'a Adiuva,
+}
+
+impl Accounts<'_> {
+    /// Creates a user with a role and tier.
+    pub async fn create(&self, email: &str, password: &str, role: Role, tier: Tier) -> Result<User, Error> {
+        self.app.auth.create_user(email, password, role, tier).await
+    }
+
+    /// Users, oldest first.
+    pub async fn list(&self, offset: u64, limit: u64) -> Result<Vec<User>, Error> {
+        Ok(self.app.db.list_users(offset, limit).await?)
+    }
+
+    /// The user with this email, or `NotFound`.
+    pub async fn find(&self, email: &str) -> Result<User, Error> {
+        let email = Email::parse(email)?;
+        self.app.db.user_by_email(&email).await?.ok_or(Error::NotFound("user"))
+    }
+
+    /// Sets a user's tier.
+    pub async fn set_tier(&self, email: &str, tier: Tier) -> Result<User, Error> {
+        let user = self.find(email).await?;
+        self.app.db.set_tier(user.id, tier, self.app.clock.now_ms()).await?;
+        self.find(email).await
+    }
+
+    /// Sets a user's role.
+    pub async fn set_role(&self, email: &str, role: Role) -> Result<User, Error> {
+        let user = self.find(email).await?;
+        self.app.db.set_role(user.id, role, self.app.clock.now_ms()).await?;
+        self.find(email).await
+    }
+
+    /// Deletes a user and their sessions.
+    pub async fn delete(&self, email: &str) -> Result<User, Error> {
+        let user = self.find(email).await?;
+        self.app.db.delete_user(user.id).await?;
+        Ok(user)
+    }
+}

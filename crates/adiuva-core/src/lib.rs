@@ -1,0 +1,23 @@
+//! # adiuva-core
+//!
+//! The domain logic of the Adiuva backend and the ports its adapters implement.
+//!
+//! **Architecture Invariant:** this crate performs no I/O and depends on no I/O crate
+//! (no sqlx, reqwest, hyper, poem, object_store, cloud SDKs). It sees the world only
+//! through the traits in [`ports`]. Tokio is used for `spawn_blocking` and semaphores
+//! only. This is checked by `tests/core_has_no_io.rs`.
+//!
+//! Start at [`Adiuva`]: build it from ports with [`Adiuva::builder`].
+
+pub mod auth;
+pub mod domain;
+pub mod error;
+mod facade;
+pub mod ports;
+pub mod secret;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::Error;
+pub use facade::{Accounts, Adiuva, AdiuvaBuilder};
+pub use secret::Secret;

@@ -1,0 +1,239 @@
+//! Database repositories.
+//!
+//! One trait per aggregate. Every method that touches user data takes the owning
+//! [`UserId`] and must scope its query by it: a row of another user is reported exactly
+//! like a missing one (`None` / [`RepoError::NotFound`]). Timestamps are [`Millis`]; ids
+//! are UUIDs. Implementations own their schema and migrations (one folder per dialect)
+//! and must behave identically on SQLite and PostgreSQL: the conformance suite in
+//! `adiuva_core::testing` is the arbiter.
+//!
+//! Backends differ in concurrency, not in results: SQLite serialises writers (WAL lets
+//! readers proceed), PostgreSQL runs them side by side; conditional updates such as
+//! [`RefreshTokenRepo::mark_used`] must be atomic on both.
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::domain::{Email, Millis, Role, Tier, UserId};
+
+/// What a repository can fail with. Driver errors are converted into this; no driver
+/// type crosses the port.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepoError {
+    /// The row does not exist (or is not the caller's).
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule was broken; the text names which (never the value).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database cannot be reached or is overloaded; retrying later may work.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value could not be read back into a domain value.
+    #[error("invalid stored data: {0}")]
+    Invalid(String),
+    /// Anything else.
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Shorthand for repository results.
+pub type RepoResult<T> = Result<T, RepoError>;
+
+/// An account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Primary key.
+    pub id: UserId,
+    /// Unique, normalised.
+    pub email: Email,
+    /// PHC string (argon2id). Never leaves the server.
+    pub password_hash: String,
+    /// What the user may administer.
+    pub role: Role,
+    /// Billing tier; the only source of truth for tier gates.
+    pub tier: Tier,
+    /// Stripe customer, once billing has created one.
+    pub stripe_customer_id: Option<String>,
+    /// Creation time.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
+}
+
+/// Users.
+#[async_trait]
+pub trait UserRepo: Send + Sync {
+    /// Inserts a new user. A taken email → [`RepoError::Conflict`], atomically (two
+    /// concurrent inserts of one email: exactly one succeeds).
+    async fn insert_user(&self, user: &User) -> RepoResult<()>;
+    /// The user with this id.
+    async fn user_by_id(&self, id: UserId) -> RepoResult<Option<User>>;
+    /// The user with this (normalised) email.
+    async fn user_by_email(&self, email: &Email) -> RepoResult<Option<User>>;
+    /// Users ordered by creation time (oldest first), `limit` from `offset`.
+    async fn list_users(&self, offset: u64, limit: u64) -> RepoResult<Vec<User>>;
+    /// Sets the tier. Unknown id → [`RepoError::NotFound`].
+    async fn set_tier(&self, id: UserId, tier: Tier, now: Millis) -> RepoResult<()>;
+    /// Sets the role. Unknown id → [`RepoError::NotFound`].
+    async fn set_role(&self, id: UserId, role: Role, now: Millis) -> RepoResult<()>;
+    /// Deletes the user and everything that hangs off the row (tokens, metadata).
+    /// Unknown id → [`RepoError::NotFound`]. Blobs are the caller's to delete.
+    async fn delete_user(&self, id: UserId) -> RepoResult<()>;
+}
+
+/// A stored refresh token. Only the SHA-256 of the token is kept; the token itself is
+/// shown to the client once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshToken {
+    /// Primary key.
+    pub id: Uuid,
+    /// Owner.
+    pub user_id: UserId,
+    /// Every token issued by rotating one login's tokens shares the login's family.
+    pub family_id: Uuid,
+    /// SHA-256 of the token, lowercase hex.
+    pub token_hash: String,
+    /// Expiry.
+    pub expires_at: Millis,
+    /// Issue time.
+    pub created_at: Millis,
+    /// When it was exchanged for a new pair; a second use is a replay.
+    pub used_at: Option<Millis>,
+    /// When it was revoked (family revocation, logout).
+    pub revoked_at: Option<Millis>,
+}
+
+/// Refresh tokens.
+#[async_trait]
+pub trait RefreshTokenRepo: Send + Sync {
+    /// Stores a new token. A duplicate hash → [`RepoError::Conflict`].
+    async fn insert_refresh_token(&self, token: &RefreshToken) -> RepoResult<()>;
+    /// The token with this hash, used or not.
+    async fn refresh_token_by_hash(&self, token_hash: &str) -> RepoResult<Option<RefreshToken>>;
+    /// Marks the token used, only if it is neither used nor revoked; returns whether this
+    /// call did it. Atomic: of two concurrent calls exactly one gets `true`.
+    async fn mark_refresh_token_used(&self, id: Uuid, now: Millis) -> RepoResult<bool>;
+    /// Revokes every token of the family not yet revoked; returns how many.
+    async fn revoke_token_family(&self, family_id: Uuid, now: Millis) -> RepoResult<u64>;
+    /// Deletes tokens that expired before `now`; returns how many.
+    async fn delete_expired_refresh_tokens(&self, now: Millis) -> RepoResult<u64>;
+}
+
+/// Metadata of one client-encrypted cloud record (plan 8c). The bytes live in the blob
+/// store under `{user_id}/{table}/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMeta {
+    /// Primary key.
+    pub id: Uuid,
+    /// Owner.
+    pub user_id: UserId,
+    /// The client's table name (a short identifier).
+    pub table: String,
+    /// Blob key.
+    pub blob_key: String,
+    /// SHA-256 of the blob, lowercase hex.
+    pub checksum: String,
+    /// Blob size.
+    pub size_bytes: i64,
+    /// Creation time.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
+}
+
+/// Cloud-record metadata. Implemented by the data-plane work; declared here so the
+/// shape is settled for both dialects.
+#[async_trait]
+pub trait RecordRepo: Send + Sync {
+    /// Inserts the row if the user's stored bytes plus `meta.size_bytes` stay within
+    /// `quota_bytes` (`None` = unlimited), atomically with the check: concurrent inserts
+    /// can never exceed the quota together. Over quota → `Ok(false)`, nothing written.
+    async fn insert_record_within_quota(&self, meta: &RecordMeta, quota_bytes: Option<i64>) -> RepoResult<bool>;
+    /// One of the user's records.
+    async fn record(&self, user_id: UserId, id: Uuid) -> RepoResult<Option<RecordMeta>>;
+    /// The user's records, newest first, optionally of one table.
+    async fn list_records(&self, user_id: UserId, table: Option<&str>, offset: u64, limit: u64) -> RepoResult<Vec<RecordMeta>>;
+    /// Replaces checksum, size and `updated_at`, under the same quota rule as insert.
+    async fn update_record_within_quota(&self, meta: &RecordMeta, quota_bytes: Option<i64>) -> RepoResult<bool>;
+    /// Deletes the row. Not the user's or missing → [`RepoError::NotFound`].
+    async fn delete_record(&self, user_id: UserId, id: Uuid) -> RepoResult<()>;
+    /// Sum of the user's record sizes.
+    async fn stored_bytes(&self, user_id: UserId) -> RepoResult<i64>;
+    /// Every blob key that has a row (for `storage gc`).
+    async fn all_record_keys(&self) -> RepoResult<Vec<String>>;
+}
+
+/// Metadata of one backup (plan 8e, `BackupMetadata` plus bookkeeping).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupMeta {
+    /// Primary key.
+    pub id: Uuid,
+    /// Owner.
+    pub user_id: UserId,
+    /// Blob key, `{user_id}/{timestamp}`.
+    pub blob_key: String,
+    /// The client's backup format version.
+    pub version: i64,
+    /// The client's timestamp (ms).
+    pub timestamp: Millis,
+    /// SHA-256, lowercase hex.
+    pub checksum: String,
+    /// Size of the blob.
+    pub size_bytes: i64,
+    /// Upload time.
+    pub created_at: Millis,
+}
+
+/// Backup metadata. Implemented by the data-plane work.
+#[async_trait]
+pub trait BackupRepo: Send + Sync {
+    /// Inserts the row if the user's kept backups plus this one stay within
+    /// `quota_bytes` (`None` = unlimited), atomically with the check.
+    async fn insert_backup_within_quota(&self, meta: &BackupMeta, quota_bytes: Option<i64>) -> RepoResult<bool>;
+    /// The user's backups, newest timestamp first.
+    async fn list_backups(&self, user_id: UserId) -> RepoResult<Vec<BackupMeta>>;
+    /// Deletes one of the user's backups and returns it (so its blob can go too).
+    async fn delete_backup(&self, user_id: UserId, id: Uuid) -> RepoResult<BackupMeta>;
+}
+
+/// A Stripe subscription as we mirror it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Primary key.
+    pub id: Uuid,
+    /// Owner.
+    pub user_id: UserId,
+    /// Stripe's id (`sub_…`).
+    pub stripe_subscription_id: String,
+    /// The tier it pays for.
+    pub tier: Tier,
+    /// Stripe's status (`active`, `past_due`, `canceled`, …).
+    pub status: String,
+    /// End of the paid period.
+    pub current_period_end: Millis,
+    /// Creation time.
+    pub created_at: Millis,
+}
+
+/// Subscriptions. Implemented by the billing work.
+#[async_trait]
+pub trait SubscriptionRepo: Send + Sync {
+    /// Inserts or replaces by `stripe_subscription_id` (webhooks repeat; must be idempotent).
+    async fn upsert_subscription(&self, sub: &Subscription) -> RepoResult<()>;
+    /// The user's current subscription, if any.
+    async fn subscription_for_user(&self, user_id: UserId) -> RepoResult<Option<Subscription>>;
+}
+
+/// The database as the facade sees it: every implemented repository plus health.
+///
+/// Grows a supertrait per repository as each capability lands, so an adapter cannot be
+/// half a database.
+#[async_trait]
+pub trait Database: UserRepo + RefreshTokenRepo + Send + Sync {
+    /// A short name for logs and `doctor` (`sqlite`, `postgres`).
+    fn backend(&self) -> &'static str;
+    /// Round-trips a trivial query.
+    async fn ping(&self) -> RepoResult<()>;
+}

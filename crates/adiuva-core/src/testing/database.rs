@@ -1,0 +1,199 @@
+//! The [`Database`] conformance suite: users and refresh tokens.
+
+use uuid::Uuid;
+
+use crate::domain::{Email, Role, Tier, UserId};
+use crate::ports::db::{RefreshToken, RepoError, User};
+use crate::ports::Database;
+
+/// Runs every check below against `db`. The database may be shared with other runs:
+/// every check makes its own users.
+pub async fn run_all(db: &dyn Database) {
+    ping(db).await;
+    users_insert_and_find(db).await;
+    users_duplicate_email_conflicts(db).await;
+    users_concurrent_duplicate_insert_one_wins(db).await;
+    users_list_pages_oldest_first(db).await;
+    users_set_tier_and_role(db).await;
+    users_delete_cascades_tokens(db).await;
+    tokens_insert_find_and_use_once(db).await;
+    tokens_concurrent_use_one_wins(db).await;
+    tokens_revoke_family_only(db).await;
+    tokens_delete_expired(db).await;
+}
+
+fn unique_email(tag: &str) -> Email {
+    Email::parse(&format!("{tag}-{}@example.com", Uuid::new_v4().simple())).expect("valid email")
+}
+
+/// A user with a unique email created at `at`.
+pub fn sample_user(tag: &str, at: i64) -> User {
+    User {
+        id: UserId::new(),
+        email: unique_email(tag),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+        role: Role::User,
+        tier: Tier::Free,
+        stripe_customer_id: None,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+fn sample_token(user: UserId, family: Uuid, expires_at: i64) -> RefreshToken {
+    RefreshToken {
+        id: Uuid::now_v7(),
+        user_id: user,
+        family_id: family,
+        token_hash: format!("{:064x}", Uuid::new_v4().as_u128()),
+        expires_at,
+        created_at: 1_000,
+        used_at: None,
+        revoked_at: None,
+    }
+}
+
+/// `ping` answers and `backend` names the technology.
+pub async fn ping(db: &dyn Database) {
+    db.ping().await.expect("ping");
+    assert!(!db.backend().is_empty(), "backend() names the database");
+}
+
+/// Inserted users are found by id and by email, whole.
+pub async fn users_insert_and_find(db: &dyn Database) {
+    let mut user = sample_user("find", 1_700_000_000_000);
+    user.stripe_customer_id = Some("cus_123".into());
+    db.insert_user(&user).await.expect("insert");
+    assert_eq!(db.user_by_id(user.id).await.expect("by id"), Some(user.clone()));
+    assert_eq!(db.user_by_email(&user.email).await.expect("by email"), Some(user.clone()));
+    assert_eq!(db.user_by_id(UserId::new()).await.expect("by id"), None, "unknown id is None");
+    let other = unique_email("nobody");
+    assert_eq!(db.user_by_email(&other).await.expect("by email"), None, "unknown email is None");
+}
+
+/// A second user with the same email is a `Conflict` and changes nothing.
+pub async fn users_duplicate_email_conflicts(db: &dyn Database) {
+    let user = sample_user("dup", 1);
+    db.insert_user(&user).await.expect("insert");
+    let mut again = sample_user("dup", 2);
+    again.email = user.email.clone();
+    match db.insert_user(&again).await {
+        Err(RepoError::Conflict(_)) => {}
+        other => panic!("a duplicate email must be Conflict, got {other:?}"),
+    }
+    assert_eq!(db.user_by_email(&user.email).await.expect("find").map(|u| u.id), Some(user.id));
+}
+
+/// Of many concurrent inserts of one email, exactly one succeeds.
+pub async fn users_concurrent_duplicate_insert_one_wins(db: &dyn Database) {
+    let email = unique_email("race");
+    let users: Vec<User> = (0..8)
+        .map(|i| User { email: email.clone(), ..sample_user("race", i) })
+        .collect();
+    let results = futures::future::join_all(users.iter().map(|u| db.insert_user(u))).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let conflicts = results.iter().filter(|r| matches!(r, Err(RepoError::Conflict(_)))).count();
+    assert_eq!((ok, conflicts), (1, 7), "one insert wins, the rest conflict: {results:?}");
+}
+
+/// `list_users` is oldest first and pages with offset/limit.
+pub async fn users_list_pages_oldest_first(db: &dyn Database) {
+    // Far in the future so that these sort after users made by other checks.
+    let base = 4_000_000_000_000;
+    let made: Vec<User> = (0..5).map(|i| sample_user("list", base + i)).collect();
+    for u in made.iter().rev() {
+        db.insert_user(u).await.expect("insert");
+    }
+    let all = db.list_users(0, 10_000).await.expect("list");
+    let tail: Vec<UserId> = all.iter().filter(|u| u.created_at >= base).map(|u| u.id).collect();
+    let want: Vec<UserId> = made.iter().map(|u| u.id).collect();
+    assert_eq!(tail, want, "oldest first");
+    let skip = (all.len() - 5) as u64;
+    let page = db.list_users(skip + 1, 2).await.expect("page");
+    assert_eq!(page.iter().map(|u| u.id).collect::<Vec<_>>(), want[1..3].to_vec(), "offset/limit");
+}
+
+/// Tier and role updates persist and touch `updated_at`; unknown ids are `NotFound`.
+pub async fn users_set_tier_and_role(db: &dyn Database) {
+    let user = sample_user("tier", 10);
+    db.insert_user(&user).await.expect("insert");
+    db.set_tier(user.id, Tier::Power, 20).await.expect("set tier");
+    db.set_role(user.id, Role::Admin, 30).await.expect("set role");
+    let got = db.user_by_id(user.id).await.expect("find").expect("exists");
+    assert_eq!((got.tier, got.role, got.updated_at), (Tier::Power, Role::Admin, 30));
+    assert!(matches!(db.set_tier(UserId::new(), Tier::Pro, 1).await, Err(RepoError::NotFound)));
+    assert!(matches!(db.set_role(UserId::new(), Role::User, 1).await, Err(RepoError::NotFound)));
+}
+
+/// Deleting a user removes the row and its refresh tokens; twice is `NotFound`.
+pub async fn users_delete_cascades_tokens(db: &dyn Database) {
+    let user = sample_user("del", 1);
+    db.insert_user(&user).await.expect("insert");
+    let token = sample_token(user.id, Uuid::now_v7(), i64::MAX / 2);
+    db.insert_refresh_token(&token).await.expect("token");
+    db.delete_user(user.id).await.expect("delete");
+    assert_eq!(db.user_by_id(user.id).await.expect("find"), None);
+    assert_eq!(db.refresh_token_by_hash(&token.token_hash).await.expect("token"), None, "tokens go with the user");
+    assert!(matches!(db.delete_user(user.id).await, Err(RepoError::NotFound)));
+}
+
+/// Tokens are found by hash; `mark_refresh_token_used` succeeds once.
+pub async fn tokens_insert_find_and_use_once(db: &dyn Database) {
+    let user = sample_user("tok", 1);
+    db.insert_user(&user).await.expect("insert");
+    let token = sample_token(user.id, Uuid::now_v7(), 9_000);
+    db.insert_refresh_token(&token).await.expect("insert token");
+    assert_eq!(db.refresh_token_by_hash(&token.token_hash).await.expect("find"), Some(token.clone()));
+    assert!(matches!(db.insert_refresh_token(&token).await, Err(RepoError::Conflict(_))), "same hash twice conflicts");
+    assert!(db.mark_refresh_token_used(token.id, 2_000).await.expect("use"));
+    assert!(!db.mark_refresh_token_used(token.id, 2_001).await.expect("reuse"), "second use is refused");
+    let used = db.refresh_token_by_hash(&token.token_hash).await.expect("find").expect("exists");
+    assert_eq!(used.used_at, Some(2_000));
+    assert!(db.refresh_token_by_hash("0".repeat(64).as_str()).await.expect("find").is_none());
+}
+
+/// Of concurrent uses of one token, exactly one wins.
+pub async fn tokens_concurrent_use_one_wins(db: &dyn Database) {
+    let user = sample_user("tokrace", 1);
+    db.insert_user(&user).await.expect("insert");
+    let token = sample_token(user.id, Uuid::now_v7(), 9_000);
+    db.insert_refresh_token(&token).await.expect("insert token");
+    let results = futures::future::join_all((0..8).map(|i| db.mark_refresh_token_used(token.id, 2_000 + i))).await;
+    let wins = results.iter().filter(|r| matches!(r, Ok(true))).count();
+    assert_eq!(wins, 1, "exactly one concurrent use wins: {results:?}");
+}
+
+/// Revoking a family revokes all of its tokens and no others; revoked tokens cannot be used.
+pub async fn tokens_revoke_family_only(db: &dyn Database) {
+    let user = sample_user("fam", 1);
+    db.insert_user(&user).await.expect("insert");
+    let (fam, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let a = sample_token(user.id, fam, 9_000);
+    let b = sample_token(user.id, fam, 9_000);
+    let c = sample_token(user.id, other, 9_000);
+    for t in [&a, &b, &c] {
+        db.insert_refresh_token(t).await.expect("insert token");
+    }
+    assert_eq!(db.revoke_token_family(fam, 5_000).await.expect("revoke"), 2);
+    assert_eq!(db.revoke_token_family(fam, 5_001).await.expect("revoke again"), 0, "already revoked");
+    for t in [&a, &b] {
+        let got = db.refresh_token_by_hash(&t.token_hash).await.expect("find").expect("kept");
+        assert_eq!(got.revoked_at, Some(5_000));
+        assert!(!db.mark_refresh_token_used(t.id, 6_000).await.expect("use"), "revoked tokens cannot be used");
+    }
+    let got = db.refresh_token_by_hash(&c.token_hash).await.expect("find").expect("kept");
+    assert_eq!(got.revoked_at, None, "other families untouched");
+}
+
+/// Expired tokens are deleted; live ones stay.
+pub async fn tokens_delete_expired(db: &dyn Database) {
+    let user = sample_user("exp", 1);
+    db.insert_user(&user).await.expect("insert");
+    let old = sample_token(user.id, Uuid::now_v7(), 100);
+    let live = sample_token(user.id, Uuid::now_v7(), i64::MAX / 2);
+    db.insert_refresh_token(&old).await.expect("insert");
+    db.insert_refresh_token(&live).await.expect("insert");
+    assert!(db.delete_expired_refresh_tokens(101).await.expect("delete") >= 1);
+    assert!(db.refresh_token_by_hash(&old.token_hash).await.expect("find").is_none());
+    assert!(db.refresh_token_by_hash(&live.token_hash).await.expect("find").is_some());
+}

@@ -1,0 +1,10 @@
+//! Conformance suites and the in-memory reference adapter (feature `testing`).
+//!
+//! Every adapter runs the whole suite for its port from one test, e.g.
+//! `adiuva_core::testing::database::run_all(&db).await`. A failing check panics with a
+//! message naming the rule broken.
+
+pub mod database;
+mod memory_db;
+
+pub use memory_db::MemoryDb;

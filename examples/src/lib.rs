@@ -1,0 +1,1 @@
+//! Examples live in `embedded.rs` and friends; this crate has no library code.
