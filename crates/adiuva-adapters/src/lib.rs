@@ -1,1 +1,25 @@
-//! stub
+//! # adiuva-adapters
+//!
+//! Implementations of `adiuva-core`'s ports, one module per technology, and the
+//! URL-driven choice between them ([`database::AnyDatabase::connect`],
+//! [`blobs::check_blob_url`]). Each adapter owns its schema and migrations
+//! (`migrations/<dialect>/`) and runs the core conformance suite in its tests.
+
+pub mod blobs;
+pub mod database;
+pub mod sqlite;
+
+/// Why an adapter could not be set up. Every variant reads as a sentence an operator can act on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdapterError {
+    /// The URL names something this build cannot serve.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The backend is configured but cannot be reached or opened.
+    #[error("{0}")]
+    Connect(String),
+    /// Applying the schema failed.
+    #[error("{0}")]
+    Migrate(String),
+}

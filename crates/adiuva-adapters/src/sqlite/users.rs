@@ -1,0 +1,215 @@
+//! Users and refresh tokens on SQLite.
+
+use adiuva_core::domain::{Email, Millis, Role, Tier, UserId};
+use adiuva_core::ports::db::{RefreshToken, RefreshTokenRepo, RepoError, RepoResult, User, UserRepo};
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use uuid::Uuid;
+
+use super::{SqliteDb, repo_err};
+
+// Macros rather than consts so queries stay `&'static str` (sqlx refuses runtime-built SQL).
+macro_rules! user_columns {
+    () => {
+        "id, email, password_hash, role, tier, stripe_customer_id, created_at, updated_at"
+    };
+}
+macro_rules! token_columns {
+    () => {
+        "id, user_id, family_id, token_hash, expires_at, created_at, used_at, revoked_at"
+    };
+}
+
+fn invalid(what: &str, e: impl std::fmt::Display) -> RepoError {
+    RepoError::Invalid(format!("{what}: {e}"))
+}
+
+fn uuid_col(row: &SqliteRow, col: &str) -> RepoResult<Uuid> {
+    let s: String = row.try_get(col).map_err(repo_err)?;
+    Uuid::parse_str(&s).map_err(|e| invalid(col, e))
+}
+
+fn user_from_row(row: &SqliteRow) -> RepoResult<User> {
+    let email: String = row.try_get("email").map_err(repo_err)?;
+    let role: String = row.try_get("role").map_err(repo_err)?;
+    let tier: String = row.try_get("tier").map_err(repo_err)?;
+    Ok(User {
+        id: UserId(uuid_col(row, "id")?),
+        email: Email::parse(&email).map_err(|e| invalid("users.email", e))?,
+        password_hash: row.try_get("password_hash").map_err(repo_err)?,
+        role: Role::parse(&role).map_err(|e| invalid("users.role", e))?,
+        tier: Tier::parse(&tier).map_err(|e| invalid("users.tier", e))?,
+        stripe_customer_id: row.try_get("stripe_customer_id").map_err(repo_err)?,
+        created_at: row.try_get("created_at").map_err(repo_err)?,
+        updated_at: row.try_get("updated_at").map_err(repo_err)?,
+    })
+}
+
+fn token_from_row(row: &SqliteRow) -> RepoResult<RefreshToken> {
+    Ok(RefreshToken {
+        id: uuid_col(row, "id")?,
+        user_id: UserId(uuid_col(row, "user_id")?),
+        family_id: uuid_col(row, "family_id")?,
+        token_hash: row.try_get("token_hash").map_err(repo_err)?,
+        expires_at: row.try_get("expires_at").map_err(repo_err)?,
+        created_at: row.try_get("created_at").map_err(repo_err)?,
+        used_at: row.try_get("used_at").map_err(repo_err)?,
+        revoked_at: row.try_get("revoked_at").map_err(repo_err)?,
+    })
+}
+
+fn expect_one(rows: u64) -> RepoResult<()> {
+    if rows == 0 { Err(RepoError::NotFound) } else { Ok(()) }
+}
+
+#[async_trait]
+impl UserRepo for SqliteDb {
+    #[tracing::instrument(skip_all, fields(user_id = %user.id), err(level = "debug"))]
+    async fn insert_user(&self, user: &User) -> RepoResult<()> {
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, role, tier, stripe_customer_id, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(user.id.to_string())
+        .bind(user.email.as_str())
+        .bind(&user.password_hash)
+        .bind(user.role.as_str())
+        .bind(user.tier.as_str())
+        .bind(&user.stripe_customer_id)
+        .bind(user.created_at)
+        .bind(user.updated_at)
+        .execute(self.pool())
+        .await
+        .map_err(repo_err)?;
+        Ok(())
+    }
+
+    async fn user_by_id(&self, id: UserId) -> RepoResult<Option<User>> {
+        sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE id = ?"))
+            .bind(id.to_string())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(repo_err)?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn user_by_email(&self, email: &Email) -> RepoResult<Option<User>> {
+        sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE email = ?"))
+            .bind(email.as_str())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(repo_err)?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn list_users(&self, offset: u64, limit: u64) -> RepoResult<Vec<User>> {
+        sqlx::query(concat!("SELECT ", user_columns!(), " FROM users ORDER BY created_at, id LIMIT ? OFFSET ?"))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+            .fetch_all(self.pool())
+            .await
+            .map_err(repo_err)?
+            .iter()
+            .map(user_from_row)
+            .collect()
+    }
+
+    async fn set_tier(&self, id: UserId, tier: Tier, now: Millis) -> RepoResult<()> {
+        let done = sqlx::query("UPDATE users SET tier = ?, updated_at = ? WHERE id = ?")
+            .bind(tier.as_str())
+            .bind(now)
+            .bind(id.to_string())
+            .execute(self.pool())
+            .await
+            .map_err(repo_err)?;
+        expect_one(done.rows_affected())
+    }
+
+    async fn set_role(&self, id: UserId, role: Role, now: Millis) -> RepoResult<()> {
+        let done = sqlx::query("UPDATE users SET role = ?, updated_at = ? WHERE id = ?")
+            .bind(role.as_str())
+            .bind(now)
+            .bind(id.to_string())
+            .execute(self.pool())
+            .await
+            .map_err(repo_err)?;
+        expect_one(done.rows_affected())
+    }
+
+    async fn delete_user(&self, id: UserId) -> RepoResult<()> {
+        // Tokens go by ON DELETE CASCADE.
+        let done = sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(id.to_string())
+            .execute(self.pool())
+            .await
+            .map_err(repo_err)?;
+        expect_one(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl RefreshTokenRepo for SqliteDb {
+    async fn insert_refresh_token(&self, t: &RefreshToken) -> RepoResult<()> {
+        sqlx::query(concat!("INSERT INTO refresh_tokens (", token_columns!(), ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"))
+            .bind(t.id.to_string())
+            .bind(t.user_id.to_string())
+            .bind(t.family_id.to_string())
+            .bind(&t.token_hash)
+            .bind(t.expires_at)
+            .bind(t.created_at)
+            .bind(t.used_at)
+            .bind(t.revoked_at)
+            .execute(self.pool())
+            .await
+            .map_err(repo_err)?;
+        Ok(())
+    }
+
+    async fn refresh_token_by_hash(&self, token_hash: &str) -> RepoResult<Option<RefreshToken>> {
+        sqlx::query(concat!("SELECT ", token_columns!(), " FROM refresh_tokens WHERE token_hash = ?"))
+            .bind(token_hash)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(repo_err)?
+            .as_ref()
+            .map(token_from_row)
+            .transpose()
+    }
+
+    async fn mark_refresh_token_used(&self, id: Uuid, now: Millis) -> RepoResult<bool> {
+        // One conditional UPDATE: the database decides the race, not a read-then-write.
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = ? WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id.to_string())
+        .execute(self.pool())
+        .await
+        .map_err(repo_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn revoke_token_family(&self, family_id: Uuid, now: Millis) -> RepoResult<u64> {
+        let done = sqlx::query("UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL")
+            .bind(now)
+            .bind(family_id.to_string())
+            .execute(self.pool())
+            .await
+            .map_err(repo_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_expired_refresh_tokens(&self, now: Millis) -> RepoResult<u64> {
+        let done = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < ?")
+            .bind(now)
+            .execute(self.pool())
+            .await
+            .map_err(repo_err)?;
+        Ok(done.rows_affected())
+    }
+}
