@@ -1,1 +1,123 @@
-fn main() {}
+//! `adiuva`: run the server, manage its data, and measure it.
+
+mod bench;
+mod commands;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Adiuva: the cloud backend of the local-first Adiuva app.
+#[derive(Debug, Parser)]
+#[command(name = "adiuva", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Config file (TOML). Default: ./adiuva.toml when it exists.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory for the embedded database and blobs (default ./data).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server (default 127.0.0.1:8080).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<SocketAddr>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the OpenAPI document the server serves.
+    Openapi,
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Check the configuration and every configured backend; non-zero exit on failure.
+    Doctor,
+    /// Manage user accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Load-test the auth endpoints (in-process server unless --url is given).
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print every setting with its default and documentation.
+    Example {
+        /// `env` (a .env file) or `toml` (an adiuva.toml).
+        #[arg(long, default_value = "env")]
+        format: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user. The password is read from stdin with --password-stdin, else generated and printed once.
+    Create {
+        /// Email address.
+        email: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        /// user or admin.
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// free, pro, power or team.
+        #[arg(long, default_value = "free")]
+        tier: String,
+    },
+    /// List users.
+    List {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a user's tier (free, pro, power, team).
+    SetTier {
+        /// Email address.
+        email: String,
+        /// free, pro, power or team.
+        tier: String,
+    },
+    /// Set a user's role (user, admin).
+    SetRole {
+        /// Email address.
+        email: String,
+        /// user or admin.
+        role: String,
+    },
+    /// Delete a user and their sessions.
+    Delete {
+        /// Email address.
+        email: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! `adiuva bench`: closed-loop load on `GET /auth/me` and `POST /auth/login`.
+//!
+//! Without `--url` it starts a server in this process on a temporary data dir (so the
+//! load generator and the server share the machine's cores, as on a one-box deploy).
+//! Each of `--concurrency` workers sends requests back to back over keep-alive
+//! connections for `--seconds`; we report throughput and latency percentiles.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use adiuva_server::settings::{Overrides, Settings};
+use adiuva_server::startup::Application;
+use clap::Args;
+
+use crate::Cli;
+use crate::commands::CliResult;
+
+/// Options of `adiuva bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Base URL of a running server (e.g. http://127.0.0.1:8080). Default: start one in-process.
+    #[arg(long)]
+    url: Option<String>,
+    /// Concurrent workers.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Seconds per scenario.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Scenarios to run: me, login (comma-separated).
+    #[arg(long, default_value = "me,login")]
+    scenarios: String,
+}
+
+struct Outcome {
+    latencies_us: Vec<u64>,
+    errors: u64,
+    elapsed: Duration,
+}
+
+pub async fn run(args: &BenchArgs, cli: &Cli) -> CliResult {
+    let _tmp;
+    let (base, server) = match &args.url {
+        Some(url) => (url.trim_end_matches('/').to_owned(), None),
+        None => {
+            let dir = tempfile::tempdir()?;
+            let mut settings = Settings::load(&Overrides { config_file: cli.config.clone(), ..Default::default() })?;
+            settings.data_dir = dir.path().to_path_buf();
+            settings.database_url = None;
+            settings.blob_url = None;
+            settings.bind = "127.0.0.1:0".parse()?;
+            let app = Application::build(settings).await?;
+            let base = format!("http://127.0.0.1:{}", app.port());
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let handle = tokio::spawn(app.run_until_stopped(async move {
+                let _ = rx.await;
+            }));
+            _tmp = dir;
+            (base, Some((tx, handle)))
+        }
+    };
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let email = format!("bench-{}@example.com", uuid_like());
+    let password = "bench-password-123";
+    let creds = serde_json::json!({ "email": email, "password": password });
+    let resp = client.post(format!("{base}/api/v1/auth/register")).json(&creds).send().await?;
+    if !resp.status().is_success() {
+        return Err(format!("registering the bench user failed: {}", resp.status()).into());
+    }
+    let tokens: serde_json::Value = resp.json().await?;
+    let access = tokens["access_token"].as_str().unwrap_or_default().to_owned();
+
+    println!(
+        "adiuva bench: {} workers, {} s per scenario, against {}{}",
+        args.concurrency,
+        args.seconds,
+        base,
+        if server.is_some() { " (in-process server, sharing this machine's cores)" } else { "" }
+    );
+    println!("{:<22} {:>10} {:>10} {:>10} {:>10} {:>8}", "scenario", "requests", "req/s", "p50 ms", "p99 ms", "errors");
+    for scenario in args.scenarios.split(',').map(str::trim) {
+        let outcome = match scenario {
+            "me" => {
+                let url = format!("{base}/api/v1/auth/me");
+                let bearer = format!("Bearer {access}");
+                load(args, move |c: reqwest::Client| {
+                    let (url, bearer) = (url.clone(), bearer.clone());
+                    async move { c.get(url).header("authorization", bearer).send().await }
+                }, &client)
+                .await
+            }
+            "login" => {
+                let url = format!("{base}/api/v1/auth/login");
+                let creds = creds.clone();
+                load(args, move |c: reqwest::Client| {
+                    let (url, creds) = (url.clone(), creds.clone());
+                    async move { c.post(url).json(&creds).send().await }
+                }, &client)
+                .await
+            }
+            other => return Err(format!("unknown scenario '{other}': use me or login").into()),
+        };
+        report(&format!("{} {}", if scenario == "me" { "GET" } else { "POST" }, if scenario == "me" { "/auth/me" } else { "/auth/login" }), &outcome);
+    }
+    if let Some((tx, handle)) = server {
+        let _ = tx.send(());
+        handle.await??;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn uuid_like() -> String {
+    adiuva_core::auth::new_refresh_token().unwrap_or_else(|_| "x".into()).chars().filter(char::is_ascii_alphanumeric).take(16).collect()
+}
+
+async fn load<F, Fut>(args: &BenchArgs, make: F, client: &reqwest::Client) -> Outcome
+where
+    F: Fn(reqwest::Client) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = reqwest::Result<reqwest::Response>> + Send,
+{
+    let make = Arc::new(make);
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|_| {
+            let (make, client) = (make.clone(), client.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(4096);
+                let mut errors = 0u64;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    match make(client.clone()).await {
+                        Ok(resp) if resp.status().is_success() => {
+                            // Read the body so the connection is reusable and the cost counted.
+                            if resp.bytes().await.is_err() {
+                                errors += 1;
+                                continue;
+                            }
+                            lat.push(t.elapsed().as_micros() as u64);
+                        }
+                        _ => errors += 1,
+                    }
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let mut latencies_us = Vec::new();
+    let mut errors = 0;
+    for w in workers {
+        if let Ok((lat, e)) = w.await {
+            latencies_us.extend(lat);
+            errors += e;
+        }
+    }
+    Outcome { latencies_us, errors, elapsed: started.elapsed() }
+}
+
+fn report(name: &str, o: &Outcome) {
+    let mut lat = o.latencies_us.clone();
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+        lat[i] as f64 / 1000.0
+    };
+    let rps = lat.len() as f64 / o.elapsed.as_secs_f64();
+    println!("{:<22} {:>10} {:>10.0} {:>10.2} {:>10.2} {:>8}", name, lat.len(), rps, pct(0.50), pct(0.99), o.errors);
+}

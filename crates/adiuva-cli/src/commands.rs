@@ -1,0 +1,218 @@
+//! What each subcommand does. Errors come back as one sentence for stderr.
+
+use std::io::BufRead as _;
+use std::process::ExitCode;
+
+use adiuva_adapters::blobs::check_blob_url;
+use adiuva_adapters::database::AnyDatabase;
+use adiuva_core::domain::{Role, Tier};
+use adiuva_server::settings::{Environment, Overrides, Settings, redact_url};
+use adiuva_server::startup::{Application, Backend, shutdown_signal};
+use adiuva_server::telemetry;
+
+use crate::{Cli, Command, ConfigCommand, UserCommand};
+
+/// A failure to report: one line, no backtrace.
+pub type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
+
+fn load(cli: &Cli, bind: Option<std::net::SocketAddr>) -> Result<Settings, Box<dyn std::error::Error>> {
+    let overrides = Overrides { config_file: cli.config.clone(), data_dir: cli.data_dir.clone(), bind };
+    Ok(Settings::load(&overrides)?)
+}
+
+/// Logs for commands other than `serve` stay quiet unless asked for.
+fn quiet_logs(settings: &Settings) {
+    let level = if std::env::var_os("ADIUVA_LOG").is_some() || std::env::var_os("RUST_LOG").is_some() {
+        settings.log_level.as_str()
+    } else {
+        "warn"
+    };
+    telemetry::init_with_writer(settings.effective_log_format(), level, std::io::stderr);
+}
+
+pub async fn run(cli: Cli) -> CliResult {
+    match &cli.command {
+        Command::Serve { bind } => {
+            let settings = load(&cli, *bind)?;
+            telemetry::init(&settings);
+            let app = Application::build(settings).await?;
+            app.run_until_stopped(shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let settings = load(&cli, None)?;
+            quiet_logs(&settings);
+            let db = AnyDatabase::connect(&settings.database_url()).await?;
+            let applied = db.migrate().await?;
+            if applied.is_empty() {
+                println!("database is up to date");
+            }
+            for m in applied {
+                println!("applied {m}");
+            }
+            db.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Openapi => {
+            println!("{}", adiuva_server::api::openapi_json());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config { command: ConfigCommand::Example { format } } => {
+            match format.as_str() {
+                "env" => print!("{}", Settings::example_env()),
+                "toml" => print!("{}", Settings::example_toml()),
+                other => return Err(format!("unknown format '{other}': use env or toml").into()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor => doctor(&cli).await,
+        Command::User { command } => {
+            let settings = load(&cli, None)?;
+            quiet_logs(&settings);
+            let backend = Backend::connect(&settings).await?;
+            let result = user(&backend, command).await;
+            backend.database.close().await;
+            result
+        }
+        Command::Bench(args) => crate::bench::run(args, &cli).await,
+    }
+}
+
+async fn user(backend: &Backend, command: &UserCommand) -> CliResult {
+    let accounts = backend.adiuva.accounts();
+    match command {
+        UserCommand::Create { email, password_stdin, role, tier } => {
+            let role = Role::parse(role)?;
+            let tier = Tier::parse(tier)?;
+            let (password, generated) = if *password_stdin {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                (line.trim_end_matches(['\r', '\n']).to_owned(), false)
+            } else {
+                (adiuva_core::auth::new_refresh_token()?, true)
+            };
+            let user = accounts.create(email, &password, role, tier).await?;
+            println!("created {} ({}, {}, id {})", user.email, user.role, user.tier, user.id);
+            if generated {
+                println!("password: {password}");
+            }
+        }
+        UserCommand::List { json } => {
+            let mut offset = 0;
+            if !json {
+                println!("{:<36}  {:<40}  {:<6}  {:<5}  created_at", "id", "email", "role", "tier");
+            }
+            loop {
+                let page = accounts.list(offset, 500).await?;
+                if page.is_empty() {
+                    break;
+                }
+                offset += page.len() as u64;
+                for u in page {
+                    if *json {
+                        let line = serde_json::json!({
+                            "id": u.id.to_string(), "email": u.email.as_str(), "role": u.role.as_str(),
+                            "tier": u.tier.as_str(), "created_at": u.created_at,
+                        });
+                        println!("{line}");
+                    } else {
+                        println!("{:<36}  {:<40}  {:<6}  {:<5}  {}", u.id, u.email, u.role, u.tier, u.created_at);
+                    }
+                }
+            }
+        }
+        UserCommand::SetTier { email, tier } => {
+            let tier = Tier::parse(tier)?;
+            let u = accounts.set_tier(email, tier).await.map_err(|e| not_found_says_who(e, email))?;
+            println!("{} is now on the {} tier", u.email, u.tier);
+        }
+        UserCommand::SetRole { email, role } => {
+            let role = Role::parse(role)?;
+            let u = accounts.set_role(email, role).await.map_err(|e| not_found_says_who(e, email))?;
+            println!("{} is now {}", u.email, u.role);
+        }
+        UserCommand::Delete { email } => {
+            let u = accounts.delete(email).await.map_err(|e| not_found_says_who(e, email))?;
+            println!("deleted {} (id {})", u.email, u.id);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn not_found_says_who(e: adiuva_core::Error, email: &str) -> Box<dyn std::error::Error> {
+    match e {
+        adiuva_core::Error::NotFound(_) => format!("no user with email '{}'", email.trim().to_lowercase()).into(),
+        other => other.into(),
+    }
+}
+
+/// Checks each piece and prints one line per check; fails if any check failed.
+async fn doctor(cli: &Cli) -> CliResult {
+    let mut failed = 0;
+    let mut report = |ok: bool, what: &str, detail: String| {
+        println!("{} {what}: {detail}", if ok { "ok  " } else { "FAIL" });
+        if !ok {
+            failed += 1;
+        }
+    };
+    let settings = match load(cli, None) {
+        Ok(s) => {
+            report(true, "config", format!("env={:?}, data dir {}", s.env, s.data_dir.display()));
+            s
+        }
+        Err(e) => {
+            report(false, "config", e.to_string());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    quiet_logs(&settings);
+    match (&settings.jwt_secret, settings.env) {
+        (Some(s), _) if s.expose().len() >= 32 => report(true, "jwt secret", "configured".into()),
+        (Some(_), _) => report(false, "jwt secret", "JWT_SECRET must be at least 32 bytes".into()),
+        (None, Environment::Prod) => report(false, "jwt secret", "JWT_SECRET is required when ENV=prod".into()),
+        (None, Environment::Dev) => match settings.resolve_jwt_secret() {
+            Ok(_) => report(true, "jwt secret", format!("dev secret kept in {}", settings.data_dir.join("jwt_secret").display())),
+            Err(e) => report(false, "jwt secret", e.to_string()),
+        },
+    }
+    let url = settings.database_url();
+    match AnyDatabase::connect(&url).await {
+        Ok(db) => {
+            match db.port().ping().await {
+                Ok(()) => report(true, "database", format!("{} answers", redact_url(&url))),
+                Err(e) => report(false, "database", format!("{} does not answer: {e}", redact_url(&url))),
+            }
+            match db.pending_migrations().await {
+                Ok(p) if p.is_empty() => report(true, "migrations", "up to date".into()),
+                Ok(p) => report(true, "migrations", format!("{} pending (applied at server start or by `adiuva migrate`): {}", p.len(), p.join(", "))),
+                Err(e) => report(false, "migrations", e.to_string()),
+            }
+            db.close().await;
+        }
+        Err(e) => report(false, "database", e.to_string()),
+    }
+    match check_blob_url(&settings.blob_url()).await {
+        Ok(loc) => report(true, "blob store", format!("{loc} is writable")),
+        Err(e) => report(false, "blob store", e.to_string()),
+    }
+    let unused: Vec<&str> = [
+        ("OPENAI_API_KEY", settings.openai_api_key.is_some()),
+        ("OPENAI_BASE_URL", settings.openai_base_url.is_some()),
+        ("REDIS_URL", settings.redis_url.is_some()),
+        ("STRIPE_SECRET_KEY", settings.stripe_secret_key.is_some()),
+        ("S3_BUCKET", settings.s3_bucket.is_some()),
+        ("QDRANT_URL", settings.qdrant_url.is_some()),
+        ("PINECONE_API_KEY", settings.pinecone_api_key.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, set)| set.then_some(k))
+    .collect();
+    if !unused.is_empty() {
+        println!("note  set but not used by this build yet: {}", unused.join(", "));
+    }
+    if failed > 0 {
+        eprintln!("error: {failed} check(s) failed");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,207 @@
+//! Errors on the wire: always `{"detail", "code"}`. HTTP status comes from one mapping of
+//! core error kinds ([`ApiError::from`]); poem's own errors (unknown route, wrong
+//! method, bad JSON, missing auth) are reshaped in [`to_json_error`].
+
+use adiuva_core::Error;
+use poem::http::StatusCode;
+use poem::{IntoResponse, Response};
+use poem_openapi::Object;
+use poem_openapi::payload::Json;
+
+/// The body of every error response.
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// A sentence for people (FastAPI-compatible).
+    pub detail: String,
+    /// A snake_case code for programs.
+    pub code: String,
+}
+
+/// An error on its way to the client.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Body.
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    /// An error with this status, code and detail.
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        Self { status, body: ErrorBody { detail: detail.into(), code: code.to_owned() } }
+    }
+
+    fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error".into(), "internal server error")
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = match &e {
+            Error::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => {
+                tracing::error!(error = %error_chain(&e), "internal error");
+                return Self::internal();
+            }
+            _ => {
+                tracing::error!(error = %error_chain(&e), "unmapped error kind");
+                return Self::internal();
+            }
+        };
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(error = %e, "backend unavailable");
+        }
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+/// `e` and all its sources, `: `-separated, for the log.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.body.detail)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl poem::error::ResponseError for ApiError {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn as_response(&self) -> Response {
+        json_response(self.status, &self.body)
+    }
+}
+
+fn json_response(status: StatusCode, body: &ErrorBody) -> Response {
+    let mut resp = Json(body.clone()).into_response();
+    resp.set_status(status);
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut()
+            .insert(poem::http::header::WWW_AUTHENTICATE, poem::http::HeaderValue::from_static("Bearer"));
+    }
+    resp
+}
+
+/// Turns any error that reached the edge into a `{"detail", "code"}` response.
+pub async fn to_json_error(err: poem::Error) -> Response {
+    use poem::error::{CorsError, MethodNotAllowedError, NotFoundError};
+    use poem_openapi::error::{AuthorizationError, ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError};
+
+    if let Some(api) = err.downcast_ref::<ApiError>() {
+        return json_response(api.status, &api.body);
+    }
+    let (status, code, detail): (StatusCode, String, String) = if err.is::<NotFoundError>() {
+        (StatusCode::NOT_FOUND, "not_found".into(), "no such route".into())
+    } else if err.is::<MethodNotAllowedError>() {
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed".into(), "this route does not accept that method".into())
+    } else if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
+        let reason = e.to_string();
+        // serde_json's syntax errors end in "at line N column M"; schema mismatches do not.
+        let code = if reason.contains(" at line ") { "malformed_json" } else { "validation_error" };
+        (StatusCode::UNPROCESSABLE_ENTITY, code.into(), reason)
+    } else if let Some(e) = err.downcast_ref::<ParseParamError>() {
+        (StatusCode::UNPROCESSABLE_ENTITY, "validation_error".into(), e.to_string())
+    } else if let Some(e) = err.downcast_ref::<ParsePathError>() {
+        (StatusCode::UNPROCESSABLE_ENTITY, "validation_error".into(), e.to_string())
+    } else if let Some(e) = err.downcast_ref::<ContentTypeError>() {
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type".into(), e.to_string())
+    } else if err.is::<AuthorizationError>() {
+        (StatusCode::UNAUTHORIZED, "unauthorized".into(), "missing or malformed Authorization header; send `Authorization: Bearer <access token>`".into())
+    } else if let Some(e) = err.downcast_ref::<CorsError>() {
+        (StatusCode::FORBIDDEN, "cors_rejected".into(), e.to_string())
+    } else {
+        let status = err.status();
+        let detail = err.to_string();
+        // Typed error responses of our operations (`api_errors!`) arrive here as errors
+        // whose response is already `{"detail", "code"}` JSON: pass them through.
+        let resp = err.into_response();
+        let is_json = resp
+            .headers()
+            .get(poem::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if is_json {
+            let mut resp = resp;
+            if status == StatusCode::UNAUTHORIZED {
+                resp.headers_mut()
+                    .insert(poem::http::header::WWW_AUTHENTICATE, poem::http::HeaderValue::from_static("Bearer"));
+            }
+            return resp;
+        }
+        if status.is_server_error() {
+            tracing::error!(error = %detail, "unhandled error");
+            (status, "internal_error".into(), "internal server error".into())
+        } else {
+            let code = status.canonical_reason().unwrap_or("error").to_ascii_lowercase().replace([' ', '-'], "_");
+            (status, code, detail)
+        }
+    };
+    json_response(status, &ErrorBody { detail, code })
+}
+
+/// Declares an operation's error responses: the listed statuses plus 500 and 503, each
+/// with an [`ErrorBody`]. Converting an [`ApiError`] whose status is not listed is a bug:
+/// it is logged and answered as 500, and the tests catch it.
+#[macro_export]
+macro_rules! api_errors {
+    ($(#[$meta:meta])* $name:ident { $($status:literal => $variant:ident: $desc:literal),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(poem_openapi::ApiResponse, Debug)]
+        pub enum $name {
+            $(
+                #[doc = $desc]
+                #[oai(status = $status)]
+                $variant(poem_openapi::payload::Json<$crate::error::ErrorBody>),
+            )*
+            /// A backend (database, model provider) is unavailable; retry later.
+            #[oai(status = 503)]
+            Unavailable(poem_openapi::payload::Json<$crate::error::ErrorBody>),
+            /// Unexpected failure; details are in the server log under the request id.
+            #[oai(status = 500)]
+            Internal(poem_openapi::payload::Json<$crate::error::ErrorBody>),
+        }
+
+        impl From<$crate::error::ApiError> for $name {
+            fn from(e: $crate::error::ApiError) -> Self {
+                match e.status.as_u16() {
+                    $($status => Self::$variant(poem_openapi::payload::Json(e.body)),)*
+                    503 => Self::Unavailable(poem_openapi::payload::Json(e.body)),
+                    500 => Self::Internal(poem_openapi::payload::Json(e.body)),
+                    other => {
+                        tracing::error!(status = other, code = %e.body.code, concat!("bug: status not declared for ", stringify!($name)));
+                        Self::Internal(poem_openapi::payload::Json($crate::error::ErrorBody {
+                            detail: "internal server error".into(),
+                            code: "internal_error".into(),
+                        }))
+                    }
+                }
+            }
+        }
+
+        impl From<adiuva_core::Error> for $name {
+            fn from(e: adiuva_core::Error) -> Self {
+                $crate::error::ApiError::from(e).into()
+            }
+        }
+    };
+}

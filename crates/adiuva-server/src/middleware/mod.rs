@@ -1,0 +1,9 @@
+//! Middleware around every route: request ids and logging, body limits, CORS.
+
+mod body_limit;
+mod cors;
+mod request_id;
+
+pub use body_limit::BodyLimit;
+pub use cors::cors;
+pub use request_id::{RequestId, REQUEST_ID_HEADER};

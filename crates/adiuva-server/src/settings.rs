@@ -1,0 +1,567 @@
+//! Typed settings: defaults < `adiuva.toml` < environment < command-line flags.
+//!
+//! Every key is described once, in [`KEYS`]; `.env.example` and `adiuva config example`
+//! are generated from that table so the documentation cannot drift from the parser.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use adiuva_core::auth::{AuthConfig, JwtAlgorithm};
+use adiuva_core::Secret;
+
+/// Where the server runs: `dev` is forgiving, `prod` refuses unsafe defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    /// Local development (default): generated JWT secret, readable logs.
+    Dev,
+    /// Production: a JWT secret is required, logs are JSON.
+    Prod,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Text in dev, JSON in prod.
+    Auto,
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A URL whose password is never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedactedUrl(pub String);
+
+impl RedactedUrl {
+    /// The URL with any `user:password@` shown as `user:***@`.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+}
+
+impl fmt::Debug for RedactedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+/// Hides the password part of a URL's authority.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// All settings. Build with [`Settings::load`] (or [`Settings::for_data_dir`] in tests).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `dev` or `prod`.
+    pub env: Environment,
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Where the embedded database, blobs and generated secret live.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` (default: `sqlite://<data_dir>/adiuva.db`).
+    pub database_url: Option<RedactedUrl>,
+    /// `file://…` or `memory://` (default: `file://<data_dir>/blobs`).
+    pub blob_url: Option<String>,
+    /// HMAC secret for access tokens.
+    pub jwt_secret: Option<Secret<String>>,
+    /// HS256, HS384 or HS512.
+    pub jwt_algorithm: JwtAlgorithm,
+    /// Access-token lifetime.
+    pub access_token_ttl_secs: i64,
+    /// Refresh-token lifetime.
+    pub refresh_token_ttl_days: i64,
+    /// Extra allowed CORS origins (`app://…` and `http://localhost:*` always are).
+    pub cors_origins: Vec<String>,
+    /// Largest JSON request body.
+    pub body_limit_bytes: usize,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// `tracing` filter, e.g. `info` or `adiuva_server=debug,info`.
+    pub log_level: String,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_timeout_secs: u64,
+    /// Server-side OpenAI key (chat; reserved until the chat capability lands).
+    pub openai_api_key: Option<Secret<String>>,
+    /// OpenAI-compatible endpoint (Ollama, vLLM, …).
+    pub openai_base_url: Option<String>,
+    /// Key for `cerebras/` models.
+    pub cerebras_api_key: Option<Secret<String>>,
+    /// Redis for shared rate limits and the device bus.
+    pub redis_url: Option<RedactedUrl>,
+    /// Stripe API key.
+    pub stripe_secret_key: Option<Secret<String>>,
+    /// Stripe webhook signing secret.
+    pub stripe_webhook_secret: Option<Secret<String>>,
+    /// S3 bucket.
+    pub s3_bucket: Option<String>,
+    /// S3 region.
+    pub s3_region: Option<String>,
+    /// S3-compatible endpoint URL.
+    pub s3_endpoint: Option<String>,
+    /// S3 access key id.
+    pub aws_access_key_id: Option<Secret<String>>,
+    /// S3 secret key.
+    pub aws_secret_access_key: Option<Secret<String>>,
+    /// Pinecone key.
+    pub pinecone_api_key: Option<Secret<String>>,
+    /// Pinecone index.
+    pub pinecone_index: Option<String>,
+    /// Qdrant URL.
+    pub qdrant_url: Option<String>,
+    /// Qdrant key.
+    pub qdrant_api_key: Option<Secret<String>>,
+}
+
+/// One documented key.
+#[derive(Debug)]
+pub struct KeyDoc {
+    /// Name in `adiuva.toml`.
+    pub key: &'static str,
+    /// Environment variables, highest precedence first.
+    pub env: &'static [&'static str],
+    /// Default, as text (empty: unset).
+    pub default: &'static str,
+    /// What it does.
+    pub doc: &'static str,
+}
+
+/// Every key the server reads.
+pub const KEYS: &[KeyDoc] = &[
+    KeyDoc { key: "env", env: &["ADIUVA_ENV", "ENV"], default: "dev", doc: "dev or prod. prod requires JWT_SECRET and logs JSON." },
+    KeyDoc { key: "bind", env: &["ADIUVA_BIND"], default: "127.0.0.1:8080", doc: "Address to listen on (`adiuva serve --bind`)." },
+    KeyDoc { key: "data_dir", env: &["ADIUVA_DATA_DIR"], default: "./data", doc: "Directory for the embedded database, blobs and the generated dev secret (`--data-dir`)." },
+    KeyDoc { key: "database_url", env: &["ADIUVA_DATABASE_URL", "DATABASE_URL"], default: "", doc: "Database URL. Unset: sqlite://<data_dir>/adiuva.db." },
+    KeyDoc { key: "blob_url", env: &["ADIUVA_BLOB_URL"], default: "", doc: "Blob store URL: file://DIR or memory://. Unset: file://<data_dir>/blobs." },
+    KeyDoc { key: "jwt_secret", env: &["ADIUVA_JWT_SECRET", "JWT_SECRET"], default: "", doc: "HMAC secret for access tokens, at least 32 bytes. Unset in dev: generated once into <data_dir>/jwt_secret. Required in prod." },
+    KeyDoc { key: "jwt_algorithm", env: &["ADIUVA_JWT_ALGORITHM", "JWT_ALGORITHM"], default: "HS256", doc: "HS256, HS384 or HS512." },
+    KeyDoc { key: "access_token_ttl_secs", env: &["ADIUVA_ACCESS_TOKEN_TTL_SECS"], default: "900", doc: "Access-token lifetime in seconds." },
+    KeyDoc { key: "refresh_token_ttl_days", env: &["ADIUVA_REFRESH_TOKEN_TTL_DAYS"], default: "30", doc: "Refresh-token lifetime in days." },
+    KeyDoc { key: "cors_origins", env: &["ADIUVA_CORS_ORIGINS", "CORS_ORIGINS"], default: "", doc: "Extra allowed origins, comma-separated. app://… and http://localhost:<port> are always allowed." },
+    KeyDoc { key: "body_limit_bytes", env: &["ADIUVA_BODY_LIMIT_BYTES"], default: "10485760", doc: "Largest JSON request body in bytes (larger: 413)." },
+    KeyDoc { key: "log_format", env: &["ADIUVA_LOG_FORMAT"], default: "auto", doc: "auto (text in dev, JSON in prod), text or json." },
+    KeyDoc { key: "log_level", env: &["ADIUVA_LOG", "RUST_LOG"], default: "info", doc: "tracing filter, e.g. info or adiuva_server=debug,info." },
+    KeyDoc { key: "shutdown_timeout_secs", env: &["ADIUVA_SHUTDOWN_TIMEOUT_SECS"], default: "30", doc: "How long SIGINT/SIGTERM waits for in-flight requests." },
+    KeyDoc { key: "openai_api_key", env: &["ADIUVA_OPENAI_API_KEY", "OPENAI_API_KEY"], default: "", doc: "Server-side key for the chat models (not used by this build yet)." },
+    KeyDoc { key: "openai_base_url", env: &["ADIUVA_OPENAI_BASE_URL", "OPENAI_BASE_URL"], default: "", doc: "Any OpenAI-compatible endpoint (Ollama, vLLM, llama.cpp) (not used by this build yet)." },
+    KeyDoc { key: "cerebras_api_key", env: &["ADIUVA_CEREBRAS_API_KEY", "CEREBRAS_API_KEY"], default: "", doc: "Key for cerebras/ models (not used by this build yet)." },
+    KeyDoc { key: "redis_url", env: &["ADIUVA_REDIS_URL", "REDIS_URL"], default: "", doc: "Redis for shared rate limits and the device bus (not used by this build yet)." },
+    KeyDoc { key: "stripe_secret_key", env: &["ADIUVA_STRIPE_SECRET_KEY", "STRIPE_SECRET_KEY"], default: "", doc: "Stripe API key (not used by this build yet)." },
+    KeyDoc { key: "stripe_webhook_secret", env: &["ADIUVA_STRIPE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET"], default: "", doc: "Stripe webhook signing secret (not used by this build yet)." },
+    KeyDoc { key: "s3_bucket", env: &["ADIUVA_S3_BUCKET", "S3_BUCKET"], default: "", doc: "S3 bucket for blobs (not used by this build yet)." },
+    KeyDoc { key: "s3_region", env: &["ADIUVA_S3_REGION", "S3_REGION"], default: "", doc: "S3 region (not used by this build yet)." },
+    KeyDoc { key: "s3_endpoint", env: &["ADIUVA_S3_ENDPOINT", "S3_ENDPOINT"], default: "", doc: "S3-compatible endpoint URL (not used by this build yet)." },
+    KeyDoc { key: "aws_access_key_id", env: &["ADIUVA_AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"], default: "", doc: "S3 access key id (not used by this build yet)." },
+    KeyDoc { key: "aws_secret_access_key", env: &["ADIUVA_AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"], default: "", doc: "S3 secret access key (not used by this build yet)." },
+    KeyDoc { key: "pinecone_api_key", env: &["ADIUVA_PINECONE_API_KEY", "PINECONE_API_KEY"], default: "", doc: "Pinecone key (not used by this build yet)." },
+    KeyDoc { key: "pinecone_index", env: &["ADIUVA_PINECONE_INDEX", "PINECONE_INDEX"], default: "", doc: "Pinecone index (not used by this build yet)." },
+    KeyDoc { key: "qdrant_url", env: &["ADIUVA_QDRANT_URL", "QDRANT_URL"], default: "", doc: "Qdrant URL (not used by this build yet)." },
+    KeyDoc { key: "qdrant_api_key", env: &["ADIUVA_QDRANT_API_KEY", "QDRANT_API_KEY"], default: "", doc: "Qdrant key (not used by this build yet)." },
+];
+
+/// A setting that could not be used. The text names the key and says why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// What the command line adds on top of file and environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config FILE`: must exist. Without it `./adiuva.toml` is read if present.
+    pub config_file: Option<PathBuf>,
+    /// `--data-dir DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--bind ADDR`.
+    pub bind: Option<SocketAddr>,
+}
+
+fn secret(v: &str) -> Option<Secret<String>> {
+    (!v.is_empty()).then(|| Secret::new(v.to_owned()))
+}
+
+fn opt(v: &str) -> Option<String> {
+    (!v.is_empty()).then(|| v.to_owned())
+}
+
+fn number<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
+    v.trim()
+        .parse()
+        .map_err(|_| ConfigError(format!("{key} must be a non-negative whole number (got '{v}')")))
+}
+
+impl Settings {
+    /// The defaults, with everything stored under `data_dir`.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let mut s = Self::empty();
+        for k in KEYS {
+            if !k.default.is_empty() {
+                // Defaults are constants that parse; a failure here is a bug caught by tests.
+                let _ = s.set(k.key, k.default);
+            }
+        }
+        s.data_dir = data_dir.into();
+        s
+    }
+
+    fn empty() -> Self {
+        Self {
+            env: Environment::Dev,
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            blob_url: None,
+            jwt_secret: None,
+            jwt_algorithm: JwtAlgorithm::Hs256,
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_days: 30,
+            cors_origins: Vec::new(),
+            body_limit_bytes: 10 * 1024 * 1024,
+            log_format: LogFormat::Auto,
+            log_level: "info".into(),
+            shutdown_timeout_secs: 30,
+            openai_api_key: None,
+            openai_base_url: None,
+            cerebras_api_key: None,
+            redis_url: None,
+            stripe_secret_key: None,
+            stripe_webhook_secret: None,
+            s3_bucket: None,
+            s3_region: None,
+            s3_endpoint: None,
+            aws_access_key_id: None,
+            aws_secret_access_key: None,
+            pinecone_api_key: None,
+            pinecone_index: None,
+            qdrant_url: None,
+            qdrant_api_key: None,
+        }
+    }
+
+    /// Sets one key from text (as found in the file or environment).
+    pub fn set(&mut self, key: &str, v: &str) -> Result<(), ConfigError> {
+        match key {
+            "env" => {
+                self.env = match v.trim().to_ascii_lowercase().as_str() {
+                    "dev" | "development" => Environment::Dev,
+                    "prod" | "production" => Environment::Prod,
+                    _ => return Err(ConfigError(format!("ENV must be dev or prod (got '{v}')"))),
+                }
+            }
+            "bind" => {
+                self.bind = v.trim().parse().map_err(|_| {
+                    ConfigError(format!("bind must be an address like 127.0.0.1:8080 (got '{v}')"))
+                })?
+            }
+            "data_dir" => self.data_dir = PathBuf::from(v),
+            "database_url" => self.database_url = opt(v).map(RedactedUrl),
+            "blob_url" => self.blob_url = opt(v),
+            "jwt_secret" => self.jwt_secret = secret(v),
+            "jwt_algorithm" => {
+                self.jwt_algorithm = JwtAlgorithm::parse(v).map_err(|e| ConfigError(e.to_string()))?
+            }
+            "access_token_ttl_secs" => self.access_token_ttl_secs = number(key, v)?,
+            "refresh_token_ttl_days" => self.refresh_token_ttl_days = number(key, v)?,
+            "cors_origins" => {
+                self.cors_origins = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+            }
+            "body_limit_bytes" => self.body_limit_bytes = number(key, v)?,
+            "log_format" => {
+                self.log_format = match v.trim().to_ascii_lowercase().as_str() {
+                    "auto" => LogFormat::Auto,
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    _ => return Err(ConfigError(format!("log_format must be auto, text or json (got '{v}')"))),
+                }
+            }
+            "log_level" => self.log_level = v.to_owned(),
+            "shutdown_timeout_secs" => self.shutdown_timeout_secs = number(key, v)?,
+            "openai_api_key" => self.openai_api_key = secret(v),
+            "openai_base_url" => self.openai_base_url = opt(v),
+            "cerebras_api_key" => self.cerebras_api_key = secret(v),
+            "redis_url" => self.redis_url = opt(v).map(RedactedUrl),
+            "stripe_secret_key" => self.stripe_secret_key = secret(v),
+            "stripe_webhook_secret" => self.stripe_webhook_secret = secret(v),
+            "s3_bucket" => self.s3_bucket = opt(v),
+            "s3_region" => self.s3_region = opt(v),
+            "s3_endpoint" => self.s3_endpoint = opt(v),
+            "aws_access_key_id" => self.aws_access_key_id = secret(v),
+            "aws_secret_access_key" => self.aws_secret_access_key = secret(v),
+            "pinecone_api_key" => self.pinecone_api_key = secret(v),
+            "pinecone_index" => self.pinecone_index = opt(v),
+            "qdrant_url" => self.qdrant_url = opt(v),
+            "qdrant_api_key" => self.qdrant_api_key = secret(v),
+            other => return Err(ConfigError(format!("unknown setting '{other}'"))),
+        }
+        Ok(())
+    }
+
+    /// Layers defaults, the config file, the process environment and `overrides`.
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::load_from(overrides, |name| std::env::var(name).ok())
+    }
+
+    /// [`Settings::load`] with an explicit environment (for tests).
+    pub fn load_from(overrides: &Overrides, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut s = Self::for_data_dir("./data");
+        let file = match &overrides.config_file {
+            Some(path) => Some(path.clone()),
+            None => Some(PathBuf::from("adiuva.toml")).filter(|p| p.is_file()),
+        };
+        if let Some(path) = file {
+            s.apply_file(&path)?;
+        }
+        for k in KEYS {
+            if let Some(v) = k.env.iter().find_map(|name| env(name)) {
+                s.set(k.key, &v).map_err(|e| ConfigError(format!("{} (from ${}): {e}", k.key, env_name_used(k, &env))))?;
+            }
+        }
+        if let Some(dir) = &overrides.data_dir {
+            s.data_dir = dir.clone();
+        }
+        if let Some(bind) = overrides.bind {
+            s.bind = bind;
+        }
+        Ok(s)
+    }
+
+    fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read the config file {}: {e}", path.display())))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| ConfigError(format!("{} is not valid TOML: {e}", path.display())))?;
+        for (key, value) in table {
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|i| match i {
+                        toml::Value::String(s) => Ok(s.clone()),
+                        toml::Value::Integer(n) => Ok(n.to_string()),
+                        _ => Err(ConfigError(format!("{}: '{key}' may only list strings", path.display()))),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+                    .join(","),
+                other => {
+                    return Err(ConfigError(format!("{}: '{key}' has an unsupported value of type {}", path.display(), other.type_str())));
+                }
+            };
+            self.set(&key, &text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.0.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("adiuva.db").display()),
+        }
+    }
+
+    /// The blob-store URL in effect.
+    pub fn blob_url(&self) -> String {
+        self.blob_url
+            .clone()
+            .unwrap_or_else(|| format!("file://{}", self.data_dir.join("blobs").display()))
+    }
+
+    /// The log format in effect.
+    pub fn effective_log_format(&self) -> LogFormat {
+        match (self.log_format, self.env) {
+            (LogFormat::Auto, Environment::Prod) => LogFormat::Json,
+            (LogFormat::Auto, Environment::Dev) => LogFormat::Text,
+            (f, _) => f,
+        }
+    }
+
+    /// The JWT secret: the configured one; in dev without one, the secret kept in
+    /// `<data_dir>/jwt_secret`, generated on first use; in prod without one, an error.
+    pub fn resolve_jwt_secret(&self) -> Result<Secret<String>, ConfigError> {
+        if let Some(s) = &self.jwt_secret {
+            return Ok(s.clone());
+        }
+        if self.env == Environment::Prod {
+            return Err(ConfigError(
+                "JWT_SECRET is required when ENV=prod: set it to at least 32 random bytes (for example the output of `openssl rand -hex 32`)".into(),
+            ));
+        }
+        let path = self.data_dir.join("jwt_secret");
+        match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => return Ok(Secret::new(s.trim().to_owned())),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ConfigError(format!("cannot read {}: {e}", path.display()))),
+        }
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| ConfigError(format!("no randomness for a JWT secret: {e}")))?;
+        let generated = hex::encode(bytes);
+        std::fs::create_dir_all(&self.data_dir)
+            .map_err(|e| ConfigError(format!("cannot create the data directory {}: {e}", self.data_dir.display())))?;
+        write_private(&path, &generated)
+            .map_err(|e| ConfigError(format!("cannot write the generated JWT secret to {}: {e}", path.display())))?;
+        tracing::info!(path = %path.display(), "generated a JWT secret for development");
+        Ok(Secret::new(generated))
+    }
+
+    /// Session settings for the core.
+    pub fn auth_config(&self) -> Result<AuthConfig, ConfigError> {
+        let mut c = AuthConfig::new(self.resolve_jwt_secret()?);
+        c.jwt_algorithm = self.jwt_algorithm;
+        c.access_ttl_secs = self.access_token_ttl_secs;
+        c.refresh_ttl_secs = self.refresh_token_ttl_days * 24 * 3600;
+        Ok(c)
+    }
+
+    /// Every key, documented, in `.env` form.
+    pub fn example_env() -> String {
+        let mut out = String::from("# Adiuva configuration. Every key is optional; defaults shown.\n# Precedence: defaults < adiuva.toml < environment < command-line flags.\n# The first variable named is preferred; the others are accepted aliases.\n\n");
+        for k in KEYS {
+            out.push_str(&format!("# {}\n", k.doc));
+            if k.env.len() > 1 {
+                out.push_str(&format!("# Also: {}\n", k.env[1..].join(", ")));
+            }
+            out.push_str(&format!("{}={}\n\n", k.env[0], k.default));
+        }
+        out
+    }
+
+    /// Every key, documented, in `adiuva.toml` form.
+    pub fn example_toml() -> String {
+        let mut out = String::from("# adiuva.toml: read from the working directory, or from `--config FILE`.\n# Every key is optional; the environment overrides this file.\n\n");
+        for k in KEYS {
+            out.push_str(&format!("# {} (env: {})\n", k.doc, k.env.join(", ")));
+            let numeric = !k.default.is_empty() && k.default.bytes().all(|b| b.is_ascii_digit());
+            if numeric {
+                out.push_str(&format!("# {} = {}\n\n", k.key, k.default));
+            } else {
+                out.push_str(&format!("# {} = \"{}\"\n\n", k.key, k.default));
+            }
+        }
+        out
+    }
+}
+
+fn env_name_used(k: &KeyDoc, env: &impl Fn(&str) -> Option<String>) -> String {
+    k.env.iter().find(|n| env(n).is_some()).copied().unwrap_or(k.env[0]).to_owned()
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn every_default_parses() {
+        let mut s = Settings::empty();
+        for k in KEYS {
+            if !k.default.is_empty() {
+                s.set(k.key, k.default).unwrap_or_else(|e| panic!("default of {}: {e}", k.key));
+            }
+        }
+    }
+
+    #[test]
+    fn every_key_is_settable_and_documented_in_both_examples() {
+        let (env_ex, toml_ex) = (Settings::example_env(), Settings::example_toml());
+        for k in KEYS {
+            assert!(env_ex.contains(&format!("{}=", k.env[0])), "{} in .env example", k.key);
+            assert!(toml_ex.contains(&format!("# {} =", k.key)), "{} in toml example", k.key);
+        }
+        let mut s = Settings::empty();
+        assert!(s.set("no_such_key", "x").is_err());
+    }
+
+    #[test]
+    fn layers_file_then_env_then_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("adiuva.toml");
+        std::fs::write(&file, "bind = \"127.0.0.1:9000\"\nbody_limit_bytes = 100\ncors_origins = [\"https://a.example\", \"https://b.example\"]\nenv = \"prod\"\n").expect("write");
+        let over = Overrides { config_file: Some(file), ..Default::default() };
+        let s = Settings::load_from(&over, env(&[("ADIUVA_BODY_LIMIT_BYTES", "200"), ("JWT_SECRET", "s3cr3t-s3cr3t")])).expect("load");
+        assert_eq!(s.bind.port(), 9000, "file beats default");
+        assert_eq!(s.body_limit_bytes, 200, "env beats file");
+        assert_eq!(s.cors_origins, vec!["https://a.example", "https://b.example"]);
+        assert_eq!(s.env, Environment::Prod);
+        assert_eq!(s.effective_log_format(), LogFormat::Json);
+        assert_eq!(s.jwt_secret.as_ref().map(|s| s.expose().as_str()), Some("s3cr3t-s3cr3t"));
+        let over = Overrides { bind: Some("127.0.0.1:1".parse().expect("addr")), ..over };
+        assert_eq!(Settings::load_from(&over, env(&[])).expect("load").bind.port(), 1, "flags beat all");
+    }
+
+    #[test]
+    fn adiuva_prefixed_names_beat_plan_names() {
+        let s = Settings::load_from(&Overrides::default(), env(&[("DATABASE_URL", "sqlite://a.db"), ("ADIUVA_DATABASE_URL", "sqlite://b.db")])).expect("load");
+        assert_eq!(s.database_url(), "sqlite://b.db");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = Settings::load_from(&Overrides::default(), env(&[("JWT_ALGORITHM", "RS256")])).unwrap_err();
+        assert!(e.to_string().contains("JWT_ALGORITHM"), "{e}");
+        let e = Settings::load_from(&Overrides::default(), env(&[("ADIUVA_BODY_LIMIT_BYTES", "lots")])).unwrap_err();
+        assert!(e.to_string().contains("body_limit_bytes"), "{e}");
+        let over = Overrides { config_file: Some("/nonexistent/adiuva.toml".into()), ..Default::default() };
+        assert!(Settings::load_from(&over, env(&[])).is_err());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Settings::load_from(
+            &Overrides::default(),
+            env(&[("JWT_SECRET", "topsecret-value-123"), ("OPENAI_API_KEY", "sk-live-abc"), ("DATABASE_URL", "postgres://u:pw-xyz@db/adiuva")]),
+        )
+        .expect("load");
+        let dbg = format!("{s:?}");
+        for leaked in ["topsecret-value-123", "sk-live-abc", "pw-xyz"] {
+            assert!(!dbg.contains(leaked), "{leaked} leaked into Debug: {dbg}");
+        }
+        assert!(dbg.contains("u:***@db"));
+    }
+
+    #[test]
+    fn dev_secret_is_generated_once_and_prod_refuses() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Settings::for_data_dir(dir.path());
+        let a = s.resolve_jwt_secret().expect("generated");
+        let b = s.resolve_jwt_secret().expect("kept");
+        assert_eq!(a.expose(), b.expose());
+        assert!(a.expose().len() >= 32);
+        let mut p = Settings::for_data_dir(dir.path());
+        p.env = Environment::Prod;
+        let e = p.resolve_jwt_secret().unwrap_err();
+        assert!(e.to_string().contains("JWT_SECRET is required"), "{e}");
+    }
+}

@@ -1,0 +1,171 @@
+//! Building and running the server: [`Application::build`] then
+//! [`Application::run_until_stopped`]. Binding happens in `build`, so `port()` is known
+//! before serving (tests bind port 0).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adiuva_adapters::blobs::check_blob_url;
+use adiuva_adapters::database::AnyDatabase;
+use adiuva_core::Adiuva;
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::{EndpointExt, IntoEndpoint, Route};
+
+use crate::api::{API_PREFIX, api_service};
+use crate::error::to_json_error;
+use crate::middleware::{BodyLimit, RequestId, cors};
+use crate::settings::{ConfigError, Settings};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A setting is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// An adapter could not be set up.
+    #[error(transparent)]
+    Adapter(#[from] adiuva_adapters::AdapterError),
+    /// The core refused its configuration.
+    #[error("{0}")]
+    Core(#[from] adiuva_core::Error),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The backend assembled from settings: adapters chosen by URL, migrations applied.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// The facade.
+    pub adiuva: Adiuva,
+    /// The database with its operational handle.
+    pub database: AnyDatabase,
+    /// Where blobs live (for logs).
+    pub blob_location: String,
+}
+
+impl Backend {
+    /// Connects the database (migrating it), checks the blob store and builds [`Adiuva`].
+    pub async fn connect(settings: &Settings) -> Result<Self, StartupError> {
+        let auth = settings.auth_config()?;
+        let database = AnyDatabase::connect(&settings.database_url()).await?;
+        let applied = database.migrate().await?;
+        if !applied.is_empty() {
+            tracing::info!(migrations = ?applied, "applied database migrations");
+        }
+        let blob_location = check_blob_url(&settings.blob_url()).await?;
+        let adiuva = Adiuva::builder().database(database.port()).auth(auth).build()?;
+        Ok(Self { adiuva, database, blob_location })
+    }
+}
+
+/// A bound, ready-to-serve server.
+pub struct Application {
+    acceptor: TcpAcceptor,
+    port: u16,
+    backend: Backend,
+    settings: Arc<Settings>,
+}
+
+impl Application {
+    /// Assembles the backend and binds `settings.bind` (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let backend = Backend::connect(&settings).await?;
+        let acceptor = TcpListener::bind(settings.bind)
+            .into_acceptor()
+            .await
+            .map_err(|source| StartupError::Bind { addr: settings.bind, source })?;
+        let port = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().map(|s| s.port()))
+            .unwrap_or(settings.bind.port());
+        Ok(Self { acceptor, port, backend, settings: Arc::new(settings) })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The assembled backend.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests
+    /// finish (up to `shutdown_timeout_secs`) and closes the database.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let s = &self.settings;
+        tracing::info!(
+            url = %format!("http://{}:{}", s.bind.ip(), self.port),
+            docs = %format!("http://{}:{}/docs", s.bind.ip(), self.port),
+            data_dir = %s.data_dir.display(),
+            database = %crate::settings::redact_url(&s.database_url()),
+            blobs = %self.backend.blob_location,
+            env = ?s.env,
+            "adiuva listening"
+        );
+        let app = routes(&self.settings, self.backend.adiuva.clone());
+        let timeout = Duration::from_secs(self.settings.shutdown_timeout_secs);
+        let result = poem::Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app, shutdown, Some(timeout))
+            .await;
+        self.backend.database.close().await;
+        tracing::info!("adiuva stopped");
+        result
+    }
+}
+
+/// The whole HTTP surface with its middleware, outermost last:
+/// body limit → JSON errors → CORS → JSON errors (CORS refusals) → request id.
+pub fn routes(settings: &Settings, adiuva: Adiuva) -> impl poem::Endpoint + 'static {
+    let api = api_service();
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    Route::new()
+        .nest(API_PREFIX, api.into_endpoint())
+        .at(format!("{API_PREFIX}/openapi.json"), spec)
+        .nest("/docs", docs)
+        .data(adiuva)
+        .with(BodyLimit::new(settings.body_limit_bytes, Vec::new()))
+        .catch_all_error(to_json_error)
+        .with(cors(&settings.cors_origins))
+        .catch_all_error(to_json_error)
+        .with(RequestId)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received; draining in-flight requests"),
+        () = term => tracing::info!("SIGTERM received; draining in-flight requests"),
+    }
+}
