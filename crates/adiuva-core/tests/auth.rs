@@ -52,6 +52,15 @@ async fn wrong_password_and_unknown_email_look_the_same() {
     assert_eq!(a.to_string(), b.to_string());
     assert_eq!(b.to_string(), c.to_string());
     assert_eq!(a.code(), "unauthorized");
+    // Each failure ran exactly one argon2 verification: an unknown or malformed email is
+    // checked against the dummy hash, so it costs what a wrong password costs.
+    let before = app.auth().hasher().verifications();
+    let _ = app.auth().login("nobody@example.com", PW).await;
+    assert_eq!(app.auth().hasher().verifications(), before + 1);
+    let _ = app.auth().login("carol@example.com", "wrong password!!").await;
+    assert_eq!(app.auth().hasher().verifications(), before + 2);
+    let _ = app.auth().login("not an email", PW).await;
+    assert_eq!(app.auth().hasher().verifications(), before + 3);
 }
 
 #[tokio::test]

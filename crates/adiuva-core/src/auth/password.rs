@@ -1,6 +1,7 @@
 //! argon2id password hashing, off the async threads and bounded in parallelism.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
@@ -40,6 +41,9 @@ pub struct PasswordHasher {
     /// A hash of a random password, verified against when the email is unknown so that
     /// "no such user" costs the same time as "wrong password".
     dummy_hash: Arc<String>,
+    /// Verifications performed, whether or not the user existed (observability, and the
+    /// proof in tests that an unknown email costs a verification too).
+    verifications: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -64,6 +68,7 @@ impl PasswordHasher {
             argon2,
             permits: Arc::new(Semaphore::new(max_parallel.max(1))),
             dummy_hash: Arc::new(dummy),
+            verifications: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -87,14 +92,21 @@ impl PasswordHasher {
         let known = phc.is_some();
         let phc = phc.map_or_else(|| self.dummy_hash.as_str().to_owned(), str::to_owned);
         let pw = password.to_owned();
+        let counter = self.verifications.clone();
         let ok = self
             .run(move || {
+                counter.fetch_add(1, Ordering::Relaxed);
                 let parsed = PasswordHash::new(&phc)
                     .map_err(|e| Error::internal(format!("stored password hash is invalid: {e}")))?;
                 Ok(argon2.verify_password(pw.as_bytes(), &parsed).is_ok())
             })
             .await?;
         Ok(ok && known)
+    }
+
+    /// How many password verifications have run (real or against the dummy hash).
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
     }
 
     async fn run<T: Send + 'static>(

@@ -1,0 +1,161 @@
+//! `spawn_app()`: the real server on 127.0.0.1 port 0 with a fresh temporary data dir
+//! (and so a fresh SQLite database) per test, plus a capture of every log line.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use adiuva_core::Adiuva;
+use adiuva_server::settings::{LogFormat, Settings};
+use adiuva_server::startup::Application;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The JWT secret every test server uses, so tests can forge tokens.
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+/// A password that passes the rules.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A running server.
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub client: reqwest::Client,
+    pub adiuva: Adiuva,
+    pub database: adiuva_adapters::database::AnyDatabase,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture() -> &'static Capture {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let cap = Capture::default();
+        let writer = cap.clone();
+        adiuva_server::telemetry::init_with_writer(LogFormat::Json, "info", move || writer.clone());
+        cap
+    })
+}
+
+/// Every log line written so far by any test server in this process, parsed.
+pub fn log_lines() -> Vec<Value> {
+    let bytes = capture().0.lock().expect("log lock").clone();
+    String::from_utf8_lossy(&bytes).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// Every log line as raw text.
+pub fn log_text() -> String {
+    String::from_utf8_lossy(&capture().0.lock().expect("log lock")).into_owned()
+}
+
+/// A server with default settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// A server with settings adjusted by `adjust`.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    capture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = Settings::for_data_dir(dir.path());
+    settings.bind = "127.0.0.1:0".parse().expect("addr");
+    settings.jwt_secret = Some(adiuva_core::Secret::new(JWT_SECRET.to_owned()));
+    adjust(&mut settings);
+    let app = Application::build(settings).await.expect("the server builds");
+    let port = app.port();
+    let adiuva = app.backend().adiuva.clone();
+    let database = app.backend().database.clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
+        adiuva,
+        database,
+        shutdown: Some(tx),
+        handle: Some(handle),
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    /// `address` + `/api/v1` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.address)
+    }
+
+    /// POSTs JSON.
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client.post(self.url(path)).json(body).send().await.expect("request")
+    }
+
+    /// Registers `email` with [`PASSWORD`].
+    pub async fn register(&self, email: &str) -> reqwest::Response {
+        self.post_json("/auth/register", &json!({ "email": email, "password": PASSWORD })).await
+    }
+
+    /// Registers and returns the tokens, asserting success.
+    pub async fn register_ok(&self, email: &str) -> Value {
+        let resp = self.register(email).await;
+        assert_eq!(resp.status(), 200, "register {email}");
+        resp.json().await.expect("tokens")
+    }
+
+    /// Logs in.
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json("/auth/login", &json!({ "email": email, "password": password })).await
+    }
+
+    /// Refreshes.
+    pub async fn refresh(&self, token: &str) -> reqwest::Response {
+        self.post_json("/auth/refresh", &json!({ "refresh_token": token })).await
+    }
+
+    /// GET /auth/me with a bearer token.
+    pub async fn me(&self, access_token: &str) -> reqwest::Response {
+        self.client.get(self.url("/auth/me")).bearer_auth(access_token).send().await.expect("request")
+    }
+
+    /// Starts shutdown without waiting.
+    pub fn begin_stop(&mut self) -> JoinHandle<std::io::Result<()>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.handle.take().expect("running")
+    }
+}
+
+/// Asserts an error response: status, JSON `{"detail", "code"}` with this code, and
+/// returns the body.
+pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(resp.status().as_u16(), status, "status");
+    let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert!(ct.starts_with("application/json"), "error bodies are JSON, got {ct:?}");
+    let body: Value = resp.json().await.expect("JSON body");
+    assert_eq!(body["code"], code, "code in {body}");
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "detail in {body}");
+    assert_eq!(body.as_object().map(|o| o.len()), Some(2), "exactly detail and code: {body}");
+    body
+}
+
+/// A unique email for this test.
+pub fn email(tag: &str) -> String {
+    format!("{tag}-{}@example.com", uuid::Uuid::new_v4().simple())
+}

@@ -1,0 +1,162 @@
+//! The OpenAPI document: served as printed, complete, valid, and usable to generate the
+//! desktop app's TypeScript client.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::helpers::spawn_app;
+
+async fn served_spec() -> Value {
+    let app = spawn_app().await;
+    let resp = app.client.get(app.url("/openapi.json")).send().await.expect("req");
+    assert_eq!(resp.status(), 200);
+    resp.json().await.expect("json")
+}
+
+#[tokio::test]
+async fn the_served_document_is_the_printed_one() {
+    let served = served_spec().await;
+    let printed: Value = serde_json::from_str(&adiuva_server::api::openapi_json()).expect("json");
+    assert_eq!(served, printed);
+    assert_eq!(served["servers"][0]["url"], "/api/v1");
+}
+
+#[tokio::test]
+async fn every_operation_is_documented() {
+    let spec = served_spec().await;
+    let paths = spec["paths"].as_object().expect("paths");
+    let mut ids = Vec::new();
+    for (path, item) in paths {
+        for (method, op) in item.as_object().expect("path item") {
+            let what = format!("{method} {path}");
+            let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{what} has an operationId"));
+            ids.push(id.to_owned());
+            assert!(op["tags"].as_array().is_some_and(|t| !t.is_empty()), "{what} has a tag");
+            let responses = op["responses"].as_object().expect("responses");
+            let public = matches!(path.as_str(), "/health" | "/auth/register" | "/auth/login" | "/auth/refresh");
+            if public {
+                assert!(op.get("security").is_none(), "{what} needs no auth");
+            } else {
+                let sec = op["security"].as_array().unwrap_or_else(|| panic!("{what} declares security"));
+                assert!(sec.iter().any(|s| s.get("BearerAuth").is_some()), "{what} uses the bearer scheme");
+                assert!(responses.contains_key("401"), "{what} documents 401");
+            }
+            if path != "/health" {
+                for code in ["500", "503"] {
+                    assert!(responses.contains_key(code), "{what} documents {code}");
+                }
+                for (code, r) in responses.iter().filter(|(c, _)| c.starts_with('4') || c.starts_with('5')) {
+                    let schema = &r["content"]["application/json; charset=utf-8"]["schema"]["$ref"];
+                    assert_eq!(schema, "#/components/schemas/ErrorBody", "{what} {code} is an ErrorBody");
+                }
+            }
+            if op.get("requestBody").is_some() {
+                for code in ["413", "415", "422"] {
+                    assert!(responses.contains_key(code), "{what} documents {code}");
+                }
+            }
+        }
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "operationIds are unique: {ids:?}");
+    for expected in ["health", "register", "login", "refresh", "me"] {
+        assert!(ids.iter().any(|i| i == expected), "{expected} present");
+    }
+    let scheme = &spec["components"]["securitySchemes"]["BearerAuth"];
+    assert_eq!(scheme["type"], "http");
+    assert_eq!(scheme["scheme"], "bearer");
+}
+
+fn require_tools() -> bool {
+    std::env::var("ADIUVA_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+fn skip(what: &str) {
+    assert!(!require_tools(), "{what} is required (ADIUVA_TEST_REQUIRE_SERVICES=1) but was not found; run .ci/run or install it");
+    eprintln!("SKIPPED: {what} not found; set ADIUVA_TEST_REQUIRE_SERVICES=1 to make this a failure");
+}
+
+fn write_spec(dir: &Path) -> PathBuf {
+    let path = dir.join("openapi.json");
+    std::fs::write(&path, adiuva_server::api::openapi_json()).expect("write spec");
+    path
+}
+
+fn find_on_path(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(bin)).find(|c| c.is_file()))
+}
+
+fn node_tools() -> PathBuf {
+    std::env::var_os("ADIUVA_TEST_NODE_TOOLS").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/tools/node_modules/.bin"),
+        PathBuf::from,
+    )
+}
+
+#[test]
+fn a_real_validator_accepts_the_document() {
+    let Some(validator) = find_on_path("openapi-spec-validator") else {
+        return skip("openapi-spec-validator (PyPI)");
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = write_spec(dir.path());
+    let out = Command::new(validator).arg(&spec).output().expect("run validator");
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator rejected the document:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_generated_typescript_client_type_checks() {
+    let bin = node_tools();
+    let (generator, tsc) = (bin.join("openapi-typescript"), bin.join("tsc"));
+    if !generator.is_file() || !tsc.is_file() {
+        return skip("openapi-typescript and tsc (npm, installed by .ci/run into .ci/tools)");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = write_spec(dir.path());
+    let schema = dir.path().join("schema.d.ts");
+    let out = Command::new(&generator).arg(&spec).arg("-o").arg(&schema).output().expect("run openapi-typescript");
+    assert!(out.status.success(), "openapi-typescript failed: {}", String::from_utf8_lossy(&out.stderr));
+    // A client module that uses the generated types the way the desktop app does.
+    let client = dir.path().join("client.ts");
+    std::fs::write(
+        &client,
+        r#"import type { paths, components } from "./schema";
+type Tokens = components["schemas"]["AuthTokens"];
+type Profile = components["schemas"]["UserProfile"];
+type ErrorBody = components["schemas"]["ErrorBody"];
+type LoginBody = paths["/auth/login"]["post"]["requestBody"]["content"]["application/json; charset=utf-8"];
+type MeOk = paths["/auth/me"]["get"]["responses"][200]["content"]["application/json; charset=utf-8"];
+type Conflict = paths["/auth/register"]["post"]["responses"][409]["content"]["application/json; charset=utf-8"];
+const login: LoginBody = { email: "a@example.com", password: "0123456789" };
+const tokens: Tokens = { access_token: "a", refresh_token: "r", expires_at: 1 };
+const me: MeOk = { id: "x", email: "a@example.com", tier: "free", role: "user", created_at: 1 };
+const profile: Profile = me;
+const err: ErrorBody = { detail: "d", code: "c" };
+const conflict: Conflict = err;
+// @ts-expect-error tiers are a closed set
+const badTier: Profile["tier"] = "gold";
+export { login, tokens, profile, conflict, badTier };
+"#,
+    )
+    .expect("write client");
+    let out = Command::new(&tsc)
+        .args(["--noEmit", "--strict", "--target", "es2022", "--module", "es2022", "--moduleResolution", "bundler"])
+        .arg(&client)
+        .output()
+        .expect("run tsc");
+    assert!(
+        out.status.success(),
+        "tsc rejected the generated client:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
