@@ -7,7 +7,10 @@ use serde_json::{Value, json};
 use crate::helpers::{JWT_SECRET, PASSWORD, assert_error, email, spawn_app};
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
 }
 
 #[tokio::test]
@@ -15,15 +18,24 @@ async fn register_then_me_then_login() {
     let app = spawn_app().await;
     let raw = email("Reg");
     let before = now_ms();
-    let tokens = app.register_ok(&format!("  {}  ", raw.to_uppercase())).await;
+    let tokens = app
+        .register_ok(&format!("  {}  ", raw.to_uppercase()))
+        .await;
     for k in ["access_token", "refresh_token"] {
         assert!(tokens[k].as_str().is_some_and(|t| t.len() > 20), "{k}");
     }
-    let expires_at = tokens["expires_at"].as_i64().expect("expires_at is an integer");
+    let expires_at = tokens["expires_at"]
+        .as_i64()
+        .expect("expires_at is an integer");
     let fifteen_min = 15 * 60 * 1000;
-    assert!(expires_at >= before + fifteen_min - 1000 && expires_at <= now_ms() + fifteen_min + 1000, "ms, 15 min ahead: {expires_at}");
+    assert!(
+        expires_at >= before + fifteen_min - 1000 && expires_at <= now_ms() + fifteen_min + 1000,
+        "ms, 15 min ahead: {expires_at}"
+    );
 
-    let me = app.me(tokens["access_token"].as_str().expect("token")).await;
+    let me = app
+        .me(tokens["access_token"].as_str().expect("token"))
+        .await;
     assert_eq!(me.status(), 200);
     let me: Value = me.json().await.expect("profile");
     assert_eq!(me["email"], raw.to_lowercase(), "trimmed and lower-cased");
@@ -36,7 +48,12 @@ async fn register_then_me_then_login() {
     assert_eq!(login.status(), 200);
     let again: Value = login.json().await.expect("tokens");
     assert_ne!(again["refresh_token"], tokens["refresh_token"]);
-    let me2: Value = app.me(again["access_token"].as_str().expect("token")).await.json().await.expect("profile");
+    let me2: Value = app
+        .me(again["access_token"].as_str().expect("token"))
+        .await
+        .json()
+        .await
+        .expect("profile");
     assert_eq!(me2["id"], me["id"]);
 }
 
@@ -46,24 +63,66 @@ async fn duplicate_email_is_409_whatever_the_case() {
     let e = email("dup");
     app.register_ok(&e).await;
     assert_error(app.register(&e).await, 409, "conflict").await;
-    assert_error(app.register(&format!(" {} ", e.to_uppercase())).await, 409, "conflict").await;
+    assert_error(
+        app.register(&format!(" {} ", e.to_uppercase())).await,
+        409,
+        "conflict",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn bad_emails_and_short_passwords_are_422() {
     let app = spawn_app().await;
-    for bad in ["", "plain", "a@b", "@example.com", "a b@example.com", "a@@example.com", "a@example..com"] {
-        let resp = app.post_json("/auth/register", &json!({ "email": bad, "password": PASSWORD })).await;
+    for bad in [
+        "",
+        "plain",
+        "a@b",
+        "@example.com",
+        "a b@example.com",
+        "a@@example.com",
+        "a@example..com",
+    ] {
+        let resp = app
+            .post_json(
+                "/auth/register",
+                &json!({ "email": bad, "password": PASSWORD }),
+            )
+            .await;
         let body = assert_error(resp, 422, "validation_error").await;
-        assert!(body["detail"].as_str().expect("detail").starts_with("email"), "{bad:?}: {body}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .expect("detail")
+                .starts_with("email"),
+            "{bad:?}: {body}"
+        );
     }
     for short in ["", "123456789", "ninechars"] {
-        let resp = app.post_json("/auth/register", &json!({ "email": email("pw"), "password": short })).await;
+        let resp = app
+            .post_json(
+                "/auth/register",
+                &json!({ "email": email("pw"), "password": short }),
+            )
+            .await;
         let body = assert_error(resp, 422, "validation_error").await;
-        assert!(body["detail"].as_str().expect("detail").contains("at least 10"), "{body}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .expect("detail")
+                .contains("at least 10"),
+            "{body}"
+        );
     }
     // Nothing was created by the failures.
-    assert!(app.adiuva.accounts().list(0, 100).await.expect("list").is_empty());
+    assert!(
+        app.adiuva
+            .accounts()
+            .list(0, 100)
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -76,9 +135,17 @@ async fn wrong_password_and_unknown_email_get_the_same_401() {
     let wrong = app.login(&e, "not the password").await;
     let wrong_headers = wrong.headers().get("www-authenticate").cloned();
     let wrong = assert_error(wrong, 401, "unauthorized").await;
-    let unknown = assert_error(app.login(&email("nobody"), PASSWORD).await, 401, "unauthorized").await;
+    let unknown = assert_error(
+        app.login(&email("nobody"), PASSWORD).await,
+        401,
+        "unauthorized",
+    )
+    .await;
     assert_eq!(wrong, unknown, "indistinguishable bodies");
-    assert_eq!(wrong_headers.as_ref().and_then(|v| v.to_str().ok()), Some("Bearer"));
+    assert_eq!(
+        wrong_headers.as_ref().and_then(|v| v.to_str().ok()),
+        Some("Bearer")
+    );
     // Both ran one argon2 verification: the unknown email against the dummy hash.
     assert_eq!(hasher.verifications(), before + 2);
 }
@@ -93,7 +160,12 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     let second: Value = app.refresh(r1).await.json().await.expect("tokens");
     let r2 = second["refresh_token"].as_str().expect("rotated token");
     assert_ne!(r1, r2, "rotated on every use");
-    assert_eq!(app.me(second["access_token"].as_str().expect("access")).await.status(), 200);
+    assert_eq!(
+        app.me(second["access_token"].as_str().expect("access"))
+            .await
+            .status(),
+        200
+    );
 
     let third: Value = app.refresh(r2).await.json().await.expect("tokens");
     let r3 = third["refresh_token"].as_str().expect("token").to_owned();
@@ -104,7 +176,12 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
 
     // A separate login is a separate family and is unaffected.
     let other: Value = app.login(&e, PASSWORD).await.json().await.expect("tokens");
-    assert_eq!(app.refresh(other["refresh_token"].as_str().expect("token")).await.status(), 200);
+    assert_eq!(
+        app.refresh(other["refresh_token"].as_str().expect("token"))
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -114,7 +191,12 @@ async fn concurrent_use_of_one_refresh_token_lets_at_most_one_through() {
     let token = t["refresh_token"].as_str().expect("token");
     let results = futures::future::join_all((0..6).map(|_| app.refresh(token))).await;
     let ok = results.iter().filter(|r| r.status() == 200).count();
-    assert_eq!(ok, 1, "exactly one rotation wins: {:?}", results.iter().map(|r| r.status()).collect::<Vec<_>>());
+    assert_eq!(
+        ok,
+        1,
+        "exactly one rotation wins: {:?}",
+        results.iter().map(|r| r.status()).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -124,7 +206,12 @@ async fn bad_refresh_tokens_are_401() {
     for bad in ["", "garbage", t["access_token"].as_str().expect("access")] {
         assert_error(app.refresh(bad).await, 401, "unauthorized").await;
     }
-    assert_error(app.post_json("/auth/refresh", &json!({})).await, 422, "validation_error").await;
+    assert_error(
+        app.post_json("/auth/refresh", &json!({})).await,
+        422,
+        "validation_error",
+    )
+    .await;
 }
 
 fn sign(header: &Value, claims: &Value, secret: &[u8]) -> String {
@@ -152,27 +239,87 @@ async fn forged_expired_and_malformed_access_tokens_are_401() {
     let valid_claims = json!({"sub": sub, "iat": now, "exp": now + 600, "typ": "access"});
 
     // Sanity: a token we sign with the server's secret and the right claims works.
-    assert_eq!(app.me(&sign(&hs256, &valid_claims, JWT_SECRET.as_bytes())).await.status(), 200);
+    assert_eq!(
+        app.me(&sign(&hs256, &valid_claims, JWT_SECRET.as_bytes()))
+            .await
+            .status(),
+        200
+    );
 
     let mut cases: Vec<(&str, String)> = vec![
-        ("expired", sign(&hs256, &json!({"sub": sub, "iat": now - 1000, "exp": now - 10, "typ": "access"}), JWT_SECRET.as_bytes())),
-        ("wrong key", sign(&hs256, &valid_claims, b"another-secret-another-secret-another!!")),
-        ("wrong algorithm", sign(&json!({"alg": "HS512"}), &valid_claims, JWT_SECRET.as_bytes())),
-        ("not an access token", sign(&hs256, &json!({"sub": sub, "iat": now, "exp": now + 600, "typ": "refresh"}), JWT_SECRET.as_bytes())),
-        ("no exp", sign(&hs256, &json!({"sub": sub, "iat": now, "typ": "access"}), JWT_SECRET.as_bytes())),
-        ("sub not a uuid", sign(&hs256, &json!({"sub": "admin", "iat": now, "exp": now + 600, "typ": "access"}), JWT_SECRET.as_bytes())),
-        ("alg none", format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&valid_claims))),
+        (
+            "expired",
+            sign(
+                &hs256,
+                &json!({"sub": sub, "iat": now - 1000, "exp": now - 10, "typ": "access"}),
+                JWT_SECRET.as_bytes(),
+            ),
+        ),
+        (
+            "wrong key",
+            sign(
+                &hs256,
+                &valid_claims,
+                b"another-secret-another-secret-another!!",
+            ),
+        ),
+        (
+            "wrong algorithm",
+            sign(
+                &json!({"alg": "HS512"}),
+                &valid_claims,
+                JWT_SECRET.as_bytes(),
+            ),
+        ),
+        (
+            "not an access token",
+            sign(
+                &hs256,
+                &json!({"sub": sub, "iat": now, "exp": now + 600, "typ": "refresh"}),
+                JWT_SECRET.as_bytes(),
+            ),
+        ),
+        (
+            "no exp",
+            sign(
+                &hs256,
+                &json!({"sub": sub, "iat": now, "typ": "access"}),
+                JWT_SECRET.as_bytes(),
+            ),
+        ),
+        (
+            "sub not a uuid",
+            sign(
+                &hs256,
+                &json!({"sub": "admin", "iat": now, "exp": now + 600, "typ": "access"}),
+                JWT_SECRET.as_bytes(),
+            ),
+        ),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64(&json!({"alg": "none", "typ": "JWT"})),
+                b64(&valid_claims)
+            ),
+        ),
         ("garbage", "not.a.jwt".into()),
     ];
     // Tampered: same signature, claims changed to another subject.
     let parts: Vec<&str> = access.split('.').collect();
     let other = json!({"sub": uuid::Uuid::now_v7().to_string(), "iat": now, "exp": now + 600, "typ": "access"});
-    cases.push(("tampered payload", format!("{}.{}.{}", parts[0], b64(&other), parts[2])));
+    cases.push((
+        "tampered payload",
+        format!("{}.{}.{}", parts[0], b64(&other), parts[2]),
+    ));
     let mut sig = parts[2].to_owned();
     let last = if sig.ends_with('A') { 'B' } else { 'A' };
     sig.pop();
     sig.push(last);
-    cases.push(("tampered signature", format!("{}.{}.{}", parts[0], parts[1], sig)));
+    cases.push((
+        "tampered signature",
+        format!("{}.{}.{}", parts[0], parts[1], sig),
+    ));
 
     for (name, token) in cases {
         let resp = app.me(&token).await;
@@ -180,8 +327,23 @@ async fn forged_expired_and_malformed_access_tokens_are_401() {
         assert_error(resp, 401, "unauthorized").await;
     }
     // No header, another scheme.
-    assert_error(app.client.get(app.url("/auth/me")).send().await.expect("req"), 401, "unauthorized").await;
-    let basic = app.client.get(app.url("/auth/me")).header("authorization", "Basic dXNlcjpwYXNz").send().await.expect("req");
+    assert_error(
+        app.client
+            .get(app.url("/auth/me"))
+            .send()
+            .await
+            .expect("req"),
+        401,
+        "unauthorized",
+    )
+    .await;
+    let basic = app
+        .client
+        .get(app.url("/auth/me"))
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .await
+        .expect("req");
     assert_error(basic, 401, "unauthorized").await;
 }
 
@@ -191,13 +353,25 @@ async fn tier_and_role_come_from_the_database_not_the_token() {
     let e = email("tier");
     let t = app.register_ok(&e).await;
     let access = t["access_token"].as_str().expect("access");
-    app.adiuva.accounts().set_tier(&e, Tier::Power).await.expect("set tier");
+    app.adiuva
+        .accounts()
+        .set_tier(&e, Tier::Power)
+        .await
+        .expect("set tier");
     let me: Value = app.me(access).await.json().await.expect("me");
     assert_eq!(me["tier"], "power", "the same token shows the new tier");
     // The token carries no tier or role claim at all.
     let payload = access.split('.').nth(1).expect("payload");
-    let claims: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("b64")).expect("json");
-    assert!(claims.get("tier").is_none() && claims.get("role").is_none(), "{claims}");
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("b64"),
+    )
+    .expect("json");
+    assert!(
+        claims.get("tier").is_none() && claims.get("role").is_none(),
+        "{claims}"
+    );
 }
 
 #[tokio::test]
@@ -206,6 +380,17 @@ async fn a_deleted_account_cannot_use_its_tokens() {
     let e = email("gone");
     let t = app.register_ok(&e).await;
     app.adiuva.accounts().delete(&e).await.expect("delete");
-    assert_error(app.me(t["access_token"].as_str().expect("access")).await, 401, "unauthorized").await;
-    assert_error(app.refresh(t["refresh_token"].as_str().expect("refresh")).await, 401, "unauthorized").await;
+    assert_error(
+        app.me(t["access_token"].as_str().expect("access")).await,
+        401,
+        "unauthorized",
+    )
+    .await;
+    assert_error(
+        app.refresh(t["refresh_token"].as_str().expect("refresh"))
+            .await,
+        401,
+        "unauthorized",
+    )
+    .await;
 }

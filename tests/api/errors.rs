@@ -9,7 +9,12 @@ use crate::helpers::{PASSWORD, assert_error, email, spawn_app, spawn_app_with};
 async fn unknown_routes_are_404() {
     let app = spawn_app().await;
     for path in ["/api/v1/nope", "/api/v1/auth", "/nope", "/api/v2/health"] {
-        let resp = app.client.get(format!("{}{path}", app.address)).send().await.expect("req");
+        let resp = app
+            .client
+            .get(format!("{}{path}", app.address))
+            .send()
+            .await
+            .expect("req");
         assert_error(resp, 404, "not_found").await;
     }
 }
@@ -17,24 +22,72 @@ async fn unknown_routes_are_404() {
 #[tokio::test]
 async fn wrong_methods_are_405() {
     let app = spawn_app().await;
-    assert_error(app.client.delete(app.url("/health")).send().await.expect("req"), 405, "method_not_allowed").await;
-    assert_error(app.client.get(app.url("/auth/login")).send().await.expect("req"), 405, "method_not_allowed").await;
-    assert_error(app.client.put(app.url("/auth/me")).send().await.expect("req"), 405, "method_not_allowed").await;
+    assert_error(
+        app.client
+            .delete(app.url("/health"))
+            .send()
+            .await
+            .expect("req"),
+        405,
+        "method_not_allowed",
+    )
+    .await;
+    assert_error(
+        app.client
+            .get(app.url("/auth/login"))
+            .send()
+            .await
+            .expect("req"),
+        405,
+        "method_not_allowed",
+    )
+    .await;
+    assert_error(
+        app.client
+            .put(app.url("/auth/me"))
+            .send()
+            .await
+            .expect("req"),
+        405,
+        "method_not_allowed",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn malformed_json_and_wrong_shapes_are_422() {
     let app = spawn_app().await;
     let send = |body: &'static str| {
-        app.client.post(app.url("/auth/register")).header("content-type", "application/json").body(body).send()
+        app.client
+            .post(app.url("/auth/register"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
     };
-    for broken in ["{", "{\"email\": ", "not json", "{\"email\": \"a@b.com\", \"password\": \"x\",}"] {
+    for broken in [
+        "{",
+        "{\"email\": ",
+        "not json",
+        "{\"email\": \"a@b.com\", \"password\": \"x\",}",
+    ] {
         assert_error(send(broken).await.expect("req"), 422, "malformed_json").await;
     }
-    for wrong in ["{}", "[]", "{\"email\": 5, \"password\": \"0123456789\"}", "{\"email\": \"a@example.com\"}", "null"] {
+    for wrong in [
+        "{}",
+        "[]",
+        "{\"email\": 5, \"password\": \"0123456789\"}",
+        "{\"email\": \"a@example.com\"}",
+        "null",
+    ] {
         assert_error(send(wrong).await.expect("req"), 422, "validation_error").await;
     }
-    let empty = app.client.post(app.url("/auth/login")).header("content-type", "application/json").send().await.expect("req");
+    let empty = app
+        .client
+        .post(app.url("/auth/login"))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .expect("req");
     assert_error(empty, 422, "validation_error").await;
 }
 
@@ -57,7 +110,14 @@ async fn bodies_over_the_limit_are_413_declared_or_chunked() {
     let app = spawn_app_with(|s| s.body_limit_bytes = 1024).await;
     // Declared length over the limit.
     let big = json!({"email": email("big"), "password": "x".repeat(2000)}).to_string();
-    let resp = app.client.post(app.url("/auth/register")).header("content-type", "application/json").body(big.clone()).send().await.expect("req");
+    let resp = app
+        .client
+        .post(app.url("/auth/register"))
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .expect("req");
     assert_error(resp, 413, "payload_too_large").await;
 
     // Chunked: no Content-Length, so the limit must be enforced while reading.
@@ -70,12 +130,15 @@ async fn bodies_over_the_limit_are_413_declared_or_chunked() {
     )
     .await;
     assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
-    let body: Value = serde_json::from_str(raw.split("\r\n\r\n").nth(1).expect("body")).expect("json");
+    let body: Value =
+        serde_json::from_str(raw.split("\r\n\r\n").nth(1).expect("body")).expect("json");
     assert_eq!(body["code"], "payload_too_large");
 
     // Under the limit, the same route works.
     let e = email("small");
-    let ok = app.post_json("/auth/register", &json!({"email": e, "password": PASSWORD})).await;
+    let ok = app
+        .post_json("/auth/register", &json!({"email": e, "password": PASSWORD}))
+        .await;
     assert_eq!(ok.status(), 200);
 }
 
@@ -83,18 +146,34 @@ async fn bodies_over_the_limit_are_413_declared_or_chunked() {
 async fn the_default_limit_is_ten_mebibytes() {
     let app = spawn_app().await;
     let just_over = vec![b' '; 10 * 1024 * 1024 + 1];
-    let resp = app.client.post(app.url("/auth/login")).header("content-type", "application/json").body(just_over).send().await.expect("req");
+    let resp = app
+        .client
+        .post(app.url("/auth/login"))
+        .header("content-type", "application/json")
+        .body(just_over)
+        .send()
+        .await
+        .expect("req");
     assert_error(resp, 413, "payload_too_large").await;
     // Exactly at the limit is read (and is then merely bad JSON).
     let mut at = vec![b' '; 10 * 1024 * 1024 - 2];
     at.extend_from_slice(b"{}");
-    let resp = app.client.post(app.url("/auth/login")).header("content-type", "application/json").body(at).send().await.expect("req");
+    let resp = app
+        .client
+        .post(app.url("/auth/login"))
+        .header("content-type", "application/json")
+        .body(at)
+        .send()
+        .await
+        .expect("req");
     assert_error(resp, 422, "validation_error").await;
 }
 
 /// Sends raw bytes and reads until the server closes.
 pub async fn raw_request(port: u16, request: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut out = Vec::new();
     let _ = stream.read_to_end(&mut out).await;

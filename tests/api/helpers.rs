@@ -33,7 +33,10 @@ struct Capture(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -54,7 +57,10 @@ fn capture() -> &'static Capture {
 /// Every log line written so far by any test server in this process, parsed.
 pub fn log_lines() -> Vec<Value> {
     let bytes = capture().0.lock().expect("log lock").clone();
-    String::from_utf8_lossy(&bytes).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// Every log line as raw text.
@@ -75,7 +81,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     settings.bind = "127.0.0.1:0".parse().expect("addr");
     settings.jwt_secret = Some(adiuva_core::Secret::new(JWT_SECRET.to_owned()));
     adjust(&mut settings);
-    let app = Application::build(settings).await.expect("the server builds");
+    let app = Application::build(settings)
+        .await
+        .expect("the server builds");
     let port = app.port();
     let adiuva = app.backend().adiuva.clone();
     let database = app.backend().database.clone();
@@ -86,7 +94,10 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
-        client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
         adiuva,
         database,
         shutdown: Some(tx),
@@ -103,12 +114,21 @@ impl TestApp {
 
     /// POSTs JSON.
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client.post(self.url(path)).json(body).send().await.expect("request")
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
     }
 
     /// Registers `email` with [`PASSWORD`].
     pub async fn register(&self, email: &str) -> reqwest::Response {
-        self.post_json("/auth/register", &json!({ "email": email, "password": PASSWORD })).await
+        self.post_json(
+            "/auth/register",
+            &json!({ "email": email, "password": PASSWORD }),
+        )
+        .await
     }
 
     /// Registers and returns the tokens, asserting success.
@@ -120,17 +140,27 @@ impl TestApp {
 
     /// Logs in.
     pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
-        self.post_json("/auth/login", &json!({ "email": email, "password": password })).await
+        self.post_json(
+            "/auth/login",
+            &json!({ "email": email, "password": password }),
+        )
+        .await
     }
 
     /// Refreshes.
     pub async fn refresh(&self, token: &str) -> reqwest::Response {
-        self.post_json("/auth/refresh", &json!({ "refresh_token": token })).await
+        self.post_json("/auth/refresh", &json!({ "refresh_token": token }))
+            .await
     }
 
     /// GET /auth/me with a bearer token.
     pub async fn me(&self, access_token: &str) -> reqwest::Response {
-        self.client.get(self.url("/auth/me")).bearer_auth(access_token).send().await.expect("request")
+        self.client
+            .get(self.url("/auth/me"))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .expect("request")
     }
 
     /// Starts shutdown without waiting.
@@ -146,12 +176,27 @@ impl TestApp {
 /// returns the body.
 pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(resp.status().as_u16(), status, "status");
-    let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    assert!(ct.starts_with("application/json"), "error bodies are JSON, got {ct:?}");
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        ct.starts_with("application/json"),
+        "error bodies are JSON, got {ct:?}"
+    );
     let body: Value = resp.json().await.expect("JSON body");
     assert_eq!(body["code"], code, "code in {body}");
-    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "detail in {body}");
-    assert_eq!(body.as_object().map(|o| o.len()), Some(2), "exactly detail and code: {body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "detail in {body}"
+    );
+    assert_eq!(
+        body.as_object().map(|o| o.len()),
+        Some(2),
+        "exactly detail and code: {body}"
+    );
     body
 }
 

@@ -10,7 +10,12 @@ use crate::helpers::spawn_app;
 
 async fn served_spec() -> Value {
     let app = spawn_app().await;
-    let resp = app.client.get(app.url("/openapi.json")).send().await.expect("req");
+    let resp = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .expect("req");
     assert_eq!(resp.status(), 200);
     resp.json().await.expect("json")
 }
@@ -31,25 +36,44 @@ async fn every_operation_is_documented() {
     for (path, item) in paths {
         for (method, op) in item.as_object().expect("path item") {
             let what = format!("{method} {path}");
-            let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{what} has an operationId"));
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{what} has an operationId"));
             ids.push(id.to_owned());
-            assert!(op["tags"].as_array().is_some_and(|t| !t.is_empty()), "{what} has a tag");
+            assert!(
+                op["tags"].as_array().is_some_and(|t| !t.is_empty()),
+                "{what} has a tag"
+            );
             let responses = op["responses"].as_object().expect("responses");
-            let public = matches!(path.as_str(), "/health" | "/auth/register" | "/auth/login" | "/auth/refresh");
+            let public = matches!(
+                path.as_str(),
+                "/health" | "/auth/register" | "/auth/login" | "/auth/refresh"
+            );
             if public {
                 assert!(op.get("security").is_none(), "{what} needs no auth");
             } else {
-                let sec = op["security"].as_array().unwrap_or_else(|| panic!("{what} declares security"));
-                assert!(sec.iter().any(|s| s.get("BearerAuth").is_some()), "{what} uses the bearer scheme");
+                let sec = op["security"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{what} declares security"));
+                assert!(
+                    sec.iter().any(|s| s.get("BearerAuth").is_some()),
+                    "{what} uses the bearer scheme"
+                );
                 assert!(responses.contains_key("401"), "{what} documents 401");
             }
             if path != "/health" {
                 for code in ["500", "503"] {
                     assert!(responses.contains_key(code), "{what} documents {code}");
                 }
-                for (code, r) in responses.iter().filter(|(c, _)| c.starts_with('4') || c.starts_with('5')) {
+                for (code, r) in responses
+                    .iter()
+                    .filter(|(c, _)| c.starts_with('4') || c.starts_with('5'))
+                {
                     let schema = &r["content"]["application/json; charset=utf-8"]["schema"]["$ref"];
-                    assert_eq!(schema, "#/components/schemas/ErrorBody", "{what} {code} is an ErrorBody");
+                    assert_eq!(
+                        schema, "#/components/schemas/ErrorBody",
+                        "{what} {code} is an ErrorBody"
+                    );
                 }
             }
             if op.get("requestBody").is_some() {
@@ -76,8 +100,13 @@ fn require_tools() -> bool {
 }
 
 fn skip(what: &str) {
-    assert!(!require_tools(), "{what} is required (ADIUVA_TEST_REQUIRE_SERVICES=1) but was not found; run .ci/run or install it");
-    eprintln!("SKIPPED: {what} not found; set ADIUVA_TEST_REQUIRE_SERVICES=1 to make this a failure");
+    assert!(
+        !require_tools(),
+        "{what} is required (ADIUVA_TEST_REQUIRE_SERVICES=1) but was not found; run .ci/run or install it"
+    );
+    eprintln!(
+        "SKIPPED: {what} not found; set ADIUVA_TEST_REQUIRE_SERVICES=1 to make this a failure"
+    );
 }
 
 fn write_spec(dir: &Path) -> PathBuf {
@@ -87,7 +116,11 @@ fn write_spec(dir: &Path) -> PathBuf {
 }
 
 fn find_on_path(bin: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(bin)).find(|c| c.is_file()))
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(bin))
+            .find(|c| c.is_file())
+    })
 }
 
 fn node_tools() -> PathBuf {
@@ -104,7 +137,10 @@ fn a_real_validator_accepts_the_document() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = write_spec(dir.path());
-    let out = Command::new(validator).arg(&spec).output().expect("run validator");
+    let out = Command::new(validator)
+        .arg(&spec)
+        .output()
+        .expect("run validator");
     assert!(
         out.status.success(),
         "openapi-spec-validator rejected the document:\n{}\n{}",
@@ -123,8 +159,17 @@ fn a_generated_typescript_client_type_checks() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = write_spec(dir.path());
     let schema = dir.path().join("schema.d.ts");
-    let out = Command::new(&generator).arg(&spec).arg("-o").arg(&schema).output().expect("run openapi-typescript");
-    assert!(out.status.success(), "openapi-typescript failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(&generator)
+        .arg(&spec)
+        .arg("-o")
+        .arg(&schema)
+        .output()
+        .expect("run openapi-typescript");
+    assert!(
+        out.status.success(),
+        "openapi-typescript failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A client module that uses the generated types the way the desktop app does.
     let client = dir.path().join("client.ts");
     std::fs::write(
@@ -149,7 +194,16 @@ export { login, tokens, profile, conflict, badTier };
     )
     .expect("write client");
     let out = Command::new(&tsc)
-        .args(["--noEmit", "--strict", "--target", "es2022", "--module", "es2022", "--moduleResolution", "bundler"])
+        .args([
+            "--noEmit",
+            "--strict",
+            "--target",
+            "es2022",
+            "--module",
+            "es2022",
+            "--moduleResolution",
+            "bundler",
+        ])
         .arg(&client)
         .output()
         .expect("run tsc");

@@ -10,7 +10,12 @@ use crate::helpers::{PASSWORD, email, log_lines, log_text, spawn_app, spawn_app_
 #[tokio::test]
 async fn health_reports_status_version_and_database() {
     let app = spawn_app().await;
-    let resp = app.client.get(app.url("/health")).send().await.expect("req");
+    let resp = app
+        .client
+        .get(app.url("/health"))
+        .send()
+        .await
+        .expect("req");
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["status"], "ok");
@@ -23,7 +28,12 @@ async fn health_is_503_when_the_database_is_gone() {
     let app = spawn_app().await;
     // Close the pool underneath the running server.
     app.database.close().await;
-    let resp = app.client.get(app.url("/health")).send().await.expect("req");
+    let resp = app
+        .client
+        .get(app.url("/health"))
+        .send()
+        .await
+        .expect("req");
     assert_eq!(resp.status(), 503);
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["status"], "unavailable");
@@ -46,17 +56,30 @@ async fn request_ids_are_echoed_or_generated_and_on_every_log_line() {
     assert_eq!(resp.headers()["x-request-id"], rid.as_str(), "echoed");
 
     // Absent or unacceptable ids are replaced with a generated UUID.
-    for sent in [None, Some("has spaces in it".to_owned()), Some("x".repeat(200))] {
+    for sent in [
+        None,
+        Some("has spaces in it".to_owned()),
+        Some("x".repeat(200)),
+    ] {
         let mut req = app.client.get(app.url("/health"));
         if let Some(s) = sent {
             req = req.header("x-request-id", s);
         }
         let resp = req.send().await.expect("req");
-        let got = resp.headers()["x-request-id"].to_str().expect("ascii").to_owned();
+        let got = resp.headers()["x-request-id"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
         assert!(uuid::Uuid::parse_str(&got).is_ok(), "generated: {got}");
     }
     // Errors carry it too.
-    let resp = app.client.get(app.url("/missing")).header("x-request-id", "err-1").send().await.expect("req");
+    let resp = app
+        .client
+        .get(app.url("/missing"))
+        .header("x-request-id", "err-1")
+        .send()
+        .await
+        .expect("req");
     assert_eq!(resp.headers()["x-request-id"], "err-1");
 
     // The request's log lines (the registration event and the access line) all carry the id.
@@ -65,9 +88,18 @@ async fn request_ids_are_echoed_or_generated_and_on_every_log_line() {
         .into_iter()
         .filter(|l| l.to_string().contains(&rid))
         .collect();
-    let messages: Vec<&str> = lines.iter().filter_map(|l| l["fields"]["message"].as_str()).collect();
-    assert!(messages.contains(&"user registered"), "domain event logged in the request span: {messages:?}");
-    assert!(messages.contains(&"request finished"), "access line: {messages:?}");
+    let messages: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["fields"]["message"].as_str())
+        .collect();
+    assert!(
+        messages.contains(&"user registered"),
+        "domain event logged in the request span: {messages:?}"
+    );
+    assert!(
+        messages.contains(&"request finished"),
+        "access line: {messages:?}"
+    );
     for l in &lines {
         let spans = l["spans"].as_array().expect("span list");
         assert!(spans.iter().any(|s| s["request_id"] == rid.as_str()), "{l}");
@@ -80,13 +112,21 @@ async fn secrets_never_reach_the_logs() {
     let e = email("secret");
     let pw = format!("pw-{}", uuid::Uuid::new_v4().simple());
     let t: Value = app
-        .post_json("/auth/register", &serde_json::json!({"email": e, "password": pw}))
+        .post_json(
+            "/auth/register",
+            &serde_json::json!({"email": e, "password": pw}),
+        )
         .await
         .json()
         .await
         .expect("tokens");
     let _ = app.login(&e, "wrong-password-here").await;
-    let refreshed: Value = app.refresh(t["refresh_token"].as_str().expect("r")).await.json().await.expect("tokens");
+    let refreshed: Value = app
+        .refresh(t["refresh_token"].as_str().expect("r"))
+        .await
+        .json()
+        .await
+        .expect("tokens");
     let _ = app.refresh(t["refresh_token"].as_str().expect("r")).await; // reuse: logged as a warning
     tokio::time::sleep(Duration::from_millis(50)).await;
     let logs = log_text();
@@ -99,7 +139,10 @@ async fn secrets_never_reach_the_logs() {
     ] {
         assert!(!logs.contains(secret), "a secret reached the logs");
     }
-    assert!(logs.contains("refresh token reuse detected"), "reuse is logged (without the token)");
+    assert!(
+        logs.contains("refresh token reuse detected"),
+        "reuse is logged (without the token)"
+    );
 }
 
 #[tokio::test]
@@ -110,36 +153,82 @@ async fn cors_allows_the_app_localhost_and_configured_origins_only() {
             .request(reqwest::Method::OPTIONS, app.url("/auth/login"))
             .header("origin", origin)
             .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "content-type, authorization")
+            .header(
+                "access-control-request-headers",
+                "content-type, authorization",
+            )
             .send()
     };
-    for allowed in ["app://adiuva", "http://localhost:5173", "http://localhost:3000", "http://127.0.0.1:8081", "https://web.adiuva.example"] {
+    for allowed in [
+        "app://adiuva",
+        "http://localhost:5173",
+        "http://localhost:3000",
+        "http://127.0.0.1:8081",
+        "https://web.adiuva.example",
+    ] {
         let resp = preflight(allowed).await.expect("req");
         assert_eq!(resp.status(), 200, "{allowed}");
         assert_eq!(resp.headers()["access-control-allow-origin"], allowed);
-        let allow_headers = resp.headers()["access-control-allow-headers"].to_str().expect("ascii").to_owned();
+        let allow_headers = resp.headers()["access-control-allow-headers"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
         assert!(allow_headers.contains("authorization"), "{allow_headers}");
     }
-    for refused in ["http://evil.example", "http://localhost.evil.example", "https://localhost:3000", "app://"] {
+    for refused in [
+        "http://evil.example",
+        "http://localhost.evil.example",
+        "https://localhost:3000",
+        "app://",
+    ] {
         let resp = preflight(refused).await.expect("req");
-        assert!(resp.headers().get("access-control-allow-origin").is_none(), "{refused}");
+        assert!(
+            resp.headers().get("access-control-allow-origin").is_none(),
+            "{refused}"
+        );
         crate::helpers::assert_error(resp, 403, "cors_rejected").await;
     }
     // Simple requests get the header and expose the request id.
-    let resp = app.client.get(app.url("/health")).header("origin", "app://adiuva").send().await.expect("req");
-    assert_eq!(resp.headers()["access-control-allow-origin"], "app://adiuva");
-    let exposed = resp.headers()["access-control-expose-headers"].to_str().expect("ascii").to_lowercase();
+    let resp = app
+        .client
+        .get(app.url("/health"))
+        .header("origin", "app://adiuva")
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "app://adiuva"
+    );
+    let exposed = resp.headers()["access-control-expose-headers"]
+        .to_str()
+        .expect("ascii")
+        .to_lowercase();
     assert!(exposed.contains("x-request-id"), "{exposed}");
     // Even error responses carry CORS headers, so the app can read the error.
-    let resp = app.client.get(app.url("/nope")).header("origin", "http://localhost:5173").send().await.expect("req");
+    let resp = app
+        .client
+        .get(app.url("/nope"))
+        .header("origin", "http://localhost:5173")
+        .send()
+        .await
+        .expect("req");
     assert_eq!(resp.status(), 404);
-    assert_eq!(resp.headers()["access-control-allow-origin"], "http://localhost:5173");
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "http://localhost:5173"
+    );
 }
 
 #[tokio::test]
 async fn docs_are_served() {
     let app = spawn_app().await;
-    let resp = app.client.get(format!("{}/docs", app.address)).send().await.expect("req");
+    let resp = app
+        .client
+        .get(format!("{}/docs", app.address))
+        .send()
+        .await
+        .expect("req");
     assert_eq!(resp.status(), 200);
     let html = resp.text().await.expect("html");
     assert!(html.contains("swagger"), "interactive docs page");
@@ -152,24 +241,35 @@ async fn shutdown_drains_in_flight_requests() {
     let port = app.port;
     let body = serde_json::json!({"email": email("drain"), "password": PASSWORD}).to_string();
     // Start a request and stop half-way through its body.
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
     let head = format!(
         "POST /api/v1/auth/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.expect("head");
-    stream.write_all(&body.as_bytes()[..10]).await.expect("part");
+    stream
+        .write_all(&body.as_bytes()[..10])
+        .await
+        .expect("part");
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let stopping = app.begin_stop();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!stopping.is_finished(), "the server waits for the in-flight request");
+    assert!(
+        !stopping.is_finished(),
+        "the server waits for the in-flight request"
+    );
     // New connections are no longer accepted.
     let refused = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
     assert!(refused.is_err(), "listener closed once shutdown began");
 
     // Finish the request: it completes normally.
-    stream.write_all(&body.as_bytes()[10..]).await.expect("rest");
+    stream
+        .write_all(&body.as_bytes()[10..])
+        .await
+        .expect("rest");
     let mut out = Vec::new();
     stream.read_to_end(&mut out).await.expect("read");
     let text = String::from_utf8_lossy(&out);

@@ -26,9 +26,15 @@ pub async fn check_blob_url(url: &str) -> Result<String, AdapterError> {
     let fail = |what: &str, e: std::io::Error| {
         AdapterError::Connect(format!("the blob directory {} {what}: {e}", dir.display()))
     };
-    tokio::fs::create_dir_all(&dir).await.map_err(|e| fail("cannot be created", e))?;
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| fail("cannot be created", e))?;
     let probe = dir.join(format!(".write-probe-{}", uuid::Uuid::new_v4().simple()));
-    tokio::fs::write(&probe, b"ok").await.map_err(|e| fail("is not writable", e))?;
-    tokio::fs::remove_file(&probe).await.map_err(|e| fail("does not allow deletes", e))?;
+    tokio::fs::write(&probe, b"ok")
+        .await
+        .map_err(|e| fail("is not writable", e))?;
+    tokio::fs::remove_file(&probe)
+        .await
+        .map_err(|e| fail("does not allow deletes", e))?;
     Ok(dir.display().to_string())
 }

@@ -45,7 +45,10 @@ pub async fn run(args: &BenchArgs, cli: &Cli) -> CliResult {
         Some(url) => (url.trim_end_matches('/').to_owned(), None),
         None => {
             let dir = tempfile::tempdir()?;
-            let mut settings = Settings::load(&Overrides { config_file: cli.config.clone(), ..Default::default() })?;
+            let mut settings = Settings::load(&Overrides {
+                config_file: cli.config.clone(),
+                ..Default::default()
+            })?;
             settings.data_dir = dir.path().to_path_buf();
             settings.database_url = None;
             settings.blob_url = None;
@@ -60,48 +63,83 @@ pub async fn run(args: &BenchArgs, cli: &Cli) -> CliResult {
             (base, Some((tx, handle)))
         }
     };
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
     let email = format!("bench-{}@example.com", uuid_like());
     let password = "bench-password-123";
     let creds = serde_json::json!({ "email": email, "password": password });
-    let resp = client.post(format!("{base}/api/v1/auth/register")).json(&creds).send().await?;
+    let resp = client
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&creds)
+        .send()
+        .await?;
     if !resp.status().is_success() {
         return Err(format!("registering the bench user failed: {}", resp.status()).into());
     }
     let tokens: serde_json::Value = resp.json().await?;
-    let access = tokens["access_token"].as_str().unwrap_or_default().to_owned();
+    let access = tokens["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
 
     println!(
         "adiuva bench: {} workers, {} s per scenario, against {}{}",
         args.concurrency,
         args.seconds,
         base,
-        if server.is_some() { " (in-process server, sharing this machine's cores)" } else { "" }
+        if server.is_some() {
+            " (in-process server, sharing this machine's cores)"
+        } else {
+            ""
+        }
     );
-    println!("{:<22} {:>10} {:>10} {:>10} {:>10} {:>8}", "scenario", "requests", "req/s", "p50 ms", "p99 ms", "errors");
+    println!(
+        "{:<22} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "scenario", "requests", "req/s", "p50 ms", "p99 ms", "errors"
+    );
     for scenario in args.scenarios.split(',').map(str::trim) {
         let outcome = match scenario {
             "me" => {
                 let url = format!("{base}/api/v1/auth/me");
                 let bearer = format!("Bearer {access}");
-                load(args, move |c: reqwest::Client| {
-                    let (url, bearer) = (url.clone(), bearer.clone());
-                    async move { c.get(url).header("authorization", bearer).send().await }
-                }, &client)
+                load(
+                    args,
+                    move |c: reqwest::Client| {
+                        let (url, bearer) = (url.clone(), bearer.clone());
+                        async move { c.get(url).header("authorization", bearer).send().await }
+                    },
+                    &client,
+                )
                 .await
             }
             "login" => {
                 let url = format!("{base}/api/v1/auth/login");
                 let creds = creds.clone();
-                load(args, move |c: reqwest::Client| {
-                    let (url, creds) = (url.clone(), creds.clone());
-                    async move { c.post(url).json(&creds).send().await }
-                }, &client)
+                load(
+                    args,
+                    move |c: reqwest::Client| {
+                        let (url, creds) = (url.clone(), creds.clone());
+                        async move { c.post(url).json(&creds).send().await }
+                    },
+                    &client,
+                )
                 .await
             }
             other => return Err(format!("unknown scenario '{other}': use me or login").into()),
         };
-        report(&format!("{} {}", if scenario == "me" { "GET" } else { "POST" }, if scenario == "me" { "/auth/me" } else { "/auth/login" }), &outcome);
+        report(
+            &format!(
+                "{} {}",
+                if scenario == "me" { "GET" } else { "POST" },
+                if scenario == "me" {
+                    "/auth/me"
+                } else {
+                    "/auth/login"
+                }
+            ),
+            &outcome,
+        );
     }
     if let Some((tx, handle)) = server {
         let _ = tx.send(());
@@ -111,7 +149,12 @@ pub async fn run(args: &BenchArgs, cli: &Cli) -> CliResult {
 }
 
 fn uuid_like() -> String {
-    adiuva_core::auth::new_refresh_token().unwrap_or_else(|_| "x".into()).chars().filter(char::is_ascii_alphanumeric).take(16).collect()
+    adiuva_core::auth::new_refresh_token()
+        .unwrap_or_else(|_| "x".into())
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(16)
+        .collect()
 }
 
 async fn load<F, Fut>(args: &BenchArgs, make: F, client: &reqwest::Client) -> Outcome
@@ -154,7 +197,11 @@ where
             errors += e;
         }
     }
-    Outcome { latencies_us, errors, elapsed: started.elapsed() }
+    Outcome {
+        latencies_us,
+        errors,
+        elapsed: started.elapsed(),
+    }
 }
 
 fn report(name: &str, o: &Outcome) {
@@ -168,5 +215,13 @@ fn report(name: &str, o: &Outcome) {
         lat[i] as f64 / 1000.0
     };
     let rps = lat.len() as f64 / o.elapsed.as_secs_f64();
-    println!("{:<22} {:>10} {:>10.0} {:>10.2} {:>10.2} {:>8}", name, lat.len(), rps, pct(0.50), pct(0.99), o.errors);
+    println!(
+        "{:<22} {:>10} {:>10.0} {:>10.2} {:>10.2} {:>8}",
+        name,
+        lat.len(),
+        rps,
+        pct(0.50),
+        pct(0.99),
+        o.errors
+    );
 }

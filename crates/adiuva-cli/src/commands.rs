@@ -15,18 +15,26 @@ use crate::{Cli, Command, ConfigCommand, UserCommand};
 /// A failure to report: one line, no backtrace.
 pub type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
-fn load(cli: &Cli, bind: Option<std::net::SocketAddr>) -> Result<Settings, Box<dyn std::error::Error>> {
-    let overrides = Overrides { config_file: cli.config.clone(), data_dir: cli.data_dir.clone(), bind };
+fn load(
+    cli: &Cli,
+    bind: Option<std::net::SocketAddr>,
+) -> Result<Settings, Box<dyn std::error::Error>> {
+    let overrides = Overrides {
+        config_file: cli.config.clone(),
+        data_dir: cli.data_dir.clone(),
+        bind,
+    };
     Ok(Settings::load(&overrides)?)
 }
 
 /// Logs for commands other than `serve` stay quiet unless asked for.
 fn quiet_logs(settings: &Settings) {
-    let level = if std::env::var_os("ADIUVA_LOG").is_some() || std::env::var_os("RUST_LOG").is_some() {
-        settings.log_level.as_str()
-    } else {
-        "warn"
-    };
+    let level =
+        if std::env::var_os("ADIUVA_LOG").is_some() || std::env::var_os("RUST_LOG").is_some() {
+            settings.log_level.as_str()
+        } else {
+            "warn"
+        };
     telemetry::init_with_writer(settings.effective_log_format(), level, std::io::stderr);
 }
 
@@ -35,8 +43,9 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Serve { bind } => {
             let settings = load(&cli, *bind)?;
             telemetry::init(&settings);
+            let stop = shutdown_signal();
             let app = Application::build(settings).await?;
-            app.run_until_stopped(shutdown_signal()).await?;
+            app.run_until_stopped(stop).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
@@ -57,7 +66,9 @@ pub async fn run(cli: Cli) -> CliResult {
             println!("{}", adiuva_server::api::openapi_json());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Config { command: ConfigCommand::Example { format } } => {
+        Command::Config {
+            command: ConfigCommand::Example { format },
+        } => {
             match format.as_str() {
                 "env" => print!("{}", Settings::example_env()),
                 "toml" => print!("{}", Settings::example_toml()),
@@ -81,7 +92,12 @@ pub async fn run(cli: Cli) -> CliResult {
 async fn user(backend: &Backend, command: &UserCommand) -> CliResult {
     let accounts = backend.adiuva.accounts();
     match command {
-        UserCommand::Create { email, password_stdin, role, tier } => {
+        UserCommand::Create {
+            email,
+            password_stdin,
+            role,
+            tier,
+        } => {
             let role = Role::parse(role)?;
             let tier = Tier::parse(tier)?;
             let (password, generated) = if *password_stdin {
@@ -92,7 +108,10 @@ async fn user(backend: &Backend, command: &UserCommand) -> CliResult {
                 (adiuva_core::auth::new_refresh_token()?, true)
             };
             let user = accounts.create(email, &password, role, tier).await?;
-            println!("created {} ({}, {}, id {})", user.email, user.role, user.tier, user.id);
+            println!(
+                "created {} ({}, {}, id {})",
+                user.email, user.role, user.tier, user.id
+            );
             if generated {
                 println!("password: {password}");
             }
@@ -100,7 +119,10 @@ async fn user(backend: &Backend, command: &UserCommand) -> CliResult {
         UserCommand::List { json } => {
             let mut offset = 0;
             if !json {
-                println!("{:<36}  {:<40}  {:<6}  {:<5}  created_at", "id", "email", "role", "tier");
+                println!(
+                    "{:<36}  {:<40}  {:<6}  {:<5}  created_at",
+                    "id", "email", "role", "tier"
+                );
             }
             loop {
                 let page = accounts.list(offset, 500).await?;
@@ -116,23 +138,35 @@ async fn user(backend: &Backend, command: &UserCommand) -> CliResult {
                         });
                         println!("{line}");
                     } else {
-                        println!("{:<36}  {:<40}  {:<6}  {:<5}  {}", u.id, u.email, u.role, u.tier, u.created_at);
+                        println!(
+                            "{:<36}  {:<40}  {:<6}  {:<5}  {}",
+                            u.id, u.email, u.role, u.tier, u.created_at
+                        );
                     }
                 }
             }
         }
         UserCommand::SetTier { email, tier } => {
             let tier = Tier::parse(tier)?;
-            let u = accounts.set_tier(email, tier).await.map_err(|e| not_found_says_who(e, email))?;
+            let u = accounts
+                .set_tier(email, tier)
+                .await
+                .map_err(|e| not_found_says_who(e, email))?;
             println!("{} is now on the {} tier", u.email, u.tier);
         }
         UserCommand::SetRole { email, role } => {
             let role = Role::parse(role)?;
-            let u = accounts.set_role(email, role).await.map_err(|e| not_found_says_who(e, email))?;
+            let u = accounts
+                .set_role(email, role)
+                .await
+                .map_err(|e| not_found_says_who(e, email))?;
             println!("{} is now {}", u.email, u.role);
         }
         UserCommand::Delete { email } => {
-            let u = accounts.delete(email).await.map_err(|e| not_found_says_who(e, email))?;
+            let u = accounts
+                .delete(email)
+                .await
+                .map_err(|e| not_found_says_who(e, email))?;
             println!("deleted {} (id {})", u.email, u.id);
         }
     }
@@ -141,7 +175,9 @@ async fn user(backend: &Backend, command: &UserCommand) -> CliResult {
 
 fn not_found_says_who(e: adiuva_core::Error, email: &str) -> Box<dyn std::error::Error> {
     match e {
-        adiuva_core::Error::NotFound(_) => format!("no user with email '{}'", email.trim().to_lowercase()).into(),
+        adiuva_core::Error::NotFound(_) => {
+            format!("no user with email '{}'", email.trim().to_lowercase()).into()
+        }
         other => other.into(),
     }
 }
@@ -157,7 +193,11 @@ async fn doctor(cli: &Cli) -> CliResult {
     };
     let settings = match load(cli, None) {
         Ok(s) => {
-            report(true, "config", format!("env={:?}, data dir {}", s.env, s.data_dir.display()));
+            report(
+                true,
+                "config",
+                format!("env={:?}, data dir {}", s.env, s.data_dir.display()),
+            );
             s
         }
         Err(e) => {
@@ -168,10 +208,25 @@ async fn doctor(cli: &Cli) -> CliResult {
     quiet_logs(&settings);
     match (&settings.jwt_secret, settings.env) {
         (Some(s), _) if s.expose().len() >= 32 => report(true, "jwt secret", "configured".into()),
-        (Some(_), _) => report(false, "jwt secret", "JWT_SECRET must be at least 32 bytes".into()),
-        (None, Environment::Prod) => report(false, "jwt secret", "JWT_SECRET is required when ENV=prod".into()),
+        (Some(_), _) => report(
+            false,
+            "jwt secret",
+            "JWT_SECRET must be at least 32 bytes".into(),
+        ),
+        (None, Environment::Prod) => report(
+            false,
+            "jwt secret",
+            "JWT_SECRET is required when ENV=prod".into(),
+        ),
         (None, Environment::Dev) => match settings.resolve_jwt_secret() {
-            Ok(_) => report(true, "jwt secret", format!("dev secret kept in {}", settings.data_dir.join("jwt_secret").display())),
+            Ok(_) => report(
+                true,
+                "jwt secret",
+                format!(
+                    "dev secret kept in {}",
+                    settings.data_dir.join("jwt_secret").display()
+                ),
+            ),
             Err(e) => report(false, "jwt secret", e.to_string()),
         },
     }
@@ -180,11 +235,23 @@ async fn doctor(cli: &Cli) -> CliResult {
         Ok(db) => {
             match db.port().ping().await {
                 Ok(()) => report(true, "database", format!("{} answers", redact_url(&url))),
-                Err(e) => report(false, "database", format!("{} does not answer: {e}", redact_url(&url))),
+                Err(e) => report(
+                    false,
+                    "database",
+                    format!("{} does not answer: {e}", redact_url(&url)),
+                ),
             }
             match db.pending_migrations().await {
                 Ok(p) if p.is_empty() => report(true, "migrations", "up to date".into()),
-                Ok(p) => report(true, "migrations", format!("{} pending (applied at server start or by `adiuva migrate`): {}", p.len(), p.join(", "))),
+                Ok(p) => report(
+                    true,
+                    "migrations",
+                    format!(
+                        "{} pending (applied at server start or by `adiuva migrate`): {}",
+                        p.len(),
+                        p.join(", ")
+                    ),
+                ),
                 Err(e) => report(false, "migrations", e.to_string()),
             }
             db.close().await;
@@ -208,7 +275,10 @@ async fn doctor(cli: &Cli) -> CliResult {
     .filter_map(|(k, set)| set.then_some(k))
     .collect();
     if !unused.is_empty() {
-        println!("note  set but not used by this build yet: {}", unused.join(", "));
+        println!(
+            "note  set but not used by this build yet: {}",
+            unused.join(", ")
+        );
     }
     if failed > 0 {
         eprintln!("error: {failed} check(s) failed");

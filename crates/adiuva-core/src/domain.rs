@@ -86,9 +86,7 @@ impl Email {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || c == '-');
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-');
             if !ok {
                 return Err(bad("has an invalid domain"));
             }
@@ -223,12 +221,15 @@ string_enum!(
     }
 );
 
+// The string_enum! macro cannot carry `#[default]`, so these are written out.
+#[allow(clippy::derivable_impls)]
 impl Default for Tier {
     fn default() -> Self {
         Tier::Free
     }
 }
 
+#[allow(clippy::derivable_impls)]
 impl Default for Role {
     fn default() -> Self {
         Role::User
@@ -251,9 +252,20 @@ mod tests {
     #[test]
     fn bad_emails_are_rejected() {
         for bad in [
-            "", "   ", "alice", "alice@", "@example.com", "alice@example", "a@b@c.com",
-            "al ice@example.com", "alice@exa mple.com", "alice@-example.com", "alice@example..com",
-            ".alice@example.com", "al..ice@example.com", "alice@example.com\n",
+            "",
+            "   ",
+            "alice",
+            "alice@",
+            "@example.com",
+            "alice@example",
+            "a@b@c.com",
+            "al ice@example.com",
+            "alice@exa mple.com",
+            "alice@-example.com",
+            "alice@example..com",
+            ".alice@example.com",
+            "al..ice@example.com",
+            "alice@example.com\n",
         ] {
             // a trailing newline is trimmed, so that one is fine; all others fail
             if bad == "alice@example.com\n" {
@@ -272,7 +284,10 @@ mod tests {
         assert!(Password::parse("1234567890").is_ok());
         assert!(Password::parse("ééééééééé").is_err()); // 9 chars, 18 bytes
         assert!(Password::parse(&"x".repeat(1025)).is_err());
-        assert_eq!(format!("{:?}", Password::parse("supersecret1").unwrap()), "Password(***)");
+        assert_eq!(
+            format!("{:?}", Password::parse("supersecret1").unwrap()),
+            "Password(***)"
+        );
     }
 
     #[test]

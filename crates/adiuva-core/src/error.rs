@@ -50,7 +50,10 @@ pub enum Error {
 impl Error {
     /// A validation error on `field`.
     pub fn validation(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        Error::Validation { field: field.into(), message: message.into() }
+        Error::Validation {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// An internal error from anything that can be displayed.
@@ -81,7 +84,9 @@ impl From<RepoError> for Error {
                 code: "database_unavailable",
                 detail: format!("the database is unavailable: {why}"),
             },
-            RepoError::Invalid(why) => Error::internal(format!("invalid data in the database: {why}")),
+            RepoError::Invalid(why) => {
+                Error::internal(format!("invalid data in the database: {why}"))
+            }
             RepoError::Other(e) => Error::Internal(e),
         }
     }

@@ -19,7 +19,9 @@ pub struct Adiuva {
 
 impl std::fmt::Debug for Adiuva {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Adiuva").field("database", &self.db.backend()).finish_non_exhaustive()
+        f.debug_struct("Adiuva")
+            .field("database", &self.db.backend())
+            .finish_non_exhaustive()
     }
 }
 
@@ -52,8 +54,12 @@ impl AdiuvaBuilder {
 
     /// Assembles the backend.
     pub fn build(self) -> Result<Adiuva, Error> {
-        let db = self.db.ok_or_else(|| Error::internal("Adiuva needs a database"))?;
-        let config = self.auth.ok_or_else(|| Error::internal("Adiuva needs an AuthConfig"))?;
+        let db = self
+            .db
+            .ok_or_else(|| Error::internal("Adiuva needs a database"))?;
+        let config = self
+            .auth
+            .ok_or_else(|| Error::internal("Adiuva needs an AuthConfig"))?;
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let auth = AuthService::new(db.clone(), clock.clone(), config)?;
         Ok(Adiuva { db, clock, auth })
@@ -95,7 +101,13 @@ pub struct Accounts<'a> {
 
 impl Accounts<'_> {
     /// Creates a user with a role and tier.
-    pub async fn create(&self, email: &str, password: &str, role: Role, tier: Tier) -> Result<User, Error> {
+    pub async fn create(
+        &self,
+        email: &str,
+        password: &str,
+        role: Role,
+        tier: Tier,
+    ) -> Result<User, Error> {
         self.app.auth.create_user(email, password, role, tier).await
     }
 
@@ -107,20 +119,30 @@ impl Accounts<'_> {
     /// The user with this email, or `NotFound`.
     pub async fn find(&self, email: &str) -> Result<User, Error> {
         let email = Email::parse(email)?;
-        self.app.db.user_by_email(&email).await?.ok_or(Error::NotFound("user"))
+        self.app
+            .db
+            .user_by_email(&email)
+            .await?
+            .ok_or(Error::NotFound("user"))
     }
 
     /// Sets a user's tier.
     pub async fn set_tier(&self, email: &str, tier: Tier) -> Result<User, Error> {
         let user = self.find(email).await?;
-        self.app.db.set_tier(user.id, tier, self.app.clock.now_ms()).await?;
+        self.app
+            .db
+            .set_tier(user.id, tier, self.app.clock.now_ms())
+            .await?;
         self.find(email).await
     }
 
     /// Sets a user's role.
     pub async fn set_role(&self, email: &str, role: Role) -> Result<User, Error> {
         let user = self.find(email).await?;
-        self.app.db.set_role(user.id, role, self.app.clock.now_ms()).await?;
+        self.app
+            .db
+            .set_role(user.id, role, self.app.clock.now_ms())
+            .await?;
         self.find(email).await
     }
 

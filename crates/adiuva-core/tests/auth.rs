@@ -24,21 +24,35 @@ fn app() -> (Adiuva, Arc<ManualClock>) {
 #[tokio::test]
 async fn register_login_me() {
     let (app, clock) = app();
-    let tokens = app.auth().register(" Alice@Example.com ", PW).await.unwrap();
+    let tokens = app
+        .auth()
+        .register(" Alice@Example.com ", PW)
+        .await
+        .unwrap();
     assert_eq!(tokens.expires_at, clock.now_ms() + 15 * 60 * 1000);
-    let id = app.auth().verify_access_token(&tokens.access_token).unwrap();
+    let id = app
+        .auth()
+        .verify_access_token(&tokens.access_token)
+        .unwrap();
     let me = app.auth().me(id).await.unwrap();
     assert_eq!(me.email.as_str(), "alice@example.com");
     assert_eq!((me.tier, me.role), (Tier::Free, Role::User));
     let again = app.auth().login("ALICE@example.com", PW).await.unwrap();
-    assert_eq!(app.auth().verify_access_token(&again.access_token).unwrap(), id);
+    assert_eq!(
+        app.auth().verify_access_token(&again.access_token).unwrap(),
+        id
+    );
 }
 
 #[tokio::test]
 async fn duplicate_email_is_a_conflict() {
     let (app, _) = app();
     app.auth().register("bob@example.com", PW).await.unwrap();
-    let err = app.auth().register("BOB@example.com", PW).await.unwrap_err();
+    let err = app
+        .auth()
+        .register("BOB@example.com", PW)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Conflict(_)), "{err:?}");
 }
 
@@ -46,8 +60,16 @@ async fn duplicate_email_is_a_conflict() {
 async fn wrong_password_and_unknown_email_look_the_same() {
     let (app, _) = app();
     app.auth().register("carol@example.com", PW).await.unwrap();
-    let a = app.auth().login("carol@example.com", "wrong password!!").await.unwrap_err();
-    let b = app.auth().login("nobody@example.com", PW).await.unwrap_err();
+    let a = app
+        .auth()
+        .login("carol@example.com", "wrong password!!")
+        .await
+        .unwrap_err();
+    let b = app
+        .auth()
+        .login("nobody@example.com", PW)
+        .await
+        .unwrap_err();
     let c = app.auth().login("not an email", PW).await.unwrap_err();
     assert_eq!(a.to_string(), b.to_string());
     assert_eq!(b.to_string(), c.to_string());
@@ -57,7 +79,10 @@ async fn wrong_password_and_unknown_email_look_the_same() {
     let before = app.auth().hasher().verifications();
     let _ = app.auth().login("nobody@example.com", PW).await;
     assert_eq!(app.auth().hasher().verifications(), before + 1);
-    let _ = app.auth().login("carol@example.com", "wrong password!!").await;
+    let _ = app
+        .auth()
+        .login("carol@example.com", "wrong password!!")
+        .await;
     assert_eq!(app.auth().hasher().verifications(), before + 2);
     let _ = app.auth().login("not an email", PW).await;
     assert_eq!(app.auth().hasher().verifications(), before + 3);
@@ -70,8 +95,14 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     let second = app.auth().refresh(&first.refresh_token).await.unwrap();
     assert_ne!(second.refresh_token, first.refresh_token);
     // Replaying the rotated token is theft: it fails and takes the live one down too.
-    assert!(matches!(app.auth().refresh(&first.refresh_token).await, Err(Error::Unauthorized(_))));
-    assert!(matches!(app.auth().refresh(&second.refresh_token).await, Err(Error::Unauthorized(_))));
+    assert!(matches!(
+        app.auth().refresh(&first.refresh_token).await,
+        Err(Error::Unauthorized(_))
+    ));
+    assert!(matches!(
+        app.auth().refresh(&second.refresh_token).await,
+        Err(Error::Unauthorized(_))
+    ));
     // Another login is a separate family and still works.
     let other = app.auth().login("dave@example.com", PW).await.unwrap();
     assert!(app.auth().refresh(&other.refresh_token).await.is_ok());
@@ -85,11 +116,20 @@ async fn tokens_expire_by_the_clock() {
     clock.advance(15 * 60 * 1000 - 1000);
     assert!(app.auth().verify_access_token(&t.access_token).is_ok());
     clock.advance(1000);
-    assert!(app.auth().verify_access_token(&t.access_token).is_err(), "access token expired");
-    assert!(app.auth().refresh(&t.refresh_token).await.is_ok(), "refresh token still live");
+    assert!(
+        app.auth().verify_access_token(&t.access_token).is_err(),
+        "access token expired"
+    );
+    assert!(
+        app.auth().refresh(&t.refresh_token).await.is_ok(),
+        "refresh token still live"
+    );
     let t2 = app.auth().login("erin@example.com", PW).await.unwrap();
     clock.advance(30 * 24 * 3600 * 1000);
-    assert!(app.auth().refresh(&t2.refresh_token).await.is_err(), "refresh token expired");
+    assert!(
+        app.auth().refresh(&t2.refresh_token).await.is_err(),
+        "refresh token expired"
+    );
 }
 
 #[tokio::test]
@@ -99,19 +139,38 @@ async fn deleted_users_cannot_refresh_or_see_themselves() {
     let id = app.auth().verify_access_token(&t.access_token).unwrap();
     app.accounts().delete("frank@example.com").await.unwrap();
     assert!(app.auth().refresh(&t.refresh_token).await.is_err());
-    assert!(matches!(app.auth().me(id).await, Err(Error::Unauthorized(_))));
+    assert!(matches!(
+        app.auth().me(id).await,
+        Err(Error::Unauthorized(_))
+    ));
 }
 
 #[tokio::test]
 async fn admin_accounts() {
     let (app, _) = app();
-    app.accounts().create("gina@example.com", PW, Role::Admin, Tier::Team).await.unwrap();
-    let u = app.accounts().set_tier("gina@example.com", Tier::Pro).await.unwrap();
+    app.accounts()
+        .create("gina@example.com", PW, Role::Admin, Tier::Team)
+        .await
+        .unwrap();
+    let u = app
+        .accounts()
+        .set_tier("gina@example.com", Tier::Pro)
+        .await
+        .unwrap();
     assert_eq!((u.tier, u.role), (Tier::Pro, Role::Admin));
-    let u = app.accounts().set_role("gina@example.com", Role::User).await.unwrap();
+    let u = app
+        .accounts()
+        .set_role("gina@example.com", Role::User)
+        .await
+        .unwrap();
     assert_eq!(u.role, Role::User);
     assert_eq!(app.accounts().list(0, 10).await.unwrap().len(), 1);
-    assert!(matches!(app.accounts().set_tier("nobody@example.com", Tier::Pro).await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        app.accounts()
+            .set_tier("nobody@example.com", Tier::Pro)
+            .await,
+        Err(Error::NotFound(_))
+    ));
 }
 
 #[tokio::test]

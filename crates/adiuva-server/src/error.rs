@@ -29,11 +29,21 @@ pub struct ApiError {
 impl ApiError {
     /// An error with this status, code and detail.
     pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
-        Self { status, body: ErrorBody { detail: detail.into(), code: code.to_owned() } }
+        Self {
+            status,
+            body: ErrorBody {
+                detail: detail.into(),
+                code: code.to_owned(),
+            },
+        }
     }
 
     fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error".into(), "internal server error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal server error",
+        )
     }
 }
 
@@ -96,8 +106,10 @@ fn json_response(status: StatusCode, body: &ErrorBody) -> Response {
     let mut resp = Json(body.clone()).into_response();
     resp.set_status(status);
     if status == StatusCode::UNAUTHORIZED {
-        resp.headers_mut()
-            .insert(poem::http::header::WWW_AUTHENTICATE, poem::http::HeaderValue::from_static("Bearer"));
+        resp.headers_mut().insert(
+            poem::http::header::WWW_AUTHENTICATE,
+            poem::http::HeaderValue::from_static("Bearer"),
+        );
     }
     resp
 }
@@ -105,26 +117,53 @@ fn json_response(status: StatusCode, body: &ErrorBody) -> Response {
 /// Turns any error that reached the edge into a `{"detail", "code"}` response.
 pub async fn to_json_error(err: poem::Error) -> Response {
     use poem::error::{CorsError, MethodNotAllowedError, NotFoundError};
-    use poem_openapi::error::{AuthorizationError, ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError};
+    use poem_openapi::error::{
+        AuthorizationError, ContentTypeError, ParseParamError, ParsePathError,
+        ParseRequestPayloadError,
+    };
 
     if let Some(api) = err.downcast_ref::<ApiError>() {
         return json_response(api.status, &api.body);
     }
     let (status, code, detail): (StatusCode, String, String) = if err.is::<NotFoundError>() {
-        (StatusCode::NOT_FOUND, "not_found".into(), "no such route".into())
+        (
+            StatusCode::NOT_FOUND,
+            "not_found".into(),
+            "no such route".into(),
+        )
     } else if err.is::<MethodNotAllowedError>() {
-        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed".into(), "this route does not accept that method".into())
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed".into(),
+            "this route does not accept that method".into(),
+        )
     } else if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
         let reason = e.to_string();
         // serde_json's syntax errors end in "at line N column M"; schema mismatches do not.
-        let code = if reason.contains(" at line ") { "malformed_json" } else { "validation_error" };
+        let code = if reason.contains(" at line ") {
+            "malformed_json"
+        } else {
+            "validation_error"
+        };
         (StatusCode::UNPROCESSABLE_ENTITY, code.into(), reason)
     } else if let Some(e) = err.downcast_ref::<ParseParamError>() {
-        (StatusCode::UNPROCESSABLE_ENTITY, "validation_error".into(), e.to_string())
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_error".into(),
+            e.to_string(),
+        )
     } else if let Some(e) = err.downcast_ref::<ParsePathError>() {
-        (StatusCode::UNPROCESSABLE_ENTITY, "validation_error".into(), e.to_string())
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_error".into(),
+            e.to_string(),
+        )
     } else if let Some(e) = err.downcast_ref::<ContentTypeError>() {
-        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type".into(), e.to_string())
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type".into(),
+            e.to_string(),
+        )
     } else if err.is::<AuthorizationError>() {
         (StatusCode::UNAUTHORIZED, "unauthorized".into(), "missing or malformed Authorization header; send `Authorization: Bearer <access token>`".into())
     } else if let Some(e) = err.downcast_ref::<CorsError>() {
@@ -143,16 +182,26 @@ pub async fn to_json_error(err: poem::Error) -> Response {
         if is_json {
             let mut resp = resp;
             if status == StatusCode::UNAUTHORIZED {
-                resp.headers_mut()
-                    .insert(poem::http::header::WWW_AUTHENTICATE, poem::http::HeaderValue::from_static("Bearer"));
+                resp.headers_mut().insert(
+                    poem::http::header::WWW_AUTHENTICATE,
+                    poem::http::HeaderValue::from_static("Bearer"),
+                );
             }
             return resp;
         }
         if status.is_server_error() {
             tracing::error!(error = %detail, "unhandled error");
-            (status, "internal_error".into(), "internal server error".into())
+            (
+                status,
+                "internal_error".into(),
+                "internal server error".into(),
+            )
         } else {
-            let code = status.canonical_reason().unwrap_or("error").to_ascii_lowercase().replace([' ', '-'], "_");
+            let code = status
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_ascii_lowercase()
+                .replace([' ', '-'], "_");
             (status, code, detail)
         }
     };

@@ -7,8 +7,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use adiuva_core::auth::{AuthConfig, JwtAlgorithm};
 use adiuva_core::Secret;
+use adiuva_core::auth::{AuthConfig, JwtAlgorithm};
 
 /// Where the server runs: `dev` is forgiving, `prod` refuses unsafe defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +49,9 @@ impl fmt::Debug for RedactedUrl {
 
 /// Hides the password part of a URL's authority.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
     let authority_end = rest.find('/').unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
     match authority.rsplit_once('@') {
@@ -139,35 +141,180 @@ pub struct KeyDoc {
 
 /// Every key the server reads.
 pub const KEYS: &[KeyDoc] = &[
-    KeyDoc { key: "env", env: &["ADIUVA_ENV", "ENV"], default: "dev", doc: "dev or prod. prod requires JWT_SECRET and logs JSON." },
-    KeyDoc { key: "bind", env: &["ADIUVA_BIND"], default: "127.0.0.1:8080", doc: "Address to listen on (`adiuva serve --bind`)." },
-    KeyDoc { key: "data_dir", env: &["ADIUVA_DATA_DIR"], default: "./data", doc: "Directory for the embedded database, blobs and the generated dev secret (`--data-dir`)." },
-    KeyDoc { key: "database_url", env: &["ADIUVA_DATABASE_URL", "DATABASE_URL"], default: "", doc: "Database URL. Unset: sqlite://<data_dir>/adiuva.db." },
-    KeyDoc { key: "blob_url", env: &["ADIUVA_BLOB_URL"], default: "", doc: "Blob store URL: file://DIR or memory://. Unset: file://<data_dir>/blobs." },
-    KeyDoc { key: "jwt_secret", env: &["ADIUVA_JWT_SECRET", "JWT_SECRET"], default: "", doc: "HMAC secret for access tokens, at least 32 bytes. Unset in dev: generated once into <data_dir>/jwt_secret. Required in prod." },
-    KeyDoc { key: "jwt_algorithm", env: &["ADIUVA_JWT_ALGORITHM", "JWT_ALGORITHM"], default: "HS256", doc: "HS256, HS384 or HS512." },
-    KeyDoc { key: "access_token_ttl_secs", env: &["ADIUVA_ACCESS_TOKEN_TTL_SECS"], default: "900", doc: "Access-token lifetime in seconds." },
-    KeyDoc { key: "refresh_token_ttl_days", env: &["ADIUVA_REFRESH_TOKEN_TTL_DAYS"], default: "30", doc: "Refresh-token lifetime in days." },
-    KeyDoc { key: "cors_origins", env: &["ADIUVA_CORS_ORIGINS", "CORS_ORIGINS"], default: "", doc: "Extra allowed origins, comma-separated. app://… and http://localhost:<port> are always allowed." },
-    KeyDoc { key: "body_limit_bytes", env: &["ADIUVA_BODY_LIMIT_BYTES"], default: "10485760", doc: "Largest JSON request body in bytes (larger: 413)." },
-    KeyDoc { key: "log_format", env: &["ADIUVA_LOG_FORMAT"], default: "auto", doc: "auto (text in dev, JSON in prod), text or json." },
-    KeyDoc { key: "log_level", env: &["ADIUVA_LOG", "RUST_LOG"], default: "info", doc: "tracing filter, e.g. info or adiuva_server=debug,info." },
-    KeyDoc { key: "shutdown_timeout_secs", env: &["ADIUVA_SHUTDOWN_TIMEOUT_SECS"], default: "30", doc: "How long SIGINT/SIGTERM waits for in-flight requests." },
-    KeyDoc { key: "openai_api_key", env: &["ADIUVA_OPENAI_API_KEY", "OPENAI_API_KEY"], default: "", doc: "Server-side key for the chat models (not used by this build yet)." },
-    KeyDoc { key: "openai_base_url", env: &["ADIUVA_OPENAI_BASE_URL", "OPENAI_BASE_URL"], default: "", doc: "Any OpenAI-compatible endpoint (Ollama, vLLM, llama.cpp) (not used by this build yet)." },
-    KeyDoc { key: "cerebras_api_key", env: &["ADIUVA_CEREBRAS_API_KEY", "CEREBRAS_API_KEY"], default: "", doc: "Key for cerebras/ models (not used by this build yet)." },
-    KeyDoc { key: "redis_url", env: &["ADIUVA_REDIS_URL", "REDIS_URL"], default: "", doc: "Redis for shared rate limits and the device bus (not used by this build yet)." },
-    KeyDoc { key: "stripe_secret_key", env: &["ADIUVA_STRIPE_SECRET_KEY", "STRIPE_SECRET_KEY"], default: "", doc: "Stripe API key (not used by this build yet)." },
-    KeyDoc { key: "stripe_webhook_secret", env: &["ADIUVA_STRIPE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET"], default: "", doc: "Stripe webhook signing secret (not used by this build yet)." },
-    KeyDoc { key: "s3_bucket", env: &["ADIUVA_S3_BUCKET", "S3_BUCKET"], default: "", doc: "S3 bucket for blobs (not used by this build yet)." },
-    KeyDoc { key: "s3_region", env: &["ADIUVA_S3_REGION", "S3_REGION"], default: "", doc: "S3 region (not used by this build yet)." },
-    KeyDoc { key: "s3_endpoint", env: &["ADIUVA_S3_ENDPOINT", "S3_ENDPOINT"], default: "", doc: "S3-compatible endpoint URL (not used by this build yet)." },
-    KeyDoc { key: "aws_access_key_id", env: &["ADIUVA_AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"], default: "", doc: "S3 access key id (not used by this build yet)." },
-    KeyDoc { key: "aws_secret_access_key", env: &["ADIUVA_AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"], default: "", doc: "S3 secret access key (not used by this build yet)." },
-    KeyDoc { key: "pinecone_api_key", env: &["ADIUVA_PINECONE_API_KEY", "PINECONE_API_KEY"], default: "", doc: "Pinecone key (not used by this build yet)." },
-    KeyDoc { key: "pinecone_index", env: &["ADIUVA_PINECONE_INDEX", "PINECONE_INDEX"], default: "", doc: "Pinecone index (not used by this build yet)." },
-    KeyDoc { key: "qdrant_url", env: &["ADIUVA_QDRANT_URL", "QDRANT_URL"], default: "", doc: "Qdrant URL (not used by this build yet)." },
-    KeyDoc { key: "qdrant_api_key", env: &["ADIUVA_QDRANT_API_KEY", "QDRANT_API_KEY"], default: "", doc: "Qdrant key (not used by this build yet)." },
+    KeyDoc {
+        key: "env",
+        env: &["ADIUVA_ENV", "ENV"],
+        default: "dev",
+        doc: "dev or prod. prod requires JWT_SECRET and logs JSON.",
+    },
+    KeyDoc {
+        key: "bind",
+        env: &["ADIUVA_BIND"],
+        default: "127.0.0.1:8080",
+        doc: "Address to listen on (`adiuva serve --bind`).",
+    },
+    KeyDoc {
+        key: "data_dir",
+        env: &["ADIUVA_DATA_DIR"],
+        default: "./data",
+        doc: "Directory for the embedded database, blobs and the generated dev secret (`--data-dir`).",
+    },
+    KeyDoc {
+        key: "database_url",
+        env: &["ADIUVA_DATABASE_URL", "DATABASE_URL"],
+        default: "",
+        doc: "Database URL. Unset: sqlite://<data_dir>/adiuva.db.",
+    },
+    KeyDoc {
+        key: "blob_url",
+        env: &["ADIUVA_BLOB_URL"],
+        default: "",
+        doc: "Blob store URL: file://DIR or memory://. Unset: file://<data_dir>/blobs.",
+    },
+    KeyDoc {
+        key: "jwt_secret",
+        env: &["ADIUVA_JWT_SECRET", "JWT_SECRET"],
+        default: "",
+        doc: "HMAC secret for access tokens, at least 32 bytes. Unset in dev: generated once into <data_dir>/jwt_secret. Required in prod.",
+    },
+    KeyDoc {
+        key: "jwt_algorithm",
+        env: &["ADIUVA_JWT_ALGORITHM", "JWT_ALGORITHM"],
+        default: "HS256",
+        doc: "HS256, HS384 or HS512.",
+    },
+    KeyDoc {
+        key: "access_token_ttl_secs",
+        env: &["ADIUVA_ACCESS_TOKEN_TTL_SECS"],
+        default: "900",
+        doc: "Access-token lifetime in seconds.",
+    },
+    KeyDoc {
+        key: "refresh_token_ttl_days",
+        env: &["ADIUVA_REFRESH_TOKEN_TTL_DAYS"],
+        default: "30",
+        doc: "Refresh-token lifetime in days.",
+    },
+    KeyDoc {
+        key: "cors_origins",
+        env: &["ADIUVA_CORS_ORIGINS", "CORS_ORIGINS"],
+        default: "",
+        doc: "Extra allowed origins, comma-separated. app://… and http://localhost:<port> are always allowed.",
+    },
+    KeyDoc {
+        key: "body_limit_bytes",
+        env: &["ADIUVA_BODY_LIMIT_BYTES"],
+        default: "10485760",
+        doc: "Largest JSON request body in bytes (larger: 413).",
+    },
+    KeyDoc {
+        key: "log_format",
+        env: &["ADIUVA_LOG_FORMAT"],
+        default: "auto",
+        doc: "auto (text in dev, JSON in prod), text or json.",
+    },
+    KeyDoc {
+        key: "log_level",
+        env: &["ADIUVA_LOG", "RUST_LOG"],
+        default: "info",
+        doc: "tracing filter, e.g. info or adiuva_server=debug,info.",
+    },
+    KeyDoc {
+        key: "shutdown_timeout_secs",
+        env: &["ADIUVA_SHUTDOWN_TIMEOUT_SECS"],
+        default: "30",
+        doc: "How long SIGINT/SIGTERM waits for in-flight requests.",
+    },
+    KeyDoc {
+        key: "openai_api_key",
+        env: &["ADIUVA_OPENAI_API_KEY", "OPENAI_API_KEY"],
+        default: "",
+        doc: "Server-side key for the chat models (not used by this build yet).",
+    },
+    KeyDoc {
+        key: "openai_base_url",
+        env: &["ADIUVA_OPENAI_BASE_URL", "OPENAI_BASE_URL"],
+        default: "",
+        doc: "Any OpenAI-compatible endpoint (Ollama, vLLM, llama.cpp) (not used by this build yet).",
+    },
+    KeyDoc {
+        key: "cerebras_api_key",
+        env: &["ADIUVA_CEREBRAS_API_KEY", "CEREBRAS_API_KEY"],
+        default: "",
+        doc: "Key for cerebras/ models (not used by this build yet).",
+    },
+    KeyDoc {
+        key: "redis_url",
+        env: &["ADIUVA_REDIS_URL", "REDIS_URL"],
+        default: "",
+        doc: "Redis for shared rate limits and the device bus (not used by this build yet).",
+    },
+    KeyDoc {
+        key: "stripe_secret_key",
+        env: &["ADIUVA_STRIPE_SECRET_KEY", "STRIPE_SECRET_KEY"],
+        default: "",
+        doc: "Stripe API key (not used by this build yet).",
+    },
+    KeyDoc {
+        key: "stripe_webhook_secret",
+        env: &["ADIUVA_STRIPE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET"],
+        default: "",
+        doc: "Stripe webhook signing secret (not used by this build yet).",
+    },
+    KeyDoc {
+        key: "s3_bucket",
+        env: &["ADIUVA_S3_BUCKET", "S3_BUCKET"],
+        default: "",
+        doc: "S3 bucket for blobs (not used by this build yet).",
+    },
+    KeyDoc {
+        key: "s3_region",
+        env: &["ADIUVA_S3_REGION", "S3_REGION"],
+        default: "",
+        doc: "S3 region (not used by this build yet).",
+    },
+    KeyDoc {
+        key: "s3_endpoint",
+        env: &["ADIUVA_S3_ENDPOINT", "S3_ENDPOINT"],
+        default: "",
+        doc: "S3-compatible endpoint URL (not used by this build yet).",
+    },
+    KeyDoc {
+        key: "aws_access_key_id",
+        env: &["ADIUVA_AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"],
+        default: "",
+        doc: "S3 access key id (not used by this build yet).",
+    },
+    KeyDoc {
+        key: "aws_secret_access_key",
+        env: &["ADIUVA_AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"],
+        default: "",
+        doc: "S3 secret access key (not used by this build yet).",
+    },
+    KeyDoc {
+        key: "pinecone_api_key",
+        env: &["ADIUVA_PINECONE_API_KEY", "PINECONE_API_KEY"],
+        default: "",
+        doc: "Pinecone key (not used by this build yet).",
+    },
+    KeyDoc {
+        key: "pinecone_index",
+        env: &["ADIUVA_PINECONE_INDEX", "PINECONE_INDEX"],
+        default: "",
+        doc: "Pinecone index (not used by this build yet).",
+    },
+    KeyDoc {
+        key: "qdrant_url",
+        env: &["ADIUVA_QDRANT_URL", "QDRANT_URL"],
+        default: "",
+        doc: "Qdrant URL (not used by this build yet).",
+    },
+    KeyDoc {
+        key: "qdrant_api_key",
+        env: &["ADIUVA_QDRANT_API_KEY", "QDRANT_API_KEY"],
+        default: "",
+        doc: "Qdrant key (not used by this build yet).",
+    },
 ];
 
 /// A setting that could not be used. The text names the key and says why.
@@ -195,9 +342,11 @@ fn opt(v: &str) -> Option<String> {
 }
 
 fn number<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
-    v.trim()
-        .parse()
-        .map_err(|_| ConfigError(format!("{key} must be a non-negative whole number (got '{v}')")))
+    v.trim().parse().map_err(|_| {
+        ConfigError(format!(
+            "{key} must be a non-negative whole number (got '{v}')"
+        ))
+    })
 }
 
 impl Settings {
@@ -260,7 +409,9 @@ impl Settings {
             }
             "bind" => {
                 self.bind = v.trim().parse().map_err(|_| {
-                    ConfigError(format!("bind must be an address like 127.0.0.1:8080 (got '{v}')"))
+                    ConfigError(format!(
+                        "bind must be an address like 127.0.0.1:8080 (got '{v}')"
+                    ))
                 })?
             }
             "data_dir" => self.data_dir = PathBuf::from(v),
@@ -268,12 +419,18 @@ impl Settings {
             "blob_url" => self.blob_url = opt(v),
             "jwt_secret" => self.jwt_secret = secret(v),
             "jwt_algorithm" => {
-                self.jwt_algorithm = JwtAlgorithm::parse(v).map_err(|e| ConfigError(e.to_string()))?
+                self.jwt_algorithm =
+                    JwtAlgorithm::parse(v).map_err(|e| ConfigError(e.to_string()))?
             }
             "access_token_ttl_secs" => self.access_token_ttl_secs = number(key, v)?,
             "refresh_token_ttl_days" => self.refresh_token_ttl_days = number(key, v)?,
             "cors_origins" => {
-                self.cors_origins = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+                self.cors_origins = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
             }
             "body_limit_bytes" => self.body_limit_bytes = number(key, v)?,
             "log_format" => {
@@ -281,7 +438,11 @@ impl Settings {
                     "auto" => LogFormat::Auto,
                     "text" => LogFormat::Text,
                     "json" => LogFormat::Json,
-                    _ => return Err(ConfigError(format!("log_format must be auto, text or json (got '{v}')"))),
+                    _ => {
+                        return Err(ConfigError(format!(
+                            "log_format must be auto, text or json (got '{v}')"
+                        )));
+                    }
                 }
             }
             "log_level" => self.log_level = v.to_owned(),
@@ -312,7 +473,10 @@ impl Settings {
     }
 
     /// [`Settings::load`] with an explicit environment (for tests).
-    pub fn load_from(overrides: &Overrides, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn load_from(
+        overrides: &Overrides,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let mut s = Self::for_data_dir("./data");
         let file = match &overrides.config_file {
             Some(path) => Some(path.clone()),
@@ -323,7 +487,9 @@ impl Settings {
         }
         for k in KEYS {
             if let Some(v) = k.env.iter().find_map(|name| env(name)) {
-                s.set(k.key, &v).map_err(|e| ConfigError(format!("{} (from ${}): {e}", k.key, env_name_used(k, &env))))?;
+                s.set(k.key, &v).map_err(|e| {
+                    ConfigError(format!("{} (from ${}): {e}", k.key, env_name_used(k, &env)))
+                })?;
             }
         }
         if let Some(dir) = &overrides.data_dir {
@@ -336,8 +502,12 @@ impl Settings {
     }
 
     fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("cannot read the config file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "cannot read the config file {}: {e}",
+                path.display()
+            ))
+        })?;
         let table: toml::Table = text
             .parse()
             .map_err(|e| ConfigError(format!("{} is not valid TOML: {e}", path.display())))?;
@@ -351,15 +521,23 @@ impl Settings {
                     .map(|i| match i {
                         toml::Value::String(s) => Ok(s.clone()),
                         toml::Value::Integer(n) => Ok(n.to_string()),
-                        _ => Err(ConfigError(format!("{}: '{key}' may only list strings", path.display()))),
+                        _ => Err(ConfigError(format!(
+                            "{}: '{key}' may only list strings",
+                            path.display()
+                        ))),
                     })
                     .collect::<Result<Vec<_>, _>>()?
                     .join(","),
                 other => {
-                    return Err(ConfigError(format!("{}: '{key}' has an unsupported value of type {}", path.display(), other.type_str())));
+                    return Err(ConfigError(format!(
+                        "{}: '{key}' has an unsupported value of type {}",
+                        path.display(),
+                        other.type_str()
+                    )));
                 }
             };
-            self.set(&key, &text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            self.set(&key, &text)
+                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
         }
         Ok(())
     }
@@ -407,12 +585,21 @@ impl Settings {
             Err(e) => return Err(ConfigError(format!("cannot read {}: {e}", path.display()))),
         }
         let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| ConfigError(format!("no randomness for a JWT secret: {e}")))?;
+        getrandom::fill(&mut bytes)
+            .map_err(|e| ConfigError(format!("no randomness for a JWT secret: {e}")))?;
         let generated = hex::encode(bytes);
-        std::fs::create_dir_all(&self.data_dir)
-            .map_err(|e| ConfigError(format!("cannot create the data directory {}: {e}", self.data_dir.display())))?;
-        write_private(&path, &generated)
-            .map_err(|e| ConfigError(format!("cannot write the generated JWT secret to {}: {e}", path.display())))?;
+        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
+            ConfigError(format!(
+                "cannot create the data directory {}: {e}",
+                self.data_dir.display()
+            ))
+        })?;
+        write_private(&path, &generated).map_err(|e| {
+            ConfigError(format!(
+                "cannot write the generated JWT secret to {}: {e}",
+                path.display()
+            ))
+        })?;
         tracing::info!(path = %path.display(), "generated a JWT secret for development");
         Ok(Secret::new(generated))
     }
@@ -428,7 +615,9 @@ impl Settings {
 
     /// Every key, documented, in `.env` form.
     pub fn example_env() -> String {
-        let mut out = String::from("# Adiuva configuration. Every key is optional; defaults shown.\n# Precedence: defaults < adiuva.toml < environment < command-line flags.\n# The first variable named is preferred; the others are accepted aliases.\n\n");
+        let mut out = String::from(
+            "# Adiuva configuration. Every key is optional; defaults shown.\n# Precedence: defaults < adiuva.toml < environment < command-line flags.\n# The first variable named is preferred; the others are accepted aliases.\n\n",
+        );
         for k in KEYS {
             out.push_str(&format!("# {}\n", k.doc));
             if k.env.len() > 1 {
@@ -441,7 +630,9 @@ impl Settings {
 
     /// Every key, documented, in `adiuva.toml` form.
     pub fn example_toml() -> String {
-        let mut out = String::from("# adiuva.toml: read from the working directory, or from `--config FILE`.\n# Every key is optional; the environment overrides this file.\n\n");
+        let mut out = String::from(
+            "# adiuva.toml: read from the working directory, or from `--config FILE`.\n# Every key is optional; the environment overrides this file.\n\n",
+        );
         for k in KEYS {
             out.push_str(&format!("# {} (env: {})\n", k.doc, k.env.join(", ")));
             let numeric = !k.default.is_empty() && k.default.bytes().all(|b| b.is_ascii_digit());
@@ -456,14 +647,23 @@ impl Settings {
 }
 
 fn env_name_used(k: &KeyDoc, env: &impl Fn(&str) -> Option<String>) -> String {
-    k.env.iter().find(|n| env(n).is_some()).copied().unwrap_or(k.env[0]).to_owned()
+    k.env
+        .iter()
+        .find(|n| env(n).is_some())
+        .copied()
+        .unwrap_or(k.env[0])
+        .to_owned()
 }
 
 #[cfg(unix)]
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(contents.as_bytes())
 }
 
@@ -479,7 +679,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -488,7 +691,8 @@ mod tests {
         let mut s = Settings::empty();
         for k in KEYS {
             if !k.default.is_empty() {
-                s.set(k.key, k.default).unwrap_or_else(|e| panic!("default of {}: {e}", k.key));
+                s.set(k.key, k.default)
+                    .unwrap_or_else(|e| panic!("default of {}: {e}", k.key));
             }
         }
     }
@@ -497,8 +701,16 @@ mod tests {
     fn every_key_is_settable_and_documented_in_both_examples() {
         let (env_ex, toml_ex) = (Settings::example_env(), Settings::example_toml());
         for k in KEYS {
-            assert!(env_ex.contains(&format!("{}=", k.env[0])), "{} in .env example", k.key);
-            assert!(toml_ex.contains(&format!("# {} =", k.key)), "{} in toml example", k.key);
+            assert!(
+                env_ex.contains(&format!("{}=", k.env[0])),
+                "{} in .env example",
+                k.key
+            );
+            assert!(
+                toml_ex.contains(&format!("# {} =", k.key)),
+                "{} in toml example",
+                k.key
+            );
         }
         let mut s = Settings::empty();
         assert!(s.set("no_such_key", "x").is_err());
@@ -509,31 +721,72 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("adiuva.toml");
         std::fs::write(&file, "bind = \"127.0.0.1:9000\"\nbody_limit_bytes = 100\ncors_origins = [\"https://a.example\", \"https://b.example\"]\nenv = \"prod\"\n").expect("write");
-        let over = Overrides { config_file: Some(file), ..Default::default() };
-        let s = Settings::load_from(&over, env(&[("ADIUVA_BODY_LIMIT_BYTES", "200"), ("JWT_SECRET", "s3cr3t-s3cr3t")])).expect("load");
+        let over = Overrides {
+            config_file: Some(file),
+            ..Default::default()
+        };
+        let s = Settings::load_from(
+            &over,
+            env(&[
+                ("ADIUVA_BODY_LIMIT_BYTES", "200"),
+                ("JWT_SECRET", "s3cr3t-s3cr3t"),
+            ]),
+        )
+        .expect("load");
         assert_eq!(s.bind.port(), 9000, "file beats default");
         assert_eq!(s.body_limit_bytes, 200, "env beats file");
-        assert_eq!(s.cors_origins, vec!["https://a.example", "https://b.example"]);
+        assert_eq!(
+            s.cors_origins,
+            vec!["https://a.example", "https://b.example"]
+        );
         assert_eq!(s.env, Environment::Prod);
         assert_eq!(s.effective_log_format(), LogFormat::Json);
-        assert_eq!(s.jwt_secret.as_ref().map(|s| s.expose().as_str()), Some("s3cr3t-s3cr3t"));
-        let over = Overrides { bind: Some("127.0.0.1:1".parse().expect("addr")), ..over };
-        assert_eq!(Settings::load_from(&over, env(&[])).expect("load").bind.port(), 1, "flags beat all");
+        assert_eq!(
+            s.jwt_secret.as_ref().map(|s| s.expose().as_str()),
+            Some("s3cr3t-s3cr3t")
+        );
+        let over = Overrides {
+            bind: Some("127.0.0.1:1".parse().expect("addr")),
+            ..over
+        };
+        assert_eq!(
+            Settings::load_from(&over, env(&[]))
+                .expect("load")
+                .bind
+                .port(),
+            1,
+            "flags beat all"
+        );
     }
 
     #[test]
     fn adiuva_prefixed_names_beat_plan_names() {
-        let s = Settings::load_from(&Overrides::default(), env(&[("DATABASE_URL", "sqlite://a.db"), ("ADIUVA_DATABASE_URL", "sqlite://b.db")])).expect("load");
+        let s = Settings::load_from(
+            &Overrides::default(),
+            env(&[
+                ("DATABASE_URL", "sqlite://a.db"),
+                ("ADIUVA_DATABASE_URL", "sqlite://b.db"),
+            ]),
+        )
+        .expect("load");
         assert_eq!(s.database_url(), "sqlite://b.db");
     }
 
     #[test]
     fn bad_values_name_the_key() {
-        let e = Settings::load_from(&Overrides::default(), env(&[("JWT_ALGORITHM", "RS256")])).unwrap_err();
+        let e = Settings::load_from(&Overrides::default(), env(&[("JWT_ALGORITHM", "RS256")]))
+            .unwrap_err();
         assert!(e.to_string().contains("JWT_ALGORITHM"), "{e}");
-        let e = Settings::load_from(&Overrides::default(), env(&[("ADIUVA_BODY_LIMIT_BYTES", "lots")])).unwrap_err();
+        let e = Settings::load_from(
+            &Overrides::default(),
+            env(&[("ADIUVA_BODY_LIMIT_BYTES", "lots")]),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("body_limit_bytes"), "{e}");
-        let over = Overrides { config_file: Some("/nonexistent/adiuva.toml".into()), ..Default::default() };
+        let over = Overrides {
+            config_file: Some("/nonexistent/adiuva.toml".into()),
+            ..Default::default()
+        };
         assert!(Settings::load_from(&over, env(&[])).is_err());
     }
 
@@ -541,7 +794,11 @@ mod tests {
     fn secrets_never_print() {
         let s = Settings::load_from(
             &Overrides::default(),
-            env(&[("JWT_SECRET", "topsecret-value-123"), ("OPENAI_API_KEY", "sk-live-abc"), ("DATABASE_URL", "postgres://u:pw-xyz@db/adiuva")]),
+            env(&[
+                ("JWT_SECRET", "topsecret-value-123"),
+                ("OPENAI_API_KEY", "sk-live-abc"),
+                ("DATABASE_URL", "postgres://u:pw-xyz@db/adiuva"),
+            ]),
         )
         .expect("load");
         let dbg = format!("{s:?}");

@@ -61,8 +61,15 @@ impl Backend {
             tracing::info!(migrations = ?applied, "applied database migrations");
         }
         let blob_location = check_blob_url(&settings.blob_url()).await?;
-        let adiuva = Adiuva::builder().database(database.port()).auth(auth).build()?;
-        Ok(Self { adiuva, database, blob_location })
+        let adiuva = Adiuva::builder()
+            .database(database.port())
+            .auth(auth)
+            .build()?;
+        Ok(Self {
+            adiuva,
+            database,
+            blob_location,
+        })
     }
 }
 
@@ -81,13 +88,21 @@ impl Application {
         let acceptor = TcpListener::bind(settings.bind)
             .into_acceptor()
             .await
-            .map_err(|source| StartupError::Bind { addr: settings.bind, source })?;
+            .map_err(|source| StartupError::Bind {
+                addr: settings.bind,
+                source,
+            })?;
         let port = acceptor
             .local_addr()
             .first()
             .and_then(|a| a.as_socket_addr().map(|s| s.port()))
             .unwrap_or(settings.bind.port());
-        Ok(Self { acceptor, port, backend, settings: Arc::new(settings) })
+        Ok(Self {
+            acceptor,
+            port,
+            backend,
+            settings: Arc::new(settings),
+        })
     }
 
     /// The bound port.
@@ -102,7 +117,10 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests
     /// finish (up to `shutdown_timeout_secs`) and closes the database.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let s = &self.settings;
         tracing::info!(
             url = %format!("http://{}:{}", s.bind.ip(), self.port),
@@ -142,30 +160,36 @@ pub fn routes(settings: &Settings, adiuva: Adiuva) -> impl poem::Endpoint + 'sta
         .with(RequestId)
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Installs SIGINT and SIGTERM handlers now and returns a future that resolves when
+/// either arrives. Installing eagerly (not on first poll) means a signal that arrives
+/// while the server is still starting is not lost to the default action.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        async move {
+            match (int, term) {
+                (Ok(mut int), Ok(mut term)) => tokio::select! {
+                    _ = int.recv() => tracing::info!("SIGINT received; draining in-flight requests"),
+                    _ = term.recv() => tracing::info!("SIGTERM received; draining in-flight requests"),
+                },
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::error!(error = %e, "cannot install signal handlers; stop the server with SIGKILL");
+                    std::future::pending::<()>().await;
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::info!("Ctrl-C received; draining in-flight requests");
+            } else {
                 std::future::pending::<()>().await;
             }
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received; draining in-flight requests"),
-        () = term => tracing::info!("SIGTERM received; draining in-flight requests"),
     }
 }

@@ -8,7 +8,11 @@ use crate::settings::{LogFormat, Settings};
 
 /// Installs the global subscriber for these settings. Later calls are ignored (tests).
 pub fn init(settings: &Settings) {
-    init_with_writer(settings.effective_log_format(), &settings.log_level, std::io::stderr);
+    init_with_writer(
+        settings.effective_log_format(),
+        &settings.log_level,
+        std::io::stderr,
+    );
 }
 
 /// Installs the global subscriber writing to `writer`.
@@ -17,9 +21,15 @@ where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     let result = match format {
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
         LogFormat::Text | LogFormat::Auto => {
             // Colour only on a terminal: escape codes in a log file are noise.
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

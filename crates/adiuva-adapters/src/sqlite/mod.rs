@@ -6,11 +6,13 @@ mod users;
 use std::str::FromStr;
 use std::time::Duration;
 
-use adiuva_core::ports::db::{RepoError, RepoResult};
 use adiuva_core::ports::Database;
+use adiuva_core::ports::db::{RepoError, RepoResult};
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use crate::AdapterError;
 
@@ -26,7 +28,9 @@ impl SqliteDb {
     /// Opens (creating if missing) the database at a `sqlite://PATH` or `sqlite::memory:` URL.
     pub async fn connect(url: &str) -> Result<Self, AdapterError> {
         let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| AdapterError::Unsupported(format!("'{url}' is not a usable SQLite URL: {e}")))?
+            .map_err(|e| {
+                AdapterError::Unsupported(format!("'{url}' is not a usable SQLite URL: {e}"))
+            })?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // NORMAL is durable in WAL mode except for the last transactions before a power
@@ -34,47 +38,66 @@ impl SqliteDb {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        if let Some(parent) = options.get_filename().parent() {
-            if !parent.as_os_str().is_empty() {
-                tokio::fs::create_dir_all(parent).await.map_err(|e| {
-                    AdapterError::Connect(format!("cannot create the database directory {}: {e}", parent.display()))
-                })?;
-            }
+        if let Some(parent) = options.get_filename().parent()
+            && !parent.as_os_str().is_empty()
+        {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| {
+                AdapterError::Connect(format!(
+                    "cannot create the database directory {}: {e}",
+                    parent.display()
+                ))
+            })?;
         }
         let in_memory = url.contains(":memory:");
         let pool = SqlitePoolOptions::new()
             // An in-memory database exists per connection: keep exactly one.
             .max_connections(if in_memory { 1 } else { 8 })
             .min_connections(if in_memory { 1 } else { 0 })
-            .idle_timeout(if in_memory { None } else { Some(Duration::from_secs(600)) })
-            .max_lifetime(if in_memory { None } else { Some(Duration::from_secs(3600)) })
+            .idle_timeout(if in_memory {
+                None
+            } else {
+                Some(Duration::from_secs(600))
+            })
+            .max_lifetime(if in_memory {
+                None
+            } else {
+                Some(Duration::from_secs(3600))
+            })
             .connect_with(options)
             .await
-            .map_err(|e| AdapterError::Connect(format!("cannot open the SQLite database '{url}': {e}")))?;
+            .map_err(|e| {
+                AdapterError::Connect(format!("cannot open the SQLite database '{url}': {e}"))
+            })?;
         Ok(Self { pool })
     }
 
     /// Applies pending migrations; returns the descriptions of those applied now.
     pub async fn migrate(&self) -> Result<Vec<String>, AdapterError> {
         let pending = self.pending_migrations().await?;
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|e| AdapterError::Migrate(format!("migrating the SQLite database failed: {e}")))?;
+        MIGRATOR.run(&self.pool).await.map_err(|e| {
+            AdapterError::Migrate(format!("migrating the SQLite database failed: {e}"))
+        })?;
         Ok(pending)
     }
 
     /// Descriptions of the migrations not yet applied.
     pub async fn pending_migrations(&self) -> Result<Vec<String>, AdapterError> {
-        let applied: Vec<i64> = match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-            .fetch_all(&self.pool)
-            .await
-        {
-            Ok(v) => v,
-            // No bookkeeping table yet: nothing applied.
-            Err(sqlx::Error::Database(e)) if e.message().contains("no such table") => Vec::new(),
-            Err(e) => return Err(AdapterError::Connect(format!("reading the migration table failed: {e}"))),
-        };
+        let applied: Vec<i64> =
+            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(v) => v,
+                // No bookkeeping table yet: nothing applied.
+                Err(sqlx::Error::Database(e)) if e.message().contains("no such table") => {
+                    Vec::new()
+                }
+                Err(e) => {
+                    return Err(AdapterError::Connect(format!(
+                        "reading the migration table failed: {e}"
+                    )));
+                }
+            };
         Ok(MIGRATOR
             .iter()
             .filter(|m| !applied.contains(&m.version))
@@ -98,16 +121,20 @@ impl SqliteDb {
 pub(crate) fn repo_err(e: sqlx::Error) -> RepoError {
     match e {
         sqlx::Error::RowNotFound => RepoError::NotFound,
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            RepoError::Conflict(db.message().trim_start_matches("UNIQUE constraint failed: ").to_owned())
-        }
+        sqlx::Error::Database(db) if db.is_unique_violation() => RepoError::Conflict(
+            db.message()
+                .trim_start_matches("UNIQUE constraint failed: ")
+                .to_owned(),
+        ),
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             RepoError::Unavailable(e.to_string())
         }
         sqlx::Error::Database(db) if db.message().contains("database is locked") => {
             RepoError::Unavailable(db.message().to_owned())
         }
-        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => RepoError::Invalid(e.to_string()),
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            RepoError::Invalid(e.to_string())
+        }
         other => RepoError::Other(Box::new(other)),
     }
 }
@@ -119,7 +146,10 @@ impl Database for SqliteDb {
     }
 
     async fn ping(&self) -> RepoResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(repo_err)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(repo_err)?;
         Ok(())
     }
 }
@@ -154,9 +184,15 @@ mod tests {
         let (_dir, db) = fresh().await;
         assert!(db.pending_migrations().await.expect("pending").is_empty());
         assert!(db.migrate().await.expect("again").is_empty());
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(db.pool()).await.expect("pragma");
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(db.pool())
+            .await
+            .expect("pragma");
         assert_eq!(mode, "wal");
-        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(db.pool()).await.expect("pragma");
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(db.pool())
+            .await
+            .expect("pragma");
         assert_eq!(fk, 1);
     }
 }

@@ -1,7 +1,9 @@
 //! Users and refresh tokens on SQLite.
 
 use adiuva_core::domain::{Email, Millis, Role, Tier, UserId};
-use adiuva_core::ports::db::{RefreshToken, RefreshTokenRepo, RepoError, RepoResult, User, UserRepo};
+use adiuva_core::ports::db::{
+    RefreshToken, RefreshTokenRepo, RepoError, RepoResult, User, UserRepo,
+};
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -60,7 +62,11 @@ fn token_from_row(row: &SqliteRow) -> RepoResult<RefreshToken> {
 }
 
 fn expect_one(rows: u64) -> RepoResult<()> {
-    if rows == 0 { Err(RepoError::NotFound) } else { Ok(()) }
+    if rows == 0 {
+        Err(RepoError::NotFound)
+    } else {
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -86,37 +92,49 @@ impl UserRepo for SqliteDb {
     }
 
     async fn user_by_id(&self, id: UserId) -> RepoResult<Option<User>> {
-        sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE id = ?"))
-            .bind(id.to_string())
-            .fetch_optional(self.pool())
-            .await
-            .map_err(repo_err)?
-            .as_ref()
-            .map(user_from_row)
-            .transpose()
+        sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE id = ?"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(self.pool())
+        .await
+        .map_err(repo_err)?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
     }
 
     async fn user_by_email(&self, email: &Email) -> RepoResult<Option<User>> {
-        sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE email = ?"))
-            .bind(email.as_str())
-            .fetch_optional(self.pool())
-            .await
-            .map_err(repo_err)?
-            .as_ref()
-            .map(user_from_row)
-            .transpose()
+        sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE email = ?"
+        ))
+        .bind(email.as_str())
+        .fetch_optional(self.pool())
+        .await
+        .map_err(repo_err)?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
     }
 
     async fn list_users(&self, offset: u64, limit: u64) -> RepoResult<Vec<User>> {
-        sqlx::query(concat!("SELECT ", user_columns!(), " FROM users ORDER BY created_at, id LIMIT ? OFFSET ?"))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-            .fetch_all(self.pool())
-            .await
-            .map_err(repo_err)?
-            .iter()
-            .map(user_from_row)
-            .collect()
+        sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users ORDER BY created_at, id LIMIT ? OFFSET ?"
+        ))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(self.pool())
+        .await
+        .map_err(repo_err)?
+        .iter()
+        .map(user_from_row)
+        .collect()
     }
 
     async fn set_tier(&self, id: UserId, tier: Tier, now: Millis) -> RepoResult<()> {
@@ -155,30 +173,38 @@ impl UserRepo for SqliteDb {
 #[async_trait]
 impl RefreshTokenRepo for SqliteDb {
     async fn insert_refresh_token(&self, t: &RefreshToken) -> RepoResult<()> {
-        sqlx::query(concat!("INSERT INTO refresh_tokens (", token_columns!(), ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"))
-            .bind(t.id.to_string())
-            .bind(t.user_id.to_string())
-            .bind(t.family_id.to_string())
-            .bind(&t.token_hash)
-            .bind(t.expires_at)
-            .bind(t.created_at)
-            .bind(t.used_at)
-            .bind(t.revoked_at)
-            .execute(self.pool())
-            .await
-            .map_err(repo_err)?;
+        sqlx::query(concat!(
+            "INSERT INTO refresh_tokens (",
+            token_columns!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(t.id.to_string())
+        .bind(t.user_id.to_string())
+        .bind(t.family_id.to_string())
+        .bind(&t.token_hash)
+        .bind(t.expires_at)
+        .bind(t.created_at)
+        .bind(t.used_at)
+        .bind(t.revoked_at)
+        .execute(self.pool())
+        .await
+        .map_err(repo_err)?;
         Ok(())
     }
 
     async fn refresh_token_by_hash(&self, token_hash: &str) -> RepoResult<Option<RefreshToken>> {
-        sqlx::query(concat!("SELECT ", token_columns!(), " FROM refresh_tokens WHERE token_hash = ?"))
-            .bind(token_hash)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(repo_err)?
-            .as_ref()
-            .map(token_from_row)
-            .transpose()
+        sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM refresh_tokens WHERE token_hash = ?"
+        ))
+        .bind(token_hash)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(repo_err)?
+        .as_ref()
+        .map(token_from_row)
+        .transpose()
     }
 
     async fn mark_refresh_token_used(&self, id: Uuid, now: Millis) -> RepoResult<bool> {
@@ -195,12 +221,14 @@ impl RefreshTokenRepo for SqliteDb {
     }
 
     async fn revoke_token_family(&self, family_id: Uuid, now: Millis) -> RepoResult<u64> {
-        let done = sqlx::query("UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL")
-            .bind(now)
-            .bind(family_id.to_string())
-            .execute(self.pool())
-            .await
-            .map_err(repo_err)?;
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(family_id.to_string())
+        .execute(self.pool())
+        .await
+        .map_err(repo_err)?;
         Ok(done.rows_affected())
     }
 

@@ -71,7 +71,10 @@ pub struct AuthService {
 
 impl std::fmt::Debug for AuthService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthService").field("db", &self.db.backend()).field("keys", &self.keys).finish_non_exhaustive()
+        f.debug_struct("AuthService")
+            .field("db", &self.db.backend())
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
     }
 }
 
@@ -80,10 +83,20 @@ const BAD_REFRESH: Error = Error::Unauthorized("invalid, expired or revoked refr
 
 impl AuthService {
     /// Builds the service; fails on a secret or cost that cannot work.
-    pub fn new(db: Arc<dyn Database>, clock: Arc<dyn Clock>, config: AuthConfig) -> Result<Self, Error> {
+    pub fn new(
+        db: Arc<dyn Database>,
+        clock: Arc<dyn Clock>,
+        config: AuthConfig,
+    ) -> Result<Self, Error> {
         let keys = Arc::new(JwtKeys::new(&config.jwt_secret, config.jwt_algorithm)?);
         let hasher = PasswordHasher::new(config.hash_cost, config.max_parallel_hashes)?;
-        Ok(Self { db, clock, keys, hasher, config })
+        Ok(Self {
+            db,
+            clock,
+            keys,
+            hasher,
+            config,
+        })
     }
 
     /// The hasher, for admin commands that set passwords.
@@ -94,13 +107,21 @@ impl AuthService {
     /// Creates an account and signs it in. A taken email → `Conflict`.
     #[tracing::instrument(skip_all, err(level = "debug"))]
     pub async fn register(&self, email: &str, password: &str) -> Result<AuthTokens, Error> {
-        let user = self.create_user(email, password, Role::User, Tier::Free).await?;
+        let user = self
+            .create_user(email, password, Role::User, Tier::Free)
+            .await?;
         tracing::info!(user_id = %user.id, "user registered");
         self.issue_session(user.id, Uuid::now_v7()).await
     }
 
     /// Creates an account without signing in (admin CLI, embedding).
-    pub async fn create_user(&self, email: &str, password: &str, role: Role, tier: Tier) -> Result<User, Error> {
+    pub async fn create_user(
+        &self,
+        email: &str,
+        password: &str,
+        role: Role,
+        tier: Tier,
+    ) -> Result<User, Error> {
         let email = Email::parse(email)?;
         let password = Password::parse(password)?;
         let password_hash = self.hasher.hash(&password).await?;
@@ -115,10 +136,15 @@ impl AuthService {
             created_at: now,
             updated_at: now,
         };
-        self.db.insert_user(&user).await.map_err(|e| match Error::from(e) {
-            Error::Conflict(_) => Error::Conflict("an account with this email already exists".into()),
-            other => other,
-        })?;
+        self.db
+            .insert_user(&user)
+            .await
+            .map_err(|e| match Error::from(e) {
+                Error::Conflict(_) => {
+                    Error::Conflict("an account with this email already exists".into())
+                }
+                other => other,
+            })?;
         Ok(user)
     }
 
@@ -196,7 +222,9 @@ impl AuthService {
     async fn issue_session(&self, user_id: UserId, family_id: Uuid) -> Result<AuthTokens, Error> {
         let now_ms = self.clock.now_ms();
         let now_secs = now_ms.div_euclid(1000);
-        let access_token = self.keys.issue(user_id, now_secs, self.config.access_ttl_secs)?;
+        let access_token = self
+            .keys
+            .issue(user_id, now_secs, self.config.access_ttl_secs)?;
         let refresh_token = new_refresh_token()?;
         self.db
             .insert_refresh_token(&RefreshToken {

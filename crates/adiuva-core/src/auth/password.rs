@@ -25,7 +25,11 @@ pub struct HashCost {
 impl Default for HashCost {
     /// OWASP's argon2id baseline: 19 MiB, 2 passes, 1 lane.
     fn default() -> Self {
-        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 }
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        }
     }
 }
 
@@ -96,8 +100,9 @@ impl PasswordHasher {
         let ok = self
             .run(move || {
                 counter.fetch_add(1, Ordering::Relaxed);
-                let parsed = PasswordHash::new(&phc)
-                    .map_err(|e| Error::internal(format!("stored password hash is invalid: {e}")))?;
+                let parsed = PasswordHash::new(&phc).map_err(|e| {
+                    Error::internal(format!("stored password hash is invalid: {e}"))
+                })?;
                 Ok(argon2.verify_password(pw.as_bytes(), &parsed).is_ok())
             })
             .await?;

@@ -29,7 +29,9 @@ impl JwtAlgorithm {
             "HS512" => Ok(Self::Hs512),
             other => Err(Error::validation(
                 "JWT_ALGORITHM",
-                format!("'{other}' is not supported: use HS256, HS384 or HS512 (tokens are signed with the shared JWT_SECRET)"),
+                format!(
+                    "'{other}' is not supported: use HS256, HS384 or HS512 (tokens are signed with the shared JWT_SECRET)"
+                ),
             )),
         }
     }
@@ -74,7 +76,9 @@ pub struct JwtKeys {
 
 impl std::fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtKeys").field("algorithm", &self.algorithm).finish_non_exhaustive()
+        f.debug_struct("JwtKeys")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
     }
 }
 

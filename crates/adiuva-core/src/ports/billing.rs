@@ -57,9 +57,19 @@ pub enum BillingEvent {
 #[async_trait]
 pub trait Billing: Send + Sync {
     /// A hosted checkout page for `tier`; returns its URL.
-    async fn create_checkout(&self, user_id: UserId, email: &str, tier: Tier) -> Result<String, BillingError>;
+    async fn create_checkout(
+        &self,
+        user_id: UserId,
+        email: &str,
+        tier: Tier,
+    ) -> Result<String, BillingError>;
     /// Verifies and decodes a webhook.
-    fn verify_webhook(&self, payload: &[u8], signature_header: &str, now: Millis) -> Result<BillingEvent, BillingError>;
+    fn verify_webhook(
+        &self,
+        payload: &[u8],
+        signature_header: &str,
+        now: Millis,
+    ) -> Result<BillingEvent, BillingError>;
     /// Cancels at period end.
     async fn cancel_subscription(&self, subscription_id: &str) -> Result<(), BillingError>;
 }

@@ -56,7 +56,12 @@ pub struct BlobInfo {
 #[async_trait]
 pub trait BlobStore: Send + Sync {
     /// Stores the stream under `key`, with `checksum` in the blob's metadata.
-    async fn put(&self, key: &str, body: ByteStream, checksum: Option<&str>) -> Result<BlobInfo, BlobError>;
+    async fn put(
+        &self,
+        key: &str,
+        body: ByteStream,
+        checksum: Option<&str>,
+    ) -> Result<BlobInfo, BlobError>;
     /// Streams the blob.
     async fn get(&self, key: &str) -> Result<(BlobInfo, ByteStream), BlobError>;
     /// Deletes the blob if present.

@@ -150,13 +150,27 @@ pub trait RecordRepo: Send + Sync {
     /// Inserts the row if the user's stored bytes plus `meta.size_bytes` stay within
     /// `quota_bytes` (`None` = unlimited), atomically with the check: concurrent inserts
     /// can never exceed the quota together. Over quota → `Ok(false)`, nothing written.
-    async fn insert_record_within_quota(&self, meta: &RecordMeta, quota_bytes: Option<i64>) -> RepoResult<bool>;
+    async fn insert_record_within_quota(
+        &self,
+        meta: &RecordMeta,
+        quota_bytes: Option<i64>,
+    ) -> RepoResult<bool>;
     /// One of the user's records.
     async fn record(&self, user_id: UserId, id: Uuid) -> RepoResult<Option<RecordMeta>>;
     /// The user's records, newest first, optionally of one table.
-    async fn list_records(&self, user_id: UserId, table: Option<&str>, offset: u64, limit: u64) -> RepoResult<Vec<RecordMeta>>;
+    async fn list_records(
+        &self,
+        user_id: UserId,
+        table: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> RepoResult<Vec<RecordMeta>>;
     /// Replaces checksum, size and `updated_at`, under the same quota rule as insert.
-    async fn update_record_within_quota(&self, meta: &RecordMeta, quota_bytes: Option<i64>) -> RepoResult<bool>;
+    async fn update_record_within_quota(
+        &self,
+        meta: &RecordMeta,
+        quota_bytes: Option<i64>,
+    ) -> RepoResult<bool>;
     /// Deletes the row. Not the user's or missing → [`RepoError::NotFound`].
     async fn delete_record(&self, user_id: UserId, id: Uuid) -> RepoResult<()>;
     /// Sum of the user's record sizes.
@@ -191,7 +205,11 @@ pub struct BackupMeta {
 pub trait BackupRepo: Send + Sync {
     /// Inserts the row if the user's kept backups plus this one stay within
     /// `quota_bytes` (`None` = unlimited), atomically with the check.
-    async fn insert_backup_within_quota(&self, meta: &BackupMeta, quota_bytes: Option<i64>) -> RepoResult<bool>;
+    async fn insert_backup_within_quota(
+        &self,
+        meta: &BackupMeta,
+        quota_bytes: Option<i64>,
+    ) -> RepoResult<bool>;
     /// The user's backups, newest timestamp first.
     async fn list_backups(&self, user_id: UserId) -> RepoResult<Vec<BackupMeta>>;
     /// Deletes one of the user's backups and returns it (so its blob can go too).

@@ -25,5 +25,8 @@ pub trait DeviceBus: Send + Sync {
     /// Sends a frame to the user's devices.
     async fn publish(&self, user_id: UserId, frame: serde_json::Value) -> Result<usize, BusError>;
     /// Frames for this user from now on, until the stream is dropped.
-    async fn subscribe(&self, user_id: UserId) -> Result<BoxStream<'static, serde_json::Value>, BusError>;
+    async fn subscribe(
+        &self,
+        user_id: UserId,
+    ) -> Result<BoxStream<'static, serde_json::Value>, BusError>;
 }

@@ -127,7 +127,10 @@ pub trait ChatModel: Send + Sync {
     /// One whole reply.
     async fn complete(&self, req: CompletionRequest) -> Result<Completion, LlmError>;
     /// The reply as it is produced.
-    async fn stream(&self, req: CompletionRequest) -> Result<BoxStream<'static, Result<StreamEvent, LlmError>>, LlmError>;
+    async fn stream(
+        &self,
+        req: CompletionRequest,
+    ) -> Result<BoxStream<'static, Result<StreamEvent, LlmError>>, LlmError>;
 }
 
 /// Turns texts into vectors.
@@ -138,5 +141,9 @@ pub trait Embedder: Send + Sync {
     /// The dimension of every vector returned.
     fn dimension(&self) -> usize;
     /// Embeds `texts`.
-    async fn embed(&self, texts: &[String], api_key: Option<&str>) -> Result<Vec<Vec<f32>>, LlmError>;
+    async fn embed(
+        &self,
+        texts: &[String],
+        api_key: Option<&str>,
+    ) -> Result<Vec<Vec<f32>>, LlmError>;
 }

@@ -65,9 +65,16 @@ pub struct VectorFilter {
 #[async_trait]
 pub trait VectorIndex: Send + Sync {
     /// Inserts or replaces points; returns how many.
-    async fn upsert(&self, namespace: &str, points: Vec<VectorPoint>) -> Result<usize, VectorError>;
+    async fn upsert(&self, namespace: &str, points: Vec<VectorPoint>)
+    -> Result<usize, VectorError>;
     /// The `top_k` nearest points to `query`.
-    async fn search(&self, namespace: &str, query: &[f32], top_k: usize, filter: &VectorFilter) -> Result<Vec<VectorHit>, VectorError>;
+    async fn search(
+        &self,
+        namespace: &str,
+        query: &[f32],
+        top_k: usize,
+        filter: &VectorFilter,
+    ) -> Result<Vec<VectorHit>, VectorError>;
     /// Deletes these ids (missing ones are ignored); returns how many existed.
     async fn delete(&self, namespace: &str, ids: &[String]) -> Result<usize, VectorError>;
     /// Drops the namespace and its dimension.

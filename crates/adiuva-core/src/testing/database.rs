@@ -3,8 +3,8 @@
 use uuid::Uuid;
 
 use crate::domain::{Email, Role, Tier, UserId};
-use crate::ports::db::{RefreshToken, RepoError, User};
 use crate::ports::Database;
+use crate::ports::db::{RefreshToken, RepoError, User};
 
 /// Runs every check below against `db`. The database may be shared with other runs:
 /// every check makes its own users.
@@ -64,11 +64,25 @@ pub async fn users_insert_and_find(db: &dyn Database) {
     let mut user = sample_user("find", 1_700_000_000_000);
     user.stripe_customer_id = Some("cus_123".into());
     db.insert_user(&user).await.expect("insert");
-    assert_eq!(db.user_by_id(user.id).await.expect("by id"), Some(user.clone()));
-    assert_eq!(db.user_by_email(&user.email).await.expect("by email"), Some(user.clone()));
-    assert_eq!(db.user_by_id(UserId::new()).await.expect("by id"), None, "unknown id is None");
+    assert_eq!(
+        db.user_by_id(user.id).await.expect("by id"),
+        Some(user.clone())
+    );
+    assert_eq!(
+        db.user_by_email(&user.email).await.expect("by email"),
+        Some(user.clone())
+    );
+    assert_eq!(
+        db.user_by_id(UserId::new()).await.expect("by id"),
+        None,
+        "unknown id is None"
+    );
     let other = unique_email("nobody");
-    assert_eq!(db.user_by_email(&other).await.expect("by email"), None, "unknown email is None");
+    assert_eq!(
+        db.user_by_email(&other).await.expect("by email"),
+        None,
+        "unknown email is None"
+    );
 }
 
 /// A second user with the same email is a `Conflict` and changes nothing.
@@ -81,19 +95,35 @@ pub async fn users_duplicate_email_conflicts(db: &dyn Database) {
         Err(RepoError::Conflict(_)) => {}
         other => panic!("a duplicate email must be Conflict, got {other:?}"),
     }
-    assert_eq!(db.user_by_email(&user.email).await.expect("find").map(|u| u.id), Some(user.id));
+    assert_eq!(
+        db.user_by_email(&user.email)
+            .await
+            .expect("find")
+            .map(|u| u.id),
+        Some(user.id)
+    );
 }
 
 /// Of many concurrent inserts of one email, exactly one succeeds.
 pub async fn users_concurrent_duplicate_insert_one_wins(db: &dyn Database) {
     let email = unique_email("race");
     let users: Vec<User> = (0..8)
-        .map(|i| User { email: email.clone(), ..sample_user("race", i) })
+        .map(|i| User {
+            email: email.clone(),
+            ..sample_user("race", i)
+        })
         .collect();
     let results = futures::future::join_all(users.iter().map(|u| db.insert_user(u))).await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
-    let conflicts = results.iter().filter(|r| matches!(r, Err(RepoError::Conflict(_)))).count();
-    assert_eq!((ok, conflicts), (1, 7), "one insert wins, the rest conflict: {results:?}");
+    let conflicts = results
+        .iter()
+        .filter(|r| matches!(r, Err(RepoError::Conflict(_))))
+        .count();
+    assert_eq!(
+        (ok, conflicts),
+        (1, 7),
+        "one insert wins, the rest conflict: {results:?}"
+    );
 }
 
 /// `list_users` is oldest first and pages with offset/limit.
@@ -105,24 +135,45 @@ pub async fn users_list_pages_oldest_first(db: &dyn Database) {
         db.insert_user(u).await.expect("insert");
     }
     let all = db.list_users(0, 10_000).await.expect("list");
-    let tail: Vec<UserId> = all.iter().filter(|u| u.created_at >= base).map(|u| u.id).collect();
+    let tail: Vec<UserId> = all
+        .iter()
+        .filter(|u| u.created_at >= base)
+        .map(|u| u.id)
+        .collect();
     let want: Vec<UserId> = made.iter().map(|u| u.id).collect();
     assert_eq!(tail, want, "oldest first");
     let skip = (all.len() - 5) as u64;
     let page = db.list_users(skip + 1, 2).await.expect("page");
-    assert_eq!(page.iter().map(|u| u.id).collect::<Vec<_>>(), want[1..3].to_vec(), "offset/limit");
+    assert_eq!(
+        page.iter().map(|u| u.id).collect::<Vec<_>>(),
+        want[1..3].to_vec(),
+        "offset/limit"
+    );
 }
 
 /// Tier and role updates persist and touch `updated_at`; unknown ids are `NotFound`.
 pub async fn users_set_tier_and_role(db: &dyn Database) {
     let user = sample_user("tier", 10);
     db.insert_user(&user).await.expect("insert");
-    db.set_tier(user.id, Tier::Power, 20).await.expect("set tier");
-    db.set_role(user.id, Role::Admin, 30).await.expect("set role");
+    db.set_tier(user.id, Tier::Power, 20)
+        .await
+        .expect("set tier");
+    db.set_role(user.id, Role::Admin, 30)
+        .await
+        .expect("set role");
     let got = db.user_by_id(user.id).await.expect("find").expect("exists");
-    assert_eq!((got.tier, got.role, got.updated_at), (Tier::Power, Role::Admin, 30));
-    assert!(matches!(db.set_tier(UserId::new(), Tier::Pro, 1).await, Err(RepoError::NotFound)));
-    assert!(matches!(db.set_role(UserId::new(), Role::User, 1).await, Err(RepoError::NotFound)));
+    assert_eq!(
+        (got.tier, got.role, got.updated_at),
+        (Tier::Power, Role::Admin, 30)
+    );
+    assert!(matches!(
+        db.set_tier(UserId::new(), Tier::Pro, 1).await,
+        Err(RepoError::NotFound)
+    ));
+    assert!(matches!(
+        db.set_role(UserId::new(), Role::User, 1).await,
+        Err(RepoError::NotFound)
+    ));
 }
 
 /// Deleting a user removes the row and its refresh tokens; twice is `NotFound`.
@@ -133,8 +184,17 @@ pub async fn users_delete_cascades_tokens(db: &dyn Database) {
     db.insert_refresh_token(&token).await.expect("token");
     db.delete_user(user.id).await.expect("delete");
     assert_eq!(db.user_by_id(user.id).await.expect("find"), None);
-    assert_eq!(db.refresh_token_by_hash(&token.token_hash).await.expect("token"), None, "tokens go with the user");
-    assert!(matches!(db.delete_user(user.id).await, Err(RepoError::NotFound)));
+    assert_eq!(
+        db.refresh_token_by_hash(&token.token_hash)
+            .await
+            .expect("token"),
+        None,
+        "tokens go with the user"
+    );
+    assert!(matches!(
+        db.delete_user(user.id).await,
+        Err(RepoError::NotFound)
+    ));
 }
 
 /// Tokens are found by hash; `mark_refresh_token_used` succeeds once.
@@ -143,13 +203,42 @@ pub async fn tokens_insert_find_and_use_once(db: &dyn Database) {
     db.insert_user(&user).await.expect("insert");
     let token = sample_token(user.id, Uuid::now_v7(), 9_000);
     db.insert_refresh_token(&token).await.expect("insert token");
-    assert_eq!(db.refresh_token_by_hash(&token.token_hash).await.expect("find"), Some(token.clone()));
-    assert!(matches!(db.insert_refresh_token(&token).await, Err(RepoError::Conflict(_))), "same hash twice conflicts");
-    assert!(db.mark_refresh_token_used(token.id, 2_000).await.expect("use"));
-    assert!(!db.mark_refresh_token_used(token.id, 2_001).await.expect("reuse"), "second use is refused");
-    let used = db.refresh_token_by_hash(&token.token_hash).await.expect("find").expect("exists");
+    assert_eq!(
+        db.refresh_token_by_hash(&token.token_hash)
+            .await
+            .expect("find"),
+        Some(token.clone())
+    );
+    assert!(
+        matches!(
+            db.insert_refresh_token(&token).await,
+            Err(RepoError::Conflict(_))
+        ),
+        "same hash twice conflicts"
+    );
+    assert!(
+        db.mark_refresh_token_used(token.id, 2_000)
+            .await
+            .expect("use")
+    );
+    assert!(
+        !db.mark_refresh_token_used(token.id, 2_001)
+            .await
+            .expect("reuse"),
+        "second use is refused"
+    );
+    let used = db
+        .refresh_token_by_hash(&token.token_hash)
+        .await
+        .expect("find")
+        .expect("exists");
     assert_eq!(used.used_at, Some(2_000));
-    assert!(db.refresh_token_by_hash("0".repeat(64).as_str()).await.expect("find").is_none());
+    assert!(
+        db.refresh_token_by_hash("0".repeat(64).as_str())
+            .await
+            .expect("find")
+            .is_none()
+    );
 }
 
 /// Of concurrent uses of one token, exactly one wins.
@@ -158,7 +247,9 @@ pub async fn tokens_concurrent_use_one_wins(db: &dyn Database) {
     db.insert_user(&user).await.expect("insert");
     let token = sample_token(user.id, Uuid::now_v7(), 9_000);
     db.insert_refresh_token(&token).await.expect("insert token");
-    let results = futures::future::join_all((0..8).map(|i| db.mark_refresh_token_used(token.id, 2_000 + i))).await;
+    let results =
+        futures::future::join_all((0..8).map(|i| db.mark_refresh_token_used(token.id, 2_000 + i)))
+            .await;
     let wins = results.iter().filter(|r| matches!(r, Ok(true))).count();
     assert_eq!(wins, 1, "exactly one concurrent use wins: {results:?}");
 }
@@ -175,13 +266,30 @@ pub async fn tokens_revoke_family_only(db: &dyn Database) {
         db.insert_refresh_token(t).await.expect("insert token");
     }
     assert_eq!(db.revoke_token_family(fam, 5_000).await.expect("revoke"), 2);
-    assert_eq!(db.revoke_token_family(fam, 5_001).await.expect("revoke again"), 0, "already revoked");
+    assert_eq!(
+        db.revoke_token_family(fam, 5_001)
+            .await
+            .expect("revoke again"),
+        0,
+        "already revoked"
+    );
     for t in [&a, &b] {
-        let got = db.refresh_token_by_hash(&t.token_hash).await.expect("find").expect("kept");
+        let got = db
+            .refresh_token_by_hash(&t.token_hash)
+            .await
+            .expect("find")
+            .expect("kept");
         assert_eq!(got.revoked_at, Some(5_000));
-        assert!(!db.mark_refresh_token_used(t.id, 6_000).await.expect("use"), "revoked tokens cannot be used");
+        assert!(
+            !db.mark_refresh_token_used(t.id, 6_000).await.expect("use"),
+            "revoked tokens cannot be used"
+        );
     }
-    let got = db.refresh_token_by_hash(&c.token_hash).await.expect("find").expect("kept");
+    let got = db
+        .refresh_token_by_hash(&c.token_hash)
+        .await
+        .expect("find")
+        .expect("kept");
     assert_eq!(got.revoked_at, None, "other families untouched");
 }
 
@@ -194,6 +302,16 @@ pub async fn tokens_delete_expired(db: &dyn Database) {
     db.insert_refresh_token(&old).await.expect("insert");
     db.insert_refresh_token(&live).await.expect("insert");
     assert!(db.delete_expired_refresh_tokens(101).await.expect("delete") >= 1);
-    assert!(db.refresh_token_by_hash(&old.token_hash).await.expect("find").is_none());
-    assert!(db.refresh_token_by_hash(&live.token_hash).await.expect("find").is_some());
+    assert!(
+        db.refresh_token_by_hash(&old.token_hash)
+            .await
+            .expect("find")
+            .is_none()
+    );
+    assert!(
+        db.refresh_token_by_hash(&live.token_hash)
+            .await
+            .expect("find")
+            .is_some()
+    );
 }

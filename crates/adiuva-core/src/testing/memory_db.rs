@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::{Email, Millis, Role, Tier, UserId};
-use crate::ports::db::{RefreshToken, RefreshTokenRepo, RepoError, RepoResult, User, UserRepo};
 use crate::ports::Database;
+use crate::ports::db::{RefreshToken, RefreshTokenRepo, RepoError, RepoResult, User, UserRepo};
 
 #[derive(Default)]
 struct State {
@@ -29,7 +29,10 @@ impl MemoryDb {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> RepoResult<T> {
-        let mut state = self.state.lock().map_err(|_| RepoError::Unavailable("poisoned".into()))?;
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| RepoError::Unavailable("poisoned".into()))?;
         Ok(f(&mut state))
     }
 }
@@ -38,7 +41,10 @@ impl MemoryDb {
 impl UserRepo for MemoryDb {
     async fn insert_user(&self, user: &User) -> RepoResult<()> {
         self.with(|s| {
-            if s.users.iter().any(|u| u.email == user.email || u.id == user.id) {
+            if s.users
+                .iter()
+                .any(|u| u.email == user.email || u.id == user.id)
+            {
                 return Err(RepoError::Conflict("users.email".into()));
             }
             s.users.push(user.clone());
@@ -58,7 +64,10 @@ impl UserRepo for MemoryDb {
         self.with(|s| {
             let mut all = s.users.clone();
             all.sort_by_key(|u| (u.created_at, u.id));
-            all.into_iter().skip(offset as usize).take(limit as usize).collect()
+            all.into_iter()
+                .skip(offset as usize)
+                .take(limit as usize)
+                .collect()
         })
     }
 
@@ -110,7 +119,12 @@ impl RefreshTokenRepo for MemoryDb {
     }
 
     async fn refresh_token_by_hash(&self, token_hash: &str) -> RepoResult<Option<RefreshToken>> {
-        self.with(|s| s.tokens.iter().find(|t| t.token_hash == token_hash).cloned())
+        self.with(|s| {
+            s.tokens
+                .iter()
+                .find(|t| t.token_hash == token_hash)
+                .cloned()
+        })
     }
 
     async fn mark_refresh_token_used(&self, id: Uuid, now: Millis) -> RepoResult<bool> {
@@ -126,7 +140,11 @@ impl RefreshTokenRepo for MemoryDb {
     async fn revoke_token_family(&self, family_id: Uuid, now: Millis) -> RepoResult<u64> {
         self.with(|s| {
             let mut n = 0;
-            for t in s.tokens.iter_mut().filter(|t| t.family_id == family_id && t.revoked_at.is_none()) {
+            for t in s
+                .tokens
+                .iter_mut()
+                .filter(|t| t.family_id == family_id && t.revoked_at.is_none())
+            {
                 t.revoked_at = Some(now);
                 n += 1;
             }

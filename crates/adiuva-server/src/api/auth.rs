@@ -40,7 +40,11 @@ pub struct AuthTokens {
 
 impl From<CoreTokens> for AuthTokens {
     fn from(t: CoreTokens) -> Self {
-        Self { access_token: t.access_token, refresh_token: t.refresh_token, expires_at: t.expires_at }
+        Self {
+            access_token: t.access_token,
+            refresh_token: t.refresh_token,
+            expires_at: t.expires_at,
+        }
     }
 }
 
@@ -140,7 +144,11 @@ impl AuthApi {
     ///
     /// The email is trimmed and lower-cased. New accounts are on the `free` tier.
     #[oai(path = "/auth/register", method = "post", operation_id = "register")]
-    async fn register(&self, app: Data<&Adiuva>, body: Json<Credentials>) -> Result<Json<AuthTokens>, RegisterError> {
+    async fn register(
+        &self,
+        app: Data<&Adiuva>,
+        body: Json<Credentials>,
+    ) -> Result<Json<AuthTokens>, RegisterError> {
         let tokens = app.auth().register(&body.email, &body.password).await?;
         Ok(Json(tokens.into()))
     }
@@ -149,7 +157,11 @@ impl AuthApi {
     ///
     /// Starts a new session: a short-lived access token and a single-use refresh token.
     #[oai(path = "/auth/login", method = "post", operation_id = "login")]
-    async fn login(&self, app: Data<&Adiuva>, body: Json<Credentials>) -> Result<Json<AuthTokens>, LoginError> {
+    async fn login(
+        &self,
+        app: Data<&Adiuva>,
+        body: Json<Credentials>,
+    ) -> Result<Json<AuthTokens>, LoginError> {
         let tokens = app.auth().login(&body.email, &body.password).await?;
         Ok(Json(tokens.into()))
     }
@@ -159,14 +171,22 @@ impl AuthApi {
     /// The presented token is used up. Presenting a used token again revokes every token
     /// of that session (theft detection): sign in again.
     #[oai(path = "/auth/refresh", method = "post", operation_id = "refresh")]
-    async fn refresh(&self, app: Data<&Adiuva>, body: Json<RefreshRequest>) -> Result<Json<AuthTokens>, LoginError> {
+    async fn refresh(
+        &self,
+        app: Data<&Adiuva>,
+        body: Json<RefreshRequest>,
+    ) -> Result<Json<AuthTokens>, LoginError> {
         let tokens = app.auth().refresh(&body.refresh_token).await?;
         Ok(Json(tokens.into()))
     }
 
     /// The signed-in user's profile.
     #[oai(path = "/auth/me", method = "get", operation_id = "me")]
-    async fn me(&self, app: Data<&Adiuva>, auth: BearerAuth) -> Result<Json<UserProfile>, AuthedError> {
+    async fn me(
+        &self,
+        app: Data<&Adiuva>,
+        auth: BearerAuth,
+    ) -> Result<Json<UserProfile>, AuthedError> {
         Ok(Json(app.auth().me(auth.0).await?.into()))
     }
 }

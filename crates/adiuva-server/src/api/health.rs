@@ -35,14 +35,27 @@ pub struct HealthApi;
 #[OpenApi]
 impl HealthApi {
     /// Server status and version; checks that the database answers.
-    #[oai(path = "/health", method = "get", tag = "ApiTags::System", operation_id = "health")]
+    #[oai(
+        path = "/health",
+        method = "get",
+        tag = "ApiTags::System",
+        operation_id = "health"
+    )]
     async fn health(&self, app: Data<&Adiuva>) -> HealthResponse {
         let version = env!("CARGO_PKG_VERSION").to_owned();
         match app.database().ping().await {
-            Ok(()) => HealthResponse::Ok(Json(Health { status: "ok".into(), version, database: "ok".into() })),
+            Ok(()) => HealthResponse::Ok(Json(Health {
+                status: "ok".into(),
+                version,
+                database: "ok".into(),
+            })),
             Err(e) => {
                 tracing::warn!(error = %e, "health check: database unavailable");
-                HealthResponse::Unavailable(Json(Health { status: "unavailable".into(), version, database: "unavailable".into() }))
+                HealthResponse::Unavailable(Json(Health {
+                    status: "unavailable".into(),
+                    version,
+                    database: "unavailable".into(),
+                }))
             }
         }
     }

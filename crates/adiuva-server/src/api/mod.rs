@@ -28,10 +28,15 @@ pub enum ApiTags {
 pub struct BearerAuth(pub UserId);
 
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<UserId> {
-    let app = req
-        .data::<Adiuva>()
-        .ok_or_else(|| poem::Error::from_string("Adiuva missing from request data", poem::http::StatusCode::INTERNAL_SERVER_ERROR))?;
-    app.auth().verify_access_token(&bearer.token).map_err(|e| ApiError::from(e).into())
+    let app = req.data::<Adiuva>().ok_or_else(|| {
+        poem::Error::from_string(
+            "Adiuva missing from request data",
+            poem::http::StatusCode::INTERNAL_SERVER_ERROR,
+        )
+    })?;
+    app.auth()
+        .verify_access_token(&bearer.token)
+        .map_err(|e| ApiError::from(e).into())
 }
 
 /// The whole API (every module's routes).
@@ -43,12 +48,16 @@ pub const API_PREFIX: &str = "/api/v1";
 /// The OpenAPI service: routes plus their documentation. Needs no state, so the CLI can
 /// print the document without a database.
 pub fn api_service() -> OpenApiService<Api, ()> {
-    OpenApiService::new((health::HealthApi, auth::AuthApi), "Adiuva API", env!("CARGO_PKG_VERSION"))
-        .description(
-            "Cloud backend of the Adiuva local-first productivity app. Every error is JSON \
+    OpenApiService::new(
+        (health::HealthApi, auth::AuthApi),
+        "Adiuva API",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Cloud backend of the Adiuva local-first productivity app. Every error is JSON \
              `{\"detail\", \"code\"}`. Timestamps are integer milliseconds since the Unix epoch.",
-        )
-        .server(API_PREFIX)
+    )
+    .server(API_PREFIX)
 }
 
 /// The OpenAPI 3 document as JSON, exactly as served at `/api/v1/openapi.json`.

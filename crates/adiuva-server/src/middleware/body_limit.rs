@@ -20,7 +20,10 @@ pub struct BodyLimit {
 impl BodyLimit {
     /// At most `limit` bytes per body, except under `exempt_prefixes`.
     pub fn new(limit: usize, exempt_prefixes: Vec<String>) -> Self {
-        Self { limit, exempt_prefixes }
+        Self {
+            limit,
+            exempt_prefixes,
+        }
     }
 }
 
@@ -28,7 +31,10 @@ impl<E: Endpoint> Middleware<E> for BodyLimit {
     type Output = BodyLimitEndpoint<E>;
 
     fn transform(&self, ep: E) -> Self::Output {
-        BodyLimitEndpoint { inner: ep, config: self.clone() }
+        BodyLimitEndpoint {
+            inner: ep,
+            config: self.clone(),
+        }
     }
 }
 
@@ -53,7 +59,12 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
 
     async fn call(&self, mut req: Request) -> Result<Self::Output> {
         let path = req.uri().path();
-        if self.config.exempt_prefixes.iter().any(|p| path.starts_with(p.as_str())) {
+        if self
+            .config
+            .exempt_prefixes
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
+        {
             return self.inner.call(req).await;
         }
         let limit = self.config.limit;
@@ -70,7 +81,12 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
             Ok(b) => b,
             Err(poem::error::ReadBodyError::PayloadTooLarge) => return Err(too_large(limit)),
             Err(e) => {
-                return Err(ApiError::new(StatusCode::BAD_REQUEST, "body_read_failed", format!("could not read the request body: {e}")).into());
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "body_read_failed",
+                    format!("could not read the request body: {e}"),
+                )
+                .into());
             }
         };
         req.set_body(bytes);

@@ -14,7 +14,9 @@ pub fn is_builtin_origin(origin: &str) -> bool {
     for host in ["http://localhost", "http://127.0.0.1"] {
         if let Some(rest) = origin.strip_prefix(host) {
             return rest.is_empty()
-                || rest.strip_prefix(':').is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+                || rest.strip_prefix(':').is_some_and(|p| {
+                    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+                });
         }
     }
     false
@@ -22,12 +24,38 @@ pub fn is_builtin_origin(origin: &str) -> bool {
 
 /// The CORS middleware for these extra origins.
 pub fn cors(extra: &[String]) -> Cors {
-    let extra: Vec<String> = extra.iter().map(|o| o.trim_end_matches('/').to_owned()).collect();
+    let extra: Vec<String> = extra
+        .iter()
+        .map(|o| o.trim_end_matches('/').to_owned())
+        .collect();
     Cors::new()
-        .allow_origins_fn(move |origin| is_builtin_origin(origin) || extra.iter().any(|o| o == origin))
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS])
-        .allow_headers(["authorization", "content-type", REQUEST_ID_HEADER, "if-modified-since", "x-backup-version", "x-backup-timestamp", "x-backup-checksum"])
-        .expose_headers([REQUEST_ID_HEADER, "x-checksum", "etag", "retry-after", "last-modified"])
+        .allow_origins_fn(move |origin| {
+            is_builtin_origin(origin) || extra.iter().any(|o| o == origin)
+        })
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            "authorization",
+            "content-type",
+            REQUEST_ID_HEADER,
+            "if-modified-since",
+            "x-backup-version",
+            "x-backup-timestamp",
+            "x-backup-checksum",
+        ])
+        .expose_headers([
+            REQUEST_ID_HEADER,
+            "x-checksum",
+            "etag",
+            "retry-after",
+            "last-modified",
+        ])
         .allow_credentials(false)
         .max_age(600)
 }
@@ -38,10 +66,23 @@ mod tests {
 
     #[test]
     fn builtin_origins() {
-        for ok in ["app://adiuva", "app://.", "http://localhost", "http://localhost:5173", "http://127.0.0.1:3000"] {
+        for ok in [
+            "app://adiuva",
+            "app://.",
+            "http://localhost",
+            "http://localhost:5173",
+            "http://127.0.0.1:3000",
+        ] {
             assert!(is_builtin_origin(ok), "{ok}");
         }
-        for bad in ["app://", "http://localhost.evil.com", "http://localhost:99999x", "https://localhost:3000", "http://evil.com", "http://localhost:"] {
+        for bad in [
+            "app://",
+            "http://localhost.evil.com",
+            "http://localhost:99999x",
+            "https://localhost:3000",
+            "http://evil.com",
+            "http://localhost:",
+        ] {
             assert!(!is_builtin_origin(bad), "{bad}");
         }
     }

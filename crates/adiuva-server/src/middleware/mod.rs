@@ -6,4 +6,4 @@ mod request_id;
 
 pub use body_limit::BodyLimit;
 pub use cors::cors;
-pub use request_id::{RequestId, REQUEST_ID_HEADER};
+pub use request_id::{REQUEST_ID_HEADER, RequestId};

@@ -32,7 +32,9 @@ pub struct RequestIdEndpoint<E> {
 /// structure or smuggle data into headers.
 fn acceptable(id: &str) -> bool {
     (1..=128).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 impl<E: Endpoint> Endpoint for RequestIdEndpoint<E> {

@@ -1,0 +1,476 @@
+//! The `adiuva` binary as an operator uses it: real processes, real signals.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_adiuva");
+
+/// `adiuva` with a clean environment (no inherited ADIUVA_*/plan variables).
+fn adiuva(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("adiuva runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Fails unless the command failed with exactly one line on stderr containing `needle`.
+fn assert_one_line_error(o: &Output, needle: &str) {
+    assert!(!o.status.success(), "should fail: {}", stdout(o));
+    let err = stderr(o);
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line on stderr: {err:?}"
+    );
+    assert!(
+        err.starts_with("error: ") && err.contains(needle),
+        "{err:?} mentions {needle:?}"
+    );
+}
+
+#[test]
+fn openapi_prints_the_served_document() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = run(adiuva(dir.path()).arg("openapi"));
+    assert!(o.status.success());
+    let printed: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON on stdout");
+    let expected: serde_json::Value =
+        serde_json::from_str(&adiuva_server::api::openapi_json()).expect("json");
+    assert_eq!(printed, expected);
+    assert!(
+        !dir.path().join("data").exists(),
+        "printing the document touches no data"
+    );
+}
+
+#[test]
+fn config_example_documents_every_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = stdout(&run(adiuva(dir.path()).args(["config", "example"])));
+    let toml = stdout(&run(
+        adiuva(dir.path()).args(["config", "example", "--format", "toml"])
+    ));
+    for k in adiuva_server::settings::KEYS {
+        assert!(
+            env.contains(&format!("\n{}=", k.env[0])),
+            "{} in env example",
+            k.env[0]
+        );
+        assert!(
+            toml.contains(&format!("# {} =", k.key)),
+            "{} in toml example",
+            k.key
+        );
+    }
+    for plan_name in [
+        "DATABASE_URL",
+        "JWT_SECRET",
+        "JWT_ALGORITHM",
+        "CORS_ORIGINS",
+        "ENV",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+    ] {
+        assert!(env.contains(plan_name), "{plan_name}");
+    }
+    // The committed .env.example is exactly what the command prints.
+    let committed =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.env.example"))
+            .expect(".env.example");
+    assert_eq!(
+        committed, env,
+        ".env.example is stale: regenerate with `adiuva config example > .env.example`"
+    );
+    assert_one_line_error(
+        &run(adiuva(dir.path()).args(["config", "example", "--format", "yaml"])),
+        "yaml",
+    );
+}
+
+#[test]
+fn migrate_applies_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = run(adiuva(dir.path()).args(["--data-dir", "d", "migrate"]));
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(stdout(&first).contains("applied"), "{}", stdout(&first));
+    assert!(dir.path().join("d/adiuva.db").is_file());
+    let again = run(adiuva(dir.path()).args(["migrate", "--data-dir", "d"]));
+    assert!(
+        stdout(&again).contains("up to date"),
+        "--data-dir works after the subcommand too"
+    );
+}
+
+#[test]
+fn user_admin_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().join("data");
+    let d = d.to_str().expect("utf8");
+    let mut create = adiuva(dir.path())
+        .args([
+            "user",
+            "create",
+            "Ops@Example.com",
+            "--password-stdin",
+            "--role",
+            "admin",
+            "--data-dir",
+            d,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    create
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"a long enough password\n")
+        .expect("write");
+    let o = create.wait_with_output().expect("wait");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("created ops@example.com (admin, free"),
+        "{}",
+        stdout(&o)
+    );
+
+    // A generated password is printed once.
+    let o = run(adiuva(dir.path()).args([
+        "--data-dir",
+        d,
+        "user",
+        "create",
+        "second@example.com",
+        "--tier",
+        "pro",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("password: "), "{}", stdout(&o));
+
+    let o = run(adiuva(dir.path()).args([
+        "--data-dir",
+        d,
+        "user",
+        "set-tier",
+        "OPS@example.com",
+        "team",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(adiuva(dir.path()).args([
+        "--data-dir",
+        d,
+        "user",
+        "set-role",
+        "second@example.com",
+        "admin",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let o = run(adiuva(dir.path()).args(["--data-dir", d, "user", "list", "--json"]));
+    let users: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(users.len(), 2);
+    assert_eq!(
+        (
+            users[0]["email"].as_str(),
+            users[0]["tier"].as_str(),
+            users[0]["role"].as_str()
+        ),
+        (Some("ops@example.com"), Some("team"), Some("admin"))
+    );
+    assert_eq!(
+        (users[1]["tier"].as_str(), users[1]["role"].as_str()),
+        (Some("pro"), Some("admin"))
+    );
+    let table = stdout(&run(adiuva(dir.path()).args([
+        "--data-dir",
+        d,
+        "user",
+        "list",
+    ])));
+    assert!(
+        table.lines().count() == 3 && table.contains("second@example.com"),
+        "{table}"
+    );
+
+    // Wrong input: one clear line, non-zero exit, nothing changed.
+    assert_one_line_error(
+        &run(adiuva(dir.path()).args([
+            "--data-dir",
+            d,
+            "user",
+            "set-tier",
+            "ops@example.com",
+            "gold",
+        ])),
+        "'gold' is not one of: free, pro, power, team",
+    );
+    assert_one_line_error(
+        &run(adiuva(dir.path()).args([
+            "--data-dir",
+            d,
+            "user",
+            "set-role",
+            "ops@example.com",
+            "root",
+        ])),
+        "'root' is not one of: user, admin",
+    );
+    assert_one_line_error(
+        &run(adiuva(dir.path()).args([
+            "--data-dir",
+            d,
+            "user",
+            "set-tier",
+            "nobody@example.com",
+            "pro",
+        ])),
+        "no user with email 'nobody@example.com'",
+    );
+    assert_one_line_error(
+        &run(adiuva(dir.path()).args(["--data-dir", d, "user", "delete", "nobody@example.com"])),
+        "no user with email",
+    );
+    assert_one_line_error(
+        &run(adiuva(dir.path()).args(["--data-dir", d, "user", "create", "second@example.com"])),
+        "already exists",
+    );
+    assert_one_line_error(
+        &run(adiuva(dir.path()).args(["--data-dir", d, "user", "create", "not-an-email"])),
+        "email",
+    );
+
+    let o = run(adiuva(dir.path()).args(["--data-dir", d, "user", "delete", "second@example.com"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(adiuva(dir.path()).args(["--data-dir", d, "user", "list", "--json"]));
+    assert_eq!(stdout(&o).lines().count(), 1);
+}
+
+#[test]
+fn doctor_passes_on_defaults_and_fails_on_bad_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = run(adiuva(dir.path()).arg("doctor"));
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    for check in [
+        "ok   config",
+        "ok   jwt secret",
+        "ok   database",
+        "ok   migrations",
+        "ok   blob store",
+    ] {
+        assert!(out.contains(check), "{check} in {out}");
+    }
+
+    let o = run(adiuva(dir.path()).arg("doctor").env("ENV", "prod"));
+    assert!(!o.status.success());
+    assert!(
+        stdout(&o).contains("FAIL jwt secret: JWT_SECRET is required when ENV=prod"),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = run(adiuva(dir.path())
+        .arg("doctor")
+        .env("DATABASE_URL", "mysql://localhost/adiuva"));
+    assert!(!o.status.success());
+    assert!(
+        stdout(&o).contains("FAIL database: DATABASE_URL must start with sqlite://"),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = run(adiuva(dir.path())
+        .arg("doctor")
+        .env("ADIUVA_BLOB_URL", "ftp://somewhere"));
+    assert!(!o.status.success());
+    assert!(stdout(&o).contains("FAIL blob store"), "{}", stdout(&o));
+
+    let o = run(adiuva(dir.path())
+        .arg("doctor")
+        .env("JWT_ALGORITHM", "RS256"));
+    assert!(!o.status.success());
+    assert!(stdout(&o).contains("FAIL config"), "{}", stdout(&o));
+
+    let o = run(adiuva(dir.path()).args(["--config", "missing.toml", "doctor"]));
+    assert!(!o.status.success());
+    assert!(stdout(&o).contains("missing.toml"), "{}", stdout(&o));
+}
+
+/// A `serve` child and the URL it logged.
+struct Server {
+    child: Child,
+    url: String,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+fn serve(dir: &Path, extra_env: &[(&str, &str)]) -> Server {
+    let mut cmd = adiuva(dir);
+    cmd.args(["serve", "--bind", "127.0.0.1:0"])
+        .env("ADIUVA_LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("serve exited early with {status}");
+            }
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["fields"]["message"] == "adiuva listening" {
+            let url = v["fields"]["url"].as_str().expect("url").to_owned();
+            return Server {
+                child,
+                url,
+                lines: rx,
+            };
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("serve did not report listening");
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "server did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn http_get(url: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let resp = reqwest::get(url).await.expect("get");
+        (resp.status().as_u16(), resp.text().await.expect("body"))
+    })
+}
+
+#[test]
+fn serve_on_embedded_defaults_then_sigterm_exits_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = serve(dir.path(), &[]);
+    assert!(
+        server.url.starts_with("http://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let (status, body) = http_get(&format!("{}/api/v1/health", server.url));
+    assert_eq!(status, 200, "{body}");
+    for made in ["data/adiuva.db", "data/blobs", "data/jwt_secret"] {
+        assert!(
+            dir.path().join(made).exists(),
+            "{made} created under ./data"
+        );
+    }
+    signal(&server.child, "TERM");
+    let status = wait_exit(&mut server.child);
+    assert!(status.success(), "SIGTERM exits 0: {status}");
+    let rest: Vec<String> = server.lines.try_iter().collect();
+    assert!(
+        rest.iter().any(|l| l.contains("SIGTERM received")),
+        "{rest:?}"
+    );
+    assert!(
+        rest.iter().any(|l| l.contains("adiuva stopped")),
+        "{rest:?}"
+    );
+}
+
+#[test]
+fn sigint_exits_zero_and_keeps_the_generated_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = serve(dir.path(), &[]);
+    let secret = std::fs::read_to_string(dir.path().join("data/jwt_secret")).expect("secret");
+    signal(&server.child, "INT");
+    assert!(wait_exit(&mut server.child).success());
+    let mut again = serve(dir.path(), &[]);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("data/jwt_secret")).expect("secret"),
+        secret,
+        "generated once, then kept"
+    );
+    signal(&again.child, "TERM");
+    assert!(wait_exit(&mut again.child).success());
+}
+
+#[test]
+fn prod_without_a_secret_refuses_to_start_and_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = run(adiuva(dir.path())
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("ENV", "prod"));
+    assert_one_line_error(&o, "JWT_SECRET is required when ENV=prod");
+}
+
+#[test]
+fn prod_logs_are_json_and_never_show_the_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = "prod-secret-that-must-not-leak-0123456789";
+    let mut cmd = adiuva(dir.path());
+    cmd.args(["serve", "--bind", "127.0.0.1:0"])
+        .env("ENV", "prod")
+        .env("JWT_SECRET", secret)
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut reader = BufReader::new(stderr);
+    let mut first = String::new();
+    reader.read_line(&mut first).expect("a log line");
+    let v: serde_json::Value = serde_json::from_str(&first).expect("prod logs are JSON lines");
+    assert!(v["fields"]["message"].is_string(), "{v}");
+    signal(&child, "TERM");
+    assert!(wait_exit(&mut child).success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).expect("rest");
+    assert!(!first.contains(secret) && !rest.contains(secret));
+}
