@@ -22,36 +22,20 @@ async fn unknown_routes_are_404() {
 #[tokio::test]
 async fn wrong_methods_are_405() {
     let app = spawn_app().await;
-    assert_error(
-        app.client
-            .delete(app.url("/health"))
+    for (method, path) in [
+        ("DELETE", "/health"),
+        ("GET", "/auth/login"),
+        ("PUT", "/auth/me"),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let resp = app
+            .client
+            .request(method, app.url(path))
             .send()
             .await
-            .expect("req"),
-        405,
-        "method_not_allowed",
-    )
-    .await;
-    assert_error(
-        app.client
-            .get(app.url("/auth/login"))
-            .send()
-            .await
-            .expect("req"),
-        405,
-        "method_not_allowed",
-    )
-    .await;
-    assert_error(
-        app.client
-            .put(app.url("/auth/me"))
-            .send()
-            .await
-            .expect("req"),
-        405,
-        "method_not_allowed",
-    )
-    .await;
+            .expect("req");
+        assert_error(resp, 405, "method_not_allowed").await;
+    }
 }
 
 #[tokio::test]

@@ -3,7 +3,9 @@
 //! Without `--url` it starts a server in this process on a temporary data dir (so the
 //! load generator and the server share the machine's cores, as on a one-box deploy).
 //! Each of `--concurrency` workers sends requests back to back over keep-alive
-//! connections for `--seconds`; we report throughput and latency percentiles.
+//! connections for `--seconds`; we report throughput and latency percentiles. The
+//! in-process server logs warnings only (set ADIUVA_LOG to include the access log). The
+//! in-process server logs warnings only (set ADIUVA_LOG to include the access log).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -49,6 +51,8 @@ pub async fn run(args: &BenchArgs, cli: &Cli) -> CliResult {
                 config_file: cli.config.clone(),
                 ..Default::default()
             })?;
+            // Warnings only: the access log of every request would measure the terminal.
+            crate::commands::quiet_logs(&settings);
             settings.data_dir = dir.path().to_path_buf();
             settings.database_url = None;
             settings.blob_url = None;

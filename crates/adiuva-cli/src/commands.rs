@@ -28,7 +28,7 @@ fn load(
 }
 
 /// Logs for commands other than `serve` stay quiet unless asked for.
-fn quiet_logs(settings: &Settings) {
+pub(crate) fn quiet_logs(settings: &Settings) {
     let level =
         if std::env::var_os("ADIUVA_LOG").is_some() || std::env::var_os("RUST_LOG").is_some() {
             settings.log_level.as_str()

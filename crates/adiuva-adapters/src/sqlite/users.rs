@@ -69,6 +69,38 @@ fn expect_one(rows: u64) -> RepoResult<()> {
     }
 }
 
+impl SqliteDb {
+    /// At most one user selected by `sql` with one bound key.
+    async fn one_user(&self, sql: &'static str, key: String) -> RepoResult<Option<User>> {
+        sqlx::query(sql)
+            .bind(key)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(repo_err)?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    /// Runs `UPDATE users SET <col> = ?, updated_at = ? WHERE id = ?`; no row is `NotFound`.
+    async fn update_user(
+        &self,
+        sql: &'static str,
+        value: &str,
+        id: UserId,
+        now: Millis,
+    ) -> RepoResult<()> {
+        let done = sqlx::query(sql)
+            .bind(value)
+            .bind(now)
+            .bind(id.to_string())
+            .execute(self.pool())
+            .await
+            .map_err(repo_err)?;
+        expect_one(done.rows_affected())
+    }
+}
+
 #[async_trait]
 impl UserRepo for SqliteDb {
     #[tracing::instrument(skip_all, fields(user_id = %user.id), err(level = "debug"))]
@@ -92,33 +124,19 @@ impl UserRepo for SqliteDb {
     }
 
     async fn user_by_id(&self, id: UserId) -> RepoResult<Option<User>> {
-        sqlx::query(concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users WHERE id = ?"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(self.pool())
+        self.one_user(
+            concat!("SELECT ", user_columns!(), " FROM users WHERE id = ?"),
+            id.to_string(),
+        )
         .await
-        .map_err(repo_err)?
-        .as_ref()
-        .map(user_from_row)
-        .transpose()
     }
 
     async fn user_by_email(&self, email: &Email) -> RepoResult<Option<User>> {
-        sqlx::query(concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users WHERE email = ?"
-        ))
-        .bind(email.as_str())
-        .fetch_optional(self.pool())
+        self.one_user(
+            concat!("SELECT ", user_columns!(), " FROM users WHERE email = ?"),
+            email.as_str().to_owned(),
+        )
         .await
-        .map_err(repo_err)?
-        .as_ref()
-        .map(user_from_row)
-        .transpose()
     }
 
     async fn list_users(&self, offset: u64, limit: u64) -> RepoResult<Vec<User>> {
@@ -138,25 +156,23 @@ impl UserRepo for SqliteDb {
     }
 
     async fn set_tier(&self, id: UserId, tier: Tier, now: Millis) -> RepoResult<()> {
-        let done = sqlx::query("UPDATE users SET tier = ?, updated_at = ? WHERE id = ?")
-            .bind(tier.as_str())
-            .bind(now)
-            .bind(id.to_string())
-            .execute(self.pool())
-            .await
-            .map_err(repo_err)?;
-        expect_one(done.rows_affected())
+        self.update_user(
+            "UPDATE users SET tier = ?, updated_at = ? WHERE id = ?",
+            tier.as_str(),
+            id,
+            now,
+        )
+        .await
     }
 
     async fn set_role(&self, id: UserId, role: Role, now: Millis) -> RepoResult<()> {
-        let done = sqlx::query("UPDATE users SET role = ?, updated_at = ? WHERE id = ?")
-            .bind(role.as_str())
-            .bind(now)
-            .bind(id.to_string())
-            .execute(self.pool())
-            .await
-            .map_err(repo_err)?;
-        expect_one(done.rows_affected())
+        self.update_user(
+            "UPDATE users SET role = ?, updated_at = ? WHERE id = ?",
+            role.as_str(),
+            id,
+            now,
+        )
+        .await
     }
 
     async fn delete_user(&self, id: UserId) -> RepoResult<()> {
