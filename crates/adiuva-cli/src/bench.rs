@@ -30,7 +30,7 @@ pub struct BenchArgs {
     /// Seconds per scenario.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// Scenarios to run: me, login (comma-separated).
+    /// Scenarios to run, comma-separated: me, login, login-wrong-password, login-unknown-email.
     #[arg(long, default_value = "me,login")]
     scenarios: String,
 }
@@ -103,47 +103,44 @@ pub async fn run(args: &BenchArgs, cli: &Cli) -> CliResult {
         "scenario", "requests", "req/s", "p50 ms", "p99 ms", "errors"
     );
     for scenario in args.scenarios.split(',').map(str::trim) {
-        let outcome = match scenario {
-            "me" => {
-                let url = format!("{base}/api/v1/auth/me");
-                let bearer = format!("Bearer {access}");
-                load(
-                    args,
-                    move |c: reqwest::Client| {
-                        let (url, bearer) = (url.clone(), bearer.clone());
-                        async move { c.get(url).header("authorization", bearer).send().await }
-                    },
-                    &client,
-                )
-                .await
-            }
-            "login" => {
-                let url = format!("{base}/api/v1/auth/login");
-                let creds = creds.clone();
-                load(
-                    args,
-                    move |c: reqwest::Client| {
-                        let (url, creds) = (url.clone(), creds.clone());
-                        async move { c.post(url).json(&creds).send().await }
-                    },
-                    &client,
-                )
-                .await
-            }
-            other => return Err(format!("unknown scenario '{other}': use me or login").into()),
+        let login = |password: &str, email: &str| Spec {
+            label: "POST /auth/login",
+            method: reqwest::Method::POST,
+            url: format!("{base}/api/v1/auth/login"),
+            bearer: None,
+            body: Some(serde_json::json!({ "email": email, "password": password })),
+            expect: 200,
         };
-        report(
-            &format!(
-                "{} {}",
-                if scenario == "me" { "GET" } else { "POST" },
-                if scenario == "me" {
-                    "/auth/me"
-                } else {
-                    "/auth/login"
-                }
-            ),
-            &outcome,
-        );
+        let spec = match scenario {
+            "me" => Spec {
+                label: "GET /auth/me",
+                method: reqwest::Method::GET,
+                url: format!("{base}/api/v1/auth/me"),
+                bearer: Some(format!("Bearer {access}")),
+                body: None,
+                expect: 200,
+            },
+            "login" => login(password, &email),
+            "login-wrong-password" => Spec {
+                label: "login, wrong password",
+                expect: 401,
+                ..login("not-the-password", &email)
+            },
+            "login-unknown-email" => Spec {
+                label: "login, unknown email",
+                expect: 401,
+                ..login(password, "nobody-here@example.com")
+            },
+            other => {
+                return Err(format!(
+                    "unknown scenario '{other}': use me, login, login-wrong-password or login-unknown-email"
+                )
+                .into());
+            }
+        };
+        let label = spec.label;
+        let outcome = load(args, Arc::new(spec), &client).await;
+        report(label, &outcome);
     }
     if let Some((tx, handle)) = server {
         let _ = tx.send(());
@@ -161,24 +158,42 @@ fn uuid_like() -> String {
         .collect()
 }
 
-async fn load<F, Fut>(args: &BenchArgs, make: F, client: &reqwest::Client) -> Outcome
-where
-    F: Fn(reqwest::Client) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = reqwest::Result<reqwest::Response>> + Send,
-{
-    let make = Arc::new(make);
+/// One kind of request, and the status that counts as success.
+struct Spec {
+    label: &'static str,
+    method: reqwest::Method,
+    url: String,
+    bearer: Option<String>,
+    body: Option<serde_json::Value>,
+    expect: u16,
+}
+
+impl Spec {
+    fn send(&self, c: &reqwest::Client) -> reqwest::RequestBuilder {
+        let mut req = c.request(self.method.clone(), &self.url);
+        if let Some(b) = &self.bearer {
+            req = req.header("authorization", b);
+        }
+        if let Some(body) = &self.body {
+            req = req.json(body);
+        }
+        req
+    }
+}
+
+async fn load(args: &BenchArgs, spec: Arc<Spec>, client: &reqwest::Client) -> Outcome {
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
     let workers: Vec<_> = (0..args.concurrency)
         .map(|_| {
-            let (make, client) = (make.clone(), client.clone());
+            let (spec, client) = (spec.clone(), client.clone());
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(4096);
                 let mut errors = 0u64;
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    match make(client.clone()).await {
-                        Ok(resp) if resp.status().is_success() => {
+                    match spec.send(&client).send().await {
+                        Ok(resp) if resp.status().as_u16() == spec.expect => {
                             // Read the body so the connection is reusable and the cost counted.
                             if resp.bytes().await.is_err() {
                                 errors += 1;
