@@ -112,6 +112,15 @@ impl TestApp {
         format!("{}/api/v1{path}", self.address)
     }
 
+    /// GETs `/api/v1` + `path` without credentials.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// POSTs JSON.
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
         self.client

@@ -10,12 +10,7 @@ use crate::helpers::spawn_app;
 
 async fn served_spec() -> Value {
     let app = spawn_app().await;
-    let resp = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .expect("req");
+    let resp = app.get("/openapi.json").await;
     assert_eq!(resp.status(), 200);
     resp.json().await.expect("json")
 }

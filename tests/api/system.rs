@@ -10,12 +10,7 @@ use crate::helpers::{PASSWORD, email, log_lines, log_text, spawn_app, spawn_app_
 #[tokio::test]
 async fn health_reports_status_version_and_database() {
     let app = spawn_app().await;
-    let resp = app
-        .client
-        .get(app.url("/health"))
-        .send()
-        .await
-        .expect("req");
+    let resp = app.get("/health").await;
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["status"], "ok");
@@ -28,12 +23,7 @@ async fn health_is_503_when_the_database_is_gone() {
     let app = spawn_app().await;
     // Close the pool underneath the running server.
     app.database.close().await;
-    let resp = app
-        .client
-        .get(app.url("/health"))
-        .send()
-        .await
-        .expect("req");
+    let resp = app.get("/health").await;
     assert_eq!(resp.status(), 503);
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["status"], "unavailable");
