@@ -132,13 +132,29 @@ impl Application {
             "adiuva listening"
         );
         let app = routes(&self.settings, self.backend.adiuva.clone());
+        let housekeeping = tokio::spawn(housekeeping(self.backend.adiuva.clone()));
         let timeout = Duration::from_secs(self.settings.shutdown_timeout_secs);
         let result = poem::Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(timeout))
             .await;
+        housekeeping.abort();
         self.backend.database.close().await;
         tracing::info!("adiuva stopped");
         result
+    }
+}
+
+/// Periodic chores: purge expired refresh tokens at start and then hourly. With several
+/// instances each does it; the DELETE is idempotent, so that costs only a query.
+async fn housekeeping(adiuva: Adiuva) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        match adiuva.auth().purge_expired_tokens().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "purged expired refresh tokens"),
+            Err(e) => tracing::warn!(error = %e, "purging expired refresh tokens failed"),
+        }
     }
 }
 

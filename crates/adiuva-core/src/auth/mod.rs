@@ -206,6 +206,16 @@ impl AuthService {
         BAD_REFRESH
     }
 
+    /// Deletes refresh tokens that have expired (used, revoked or not); returns how many.
+    /// Expired tokens are already refused, so this is housekeeping: the server runs it
+    /// at start and hourly.
+    pub async fn purge_expired_tokens(&self) -> Result<u64, Error> {
+        Ok(self
+            .db
+            .delete_expired_refresh_tokens(self.clock.now_ms())
+            .await?)
+    }
+
     /// The user an access token belongs to (signature, algorithm, type, expiry).
     pub fn verify_access_token(&self, token: &str) -> Result<UserId, Error> {
         self.keys.verify(token, self.clock.now_secs())
