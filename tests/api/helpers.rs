@@ -26,6 +26,8 @@ pub struct TestApp {
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
+    /// Kept alive (and dropped after the server) when the app runs on PostgreSQL.
+    _pg: Option<adiuva_adapters::postgres::testing::TestDatabase>,
 }
 
 #[derive(Clone, Default)]
@@ -103,7 +105,20 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         shutdown: Some(tx),
         handle: Some(handle),
         _dir: dir,
+        _pg: None,
     }
+}
+
+/// A server on a fresh PostgreSQL database (from `ADIUVA_TEST_POSTGRES_URL`), or `None`
+/// (after printing SKIPPED) when none is configured outside CI.
+pub async fn spawn_app_on_postgres() -> Option<TestApp> {
+    let pg = adiuva_adapters::postgres::testing::TestDatabase::create("api").await?;
+    let url = pg.url().to_owned();
+    let mut app =
+        spawn_app_with(|s| s.database_url = Some(adiuva_server::settings::RedactedUrl(url))).await;
+    assert_eq!(app.adiuva.database().backend(), "postgres");
+    app._pg = Some(pg);
+    Some(app)
 }
 
 impl TestApp {

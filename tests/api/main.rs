@@ -4,4 +4,5 @@ mod auth;
 mod errors;
 mod helpers;
 mod openapi;
+mod postgres;
 mod system;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use adiuva_core::ports::Database;
 
 use crate::AdapterError;
+use crate::postgres::PgDb;
 use crate::sqlite::SqliteDb;
 
 /// The configured database, with the operational methods (migrations) that are not part
@@ -13,6 +14,8 @@ use crate::sqlite::SqliteDb;
 pub enum AnyDatabase {
     /// `sqlite://…`
     Sqlite(Arc<SqliteDb>),
+    /// `postgres://…` or `postgresql://…`
+    Postgres(Arc<PgDb>),
 }
 
 impl AnyDatabase {
@@ -21,11 +24,9 @@ impl AnyDatabase {
         let scheme = url.split_once(':').map_or("", |(s, _)| s);
         match scheme {
             "sqlite" => Ok(Self::Sqlite(Arc::new(SqliteDb::connect(url).await?))),
-            "postgres" | "postgresql" => Err(AdapterError::Unsupported(
-                "DATABASE_URL is a PostgreSQL URL, but this build has no PostgreSQL adapter yet; use a sqlite:// URL (or leave DATABASE_URL unset for the embedded default)".into(),
-            )),
+            "postgres" | "postgresql" => Ok(Self::Postgres(Arc::new(PgDb::connect(url).await?))),
             _ => Err(AdapterError::Unsupported(format!(
-                "DATABASE_URL must start with sqlite:// (got a URL with scheme '{scheme}')"
+                "DATABASE_URL must start with sqlite:// or postgres:// (got a URL with scheme '{scheme}')"
             ))),
         }
     }
@@ -34,6 +35,7 @@ impl AnyDatabase {
     pub async fn migrate(&self) -> Result<Vec<String>, AdapterError> {
         match self {
             Self::Sqlite(db) => db.migrate().await,
+            Self::Postgres(db) => db.migrate().await,
         }
     }
 
@@ -41,6 +43,7 @@ impl AnyDatabase {
     pub async fn pending_migrations(&self) -> Result<Vec<String>, AdapterError> {
         match self {
             Self::Sqlite(db) => db.pending_migrations().await,
+            Self::Postgres(db) => db.pending_migrations().await,
         }
     }
 
@@ -48,6 +51,7 @@ impl AnyDatabase {
     pub fn port(&self) -> Arc<dyn Database> {
         match self {
             Self::Sqlite(db) => db.clone(),
+            Self::Postgres(db) => db.clone(),
         }
     }
 
@@ -55,6 +59,7 @@ impl AnyDatabase {
     pub async fn close(&self) {
         match self {
             Self::Sqlite(db) => db.close().await,
+            Self::Postgres(db) => db.close().await,
         }
     }
 }

@@ -7,6 +7,8 @@
 
 pub mod blobs;
 pub mod database;
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 /// Why an adapter could not be set up. Every variant reads as a sentence an operator can act on.

@@ -72,7 +72,7 @@ pub struct Settings {
     pub bind: SocketAddr,
     /// Where the embedded database, blobs and generated secret live.
     pub data_dir: PathBuf,
-    /// `sqlite://…` (default: `sqlite://<data_dir>/adiuva.db`).
+    /// `sqlite://…` or `postgres://…` (default: `sqlite://<data_dir>/adiuva.db`).
     pub database_url: Option<RedactedUrl>,
     /// `file://…` or `memory://` (default: `file://<data_dir>/blobs`).
     pub blob_url: Option<String>,
@@ -163,7 +163,7 @@ pub const KEYS: &[KeyDoc] = &[
         key: "database_url",
         env: &["ADIUVA_DATABASE_URL", "DATABASE_URL"],
         default: "",
-        doc: "Database URL. Unset: sqlite://<data_dir>/adiuva.db.",
+        doc: "Database URL: sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DB. Unset: sqlite://<data_dir>/adiuva.db.",
     },
     KeyDoc {
         key: "blob_url",

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use adiuva_core::ports::Database;
-use adiuva_core::ports::db::{RepoError, RepoResult};
+use adiuva_core::ports::db::RepoResult;
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -15,6 +15,7 @@ use sqlx::sqlite::{
 };
 
 use crate::AdapterError;
+use crate::rows::repo_err;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -113,29 +114,6 @@ impl SqliteDb {
     /// Closes the pool, waiting for in-flight queries.
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-}
-
-/// Converts a driver error into the port's error; unique violations become `Conflict`
-/// naming the constraint, never the value.
-pub(crate) fn repo_err(e: sqlx::Error) -> RepoError {
-    match e {
-        sqlx::Error::RowNotFound => RepoError::NotFound,
-        sqlx::Error::Database(db) if db.is_unique_violation() => RepoError::Conflict(
-            db.message()
-                .trim_start_matches("UNIQUE constraint failed: ")
-                .to_owned(),
-        ),
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            RepoError::Unavailable(e.to_string())
-        }
-        sqlx::Error::Database(db) if db.message().contains("database is locked") => {
-            RepoError::Unavailable(db.message().to_owned())
-        }
-        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
-            RepoError::Invalid(e.to_string())
-        }
-        other => RepoError::Other(Box::new(other)),
     }
 }
 

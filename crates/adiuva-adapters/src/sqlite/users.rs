@@ -1,15 +1,12 @@
 //! Users and refresh tokens on SQLite.
 
 use adiuva_core::domain::{Email, Millis, Role, Tier, UserId};
-use adiuva_core::ports::db::{
-    RefreshToken, RefreshTokenRepo, RepoError, RepoResult, User, UserRepo,
-};
+use adiuva_core::ports::db::{RefreshToken, RefreshTokenRepo, RepoResult, User, UserRepo};
 use async_trait::async_trait;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
 
-use super::{SqliteDb, repo_err};
+use super::SqliteDb;
+use crate::rows::{expect_one, repo_err, token_from_row, user_from_row};
 
 // Macros rather than consts so queries stay `&'static str` (sqlx refuses runtime-built SQL).
 macro_rules! user_columns {
@@ -21,52 +18,6 @@ macro_rules! token_columns {
     () => {
         "id, user_id, family_id, token_hash, expires_at, created_at, used_at, revoked_at"
     };
-}
-
-fn invalid(what: &str, e: impl std::fmt::Display) -> RepoError {
-    RepoError::Invalid(format!("{what}: {e}"))
-}
-
-fn uuid_col(row: &SqliteRow, col: &str) -> RepoResult<Uuid> {
-    let s: String = row.try_get(col).map_err(repo_err)?;
-    Uuid::parse_str(&s).map_err(|e| invalid(col, e))
-}
-
-fn user_from_row(row: &SqliteRow) -> RepoResult<User> {
-    let email: String = row.try_get("email").map_err(repo_err)?;
-    let role: String = row.try_get("role").map_err(repo_err)?;
-    let tier: String = row.try_get("tier").map_err(repo_err)?;
-    Ok(User {
-        id: UserId(uuid_col(row, "id")?),
-        email: Email::parse(&email).map_err(|e| invalid("users.email", e))?,
-        password_hash: row.try_get("password_hash").map_err(repo_err)?,
-        role: Role::parse(&role).map_err(|e| invalid("users.role", e))?,
-        tier: Tier::parse(&tier).map_err(|e| invalid("users.tier", e))?,
-        stripe_customer_id: row.try_get("stripe_customer_id").map_err(repo_err)?,
-        created_at: row.try_get("created_at").map_err(repo_err)?,
-        updated_at: row.try_get("updated_at").map_err(repo_err)?,
-    })
-}
-
-fn token_from_row(row: &SqliteRow) -> RepoResult<RefreshToken> {
-    Ok(RefreshToken {
-        id: uuid_col(row, "id")?,
-        user_id: UserId(uuid_col(row, "user_id")?),
-        family_id: uuid_col(row, "family_id")?,
-        token_hash: row.try_get("token_hash").map_err(repo_err)?,
-        expires_at: row.try_get("expires_at").map_err(repo_err)?,
-        created_at: row.try_get("created_at").map_err(repo_err)?,
-        used_at: row.try_get("used_at").map_err(repo_err)?,
-        revoked_at: row.try_get("revoked_at").map_err(repo_err)?,
-    })
-}
-
-fn expect_one(rows: u64) -> RepoResult<()> {
-    if rows == 0 {
-        Err(RepoError::NotFound)
-    } else {
-        Ok(())
-    }
 }
 
 impl SqliteDb {

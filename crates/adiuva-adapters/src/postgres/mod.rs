@@ -1,0 +1,148 @@
+//! PostgreSQL via sqlx: the production database, shared by every instance.
+
+mod users;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use adiuva_core::ports::Database;
+use adiuva_core::ports::db::RepoResult;
+use async_trait::async_trait;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::AdapterError;
+use crate::rows::repo_err;
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PgDb {
+    pool: PgPool,
+}
+
+impl PgDb {
+    /// Connects to a `postgres://` URL (TLS per its `sslmode`). Fails with a sentence if
+    /// the server cannot be reached within ten seconds.
+    pub async fn connect(url: &str) -> Result<Self, AdapterError> {
+        let redacted = redact(url);
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| {
+                AdapterError::Unsupported(format!(
+                    "'{redacted}' is not a usable PostgreSQL URL: {e}"
+                ))
+            })?
+            .application_name("adiuva");
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                AdapterError::Connect(format!("cannot connect to PostgreSQL at '{redacted}': {e}"))
+            })?;
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations; returns the descriptions of those applied now. Safe to
+    /// run from several instances at once (sqlx takes an advisory lock).
+    pub async fn migrate(&self) -> Result<Vec<String>, AdapterError> {
+        let pending = self.pending_migrations().await?;
+        MIGRATOR.run(&self.pool).await.map_err(|e| {
+            AdapterError::Migrate(format!("migrating the PostgreSQL database failed: {e}"))
+        })?;
+        Ok(pending)
+    }
+
+    /// Descriptions of the migrations not yet applied.
+    pub async fn pending_migrations(&self) -> Result<Vec<String>, AdapterError> {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| {
+                AdapterError::Connect(format!("reading the migration table failed: {e}"))
+            })?;
+        let applied: Vec<i64> = if exists {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| {
+                    AdapterError::Connect(format!("reading the migration table failed: {e}"))
+                })?
+        } else {
+            Vec::new()
+        };
+        Ok(MIGRATOR
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .map(|m| format!("{} {}", m.version, m.description))
+            .collect())
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes the pool, waiting for in-flight queries.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The URL with its password hidden, for messages.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[async_trait]
+impl Database for PgDb {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> RepoResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(repo_err)?;
+        Ok(())
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+#[cfg(test)]
+mod tests {
+    use super::testing::TestDatabase;
+
+    #[tokio::test]
+    async fn conformance_suite() {
+        let Some(test_db) = TestDatabase::create("conformance").await else {
+            return;
+        };
+        let db = super::PgDb::connect(test_db.url()).await.expect("connect");
+        assert_eq!(db.migrate().await.expect("migrate").len(), 1);
+        assert!(db.migrate().await.expect("again").is_empty(), "idempotent");
+        adiuva_core::testing::database::run_all(&db).await;
+        db.close().await;
+        test_db.drop_now().await;
+    }
+
+    #[test]
+    fn passwords_are_redacted_in_messages() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h:5432/d"),
+            "postgres://u:***@h:5432/d"
+        );
+        assert_eq!(super::redact("postgres://h/d"), "postgres://h/d");
+    }
+}

@@ -1,0 +1,122 @@
+//! Row → domain mapping shared by the SQL dialects. Columns are read by name; only ids
+//! differ (native UUID on PostgreSQL, text on SQLite), behind [`IdColumn`].
+
+use adiuva_core::domain::{Email, Role, Tier, UserId};
+use adiuva_core::ports::db::{RefreshToken, RepoError, RepoResult, User};
+use sqlx::{ColumnIndex, Decode, Row, Type};
+use uuid::Uuid;
+
+/// Reads a UUID column in the dialect's representation.
+pub(crate) trait IdColumn {
+    /// The UUID in column `col`.
+    fn uuid(&self, col: &str) -> RepoResult<Uuid>;
+}
+
+/// Converts a driver error into the port's error; unique violations become `Conflict`
+/// naming the constraint, never the value.
+pub(crate) fn repo_err(e: sqlx::Error) -> RepoError {
+    match e {
+        sqlx::Error::RowNotFound => RepoError::NotFound,
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            RepoError::Conflict(db.constraint().map_or_else(
+                || {
+                    db.message()
+                        .trim_start_matches("UNIQUE constraint failed: ")
+                        .to_owned()
+                },
+                str::to_owned,
+            ))
+        }
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => RepoError::Unavailable(e.to_string()),
+        sqlx::Error::Database(db) if db.message().contains("database is locked") => {
+            RepoError::Unavailable(db.message().to_owned())
+        }
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            RepoError::Invalid(e.to_string())
+        }
+        other => RepoError::Other(Box::new(other)),
+    }
+}
+
+fn invalid(what: &str, e: impl std::fmt::Display) -> RepoError {
+    RepoError::Invalid(format!("{what}: {e}"))
+}
+
+fn get<'r, R, T>(row: &'r R, col: &str) -> RepoResult<T>
+where
+    R: Row,
+    for<'c> &'c str: ColumnIndex<R>,
+    T: Decode<'r, R::Database> + Type<R::Database>,
+{
+    row.try_get(col).map_err(repo_err)
+}
+
+/// A `users` row.
+pub(crate) fn user_from_row<R>(row: &R) -> RepoResult<User>
+where
+    R: Row + IdColumn,
+    for<'c> &'c str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let email: String = get(row, "email")?;
+    let role: String = get(row, "role")?;
+    let tier: String = get(row, "tier")?;
+    Ok(User {
+        id: UserId(row.uuid("id")?),
+        email: Email::parse(&email).map_err(|e| invalid("users.email", e))?,
+        password_hash: get(row, "password_hash")?,
+        role: Role::parse(&role).map_err(|e| invalid("users.role", e))?,
+        tier: Tier::parse(&tier).map_err(|e| invalid("users.tier", e))?,
+        stripe_customer_id: get(row, "stripe_customer_id")?,
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
+/// A `refresh_tokens` row.
+pub(crate) fn token_from_row<R>(row: &R) -> RepoResult<RefreshToken>
+where
+    R: Row + IdColumn,
+    for<'c> &'c str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(RefreshToken {
+        id: row.uuid("id")?,
+        user_id: UserId(row.uuid("user_id")?),
+        family_id: row.uuid("family_id")?,
+        token_hash: get(row, "token_hash")?,
+        expires_at: get(row, "expires_at")?,
+        created_at: get(row, "created_at")?,
+        used_at: get(row, "used_at")?,
+        revoked_at: get(row, "revoked_at")?,
+    })
+}
+
+/// `Ok` if a statement touched a row, else `NotFound`.
+pub(crate) fn expect_one(rows: u64) -> RepoResult<()> {
+    if rows == 0 {
+        Err(RepoError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+impl IdColumn for sqlx::sqlite::SqliteRow {
+    fn uuid(&self, col: &str) -> RepoResult<Uuid> {
+        let s: String = self.try_get(col).map_err(repo_err)?;
+        Uuid::parse_str(&s).map_err(|e| invalid(col, e))
+    }
+}
+
+impl IdColumn for sqlx::postgres::PgRow {
+    fn uuid(&self, col: &str) -> RepoResult<Uuid> {
+        self.try_get(col).map_err(repo_err)
+    }
+}

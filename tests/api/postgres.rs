@@ -1,0 +1,55 @@
+//! The same HTTP flows on PostgreSQL: the binary is one, the database is a URL.
+
+use serde_json::Value;
+
+use crate::helpers::{PASSWORD, assert_error, email, spawn_app_on_postgres};
+
+#[tokio::test]
+async fn auth_flow_on_postgres() {
+    let Some(app) = spawn_app_on_postgres().await else {
+        return;
+    };
+    let e = email("Pg");
+    let first = app.register_ok(&format!(" {} ", e.to_uppercase())).await;
+    assert_error(app.register(&e).await, 409, "conflict").await;
+    let me: Value = app
+        .me(first["access_token"].as_str().expect("access"))
+        .await
+        .json()
+        .await
+        .expect("me");
+    assert_eq!(me["email"], e.to_lowercase());
+    assert_eq!(me["tier"], "free");
+
+    assert_eq!(app.login(&e, PASSWORD).await.status(), 200);
+    assert_error(app.login(&e, "wrong password!").await, 401, "unauthorized").await;
+
+    let r1 = first["refresh_token"].as_str().expect("refresh");
+    let second: Value = app.refresh(r1).await.json().await.expect("tokens");
+    let r2 = second["refresh_token"].as_str().expect("refresh");
+    assert_error(app.refresh(r1).await, 401, "unauthorized").await;
+    assert_error(app.refresh(r2).await, 401, "unauthorized").await;
+
+    let health: Value = app.get("/health").await.json().await.expect("health");
+    assert_eq!(health["database"], "ok");
+}
+
+#[tokio::test]
+async fn concurrent_registrations_of_one_email_on_postgres() {
+    let Some(app) = spawn_app_on_postgres().await else {
+        return;
+    };
+    let e = email("pgrace");
+    let results = futures::future::join_all((0..6).map(|_| app.register(&e))).await;
+    let statuses: Vec<u16> = results.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        5,
+        "{statuses:?}"
+    );
+}
