@@ -8,6 +8,7 @@ use crate::domain::{Email, Role, Tier};
 use crate::error::Error;
 use crate::ports::db::User;
 use crate::ports::{Clock, Database, SystemClock};
+use crate::tiers::TierManager;
 
 /// The assembled backend.
 #[derive(Clone)]
@@ -80,6 +81,11 @@ impl Adiuva {
     /// Administration of accounts (the `adiuva user` commands).
     pub fn accounts(&self) -> Accounts<'_> {
         Accounts { app: self }
+    }
+
+    /// Tier gates and quotas, read from the database.
+    pub fn tiers(&self) -> TierManager {
+        TierManager::new(self.db.clone())
     }
 
     /// The database port, for health checks.

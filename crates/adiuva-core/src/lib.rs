@@ -17,6 +17,7 @@ pub mod ports;
 pub mod secret;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tiers;
 
 pub use error::Error;
 pub use facade::{Accounts, Adiuva, AdiuvaBuilder};

@@ -177,3 +177,56 @@ async fn admin_accounts() {
 async fn memory_db_passes_the_conformance_suite() {
     adiuva_core::testing::database::run_all(&MemoryDb::new()).await;
 }
+
+#[tokio::test]
+async fn tier_gates_read_the_database() {
+    use adiuva_core::tiers::Feature;
+    let (app, _) = app();
+    let t = app.auth().register("tess@example.com", PW).await.unwrap();
+    let id = app.auth().verify_access_token(&t.access_token).unwrap();
+    let tiers = app.tiers();
+    assert_eq!(tiers.get_tier(id).await.unwrap(), Tier::Free);
+    assert!(tiers.check_feature(id, Feature::Agents).await.unwrap());
+    assert!(
+        !tiers
+            .check_feature(id, Feature::CloudStorageGb)
+            .await
+            .unwrap()
+    );
+    let err = tiers
+        .quota_bytes(id, Feature::CloudStorageGb)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "tier_required");
+    assert!(err.to_string().contains("requires the pro tier"), "{err}");
+    assert_eq!(tiers.get_rate_limit(id).await.unwrap(), 20);
+
+    app.accounts()
+        .set_tier("tess@example.com", Tier::Pro)
+        .await
+        .unwrap();
+    assert_eq!(
+        tiers
+            .quota_bytes(id, Feature::CloudStorageGb)
+            .await
+            .unwrap(),
+        Some(5 * 1024 * 1024 * 1024)
+    );
+    assert_eq!(tiers.get_rate_limit(id).await.unwrap(), 60);
+    let err = tiers
+        .require_feature(id, Feature::PluginMarketplace)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("requires the power tier"), "{err}");
+
+    app.accounts()
+        .set_tier("tess@example.com", Tier::Team)
+        .await
+        .unwrap();
+    assert_eq!(
+        tiers.quota_bytes(id, Feature::BackupGb).await.unwrap(),
+        None,
+        "unlimited"
+    );
+    assert!(tiers.check_feature(id, Feature::Sso).await.unwrap());
+}
