@@ -53,3 +53,43 @@ async fn concurrent_registrations_of_one_email_on_postgres() {
         "{statuses:?}"
     );
 }
+
+/// The SaaS shape: PostgreSQL for rows, S3 for blobs (moto_server in CI).
+#[tokio::test]
+async fn serves_on_postgres_and_s3() {
+    let Some(endpoint) = std::env::var("ADIUVA_TEST_S3_ENDPOINT").ok() else {
+        let required = std::env::var("ADIUVA_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "ADIUVA_TEST_S3_ENDPOINT is required (ADIUVA_TEST_REQUIRE_SERVICES=1)"
+        );
+        eprintln!("SKIPPED: PostgreSQL + S3 stack: set ADIUVA_TEST_S3_ENDPOINT");
+        return;
+    };
+    let Some(pg) = adiuva_adapters::postgres::testing::TestDatabase::create("s3stack").await else {
+        return;
+    };
+    let var = |k: &str, d: &str| {
+        std::env::var(format!("ADIUVA_TEST_S3_{k}")).unwrap_or_else(|_| d.to_owned())
+    };
+    let url = pg.url().to_owned();
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.database_url = Some(adiuva_server::settings::RedactedUrl(url));
+        s.blob_url = Some(format!("s3://{}", var("BUCKET", "adiuva-test")));
+        s.s3_endpoint = Some(endpoint);
+        s.s3_region = Some(var("REGION", "us-east-1"));
+        s.aws_access_key_id = Some(adiuva_core::Secret::new(var("ACCESS_KEY_ID", "test")));
+        s.aws_secret_access_key = Some(adiuva_core::Secret::new(var("SECRET_ACCESS_KEY", "test")));
+    })
+    .await;
+    assert_eq!(app.adiuva.database().backend(), "postgres");
+    let t = app.register_ok(&email("s3")).await;
+    assert_eq!(
+        app.me(t["access_token"].as_str().expect("access"))
+            .await
+            .status(),
+        200
+    );
+    drop(app);
+    pg.drop_now().await;
+}

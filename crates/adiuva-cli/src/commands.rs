@@ -258,8 +258,12 @@ async fn doctor(cli: &Cli) -> CliResult {
         }
         Err(e) => report(false, "database", e.to_string()),
     }
-    match check_blob_url(&settings.blob_url()).await {
-        Ok(loc) => report(true, "blob store", format!("{loc} is writable")),
+    match check_blob_url(&settings.blob_url(), &settings.s3_options()).await {
+        Ok(loc) => report(
+            true,
+            "blob store",
+            format!("{loc} is writable, readable and deletable"),
+        ),
         Err(e) => report(false, "blob store", e.to_string()),
     }
     let unused: Vec<&str> = [
@@ -267,7 +271,6 @@ async fn doctor(cli: &Cli) -> CliResult {
         ("OPENAI_BASE_URL", settings.openai_base_url.is_some()),
         ("REDIS_URL", settings.redis_url.is_some()),
         ("STRIPE_SECRET_KEY", settings.stripe_secret_key.is_some()),
-        ("S3_BUCKET", settings.s3_bucket.is_some()),
         ("QDRANT_URL", settings.qdrant_url.is_some()),
         ("PINECONE_API_KEY", settings.pinecone_api_key.is_some()),
     ]

@@ -169,7 +169,7 @@ pub const KEYS: &[KeyDoc] = &[
         key: "blob_url",
         env: &["ADIUVA_BLOB_URL"],
         default: "",
-        doc: "Blob store URL: file://DIR or memory://. Unset: file://<data_dir>/blobs.",
+        doc: "Blob store URL: file://DIR, s3://BUCKET (see s3_*) or memory://. Unset: file://<data_dir>/blobs.",
     },
     KeyDoc {
         key: "jwt_secret",
@@ -265,31 +265,31 @@ pub const KEYS: &[KeyDoc] = &[
         key: "s3_bucket",
         env: &["ADIUVA_S3_BUCKET", "S3_BUCKET"],
         default: "",
-        doc: "S3 bucket for blobs (not used by this build yet).",
+        doc: "S3 bucket; with blob_url unset, selects s3://<bucket> as the blob store.",
     },
     KeyDoc {
         key: "s3_region",
         env: &["ADIUVA_S3_REGION", "S3_REGION"],
         default: "",
-        doc: "S3 region (not used by this build yet).",
+        doc: "Region for s3:// blob URLs (default us-east-1).",
     },
     KeyDoc {
         key: "s3_endpoint",
         env: &["ADIUVA_S3_ENDPOINT", "S3_ENDPOINT"],
         default: "",
-        doc: "S3-compatible endpoint URL (not used by this build yet).",
+        doc: "Endpoint of an S3-compatible service for s3:// blob URLs (MinIO, R2, …); unset: AWS.",
     },
     KeyDoc {
         key: "aws_access_key_id",
         env: &["ADIUVA_AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"],
         default: "",
-        doc: "S3 access key id (not used by this build yet).",
+        doc: "Access key id for s3:// blob URLs (unset: the AWS credential chain).",
     },
     KeyDoc {
         key: "aws_secret_access_key",
         env: &["ADIUVA_AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"],
         default: "",
-        doc: "S3 secret access key (not used by this build yet).",
+        doc: "Secret access key for s3:// blob URLs.",
     },
     KeyDoc {
         key: "pinecone_api_key",
@@ -552,9 +552,24 @@ impl Settings {
 
     /// The blob-store URL in effect.
     pub fn blob_url(&self) -> String {
-        self.blob_url
-            .clone()
-            .unwrap_or_else(|| format!("file://{}", self.data_dir.join("blobs").display()))
+        match (&self.blob_url, &self.s3_bucket) {
+            (Some(url), _) => url.clone(),
+            (None, Some(bucket)) => format!("s3://{bucket}"),
+            (None, None) => format!("file://{}", self.data_dir.join("blobs").display()),
+        }
+    }
+
+    /// S3 connection options from `s3_region`, `s3_endpoint` and the AWS keys.
+    pub fn s3_options(&self) -> adiuva_adapters::blobs::S3Options {
+        adiuva_adapters::blobs::S3Options {
+            region: self.s3_region.clone(),
+            endpoint: self.s3_endpoint.clone(),
+            access_key_id: self.aws_access_key_id.as_ref().map(|s| s.expose().clone()),
+            secret_access_key: self
+                .aws_secret_access_key
+                .as_ref()
+                .map(|s| s.expose().clone()),
+        }
     }
 
     /// The log format in effect.

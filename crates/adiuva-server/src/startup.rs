@@ -60,7 +60,7 @@ impl Backend {
         if !applied.is_empty() {
             tracing::info!(migrations = ?applied, "applied database migrations");
         }
-        let blob_location = check_blob_url(&settings.blob_url()).await?;
+        let blob_location = check_blob_url(&settings.blob_url(), &settings.s3_options()).await?;
         let adiuva = Adiuva::builder()
             .database(database.port())
             .auth(auth)

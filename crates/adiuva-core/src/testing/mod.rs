@@ -4,6 +4,7 @@
 //! `adiuva_core::testing::database::run_all(&db).await`. A failing check panics with a
 //! message naming the rule broken.
 
+pub mod blobs;
 pub mod database;
 mod memory_db;
 
