@@ -120,3 +120,23 @@ impl IdColumn for sqlx::postgres::PgRow {
         self.try_get(col).map_err(repo_err)
     }
 }
+
+/// A `storage_records` row.
+pub(crate) fn record_from_row<R>(row: &R) -> RepoResult<adiuva_core::ports::db::RecordMeta>
+where
+    R: Row + IdColumn,
+    for<'c> &'c str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(adiuva_core::ports::db::RecordMeta {
+        id: row.uuid("id")?,
+        user_id: UserId(row.uuid("user_id")?),
+        table: get(row, "table_name")?,
+        blob_key: get(row, "blob_key")?,
+        checksum: get(row, "checksum")?,
+        size_bytes: get(row, "size_bytes")?,
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}

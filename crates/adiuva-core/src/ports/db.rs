@@ -143,8 +143,7 @@ pub struct RecordMeta {
     pub updated_at: Millis,
 }
 
-/// Cloud-record metadata. Implemented by the data-plane work; declared here so the
-/// shape is settled for both dialects.
+/// Cloud-record metadata. Every method is scoped to the owner.
 #[async_trait]
 pub trait RecordRepo: Send + Sync {
     /// Inserts the row if the user's stored bytes plus `meta.size_bytes` stay within
@@ -249,7 +248,7 @@ pub trait SubscriptionRepo: Send + Sync {
 /// Grows a supertrait per repository as each capability lands, so an adapter cannot be
 /// half a database.
 #[async_trait]
-pub trait Database: UserRepo + RefreshTokenRepo + Send + Sync {
+pub trait Database: UserRepo + RefreshTokenRepo + RecordRepo + Send + Sync {
     /// A short name for logs and `doctor` (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
     /// Round-trips a trivial query.

@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 use crate::domain::{Email, Role, Tier, UserId};
 use crate::ports::Database;
-use crate::ports::db::{RefreshToken, RepoError, User};
+use crate::ports::db::{RecordMeta, RefreshToken, RepoError, User};
 
 /// Runs every check below against `db`. The database may be shared with other runs:
 /// every check makes its own users.
@@ -20,6 +20,8 @@ pub async fn run_all(db: &dyn Database) {
     tokens_concurrent_use_one_wins(db).await;
     tokens_revoke_family_only(db).await;
     tokens_delete_expired(db).await;
+    records_are_scoped_listed_and_deleted(db).await;
+    record_quota_holds_under_concurrency(db).await;
 }
 
 fn unique_email(tag: &str) -> Email {
@@ -313,5 +315,162 @@ pub async fn tokens_delete_expired(db: &dyn Database) {
             .await
             .expect("find")
             .is_some()
+    );
+}
+
+fn sample_record(user: UserId, table: &str, size: i64, at: i64) -> RecordMeta {
+    let id = Uuid::now_v7();
+    RecordMeta {
+        id,
+        user_id: user,
+        table: table.into(),
+        blob_key: format!("{user}/{table}/{id}"),
+        checksum: "ab".repeat(32),
+        size_bytes: size,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+/// Records are found only by their owner; listing is newest first, filtered and paged.
+pub async fn records_are_scoped_listed_and_deleted(db: &dyn Database) {
+    let (alice, bob) = (sample_user("rec-a", 1), sample_user("rec-b", 1));
+    for u in [&alice, &bob] {
+        db.insert_user(u).await.expect("user");
+    }
+    let made: Vec<RecordMeta> = (0..4)
+        .map(|i| {
+            sample_record(
+                alice.id,
+                if i % 2 == 0 { "notes" } else { "tasks" },
+                10 + i,
+                100 + i,
+            )
+        })
+        .collect();
+    for r in &made {
+        assert!(
+            db.insert_record_within_quota(r, None)
+                .await
+                .expect("insert")
+        );
+    }
+    assert_eq!(
+        db.record(alice.id, made[0].id).await.expect("get"),
+        Some(made[0].clone())
+    );
+    assert_eq!(
+        db.record(bob.id, made[0].id).await.expect("get"),
+        None,
+        "another user's id is not found"
+    );
+    let all = db.list_records(alice.id, None, 0, 10).await.expect("list");
+    assert_eq!(
+        all.iter().map(|r| r.id).collect::<Vec<_>>(),
+        made.iter().rev().map(|r| r.id).collect::<Vec<_>>(),
+        "newest first"
+    );
+    let notes = db
+        .list_records(alice.id, Some("notes"), 0, 10)
+        .await
+        .expect("list");
+    assert_eq!(
+        notes.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![made[2].id, made[0].id]
+    );
+    let page = db.list_records(alice.id, None, 1, 2).await.expect("page");
+    assert_eq!(
+        page.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![made[2].id, made[1].id]
+    );
+    assert!(
+        db.list_records(bob.id, None, 0, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert_eq!(
+        db.stored_bytes(alice.id).await.expect("sum"),
+        10 + 11 + 12 + 13
+    );
+    assert!(
+        matches!(
+            db.delete_record(bob.id, made[0].id).await,
+            Err(RepoError::NotFound)
+        ),
+        "not bob's to delete"
+    );
+    db.delete_record(alice.id, made[0].id)
+        .await
+        .expect("delete");
+    assert!(matches!(
+        db.delete_record(alice.id, made[0].id).await,
+        Err(RepoError::NotFound)
+    ));
+    let keys = db.all_record_keys().await.expect("keys");
+    assert!(keys.contains(&made[1].blob_key) && !keys.contains(&made[0].blob_key));
+    let mut changed = made[1].clone();
+    changed.user_id = bob.id;
+    assert!(
+        matches!(
+            db.update_record_within_quota(&changed, None).await,
+            Err(RepoError::NotFound)
+        ),
+        "update is scoped"
+    );
+}
+
+/// The quota is checked atomically with the write, also under concurrent inserts.
+pub async fn record_quota_holds_under_concurrency(db: &dyn Database) {
+    let user = sample_user("quota", 1);
+    db.insert_user(&user).await.expect("user");
+    let rows: Vec<RecordMeta> = (0..10)
+        .map(|i| sample_record(user.id, "t", 100, 10 + i))
+        .collect();
+    let results = futures::future::join_all(
+        rows.iter()
+            .map(|r| db.insert_record_within_quota(r, Some(350))),
+    )
+    .await;
+    let stored = results.iter().filter(|r| matches!(r, Ok(true))).count();
+    assert_eq!(stored, 3, "exactly 3 × 100 bytes fit in 350: {results:?}");
+    assert_eq!(db.stored_bytes(user.id).await.expect("sum"), 300);
+    // Updates count the difference: growing one record by 50 fits, by 51 does not.
+    let kept = db.list_records(user.id, None, 0, 10).await.expect("list");
+    let mut grow = kept[0].clone();
+    grow.size_bytes = 150;
+    grow.checksum = "cd".repeat(32);
+    assert!(
+        db.update_record_within_quota(&grow, Some(350))
+            .await
+            .expect("update")
+    );
+    grow.size_bytes = 151;
+    assert!(
+        !db.update_record_within_quota(&grow, Some(350))
+            .await
+            .expect("update"),
+        "over quota"
+    );
+    let got = db
+        .record(user.id, grow.id)
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(
+        (got.size_bytes, got.checksum),
+        (150, "cd".repeat(32)),
+        "a refused update changes nothing"
+    );
+    assert!(
+        !db.insert_record_within_quota(&sample_record(user.id, "t", 1, 99), Some(350))
+            .await
+            .expect("insert"),
+        "full: one more byte is refused"
+    );
+    assert!(
+        db.insert_record_within_quota(&sample_record(user.id, "t", 1, 99), None)
+            .await
+            .expect("unlimited")
     );
 }

@@ -8,12 +8,15 @@ use uuid::Uuid;
 
 use crate::domain::{Email, Millis, Role, Tier, UserId};
 use crate::ports::Database;
-use crate::ports::db::{RefreshToken, RefreshTokenRepo, RepoError, RepoResult, User, UserRepo};
+use crate::ports::db::{
+    RecordMeta, RecordRepo, RefreshToken, RefreshTokenRepo, RepoError, RepoResult, User, UserRepo,
+};
 
 #[derive(Default)]
 struct State {
     users: Vec<User>,
     tokens: Vec<RefreshToken>,
+    records: Vec<RecordMeta>,
 }
 
 /// Users and tokens in a mutex.
@@ -101,6 +104,7 @@ impl UserRepo for MemoryDb {
                 return Err(RepoError::NotFound);
             }
             s.tokens.retain(|t| t.user_id != id);
+            s.records.retain(|r| r.user_id != id);
             Ok(())
         })?
     }
@@ -158,6 +162,112 @@ impl RefreshTokenRepo for MemoryDb {
             s.tokens.retain(|t| t.expires_at >= now);
             (before - s.tokens.len()) as u64
         })
+    }
+}
+
+fn used(s: &State, user: UserId) -> i64 {
+    s.records
+        .iter()
+        .filter(|r| r.user_id == user)
+        .map(|r| r.size_bytes)
+        .sum()
+}
+
+#[async_trait]
+impl RecordRepo for MemoryDb {
+    async fn insert_record_within_quota(
+        &self,
+        m: &RecordMeta,
+        quota: Option<i64>,
+    ) -> RepoResult<bool> {
+        self.with(|s| {
+            if s.records
+                .iter()
+                .any(|r| r.id == m.id || r.blob_key == m.blob_key)
+            {
+                return Err(RepoError::Conflict("storage_records".into()));
+            }
+            if quota.is_some_and(|q| used(s, m.user_id) + m.size_bytes > q) {
+                return Ok(false);
+            }
+            s.records.push(m.clone());
+            Ok(true)
+        })?
+    }
+
+    async fn record(&self, user_id: UserId, id: Uuid) -> RepoResult<Option<RecordMeta>> {
+        self.with(|s| {
+            s.records
+                .iter()
+                .find(|r| r.id == id && r.user_id == user_id)
+                .cloned()
+        })
+    }
+
+    async fn list_records(
+        &self,
+        user_id: UserId,
+        table: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> RepoResult<Vec<RecordMeta>> {
+        self.with(|s| {
+            let mut mine: Vec<RecordMeta> = s
+                .records
+                .iter()
+                .filter(|r| r.user_id == user_id && table.is_none_or(|t| r.table == t))
+                .cloned()
+                .collect();
+            mine.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
+            mine.into_iter()
+                .skip(offset as usize)
+                .take(limit as usize)
+                .collect()
+        })
+    }
+
+    async fn update_record_within_quota(
+        &self,
+        m: &RecordMeta,
+        quota: Option<i64>,
+    ) -> RepoResult<bool> {
+        self.with(|s| {
+            let total = used(s, m.user_id);
+            let Some(r) = s
+                .records
+                .iter_mut()
+                .find(|r| r.id == m.id && r.user_id == m.user_id)
+            else {
+                return Err(RepoError::NotFound);
+            };
+            if quota.is_some_and(|q| total - r.size_bytes + m.size_bytes > q) {
+                return Ok(false);
+            }
+            r.checksum = m.checksum.clone();
+            r.size_bytes = m.size_bytes;
+            r.updated_at = m.updated_at;
+            Ok(true)
+        })?
+    }
+
+    async fn delete_record(&self, user_id: UserId, id: Uuid) -> RepoResult<()> {
+        self.with(|s| {
+            let before = s.records.len();
+            s.records.retain(|r| !(r.id == id && r.user_id == user_id));
+            if s.records.len() == before {
+                Err(RepoError::NotFound)
+            } else {
+                Ok(())
+            }
+        })?
+    }
+
+    async fn stored_bytes(&self, user_id: UserId) -> RepoResult<i64> {
+        self.with(|s| used(s, user_id))
+    }
+
+    async fn all_record_keys(&self) -> RepoResult<Vec<String>> {
+        self.with(|s| s.records.iter().map(|r| r.blob_key.clone()).collect())
     }
 }
 
