@@ -23,6 +23,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub adiuva: Adiuva,
     pub database: adiuva_adapters::database::AnyDatabase,
+    /// A second handle on the server's blob directory (tests plant orphans with it).
+    pub blobs: adiuva_adapters::blobs::ObjectBlobs,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -83,12 +85,14 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     settings.bind = "127.0.0.1:0".parse().expect("addr");
     settings.jwt_secret = Some(adiuva_core::Secret::new(JWT_SECRET.to_owned()));
     adjust(&mut settings);
+    let (blob_url, s3) = (settings.blob_url(), settings.s3_options());
     let app = Application::build(settings)
         .await
         .expect("the server builds");
     let port = app.port();
     let adiuva = app.backend().adiuva.clone();
     let database = app.backend().database.clone();
+    let blobs = adiuva_adapters::blobs::ObjectBlobs::from_url(&blob_url, &s3).expect("blob store");
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
@@ -102,6 +106,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
             .expect("client"),
         adiuva,
         database,
+        blobs,
         shutdown: Some(tx),
         handle: Some(handle),
         _dir: dir,

@@ -5,4 +5,5 @@ mod errors;
 mod helpers;
 mod openapi;
 mod postgres;
+mod records;
 mod system;

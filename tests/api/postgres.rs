@@ -32,6 +32,9 @@ async fn auth_flow_on_postgres() {
 
     let health: Value = app.get("/health").await.json().await.expect("health");
     assert_eq!(health["database"], "ok");
+
+    // PostgreSQL + local disk.
+    crate::records::record_flow(&app).await;
 }
 
 #[tokio::test]

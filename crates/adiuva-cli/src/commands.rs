@@ -10,7 +10,7 @@ use adiuva_server::settings::{Environment, Overrides, Settings, redact_url};
 use adiuva_server::startup::{Application, Backend, shutdown_signal};
 use adiuva_server::telemetry;
 
-use crate::{Cli, Command, ConfigCommand, UserCommand};
+use crate::{Cli, Command, ConfigCommand, StorageCommand, UserCommand};
 
 /// A failure to report: one line, no backtrace.
 pub type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
@@ -84,6 +84,29 @@ pub async fn run(cli: Cli) -> CliResult {
             let result = user(&backend, command).await;
             backend.database.close().await;
             result
+        }
+        Command::Storage {
+            command: StorageCommand::Gc { apply },
+        } => {
+            let settings = load(&cli, None)?;
+            quiet_logs(&settings);
+            let backend = Backend::connect(&settings).await?;
+            let orphans = backend.adiuva.records()?.garbage_collect(*apply).await;
+            backend.database.close().await;
+            let orphans = orphans?;
+            for key in &orphans {
+                println!("{}{key}", if *apply { "deleted " } else { "orphan " });
+            }
+            println!(
+                "{} orphaned blob(s){}",
+                orphans.len(),
+                if *apply || orphans.is_empty() {
+                    ""
+                } else {
+                    "; run with --apply to delete them"
+                }
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => crate::bench::run(args, &cli).await,
     }

@@ -47,6 +47,11 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Cloud-storage maintenance.
+    Storage {
+        #[command(subcommand)]
+        command: StorageCommand,
+    },
     /// Load-test the auth endpoints (in-process server unless --url is given).
     Bench(bench::BenchArgs),
 }
@@ -58,6 +63,16 @@ enum ConfigCommand {
         /// `env` (a .env file) or `toml` (an adiuva.toml).
         #[arg(long, default_value = "env")]
         format: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StorageCommand {
+    /// List blobs that no record points at (left by interrupted writes); --apply deletes them.
+    Gc {
+        /// Delete the orphans instead of only listing them.
+        #[arg(long)]
+        apply: bool,
     },
 }
 

@@ -474,3 +474,32 @@ fn prod_logs_are_json_and_never_show_the_secret() {
     std::io::Read::read_to_string(&mut reader, &mut rest).expect("rest");
     assert!(!first.contains(secret) && !rest.contains(secret));
 }
+
+#[test]
+fn storage_gc_lists_and_deletes_orphaned_blobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = run(adiuva(dir.path()).args(["--data-dir", "d", "storage", "gc"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("0 orphaned blob(s)"), "{}", stdout(&o));
+    // A record-shaped blob with no row, as an interrupted write would leave.
+    let orphan = dir
+        .path()
+        .join("d/blobs/0199aaaa-0000-7000-8000-000000000001/notes");
+    std::fs::create_dir_all(&orphan).expect("mkdir");
+    std::fs::write(orphan.join("0199aaaa-0000-7000-8000-000000000002"), b"lost").expect("write");
+    let o = run(adiuva(dir.path()).args(["--data-dir", "d", "storage", "gc"]));
+    let out = stdout(&o);
+    assert!(
+        out.contains(
+            "orphan 0199aaaa-0000-7000-8000-000000000001/notes/0199aaaa-0000-7000-8000-000000000002"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 orphaned blob(s); run with --apply"),
+        "{out}"
+    );
+    let o = run(adiuva(dir.path()).args(["--data-dir", "d", "storage", "gc", "--apply"]));
+    assert!(stdout(&o).contains("deleted "), "{}", stdout(&o));
+    assert!(!orphan.join("0199aaaa-0000-7000-8000-000000000002").exists());
+}

@@ -236,6 +236,66 @@ impl Default for Role {
     }
 }
 
+/// The client's name for a kind of record: 1–64 characters of `[A-Za-z0-9_]`, not
+/// starting with a digit. It becomes a blob-key segment, so nothing else is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TableName(String);
+
+impl TableName {
+    /// Checks the shape.
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        let ok = (1..=64).contains(&raw.len())
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !raw.as_bytes()[0].is_ascii_digit();
+        if !ok {
+            return Err(Error::validation(
+                "table",
+                "must be 1-64 letters, digits or underscores, not starting with a digit",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A SHA-256 checksum as the wire carries it: 64 hex digits, kept lowercase.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Checksum(String);
+
+impl Checksum {
+    /// Checks the shape (any case; stored lowercase).
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        if raw.len() != 64 || !raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::validation(
+                "checksum",
+                "must be the SHA-256 of the bytes as 64 hex digits",
+            ));
+        }
+        Ok(Self(raw.to_ascii_lowercase()))
+    }
+
+    /// The checksum of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        use sha2::Digest as _;
+        Self(hex::encode(sha2::Sha256::digest(bytes)))
+    }
+
+    /// Whether `bytes` hash to this checksum, compared in constant time.
+    pub fn matches(&self, bytes: &[u8]) -> bool {
+        use subtle::ConstantTimeEq as _;
+        bool::from(Self::of(bytes).0.as_bytes().ct_eq(self.0.as_bytes()))
+    }
+
+    /// Lowercase hex.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Milliseconds since the Unix epoch: the wire and storage form of every timestamp.
 pub type Millis = i64;
 

@@ -17,6 +17,15 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// The request is well-formed but cannot be accepted as sent (HTTP 400), e.g. a
+    /// checksum that does not match the bytes.
+    #[error("{detail}")]
+    BadRequest {
+        /// A snake_case code, e.g. `checksum_mismatch`.
+        code: &'static str,
+        /// A sentence for people.
+        detail: String,
+    },
     /// Missing, wrong or expired credentials (HTTP 401). The text is safe to show.
     #[error("{0}")]
     Unauthorized(&'static str),
@@ -65,6 +74,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::Validation { .. } => "validation_error",
+            Error::BadRequest { code, .. } => code,
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden { code, .. } => code,
             Error::NotFound(_) => "not_found",

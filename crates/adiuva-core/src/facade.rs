@@ -7,13 +7,15 @@ use crate::auth::{AuthConfig, AuthService};
 use crate::domain::{Email, Role, Tier};
 use crate::error::Error;
 use crate::ports::db::User;
-use crate::ports::{Clock, Database, SystemClock};
+use crate::ports::{BlobStore, Clock, Database, SystemClock};
+use crate::storage::RecordService;
 use crate::tiers::TierManager;
 
 /// The assembled backend.
 #[derive(Clone)]
 pub struct Adiuva {
     db: Arc<dyn Database>,
+    blobs: Option<Arc<dyn BlobStore>>,
     clock: Arc<dyn Clock>,
     auth: AuthService,
 }
@@ -30,6 +32,7 @@ impl std::fmt::Debug for Adiuva {
 #[derive(Default)]
 pub struct AdiuvaBuilder {
     db: Option<Arc<dyn Database>>,
+    blobs: Option<Arc<dyn BlobStore>>,
     clock: Option<Arc<dyn Clock>>,
     auth: Option<AuthConfig>,
 }
@@ -38,6 +41,12 @@ impl AdiuvaBuilder {
     /// The database (required).
     pub fn database(mut self, db: Arc<dyn Database>) -> Self {
         self.db = Some(db);
+        self
+    }
+
+    /// The blob store (needed for cloud records; without one they answer 503).
+    pub fn blobs(mut self, blobs: Arc<dyn BlobStore>) -> Self {
+        self.blobs = Some(blobs);
         self
     }
 
@@ -63,7 +72,12 @@ impl AdiuvaBuilder {
             .ok_or_else(|| Error::internal("Adiuva needs an AuthConfig"))?;
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let auth = AuthService::new(db.clone(), clock.clone(), config)?;
-        Ok(Adiuva { db, clock, auth })
+        Ok(Adiuva {
+            db,
+            blobs: self.blobs,
+            clock,
+            auth,
+        })
     }
 }
 
@@ -86,6 +100,19 @@ impl Adiuva {
     /// Tier gates and quotas, read from the database.
     pub fn tiers(&self) -> TierManager {
         TierManager::new(self.db.clone())
+    }
+
+    /// Cloud records; `Unavailable` when no blob store was given.
+    pub fn records(&self) -> Result<RecordService, Error> {
+        let blobs = self.blobs.clone().ok_or_else(|| Error::Unavailable {
+            code: "blob_store_unavailable",
+            detail: "no blob store is configured".into(),
+        })?;
+        Ok(RecordService::new(
+            self.db.clone(),
+            blobs,
+            self.clock.clone(),
+        ))
     }
 
     /// The database port, for health checks.

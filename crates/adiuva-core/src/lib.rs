@@ -15,6 +15,7 @@ pub mod error;
 mod facade;
 pub mod ports;
 pub mod secret;
+pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tiers;

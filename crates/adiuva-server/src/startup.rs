@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adiuva_adapters::blobs::check_blob_url;
+use adiuva_adapters::blobs::ObjectBlobs;
 use adiuva_adapters::database::AnyDatabase;
 use adiuva_core::Adiuva;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
@@ -60,9 +60,12 @@ impl Backend {
         if !applied.is_empty() {
             tracing::info!(migrations = ?applied, "applied database migrations");
         }
-        let blob_location = check_blob_url(&settings.blob_url(), &settings.s3_options()).await?;
+        let blobs = ObjectBlobs::from_url(&settings.blob_url(), &settings.s3_options())?;
+        blobs.probe().await?;
+        let blob_location = blobs.location().to_owned();
         let adiuva = Adiuva::builder()
             .database(database.port())
+            .blobs(Arc::new(blobs))
             .auth(auth)
             .build()?;
         Ok(Self {

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod health;
+pub mod storage;
 
 use adiuva_core::Adiuva;
 use adiuva_core::domain::UserId;
@@ -19,6 +20,22 @@ pub enum ApiTags {
     Auth,
     /// Liveness and version.
     System,
+    /// Client-encrypted cloud records.
+    Storage,
+}
+
+/// `{"ok": true}`.
+#[derive(Debug, poem_openapi::Object)]
+pub struct Ok {
+    /// Always true.
+    pub ok: bool,
+}
+
+impl Ok {
+    /// The only value.
+    pub fn yes() -> Self {
+        Self { ok: true }
+    }
 }
 
 /// `Authorization: Bearer <access token>`: a JWT from `/auth/login`, `/auth/register` or
@@ -40,7 +57,7 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<UserId> {
 }
 
 /// The whole API (every module's routes).
-pub type Api = (health::HealthApi, auth::AuthApi);
+pub type Api = (health::HealthApi, auth::AuthApi, storage::StorageApi);
 
 /// Path prefix of every route.
 pub const API_PREFIX: &str = "/api/v1";
@@ -49,7 +66,7 @@ pub const API_PREFIX: &str = "/api/v1";
 /// print the document without a database.
 pub fn api_service() -> OpenApiService<Api, ()> {
     OpenApiService::new(
-        (health::HealthApi, auth::AuthApi),
+        (health::HealthApi, auth::AuthApi, storage::StorageApi),
         "Adiuva API",
         env!("CARGO_PKG_VERSION"),
     )

@@ -1,0 +1,242 @@
+//! `/storage/records` (plan 8c): client-encrypted records. Blobs travel as standard
+//! base64 in JSON and come back as raw bytes with `X-Checksum` and `ETag`.
+
+use adiuva_core::Adiuva;
+use adiuva_core::ports::db::RecordMeta;
+use bytes::Bytes;
+use futures::TryStreamExt as _;
+use poem::Body;
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::{Binary, Json};
+use poem_openapi::types::Base64;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use uuid::Uuid;
+
+use super::{ApiTags, BearerAuth, Ok};
+use crate::api_errors;
+
+/// A new record (plan `StorageRecordCreate`).
+#[derive(Debug, Object)]
+pub struct StorageRecordCreate {
+    /// The client's table: 1-64 letters, digits or underscores, not starting with a digit.
+    pub table: String,
+    /// The client-encrypted bytes, standard base64.
+    pub blob: Base64<Bytes>,
+    /// SHA-256 of the bytes, 64 hex digits. Verified before anything is stored.
+    pub checksum: String,
+}
+
+/// New bytes for a record (plan `StorageRecordUpdate`).
+#[derive(Debug, Object)]
+pub struct StorageRecordUpdate {
+    /// The client-encrypted bytes, standard base64.
+    pub blob: Base64<Bytes>,
+    /// SHA-256 of the bytes, 64 hex digits.
+    pub checksum: String,
+}
+
+/// A created record.
+#[derive(Debug, Object)]
+pub struct RecordCreated {
+    /// UUID.
+    pub id: String,
+    /// ms since the epoch.
+    pub created_at: i64,
+}
+
+/// Record metadata (plan `RecordMeta`), never the blob.
+#[derive(Debug, Object)]
+pub struct RecordMetaOut {
+    /// UUID.
+    pub id: String,
+    /// The client's table.
+    pub table: String,
+    /// SHA-256 of the blob.
+    pub checksum: String,
+    /// Blob size in bytes.
+    pub size_bytes: i64,
+    /// ms since the epoch.
+    pub created_at: i64,
+    /// ms since the epoch.
+    pub updated_at: i64,
+}
+
+impl From<RecordMeta> for RecordMetaOut {
+    fn from(m: RecordMeta) -> Self {
+        Self {
+            id: m.id.to_string(),
+            table: m.table,
+            checksum: m.checksum,
+            size_bytes: m.size_bytes,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+/// The record's bytes.
+#[derive(ApiResponse)]
+pub enum RecordDownload {
+    /// The client-encrypted bytes as stored.
+    #[oai(status = 200, content_type = "application/octet-stream")]
+    Ok(
+        Binary<Body>,
+        /// SHA-256 of the bytes.
+        #[oai(header = "X-Checksum")]
+        String,
+        /// The checksum, quoted: changes whenever the bytes do.
+        #[oai(header = "ETag")]
+        String,
+    ),
+}
+
+api_errors!(
+    /// Errors of writing a record.
+    RecordWriteError {
+        400 => ChecksumMismatch: "`checksum_mismatch`: the checksum is not the SHA-256 of the blob; nothing was stored.",
+        401 => Unauthorized: "Missing or invalid access token.",
+        403 => Forbidden: "`tier_required` (the free tier has no cloud storage) or `quota_exceeded`.",
+        404 => NotFound: "No such record of yours.",
+        413 => PayloadTooLarge: "The body is over the size limit.",
+        415 => UnsupportedMediaType: "The body is not JSON.",
+        422 => Unprocessable: "Malformed JSON, invalid base64, a bad table name or checksum.",
+    }
+);
+
+api_errors!(
+    /// Errors of reading or deleting records.
+    RecordReadError {
+        401 => Unauthorized: "Missing or invalid access token.",
+        404 => NotFound: "No such record of yours.",
+        422 => Unprocessable: "A bad table name or paging parameter.",
+    }
+);
+
+fn record_id(raw: &str) -> Result<Uuid, adiuva_core::Error> {
+    // Not a UUID cannot be anyone's record: the same 404 as someone else's.
+    Uuid::parse_str(raw).map_err(|_| adiuva_core::Error::NotFound("record"))
+}
+
+/// Cloud records.
+pub struct StorageApi;
+
+#[OpenApi(tag = "ApiTags::Storage")]
+impl StorageApi {
+    /// Store a client-encrypted record.
+    ///
+    /// The checksum is verified in constant time before anything is stored. Needs a tier
+    /// with cloud storage (pro and up); the user's stored bytes count against its quota.
+    #[oai(
+        path = "/storage/records",
+        method = "post",
+        operation_id = "create_record"
+    )]
+    async fn create(
+        &self,
+        app: Data<&Adiuva>,
+        auth: BearerAuth,
+        body: Json<StorageRecordCreate>,
+    ) -> Result<Json<RecordCreated>, RecordWriteError> {
+        let body = body.0;
+        let meta = app
+            .records()?
+            .create(auth.0, &body.table, body.blob.0, &body.checksum)
+            .await?;
+        Ok(Json(RecordCreated {
+            id: meta.id.to_string(),
+            created_at: meta.created_at,
+        }))
+    }
+
+    /// List record metadata, newest first (never blobs).
+    #[oai(
+        path = "/storage/records",
+        method = "get",
+        operation_id = "list_records"
+    )]
+    async fn list(
+        &self,
+        app: Data<&Adiuva>,
+        auth: BearerAuth,
+        /// Only this table.
+        table: Query<Option<String>>,
+        /// Page, from 1.
+        #[oai(default = "default_page", validator(minimum(value = "1")))]
+        page: Query<u64>,
+        /// Page size, 1 to 200.
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "200"))
+        )]
+        limit: Query<u64>,
+    ) -> Result<Json<Vec<RecordMetaOut>>, RecordReadError> {
+        let rows = app
+            .records()?
+            .list(auth.0, table.0.as_deref(), page.0, limit.0)
+            .await?;
+        Ok(Json(rows.into_iter().map(Into::into).collect()))
+    }
+
+    /// Download a record's bytes.
+    #[oai(
+        path = "/storage/records/:id",
+        method = "get",
+        operation_id = "get_record"
+    )]
+    async fn get(
+        &self,
+        app: Data<&Adiuva>,
+        auth: BearerAuth,
+        id: Path<String>,
+    ) -> Result<RecordDownload, RecordReadError> {
+        let (meta, stream) = app.records()?.download(auth.0, record_id(&id.0)?).await?;
+        let body = Body::from_bytes_stream(stream.map_err(std::io::Error::other));
+        let etag = format!("\"{}\"", meta.checksum);
+        Ok(RecordDownload::Ok(Binary(body), meta.checksum, etag))
+    }
+
+    /// Replace a record's bytes.
+    #[oai(
+        path = "/storage/records/:id",
+        method = "put",
+        operation_id = "update_record"
+    )]
+    async fn update(
+        &self,
+        app: Data<&Adiuva>,
+        auth: BearerAuth,
+        id: Path<String>,
+        body: Json<StorageRecordUpdate>,
+    ) -> Result<Json<Ok>, RecordWriteError> {
+        let body = body.0;
+        app.records()?
+            .update(auth.0, record_id(&id.0)?, body.blob.0, &body.checksum)
+            .await?;
+        Ok(Json(Ok::yes()))
+    }
+
+    /// Delete a record and its bytes.
+    #[oai(
+        path = "/storage/records/:id",
+        method = "delete",
+        operation_id = "delete_record"
+    )]
+    async fn delete(
+        &self,
+        app: Data<&Adiuva>,
+        auth: BearerAuth,
+        id: Path<String>,
+    ) -> Result<Json<Ok>, RecordReadError> {
+        app.records()?.delete(auth.0, record_id(&id.0)?).await?;
+        Ok(Json(Ok::yes()))
+    }
+}
+
+fn default_page() -> u64 {
+    1
+}
+
+fn default_limit() -> u64 {
+    50
+}
