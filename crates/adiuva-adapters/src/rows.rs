@@ -140,3 +140,23 @@ where
         updated_at: get(row, "updated_at")?,
     })
 }
+
+/// A `backups` row.
+pub(crate) fn backup_from_row<R>(row: &R) -> RepoResult<adiuva_core::ports::db::BackupMeta>
+where
+    R: Row + IdColumn,
+    for<'c> &'c str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(adiuva_core::ports::db::BackupMeta {
+        id: row.uuid("id")?,
+        user_id: UserId(row.uuid("user_id")?),
+        blob_key: get(row, "blob_key")?,
+        version: get(row, "version")?,
+        timestamp: get(row, "timestamp")?,
+        checksum: get(row, "checksum")?,
+        size_bytes: get(row, "size_bytes")?,
+        created_at: get(row, "created_at")?,
+    })
+}

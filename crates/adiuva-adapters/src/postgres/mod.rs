@@ -1,5 +1,6 @@
 //! PostgreSQL via sqlx: the production database, shared by every instance.
 
+mod backups;
 mod records;
 mod users;
 
@@ -131,7 +132,7 @@ mod tests {
             return;
         };
         let db = super::PgDb::connect(test_db.url()).await.expect("connect");
-        assert_eq!(db.migrate().await.expect("migrate").len(), 2);
+        assert_eq!(db.migrate().await.expect("migrate").len(), 3);
         assert!(db.migrate().await.expect("again").is_empty(), "idempotent");
         adiuva_core::testing::database::run_all(&db).await;
         db.close().await;

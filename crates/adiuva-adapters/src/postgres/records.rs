@@ -18,7 +18,10 @@ macro_rules! record_columns {
 }
 
 /// Starts a transaction holding the user's row lock. A missing user is `NotFound`.
-async fn lock_user(db: &PgDb, user_id: UserId) -> RepoResult<Transaction<'static, Postgres>> {
+pub(super) async fn lock_user(
+    db: &PgDb,
+    user_id: UserId,
+) -> RepoResult<Transaction<'static, Postgres>> {
     let mut tx = db.pool().begin().await.map_err(repo_err)?;
     let found = sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
         .bind(user_id.0)

@@ -1,6 +1,7 @@
 //! SQLite via sqlx: the embedded default. WAL journal, foreign keys on, a busy timeout
 //! so concurrent writers queue instead of failing.
 
+mod backups;
 mod records;
 mod users;
 
@@ -141,7 +142,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("nested/adiuva.db").display());
         let db = SqliteDb::connect(&url).await.expect("connect");
-        assert_eq!(db.migrate().await.expect("migrate").len(), 2);
+        assert_eq!(db.migrate().await.expect("migrate").len(), 3);
         (dir, db)
     }
 

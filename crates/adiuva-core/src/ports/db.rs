@@ -199,7 +199,7 @@ pub struct BackupMeta {
     pub created_at: Millis,
 }
 
-/// Backup metadata. Implemented by the data-plane work.
+/// Backup metadata. Every method is scoped to the owner; `(user_id, timestamp)` is unique.
 #[async_trait]
 pub trait BackupRepo: Send + Sync {
     /// Inserts the row if the user's kept backups plus this one stay within
@@ -213,6 +213,10 @@ pub trait BackupRepo: Send + Sync {
     async fn list_backups(&self, user_id: UserId) -> RepoResult<Vec<BackupMeta>>;
     /// Deletes one of the user's backups and returns it (so its blob can go too).
     async fn delete_backup(&self, user_id: UserId, id: Uuid) -> RepoResult<BackupMeta>;
+    /// Sum of the user's backup sizes.
+    async fn backup_bytes(&self, user_id: UserId) -> RepoResult<i64>;
+    /// Every blob key that has a backup row (for `storage gc`).
+    async fn all_backup_keys(&self) -> RepoResult<Vec<String>>;
 }
 
 /// A Stripe subscription as we mirror it.
@@ -248,7 +252,7 @@ pub trait SubscriptionRepo: Send + Sync {
 /// Grows a supertrait per repository as each capability lands, so an adapter cannot be
 /// half a database.
 #[async_trait]
-pub trait Database: UserRepo + RefreshTokenRepo + RecordRepo + Send + Sync {
+pub trait Database: UserRepo + RefreshTokenRepo + RecordRepo + BackupRepo + Send + Sync {
     /// A short name for logs and `doctor` (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
     /// Round-trips a trivial query.

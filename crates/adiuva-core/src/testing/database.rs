@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 use crate::domain::{Email, Role, Tier, UserId};
 use crate::ports::Database;
-use crate::ports::db::{RecordMeta, RefreshToken, RepoError, User};
+use crate::ports::db::{BackupMeta, RecordMeta, RefreshToken, RepoError, User};
 
 /// Runs every check below against `db`. The database may be shared with other runs:
 /// every check makes its own users.
@@ -22,6 +22,7 @@ pub async fn run_all(db: &dyn Database) {
     tokens_delete_expired(db).await;
     records_are_scoped_listed_and_deleted(db).await;
     record_quota_holds_under_concurrency(db).await;
+    backups_are_scoped_ordered_and_within_quota(db).await;
 }
 
 fn unique_email(tag: &str) -> Email {
@@ -472,5 +473,97 @@ pub async fn record_quota_holds_under_concurrency(db: &dyn Database) {
         db.insert_record_within_quota(&sample_record(user.id, "t", 1, 99), None)
             .await
             .expect("unlimited")
+    );
+}
+
+fn sample_backup(user: UserId, timestamp: i64, size: i64) -> BackupMeta {
+    BackupMeta {
+        id: Uuid::now_v7(),
+        user_id: user,
+        blob_key: format!("{user}/{timestamp}"),
+        version: 3,
+        timestamp,
+        checksum: "ef".repeat(32),
+        size_bytes: size,
+        created_at: timestamp + 1,
+    }
+}
+
+/// Backups: newest timestamp first, owner-scoped, one per timestamp, quota-checked.
+pub async fn backups_are_scoped_ordered_and_within_quota(db: &dyn Database) {
+    let (alice, bob) = (sample_user("bk-a", 1), sample_user("bk-b", 1));
+    for u in [&alice, &bob] {
+        db.insert_user(u).await.expect("user");
+    }
+    let made: Vec<BackupMeta> = [300, 100, 200]
+        .iter()
+        .map(|t| sample_backup(alice.id, *t, 40))
+        .collect();
+    for b in &made {
+        assert!(
+            db.insert_backup_within_quota(b, Some(120))
+                .await
+                .expect("insert")
+        );
+    }
+    assert_eq!(
+        db.list_backups(alice.id)
+            .await
+            .expect("list")
+            .iter()
+            .map(|b| b.timestamp)
+            .collect::<Vec<_>>(),
+        vec![300, 200, 100]
+    );
+    assert_eq!(db.list_backups(alice.id).await.expect("list")[0], made[0]);
+    assert!(
+        !db.insert_backup_within_quota(&sample_backup(alice.id, 400, 1), Some(120))
+            .await
+            .expect("insert"),
+        "full"
+    );
+    assert!(
+        matches!(
+            db.insert_backup_within_quota(&sample_backup(alice.id, 300, 1), None)
+                .await,
+            Err(RepoError::Conflict(_))
+        ),
+        "one backup per timestamp"
+    );
+    assert_eq!(db.backup_bytes(alice.id).await.expect("sum"), 120);
+    assert!(db.list_backups(bob.id).await.expect("list").is_empty());
+    assert!(
+        matches!(
+            db.delete_backup(bob.id, made[0].id).await,
+            Err(RepoError::NotFound)
+        ),
+        "not bob's"
+    );
+    assert_eq!(
+        db.delete_backup(alice.id, made[0].id)
+            .await
+            .expect("delete"),
+        made[0]
+    );
+    assert!(matches!(
+        db.delete_backup(alice.id, made[0].id).await,
+        Err(RepoError::NotFound)
+    ));
+    let keys = db.all_backup_keys().await.expect("keys");
+    assert!(keys.contains(&made[1].blob_key) && !keys.contains(&made[0].blob_key));
+    // Concurrent inserts never exceed the quota together.
+    let racers: Vec<BackupMeta> = (0..8)
+        .map(|i| sample_backup(bob.id, 1000 + i, 30))
+        .collect();
+    let results = futures::future::join_all(
+        racers
+            .iter()
+            .map(|b| db.insert_backup_within_quota(b, Some(100))),
+    )
+    .await;
+    assert_eq!(
+        results.iter().filter(|r| matches!(r, Ok(true))).count(),
+        3,
+        "{results:?}"
     );
 }

@@ -9,7 +9,8 @@ use uuid::Uuid;
 use crate::domain::{Email, Millis, Role, Tier, UserId};
 use crate::ports::Database;
 use crate::ports::db::{
-    RecordMeta, RecordRepo, RefreshToken, RefreshTokenRepo, RepoError, RepoResult, User, UserRepo,
+    BackupMeta, BackupRepo, RecordMeta, RecordRepo, RefreshToken, RefreshTokenRepo, RepoError,
+    RepoResult, User, UserRepo,
 };
 
 #[derive(Default)]
@@ -17,6 +18,7 @@ struct State {
     users: Vec<User>,
     tokens: Vec<RefreshToken>,
     records: Vec<RecordMeta>,
+    backups: Vec<BackupMeta>,
 }
 
 /// Users and tokens in a mutex.
@@ -105,6 +107,7 @@ impl UserRepo for MemoryDb {
             }
             s.tokens.retain(|t| t.user_id != id);
             s.records.retain(|r| r.user_id != id);
+            s.backups.retain(|b| b.user_id != id);
             Ok(())
         })?
     }
@@ -268,6 +271,76 @@ impl RecordRepo for MemoryDb {
 
     async fn all_record_keys(&self) -> RepoResult<Vec<String>> {
         self.with(|s| s.records.iter().map(|r| r.blob_key.clone()).collect())
+    }
+}
+
+#[async_trait]
+impl BackupRepo for MemoryDb {
+    async fn insert_backup_within_quota(
+        &self,
+        m: &BackupMeta,
+        quota: Option<i64>,
+    ) -> RepoResult<bool> {
+        self.with(|s| {
+            if s.backups.iter().any(|b| {
+                b.id == m.id
+                    || b.blob_key == m.blob_key
+                    || (b.user_id == m.user_id && b.timestamp == m.timestamp)
+            }) {
+                return Err(RepoError::Conflict("backups".into()));
+            }
+            let used: i64 = s
+                .backups
+                .iter()
+                .filter(|b| b.user_id == m.user_id)
+                .map(|b| b.size_bytes)
+                .sum();
+            if quota.is_some_and(|q| used + m.size_bytes > q) {
+                return Ok(false);
+            }
+            s.backups.push(m.clone());
+            Ok(true)
+        })?
+    }
+
+    async fn list_backups(&self, user_id: UserId) -> RepoResult<Vec<BackupMeta>> {
+        self.with(|s| {
+            let mut mine: Vec<BackupMeta> = s
+                .backups
+                .iter()
+                .filter(|b| b.user_id == user_id)
+                .cloned()
+                .collect();
+            mine.sort_by_key(|b| std::cmp::Reverse(b.timestamp));
+            mine
+        })
+    }
+
+    async fn delete_backup(&self, user_id: UserId, id: Uuid) -> RepoResult<BackupMeta> {
+        self.with(|s| {
+            match s
+                .backups
+                .iter()
+                .position(|b| b.id == id && b.user_id == user_id)
+            {
+                Some(i) => Ok(s.backups.remove(i)),
+                None => Err(RepoError::NotFound),
+            }
+        })?
+    }
+
+    async fn backup_bytes(&self, user_id: UserId) -> RepoResult<i64> {
+        self.with(|s| {
+            s.backups
+                .iter()
+                .filter(|b| b.user_id == user_id)
+                .map(|b| b.size_bytes)
+                .sum()
+        })
+    }
+
+    async fn all_backup_keys(&self) -> RepoResult<Vec<String>> {
+        self.with(|s| s.backups.iter().map(|b| b.blob_key.clone()).collect())
     }
 }
 
