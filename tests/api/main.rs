@@ -1,6 +1,7 @@
 //! The black-box suite: one binary, real server, real sockets.
 
 mod auth;
+mod backups;
 mod errors;
 mod helpers;
 mod openapi;

@@ -35,6 +35,7 @@ async fn auth_flow_on_postgres() {
 
     // PostgreSQL + local disk.
     crate::records::record_flow(&app).await;
+    crate::backups::backup_flow(&app).await;
 }
 
 #[tokio::test]

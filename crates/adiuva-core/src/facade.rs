@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::auth::{AuthConfig, AuthService};
+use crate::backup::{BackupService, DEFAULT_RETENTION};
 use crate::domain::{Email, Role, Tier};
 use crate::error::Error;
 use crate::ports::db::User;
@@ -16,6 +17,7 @@ use crate::tiers::TierManager;
 pub struct Adiuva {
     db: Arc<dyn Database>,
     blobs: Option<Arc<dyn BlobStore>>,
+    backup_retention: usize,
     clock: Arc<dyn Clock>,
     auth: AuthService,
 }
@@ -33,6 +35,7 @@ impl std::fmt::Debug for Adiuva {
 pub struct AdiuvaBuilder {
     db: Option<Arc<dyn Database>>,
     blobs: Option<Arc<dyn BlobStore>>,
+    backup_retention: Option<usize>,
     clock: Option<Arc<dyn Clock>>,
     auth: Option<AuthConfig>,
 }
@@ -47,6 +50,12 @@ impl AdiuvaBuilder {
     /// The blob store (needed for cloud records; without one they answer 503).
     pub fn blobs(mut self, blobs: Arc<dyn BlobStore>) -> Self {
         self.blobs = Some(blobs);
+        self
+    }
+
+    /// How many backups to keep per user (default 10).
+    pub fn backup_retention(mut self, keep: usize) -> Self {
+        self.backup_retention = Some(keep);
         self
     }
 
@@ -75,6 +84,7 @@ impl AdiuvaBuilder {
         Ok(Adiuva {
             db,
             blobs: self.blobs,
+            backup_retention: self.backup_retention.unwrap_or(DEFAULT_RETENTION),
             clock,
             auth,
         })
@@ -102,16 +112,29 @@ impl Adiuva {
         TierManager::new(self.db.clone())
     }
 
-    /// Cloud records; `Unavailable` when no blob store was given.
-    pub fn records(&self) -> Result<RecordService, Error> {
-        let blobs = self.blobs.clone().ok_or_else(|| Error::Unavailable {
+    fn blob_store(&self) -> Result<Arc<dyn BlobStore>, Error> {
+        self.blobs.clone().ok_or_else(|| Error::Unavailable {
             code: "blob_store_unavailable",
             detail: "no blob store is configured".into(),
-        })?;
+        })
+    }
+
+    /// Cloud records; `Unavailable` when no blob store was given.
+    pub fn records(&self) -> Result<RecordService, Error> {
         Ok(RecordService::new(
             self.db.clone(),
-            blobs,
+            self.blob_store()?,
             self.clock.clone(),
+        ))
+    }
+
+    /// Backups; `Unavailable` when no blob store was given.
+    pub fn backups(&self) -> Result<BackupService, Error> {
+        Ok(BackupService::new(
+            self.db.clone(),
+            self.blob_store()?,
+            self.clock.clone(),
+            self.backup_retention,
         ))
     }
 

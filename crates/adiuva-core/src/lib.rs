@@ -10,6 +10,7 @@
 //! Start at [`Adiuva`]: build it from ports with [`Adiuva::builder`].
 
 pub mod auth;
+pub mod backup;
 pub mod domain;
 pub mod error;
 mod facade;

@@ -219,8 +219,9 @@ impl RecordService {
         }
     }
 
-    /// Blobs in the store that no record row points at (under record-shaped keys
-    /// `{user}/{table}/{id}`); with `apply`, deletes them. Returns the orphans found.
+    /// Blobs in the store that no record or backup row points at; with `apply`, deletes
+    /// them. Returns the orphans found. (Run it when no upload is in flight: a blob being
+    /// written has no row yet.)
     pub async fn garbage_collect(&self, apply: bool) -> Result<Vec<String>, Error> {
         let known: std::collections::HashSet<String> =
             self.db.all_record_keys().await?.into_iter().collect();

@@ -86,6 +86,8 @@ pub struct Settings {
     pub refresh_token_ttl_days: i64,
     /// Extra allowed CORS origins (`app://…` and `http://localhost:*` always are).
     pub cors_origins: Vec<String>,
+    /// Backups kept per user; older ones are deleted after each upload.
+    pub backup_retention: usize,
     /// Largest JSON request body.
     pub body_limit_bytes: usize,
     /// Log format.
@@ -205,7 +207,13 @@ pub const KEYS: &[KeyDoc] = &[
         key: "body_limit_bytes",
         env: &["ADIUVA_BODY_LIMIT_BYTES"],
         default: "10485760",
-        doc: "Largest JSON request body in bytes (larger: 413).",
+        doc: "Largest JSON request body in bytes (larger: 413). Backups stream and are limited by the tier quota instead.",
+    },
+    KeyDoc {
+        key: "backup_retention",
+        env: &["ADIUVA_BACKUP_RETENTION"],
+        default: "10",
+        doc: "Backups kept per user; older ones are deleted (with their blobs) after each upload.",
     },
     KeyDoc {
         key: "log_format",
@@ -376,6 +384,7 @@ impl Settings {
             refresh_token_ttl_days: 30,
             cors_origins: Vec::new(),
             body_limit_bytes: 10 * 1024 * 1024,
+            backup_retention: adiuva_core::backup::DEFAULT_RETENTION,
             log_format: LogFormat::Auto,
             log_level: "info".into(),
             shutdown_timeout_secs: 30,
@@ -433,6 +442,12 @@ impl Settings {
                     .collect()
             }
             "body_limit_bytes" => self.body_limit_bytes = number(key, v)?,
+            "backup_retention" => {
+                self.backup_retention = number(key, v)?;
+                if self.backup_retention == 0 {
+                    return Err(ConfigError("backup_retention must be at least 1".into()));
+                }
+            }
             "log_format" => {
                 self.log_format = match v.trim().to_ascii_lowercase().as_str() {
                     "auto" => LogFormat::Auto,

@@ -66,6 +66,7 @@ impl Backend {
         let adiuva = Adiuva::builder()
             .database(database.port())
             .blobs(Arc::new(blobs))
+            .backup_retention(settings.backup_retention)
             .auth(auth)
             .build()?;
         Ok(Self {
@@ -147,6 +148,24 @@ impl Application {
     }
 }
 
+/// A backup body is opaque bytes whatever the client labels it (the desktop app and curl
+/// send none or `application/x-www-form-urlencoded`), so `PUT /backup` is always read as
+/// `application/octet-stream`.
+async fn opaque_backup_bodies<E: poem::Endpoint>(
+    ep: Arc<E>,
+    mut req: poem::Request,
+) -> poem::Result<poem::Response> {
+    if req.method() == poem::http::Method::PUT && req.uri().path() == BACKUP_PATH {
+        req.headers_mut().insert(
+            poem::http::header::CONTENT_TYPE,
+            poem::http::HeaderValue::from_static("application/octet-stream"),
+        );
+    }
+    ep.call(req).await.map(poem::IntoResponse::into_response)
+}
+
+const BACKUP_PATH: &str = "/api/v1/backup";
+
 /// Periodic chores: purge expired refresh tokens at start and then hourly. With several
 /// instances each does it; the DELETE is idempotent, so that costs only a query.
 async fn housekeeping(adiuva: Adiuva) {
@@ -172,7 +191,11 @@ pub fn routes(settings: &Settings, adiuva: Adiuva) -> impl poem::Endpoint + 'sta
         .at(format!("{API_PREFIX}/openapi.json"), spec)
         .nest("/docs", docs)
         .data(adiuva)
-        .with(BodyLimit::new(settings.body_limit_bytes, Vec::new()))
+        .with(BodyLimit::new(
+            settings.body_limit_bytes,
+            vec![format!("{API_PREFIX}/backup")],
+        ))
+        .around(opaque_backup_bodies)
         .catch_all_error(to_json_error)
         .with(cors(&settings.cors_origins))
         .catch_all_error(to_json_error)

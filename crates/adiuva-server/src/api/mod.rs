@@ -2,6 +2,7 @@
 //! in [`api_service`], served under `/api/v1`.
 
 pub mod auth;
+pub mod backup;
 pub mod health;
 pub mod storage;
 
@@ -22,6 +23,8 @@ pub enum ApiTags {
     System,
     /// Client-encrypted cloud records.
     Storage,
+    /// Client-encrypted backups.
+    Backup,
 }
 
 /// `{"ok": true}`.
@@ -57,7 +60,12 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<UserId> {
 }
 
 /// The whole API (every module's routes).
-pub type Api = (health::HealthApi, auth::AuthApi, storage::StorageApi);
+pub type Api = (
+    health::HealthApi,
+    auth::AuthApi,
+    storage::StorageApi,
+    backup::BackupApi,
+);
 
 /// Path prefix of every route.
 pub const API_PREFIX: &str = "/api/v1";
@@ -66,7 +74,12 @@ pub const API_PREFIX: &str = "/api/v1";
 /// print the document without a database.
 pub fn api_service() -> OpenApiService<Api, ()> {
     OpenApiService::new(
-        (health::HealthApi, auth::AuthApi, storage::StorageApi),
+        (
+            health::HealthApi,
+            auth::AuthApi,
+            storage::StorageApi,
+            backup::BackupApi,
+        ),
         "Adiuva API",
         env!("CARGO_PKG_VERSION"),
     )

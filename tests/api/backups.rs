@@ -1,0 +1,399 @@
+//! Backups over HTTP (plan 8e): streamed uploads, integrity, tiers, retention, 304.
+
+use std::time::Duration;
+
+use adiuva_core::domain::Tier;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt as _;
+
+use crate::helpers::{TestApp, assert_error, spawn_app, spawn_app_with};
+use crate::records::{sha, user_on};
+
+async fn put_backup(
+    app: &TestApp,
+    token: &str,
+    timestamp: i64,
+    body: Vec<u8>,
+    checksum: &str,
+) -> reqwest::Response {
+    app.client
+        .put(app.url("/backup"))
+        .bearer_auth(token)
+        .header("x-backup-version", "3")
+        .header("x-backup-timestamp", timestamp.to_string())
+        .header("x-backup-checksum", checksum)
+        .body(body)
+        .send()
+        .await
+        .expect("req")
+}
+
+async fn history(app: &TestApp, token: &str) -> Vec<Value> {
+    app.client
+        .get(app.url("/backup/history"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("req")
+        .json()
+        .await
+        .expect("json")
+}
+
+pub async fn backup_flow(app: &TestApp) {
+    let token = user_on(app, Tier::Pro).await;
+    assert_error(
+        app.client
+            .get(app.url("/backup"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("req"),
+        404,
+        "not_found",
+    )
+    .await;
+    let first = b"backup one".to_vec();
+    let resp = put_backup(app, &token, 1_700_000_000_000, first.clone(), &sha(&first)).await;
+    assert_eq!(resp.status(), 200);
+    let second = vec![42u8; 3 * 1024 * 1024 + 7];
+    assert_eq!(
+        put_backup(
+            app,
+            &token,
+            1_700_000_100_000,
+            second.clone(),
+            &sha(&second)
+        )
+        .await
+        .status(),
+        200
+    );
+
+    let latest = app
+        .client
+        .get(app.url("/backup"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(latest.status(), 200);
+    assert_eq!(latest.headers()["x-backup-timestamp"], "1700000100000");
+    assert_eq!(latest.headers()["x-backup-version"], "3");
+    assert_eq!(latest.headers()["x-backup-checksum"], sha(&second).as_str());
+    let last_modified = latest.headers()["last-modified"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert_eq!(latest.bytes().await.expect("body").len(), second.len());
+
+    // If-Modified-Since: the latest backup's own date → 304; an earlier date → 200.
+    let not_modified = app
+        .client
+        .get(app.url("/backup"))
+        .bearer_auth(&token)
+        .header("if-modified-since", &last_modified)
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(not_modified.status(), 304);
+    let earlier = "Tue, 14 Nov 2023 22:13:20 GMT"; // 1_700_000_000 s: before the latest
+    let modified = app
+        .client
+        .get(app.url("/backup"))
+        .bearer_auth(&token)
+        .header("if-modified-since", earlier)
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(modified.status(), 200);
+
+    let h = history(app, &token).await;
+    assert_eq!(h.len(), 2);
+    assert_eq!(h[0]["timestamp"], 1_700_000_100_000i64);
+    assert_eq!(h[1]["checksum"], sha(&first).as_str());
+    for field in [
+        "id",
+        "version",
+        "timestamp",
+        "checksum",
+        "chunk_count",
+        "size_bytes",
+        "created_at",
+    ] {
+        assert!(h[0].get(field).is_some(), "{field} in {}", h[0]);
+    }
+    // Same timestamp again → 409, the stored one is untouched.
+    assert_error(
+        put_backup(app, &token, 1_700_000_000_000, b"x".to_vec(), &sha(b"x")).await,
+        409,
+        "conflict",
+    )
+    .await;
+
+    let id = h[0]["id"].as_str().expect("id");
+    let del = app
+        .client
+        .delete(app.url(&format!("/backup/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(del.status(), 200);
+    let latest = app
+        .client
+        .get(app.url("/backup"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(
+        latest.bytes().await.expect("body").as_ref(),
+        first.as_slice(),
+        "the older one is now the latest"
+    );
+    assert_error(
+        app.client
+            .delete(app.url(&format!("/backup/{id}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("req"),
+        404,
+        "not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn upload_download_history_delete() {
+    let app = spawn_app().await;
+    backup_flow(&app).await;
+}
+
+#[tokio::test]
+async fn a_wrong_checksum_keeps_nothing() {
+    let app = spawn_app().await;
+    let token = user_on(&app, Tier::Pro).await;
+    let body = vec![7u8; 2 * 1024 * 1024];
+    assert_error(
+        put_backup(&app, &token, 5, body, &sha(b"something else")).await,
+        400,
+        "checksum_mismatch",
+    )
+    .await;
+    assert!(history(&app, &token).await.is_empty(), "no row");
+    assert!(
+        app.adiuva
+            .records()
+            .expect("svc")
+            .garbage_collect(false)
+            .await
+            .expect("gc")
+            .is_empty(),
+        "no blob"
+    );
+}
+
+#[tokio::test]
+async fn free_tier_is_refused_and_headers_are_checked() {
+    let app = spawn_app().await;
+    let free = user_on(&app, Tier::Free).await;
+    let body = assert_error(
+        put_backup(&app, &free, 1, b"x".to_vec(), &sha(b"x")).await,
+        403,
+        "tier_required",
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().expect("detail").contains("pro"),
+        "{body}"
+    );
+    let pro = user_on(&app, Tier::Pro).await;
+    let missing = app
+        .client
+        .put(app.url("/backup"))
+        .bearer_auth(&pro)
+        .body("x")
+        .send()
+        .await
+        .expect("req");
+    assert_error(missing, 422, "validation_error").await;
+    assert_error(
+        put_backup(&app, &pro, 1, b"x".to_vec(), "not-hex").await,
+        422,
+        "validation_error",
+    )
+    .await;
+    let bad_ts = app
+        .client
+        .put(app.url("/backup"))
+        .bearer_auth(&pro)
+        .header("x-backup-version", "1")
+        .header("x-backup-timestamp", "yesterday")
+        .header("x-backup-checksum", sha(b"x"))
+        .body("x")
+        .send()
+        .await
+        .expect("req");
+    assert_error(bad_ts, 422, "validation_error").await;
+}
+
+#[tokio::test]
+async fn retention_keeps_the_newest() {
+    let app = spawn_app_with(|s| s.backup_retention = 2).await;
+    let token = user_on(&app, Tier::Power).await;
+    for ts in [100, 300, 200, 400] {
+        let body = format!("backup {ts}").into_bytes();
+        assert_eq!(
+            put_backup(&app, &token, ts, body.clone(), &sha(&body))
+                .await
+                .status(),
+            200
+        );
+    }
+    let kept: Vec<i64> = history(&app, &token)
+        .await
+        .iter()
+        .map(|b| b["timestamp"].as_i64().expect("ts"))
+        .collect();
+    assert_eq!(kept, vec![400, 300]);
+    assert!(
+        app.adiuva
+            .records()
+            .expect("svc")
+            .garbage_collect(false)
+            .await
+            .expect("gc")
+            .is_empty(),
+        "old blobs deleted too"
+    );
+}
+
+#[tokio::test]
+async fn a_backup_larger_than_any_buffer_streams_through() {
+    let app = spawn_app().await;
+    let token = user_on(&app, Tier::Team).await;
+    // 40 MiB sent as a chunked stream (no Content-Length), 1 MiB at a time.
+    let chunk = vec![0xA5u8; 1024 * 1024];
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    for _ in 0..40 {
+        sha2::Digest::update(&mut hasher, &chunk);
+    }
+    let checksum = hex::encode(sha2::Digest::finalize(hasher));
+    let stream =
+        futures::stream::iter((0..40).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let resp = app
+        .client
+        .put(app.url("/backup"))
+        .bearer_auth(&token)
+        .header("x-backup-version", "1")
+        .header("x-backup-timestamp", "1")
+        .header("x-backup-checksum", &checksum)
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(resp.status(), 200);
+    let h = history(&app, &token).await;
+    assert_eq!(h[0]["size_bytes"], 40 * 1024 * 1024);
+    let got = app
+        .client
+        .get(app.url("/backup"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(got.headers()["x-backup-checksum"], checksum.as_str());
+    let body = got.bytes().await.expect("body");
+    assert_eq!(sha(&body), checksum);
+}
+
+#[tokio::test]
+async fn an_upload_cut_off_mid_body_leaves_nothing() {
+    let app = spawn_app().await;
+    let token = user_on(&app, Tier::Pro).await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .expect("connect");
+    let head = format!(
+        "PUT /api/v1/backup HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nX-Backup-Version: 1\r\nX-Backup-Timestamp: 77\r\nX-Backup-Checksum: {}\r\nContent-Length: 10485760\r\n\r\n",
+        sha(b"whatever")
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    stream
+        .write_all(&vec![1u8; 256 * 1024])
+        .await
+        .expect("part");
+    stream.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(stream); // the client goes away mid-body
+    // Give the server a moment to notice and clean up.
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let orphans = app
+            .adiuva
+            .records()
+            .expect("svc")
+            .garbage_collect(false)
+            .await
+            .expect("gc");
+        if orphans.is_empty() && history(&app, &token).await.is_empty() {
+            // And it stays that way: no partial blob appears later.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(
+                app.adiuva
+                    .records()
+                    .expect("svc")
+                    .garbage_collect(false)
+                    .await
+                    .expect("gc")
+                    .is_empty()
+            );
+            assert!(history(&app, &token).await.is_empty());
+            return;
+        }
+    }
+    panic!("a cut-off upload left a row or a blob behind");
+}
+
+#[tokio::test]
+async fn another_users_backup_cannot_be_deleted() {
+    let app = spawn_app().await;
+    let alice = user_on(&app, Tier::Pro).await;
+    let bob = user_on(&app, Tier::Pro).await;
+    assert_eq!(
+        put_backup(&app, &alice, 9, b"alice".to_vec(), &sha(b"alice"))
+            .await
+            .status(),
+        200
+    );
+    let id = history(&app, &alice).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_error(
+        app.client
+            .delete(app.url(&format!("/backup/{id}")))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .expect("req"),
+        404,
+        "not_found",
+    )
+    .await;
+    assert_error(
+        app.client
+            .get(app.url("/backup"))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .expect("req"),
+        404,
+        "not_found",
+    )
+    .await;
+    assert!(history(&app, &bob).await.is_empty());
+    assert_eq!(history(&app, &alice).await.len(), 1);
+}
