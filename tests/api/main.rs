@@ -6,5 +6,6 @@ mod errors;
 mod helpers;
 mod openapi;
 mod postgres;
+mod rate_limits;
 mod records;
 mod system;

@@ -8,6 +8,7 @@
 pub mod blobs;
 pub mod database;
 pub mod postgres;
+pub mod rate_limit;
 mod rows;
 pub mod sqlite;
 

@@ -54,6 +54,8 @@ pub async fn run(args: &BenchArgs, cli: &Cli) -> CliResult {
             // Warnings only: the access log of every request would measure the terminal.
             crate::commands::quiet_logs(&settings);
             settings.data_dir = dir.path().to_path_buf();
+            // The bench measures throughput; budgets would measure the limiter.
+            settings.rate_limit_enabled = false;
             settings.database_url = None;
             settings.blob_url = None;
             settings.bind = "127.0.0.1:0".parse()?;

@@ -281,6 +281,19 @@ async fn doctor(cli: &Cli) -> CliResult {
         }
         Err(e) => report(false, "database", e.to_string()),
     }
+    if let Some(url) = &settings.redis_url {
+        match adiuva_adapters::rate_limit::RedisRateLimiter::connect(&url.0).await {
+            Ok(r) => match r.ping().await {
+                Ok(()) => report(
+                    true,
+                    "redis",
+                    format!("{} answers (shared rate limits)", url.redacted()),
+                ),
+                Err(e) => report(false, "redis", e.to_string()),
+            },
+            Err(e) => report(false, "redis", e.to_string()),
+        }
+    }
     match check_blob_url(&settings.blob_url(), &settings.s3_options()).await {
         Ok(loc) => report(
             true,
@@ -292,7 +305,6 @@ async fn doctor(cli: &Cli) -> CliResult {
     let unused: Vec<&str> = [
         ("OPENAI_API_KEY", settings.openai_api_key.is_some()),
         ("OPENAI_BASE_URL", settings.openai_base_url.is_some()),
-        ("REDIS_URL", settings.redis_url.is_some()),
         ("STRIPE_SECRET_KEY", settings.stripe_secret_key.is_some()),
         ("QDRANT_URL", settings.qdrant_url.is_some()),
         ("PINECONE_API_KEY", settings.pinecone_api_key.is_some()),

@@ -209,7 +209,7 @@ pub async fn to_json_error(err: poem::Error) -> Response {
     json_response(status, &ErrorBody { detail, code })
 }
 
-/// Declares an operation's error responses: the listed statuses plus 500 and 503, each
+/// Declares an operation's error responses: the listed statuses plus 429, 500 and 503, each
 /// with an [`ErrorBody`]. Converting an [`ApiError`] whose status is not listed is a bug:
 /// it is logged and answered as 500, and the tests catch it.
 #[macro_export]
@@ -223,6 +223,9 @@ macro_rules! api_errors {
                 #[oai(status = $status)]
                 $variant(poem_openapi::payload::Json<$crate::error::ErrorBody>),
             )*
+            /// `rate_limited`: over the per-minute budget; see `Retry-After`.
+            #[oai(status = 429)]
+            TooManyRequests(poem_openapi::payload::Json<$crate::error::ErrorBody>),
             /// A backend (database, model provider) is unavailable; retry later.
             #[oai(status = 503)]
             Unavailable(poem_openapi::payload::Json<$crate::error::ErrorBody>),
@@ -235,6 +238,7 @@ macro_rules! api_errors {
             fn from(e: $crate::error::ApiError) -> Self {
                 match e.status.as_u16() {
                     $($status => Self::$variant(poem_openapi::payload::Json(e.body)),)*
+                    429 => Self::TooManyRequests(poem_openapi::payload::Json(e.body)),
                     503 => Self::Unavailable(poem_openapi::payload::Json(e.body)),
                     500 => Self::Internal(poem_openapi::payload::Json(e.body)),
                     other => {

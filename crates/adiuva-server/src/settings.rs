@@ -86,6 +86,10 @@ pub struct Settings {
     pub refresh_token_ttl_days: i64,
     /// Extra allowed CORS origins (`app://…` and `http://localhost:*` always are).
     pub cors_origins: Vec<String>,
+    /// Whether request budgets are enforced.
+    pub rate_limit_enabled: bool,
+    /// Requests per minute per client IP for unauthenticated requests.
+    pub rate_limit_ip_per_minute: u32,
     /// Backups kept per user; older ones are deleted after each upload.
     pub backup_retention: usize,
     /// Largest JSON request body.
@@ -210,6 +214,18 @@ pub const KEYS: &[KeyDoc] = &[
         doc: "Largest JSON request body in bytes (larger: 413). Backups stream and are limited by the tier quota instead.",
     },
     KeyDoc {
+        key: "rate_limit_enabled",
+        env: &["ADIUVA_RATE_LIMIT_ENABLED"],
+        default: "true",
+        doc: "Enforce request budgets: per user by tier (20/60/120/200 per minute) and per IP for unauthenticated requests. Counted in Redis when redis_url is set, else in this process.",
+    },
+    KeyDoc {
+        key: "rate_limit_ip_per_minute",
+        env: &["ADIUVA_RATE_LIMIT_IP_PER_MINUTE"],
+        default: "60",
+        doc: "Unauthenticated requests per minute per client IP.",
+    },
+    KeyDoc {
         key: "backup_retention",
         env: &["ADIUVA_BACKUP_RETENTION"],
         default: "10",
@@ -255,7 +271,7 @@ pub const KEYS: &[KeyDoc] = &[
         key: "redis_url",
         env: &["ADIUVA_REDIS_URL", "REDIS_URL"],
         default: "",
-        doc: "Redis for shared rate limits and the device bus (not used by this build yet).",
+        doc: "Redis (redis://) for rate limits shared by all instances. Unset: counted in this process.",
     },
     KeyDoc {
         key: "stripe_secret_key",
@@ -385,6 +401,8 @@ impl Settings {
             cors_origins: Vec::new(),
             body_limit_bytes: 10 * 1024 * 1024,
             backup_retention: adiuva_core::backup::DEFAULT_RETENTION,
+            rate_limit_enabled: true,
+            rate_limit_ip_per_minute: 60,
             log_format: LogFormat::Auto,
             log_level: "info".into(),
             shutdown_timeout_secs: 30,
@@ -442,6 +460,18 @@ impl Settings {
                     .collect()
             }
             "body_limit_bytes" => self.body_limit_bytes = number(key, v)?,
+            "rate_limit_enabled" => {
+                self.rate_limit_enabled = match v.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => true,
+                    "false" | "0" | "no" | "off" => false,
+                    _ => {
+                        return Err(ConfigError(format!(
+                            "rate_limit_enabled must be true or false (got '{v}')"
+                        )));
+                    }
+                }
+            }
+            "rate_limit_ip_per_minute" => self.rate_limit_ip_per_minute = number(key, v)?,
             "backup_retention" => {
                 self.backup_retention = number(key, v)?;
                 if self.backup_retention == 0 {

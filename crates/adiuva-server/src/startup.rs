@@ -9,13 +9,15 @@ use std::time::Duration;
 
 use adiuva_adapters::blobs::ObjectBlobs;
 use adiuva_adapters::database::AnyDatabase;
+use adiuva_adapters::rate_limit::{MemoryRateLimiter, RedisRateLimiter};
 use adiuva_core::Adiuva;
+use adiuva_core::ports::RateLimiter;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::{EndpointExt, IntoEndpoint, Route};
 
 use crate::api::{API_PREFIX, api_service};
 use crate::error::to_json_error;
-use crate::middleware::{BodyLimit, RequestId, cors};
+use crate::middleware::{BodyLimit, RateLimit, RequestId, cors};
 use crate::settings::{ConfigError, Settings};
 
 /// Why the server could not start.
@@ -41,7 +43,7 @@ pub enum StartupError {
 }
 
 /// The backend assembled from settings: adapters chosen by URL, migrations applied.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Backend {
     /// The facade.
     pub adiuva: Adiuva,
@@ -49,6 +51,20 @@ pub struct Backend {
     pub database: AnyDatabase,
     /// Where blobs live (for logs).
     pub blob_location: String,
+    /// Counts request budgets (Redis when configured, else in process).
+    pub rate_limiter: Arc<dyn RateLimiter>,
+    /// Where budgets are counted (for logs).
+    pub rate_limiter_location: String,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("database", &self.database)
+            .field("blob_location", &self.blob_location)
+            .field("rate_limiter", &self.rate_limiter_location)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Backend {
@@ -69,9 +85,19 @@ impl Backend {
             .backup_retention(settings.backup_retention)
             .auth(auth)
             .build()?;
+        let (rate_limiter, rate_limiter_location): (Arc<dyn RateLimiter>, String) =
+            match &settings.redis_url {
+                Some(url) => (
+                    Arc::new(RedisRateLimiter::connect(&url.0).await?),
+                    format!("redis at {}", url.redacted()),
+                ),
+                None => (Arc::new(MemoryRateLimiter::new()), "in process".into()),
+            };
         Ok(Self {
             adiuva,
             database,
+            rate_limiter,
+            rate_limiter_location,
             blob_location,
         })
     }
@@ -132,10 +158,11 @@ impl Application {
             data_dir = %s.data_dir.display(),
             database = %crate::settings::redact_url(&s.database_url()),
             blobs = %self.backend.blob_location,
+            rate_limits = %if s.rate_limit_enabled { self.backend.rate_limiter_location.as_str() } else { "off" },
             env = ?s.env,
             "adiuva listening"
         );
-        let app = routes(&self.settings, self.backend.adiuva.clone());
+        let app = routes(&self.settings, &self.backend);
         let housekeeping = tokio::spawn(housekeeping(self.backend.adiuva.clone()));
         let timeout = Duration::from_secs(self.settings.shutdown_timeout_secs);
         let result = poem::Server::new_with_acceptor(self.acceptor)
@@ -181,8 +208,16 @@ async fn housekeeping(adiuva: Adiuva) {
 }
 
 /// The whole HTTP surface with its middleware, outermost last:
-/// body limit → JSON errors → CORS → JSON errors (CORS refusals) → request id.
-pub fn routes(settings: &Settings, adiuva: Adiuva) -> impl poem::Endpoint + 'static {
+/// body limit → opaque backup bodies → rate limits → JSON errors → CORS → JSON errors
+/// (CORS refusals) → request id.
+pub fn routes(settings: &Settings, backend: &Backend) -> impl poem::Endpoint + 'static {
+    let adiuva = backend.adiuva.clone();
+    let limits = RateLimit::new(
+        backend.rate_limiter.clone(),
+        adiuva.clone(),
+        settings.rate_limit_ip_per_minute,
+    );
+    let limits_on = settings.rate_limit_enabled;
     let api = api_service();
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
@@ -196,6 +231,7 @@ pub fn routes(settings: &Settings, adiuva: Adiuva) -> impl poem::Endpoint + 'sta
             vec![format!("{API_PREFIX}/backup")],
         ))
         .around(opaque_backup_bodies)
+        .with_if(limits_on, limits)
         .catch_all_error(to_json_error)
         .with(cors(&settings.cors_origins))
         .catch_all_error(to_json_error)

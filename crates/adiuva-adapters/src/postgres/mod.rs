@@ -94,7 +94,7 @@ impl PgDb {
 }
 
 /// The URL with its password hidden, for messages.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {
             let _ = u.set_password(Some("***"));

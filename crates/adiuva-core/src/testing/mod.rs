@@ -7,5 +7,6 @@
 pub mod blobs;
 pub mod database;
 mod memory_db;
+pub mod rate_limit;
 
 pub use memory_db::MemoryDb;
