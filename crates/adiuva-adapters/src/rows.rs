@@ -160,3 +160,23 @@ where
         created_at: get(row, "created_at")?,
     })
 }
+
+/// A `subscriptions` row.
+pub(crate) fn subscription_from_row<R>(row: &R) -> RepoResult<adiuva_core::ports::db::Subscription>
+where
+    R: Row + IdColumn,
+    for<'c> &'c str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let tier: String = get(row, "tier")?;
+    Ok(adiuva_core::ports::db::Subscription {
+        id: row.uuid("id")?,
+        user_id: UserId(row.uuid("user_id")?),
+        stripe_subscription_id: get(row, "stripe_subscription_id")?,
+        tier: Tier::parse(&tier).map_err(|e| invalid("subscriptions.tier", e))?,
+        status: get(row, "status")?,
+        current_period_end: get(row, "current_period_end")?,
+        created_at: get(row, "created_at")?,
+    })
+}

@@ -2,6 +2,7 @@
 
 mod backups;
 mod records;
+mod subscriptions;
 mod users;
 
 use std::str::FromStr;
@@ -132,7 +133,7 @@ mod tests {
             return;
         };
         let db = super::PgDb::connect(test_db.url()).await.expect("connect");
-        assert_eq!(db.migrate().await.expect("migrate").len(), 3);
+        assert_eq!(db.migrate().await.expect("migrate").len(), 4);
         assert!(db.migrate().await.expect("again").is_empty(), "idempotent");
         adiuva_core::testing::database::run_all(&db).await;
         db.close().await;

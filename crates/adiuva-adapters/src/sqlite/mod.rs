@@ -3,6 +3,7 @@
 
 mod backups;
 mod records;
+mod subscriptions;
 mod users;
 
 use std::str::FromStr;
@@ -142,7 +143,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("nested/adiuva.db").display());
         let db = SqliteDb::connect(&url).await.expect("connect");
-        assert_eq!(db.migrate().await.expect("migrate").len(), 3);
+        assert_eq!(db.migrate().await.expect("migrate").len(), 4);
         (dir, db)
     }
 

@@ -238,7 +238,8 @@ pub struct Subscription {
     pub created_at: Millis,
 }
 
-/// Subscriptions. Implemented by the billing work.
+/// Subscriptions, mirrored from the payment provider. `subscription_for_user` returns the
+/// most recently created one.
 #[async_trait]
 pub trait SubscriptionRepo: Send + Sync {
     /// Inserts or replaces by `stripe_subscription_id` (webhooks repeat; must be idempotent).
@@ -252,7 +253,9 @@ pub trait SubscriptionRepo: Send + Sync {
 /// Grows a supertrait per repository as each capability lands, so an adapter cannot be
 /// half a database.
 #[async_trait]
-pub trait Database: UserRepo + RefreshTokenRepo + RecordRepo + BackupRepo + Send + Sync {
+pub trait Database:
+    UserRepo + RefreshTokenRepo + RecordRepo + BackupRepo + SubscriptionRepo + Send + Sync
+{
     /// A short name for logs and `doctor` (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
     /// Round-trips a trivial query.

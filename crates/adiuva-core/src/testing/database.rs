@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 use crate::domain::{Email, Role, Tier, UserId};
 use crate::ports::Database;
-use crate::ports::db::{BackupMeta, RecordMeta, RefreshToken, RepoError, User};
+use crate::ports::db::{BackupMeta, RecordMeta, RefreshToken, RepoError, Subscription, User};
 
 /// Runs every check below against `db`. The database may be shared with other runs:
 /// every check makes its own users.
@@ -23,6 +23,7 @@ pub async fn run_all(db: &dyn Database) {
     records_are_scoped_listed_and_deleted(db).await;
     record_quota_holds_under_concurrency(db).await;
     backups_are_scoped_ordered_and_within_quota(db).await;
+    subscriptions_upsert_idempotently(db).await;
 }
 
 fn unique_email(tag: &str) -> Email {
@@ -566,4 +567,65 @@ pub async fn backups_are_scoped_ordered_and_within_quota(db: &dyn Database) {
         3,
         "{results:?}"
     );
+}
+
+/// Webhooks repeat: upserting by the provider's id is idempotent; the newest subscription
+/// is the user's; deleting the user removes it.
+pub async fn subscriptions_upsert_idempotently(db: &dyn Database) {
+    let user = sample_user("sub", 1);
+    db.insert_user(&user).await.expect("user");
+    assert_eq!(db.subscription_for_user(user.id).await.expect("get"), None);
+    let first = Subscription {
+        id: Uuid::now_v7(),
+        user_id: user.id,
+        stripe_subscription_id: format!("sub_{}", Uuid::new_v4().simple()),
+        tier: Tier::Pro,
+        status: "active".into(),
+        current_period_end: 5_000,
+        created_at: 100,
+    };
+    db.upsert_subscription(&first).await.expect("insert");
+    db.upsert_subscription(&first)
+        .await
+        .expect("repeat is fine");
+    let changed = Subscription {
+        id: Uuid::now_v7(),
+        tier: Tier::Power,
+        status: "past_due".into(),
+        current_period_end: 9_000,
+        ..first.clone()
+    };
+    db.upsert_subscription(&changed).await.expect("update");
+    let got = db
+        .subscription_for_user(user.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        (
+            got.id,
+            got.tier,
+            got.status.as_str(),
+            got.current_period_end
+        ),
+        (first.id, Tier::Power, "past_due", 9_000),
+        "updated in place"
+    );
+    let newer = Subscription {
+        id: Uuid::now_v7(),
+        stripe_subscription_id: format!("sub_{}", Uuid::new_v4().simple()),
+        created_at: 200,
+        ..first.clone()
+    };
+    db.upsert_subscription(&newer).await.expect("second");
+    assert_eq!(
+        db.subscription_for_user(user.id)
+            .await
+            .expect("get")
+            .map(|s| s.id),
+        Some(newer.id),
+        "newest wins"
+    );
+    db.delete_user(user.id).await.expect("delete");
+    assert_eq!(db.subscription_for_user(user.id).await.expect("get"), None);
 }

@@ -10,7 +10,7 @@ use crate::domain::{Email, Millis, Role, Tier, UserId};
 use crate::ports::Database;
 use crate::ports::db::{
     BackupMeta, BackupRepo, RecordMeta, RecordRepo, RefreshToken, RefreshTokenRepo, RepoError,
-    RepoResult, User, UserRepo,
+    RepoResult, Subscription, SubscriptionRepo, User, UserRepo,
 };
 
 #[derive(Default)]
@@ -19,6 +19,7 @@ struct State {
     tokens: Vec<RefreshToken>,
     records: Vec<RecordMeta>,
     backups: Vec<BackupMeta>,
+    subscriptions: Vec<Subscription>,
 }
 
 /// Users and tokens in a mutex.
@@ -108,6 +109,7 @@ impl UserRepo for MemoryDb {
             s.tokens.retain(|t| t.user_id != id);
             s.records.retain(|r| r.user_id != id);
             s.backups.retain(|b| b.user_id != id);
+            s.subscriptions.retain(|x| x.user_id != id);
             Ok(())
         })?
     }
@@ -341,6 +343,36 @@ impl BackupRepo for MemoryDb {
 
     async fn all_backup_keys(&self) -> RepoResult<Vec<String>> {
         self.with(|s| s.backups.iter().map(|b| b.blob_key.clone()).collect())
+    }
+}
+
+#[async_trait]
+impl SubscriptionRepo for MemoryDb {
+    async fn upsert_subscription(&self, sub: &Subscription) -> RepoResult<()> {
+        self.with(|s| {
+            match s
+                .subscriptions
+                .iter_mut()
+                .find(|x| x.stripe_subscription_id == sub.stripe_subscription_id)
+            {
+                Some(x) => {
+                    x.tier = sub.tier;
+                    x.status = sub.status.clone();
+                    x.current_period_end = sub.current_period_end;
+                }
+                None => s.subscriptions.push(sub.clone()),
+            }
+        })
+    }
+
+    async fn subscription_for_user(&self, user_id: UserId) -> RepoResult<Option<Subscription>> {
+        self.with(|s| {
+            s.subscriptions
+                .iter()
+                .filter(|x| x.user_id == user_id)
+                .max_by_key(|x| (x.created_at, x.id))
+                .cloned()
+        })
     }
 }
 
