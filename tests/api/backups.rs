@@ -397,3 +397,68 @@ async fn another_users_backup_cannot_be_deleted() {
     assert!(history(&app, &bob).await.is_empty());
     assert_eq!(history(&app, &alice).await.len(), 1);
 }
+
+#[tokio::test]
+async fn the_backup_quota_counts_all_kept_backups() {
+    // pro: 5 "GB" of 1000 bytes = 5000 bytes of backups.
+    let app = spawn_app_with(|s| s.quota_gb_bytes = 1000).await;
+    let token = user_on(&app, Tier::Pro).await;
+    let three_k = vec![1u8; 3000];
+    assert_eq!(
+        put_backup(&app, &token, 1, three_k.clone(), &sha(&three_k))
+            .await
+            .status(),
+        200
+    );
+    // Declared too large: refused before the body is read.
+    assert_error(
+        put_backup(&app, &token, 2, three_k.clone(), &sha(&three_k)).await,
+        403,
+        "quota_exceeded",
+    )
+    .await;
+    // Streamed (no Content-Length) and too large: refused while streaming, nothing kept.
+    let chunks = futures::stream::iter((0..3).map(|_| Ok::<_, std::io::Error>(vec![2u8; 1000])));
+    let resp = app
+        .client
+        .put(app.url("/backup"))
+        .bearer_auth(&token)
+        .header("x-backup-version", "1")
+        .header("x-backup-timestamp", "3")
+        .header("x-backup-checksum", sha(&[2u8; 3000]))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .expect("req");
+    assert_error(resp, 403, "quota_exceeded").await;
+    assert_eq!(history(&app, &token).await.len(), 1);
+    assert!(
+        app.adiuva
+            .records()
+            .expect("svc")
+            .garbage_collect(false)
+            .await
+            .expect("gc")
+            .is_empty()
+    );
+    // Concurrent uploads that each fit but not together: the quota still holds.
+    let one_k = vec![3u8; 1000];
+    let one_k_sum = sha(&one_k);
+    let results = futures::future::join_all(
+        (10..14).map(|ts| put_backup(&app, &token, ts, one_k.clone(), &one_k_sum)),
+    )
+    .await;
+    let ok = results.iter().filter(|r| r.status() == 200).count();
+    assert_eq!(
+        ok,
+        2,
+        "{:?}",
+        results.iter().map(|r| r.status()).collect::<Vec<_>>()
+    );
+    let total: i64 = history(&app, &token)
+        .await
+        .iter()
+        .map(|b| b["size_bytes"].as_i64().expect("size"))
+        .sum();
+    assert_eq!(total, 5000);
+}

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use crate::helpers::{TestApp, assert_error, email, spawn_app};
+use crate::helpers::{TestApp, assert_error, email, spawn_app, spawn_app_with};
 
 pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -387,4 +387,63 @@ async fn gc_finds_and_deletes_blobs_without_rows() {
         b"kept",
         "the real record is untouched"
     );
+}
+
+#[tokio::test]
+async fn the_quota_holds_under_concurrent_uploads() {
+    // 1 quota "GB" = 1000 bytes here, so pro's 5 GB is 5000 bytes.
+    let app = spawn_app_with(|s| s.quota_gb_bytes = 1000).await;
+    let token = user_on(&app, Tier::Pro).await;
+    let blobs: Vec<Vec<u8>> = (0..12u8).map(|i| vec![i; 1000]).collect();
+    let results =
+        futures::future::join_all(blobs.iter().map(|b| create(&app, &token, "notes", b))).await;
+    let statuses: Vec<u16> = results.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 403).count(),
+        7,
+        "{statuses:?}"
+    );
+    for r in results.into_iter().filter(|r| r.status() == 403) {
+        assert_error(r, 403, "quota_exceeded").await;
+    }
+    let list: Vec<Value> = verb(&app, "GET", "/storage/records", &token)
+        .send()
+        .await
+        .expect("req")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list.len(), 5);
+    let orphans = app
+        .adiuva
+        .records()
+        .expect("records")
+        .garbage_collect(false)
+        .await
+        .expect("gc");
+    assert!(
+        orphans.is_empty(),
+        "refused uploads left no blobs: {orphans:?}"
+    );
+    // Growing a record past the quota is refused too; shrinking is fine.
+    let id = list[0]["id"].as_str().expect("id");
+    let big = vec![9u8; 1001];
+    let put = verb(&app, "PUT", &format!("/storage/records/{id}"), &token)
+        .json(&json!({"blob": b64(&big), "checksum": sha(&big)}))
+        .send()
+        .await
+        .expect("req");
+    assert_error(put, 403, "quota_exceeded").await;
+    let small = vec![9u8; 10];
+    let put = verb(&app, "PUT", &format!("/storage/records/{id}"), &token)
+        .json(&json!({"blob": b64(&small), "checksum": sha(&small)}))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(put.status(), 200);
 }

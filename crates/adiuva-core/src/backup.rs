@@ -29,6 +29,7 @@ pub const DEFAULT_RETENTION: usize = 10;
 #[derive(Clone)]
 pub struct BackupService {
     db: Arc<dyn Database>,
+    tiers: TierManager,
     blobs: Arc<dyn BlobStore>,
     clock: Arc<dyn Clock>,
     retention: usize,
@@ -144,10 +145,12 @@ impl BackupService {
         db: Arc<dyn Database>,
         blobs: Arc<dyn BlobStore>,
         clock: Arc<dyn Clock>,
+        tiers: TierManager,
         retention: usize,
     ) -> Self {
         Self {
             db,
+            tiers,
             blobs,
             clock,
             retention: retention.max(1),
@@ -174,9 +177,7 @@ impl BackupService {
                 "must not be negative",
             ));
         }
-        let quota = TierManager::new(self.db.clone())
-            .quota_bytes(user, Feature::BackupGb)
-            .await?;
+        let quota = self.tiers.quota_bytes(user, Feature::BackupGb).await?;
         let used = self.db.backup_bytes(user).await?;
         if let Some(len) = up.declared_len {
             TierManager::check_quota(

@@ -18,6 +18,7 @@ pub struct Adiuva {
     db: Arc<dyn Database>,
     blobs: Option<Arc<dyn BlobStore>>,
     backup_retention: usize,
+    quota_gb_bytes: i64,
     clock: Arc<dyn Clock>,
     auth: AuthService,
 }
@@ -36,6 +37,7 @@ pub struct AdiuvaBuilder {
     db: Option<Arc<dyn Database>>,
     blobs: Option<Arc<dyn BlobStore>>,
     backup_retention: Option<usize>,
+    quota_gb_bytes: Option<i64>,
     clock: Option<Arc<dyn Clock>>,
     auth: Option<AuthConfig>,
 }
@@ -56,6 +58,12 @@ impl AdiuvaBuilder {
     /// How many backups to keep per user (default 10).
     pub fn backup_retention(mut self, keep: usize) -> Self {
         self.backup_retention = Some(keep);
+        self
+    }
+
+    /// Bytes per "GB" of tier quotas (default 1 GiB; tests use small units).
+    pub fn quota_gb_bytes(mut self, bytes: i64) -> Self {
+        self.quota_gb_bytes = Some(bytes);
         self
     }
 
@@ -85,6 +93,7 @@ impl AdiuvaBuilder {
             db,
             blobs: self.blobs,
             backup_retention: self.backup_retention.unwrap_or(DEFAULT_RETENTION),
+            quota_gb_bytes: self.quota_gb_bytes.unwrap_or(crate::tiers::GIB),
             clock,
             auth,
         })
@@ -109,7 +118,7 @@ impl Adiuva {
 
     /// Tier gates and quotas, read from the database.
     pub fn tiers(&self) -> TierManager {
-        TierManager::new(self.db.clone())
+        TierManager::new(self.db.clone()).with_gb_bytes(self.quota_gb_bytes)
     }
 
     fn blob_store(&self) -> Result<Arc<dyn BlobStore>, Error> {
@@ -125,6 +134,7 @@ impl Adiuva {
             self.db.clone(),
             self.blob_store()?,
             self.clock.clone(),
+            self.tiers(),
         ))
     }
 
@@ -134,6 +144,7 @@ impl Adiuva {
             self.db.clone(),
             self.blob_store()?,
             self.clock.clone(),
+            self.tiers(),
             self.backup_retention,
         ))
     }

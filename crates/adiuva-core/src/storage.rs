@@ -27,6 +27,7 @@ pub const MAX_PAGE_SIZE: u64 = 200;
 #[derive(Clone)]
 pub struct RecordService {
     db: Arc<dyn Database>,
+    tiers: TierManager,
     blobs: Arc<dyn BlobStore>,
     clock: Arc<dyn Clock>,
 }
@@ -73,8 +74,18 @@ fn quota_exceeded() -> Error {
 
 impl RecordService {
     /// Records over these ports.
-    pub fn new(db: Arc<dyn Database>, blobs: Arc<dyn BlobStore>, clock: Arc<dyn Clock>) -> Self {
-        Self { db, blobs, clock }
+    pub fn new(
+        db: Arc<dyn Database>,
+        blobs: Arc<dyn BlobStore>,
+        clock: Arc<dyn Clock>,
+        tiers: TierManager,
+    ) -> Self {
+        Self {
+            db,
+            tiers,
+            blobs,
+            clock,
+        }
     }
 
     /// Stores a new record; returns its metadata.
@@ -87,7 +98,8 @@ impl RecordService {
     ) -> Result<RecordMeta, Error> {
         let table = TableName::parse(table)?;
         let checksum = verified(&blob, checksum)?;
-        let quota = TierManager::new(self.db.clone())
+        let quota = self
+            .tiers
             .quota_bytes(user, Feature::CloudStorageGb)
             .await?;
         let size = blob.len() as i64;
@@ -173,7 +185,8 @@ impl RecordService {
     ) -> Result<RecordMeta, Error> {
         let old = self.meta(user, id).await?;
         let checksum = verified(&blob, checksum)?;
-        let quota = TierManager::new(self.db.clone())
+        let quota = self
+            .tiers
             .quota_bytes(user, Feature::CloudStorageGb)
             .await?;
         let new = RecordMeta {

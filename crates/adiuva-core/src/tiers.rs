@@ -137,12 +137,14 @@ pub fn cheapest_tier_with(feature: Feature) -> Tier {
         .unwrap_or(Tier::Team)
 }
 
-const GIB: i64 = 1024 * 1024 * 1024;
+/// Bytes in the plan's "GB".
+pub const GIB: i64 = 1024 * 1024 * 1024;
 
 /// Decisions about what a user's tier allows, read from the database each time.
 #[derive(Clone)]
 pub struct TierManager {
     db: Arc<dyn Database>,
+    gb_bytes: i64,
 }
 
 impl std::fmt::Debug for TierManager {
@@ -152,9 +154,15 @@ impl std::fmt::Debug for TierManager {
 }
 
 impl TierManager {
-    /// A manager reading tiers from `db`.
+    /// A manager reading tiers from `db`, with 1 GiB per quota GB.
     pub fn new(db: Arc<dyn Database>) -> Self {
-        Self { db }
+        Self { db, gb_bytes: GIB }
+    }
+
+    /// Counts `bytes` per quota GB instead (deployments that test quotas use small units).
+    pub fn with_gb_bytes(mut self, bytes: i64) -> Self {
+        self.gb_bytes = bytes.max(1);
+        self
     }
 
     /// The user's current tier. An unknown user is `Unauthorized` (their token outlived them).
@@ -202,7 +210,7 @@ impl TierManager {
     ) -> Result<Option<i64>, Error> {
         let tier = self.require_feature(user_id, feature).await?;
         Ok(match allowance(tier, feature) {
-            Allowance::Limit(Some(gb)) => Some(gb.saturating_mul(GIB)),
+            Allowance::Limit(Some(gb)) => Some(gb.saturating_mul(self.gb_bytes)),
             _ => None,
         })
     }

@@ -92,6 +92,8 @@ pub struct Settings {
     pub rate_limit_ip_per_minute: u32,
     /// Backups kept per user; older ones are deleted after each upload.
     pub backup_retention: usize,
+    /// Bytes per "GB" of tier quotas.
+    pub quota_gb_bytes: i64,
     /// Largest JSON request body.
     pub body_limit_bytes: usize,
     /// Log format.
@@ -224,6 +226,12 @@ pub const KEYS: &[KeyDoc] = &[
         env: &["ADIUVA_RATE_LIMIT_IP_PER_MINUTE"],
         default: "60",
         doc: "Unauthenticated requests per minute per client IP.",
+    },
+    KeyDoc {
+        key: "quota_gb_bytes",
+        env: &["ADIUVA_QUOTA_GB_BYTES"],
+        default: "1073741824",
+        doc: "Bytes counted as one GB in tier quotas (cloud_storage_gb, backup_gb). Lower it only to exercise quotas in tests.",
     },
     KeyDoc {
         key: "backup_retention",
@@ -401,6 +409,7 @@ impl Settings {
             cors_origins: Vec::new(),
             body_limit_bytes: 10 * 1024 * 1024,
             backup_retention: adiuva_core::backup::DEFAULT_RETENTION,
+            quota_gb_bytes: adiuva_core::tiers::GIB,
             rate_limit_enabled: true,
             rate_limit_ip_per_minute: 60,
             log_format: LogFormat::Auto,
@@ -469,6 +478,12 @@ impl Settings {
                             "rate_limit_enabled must be true or false (got '{v}')"
                         )));
                     }
+                }
+            }
+            "quota_gb_bytes" => {
+                self.quota_gb_bytes = number(key, v)?;
+                if self.quota_gb_bytes < 1 {
+                    return Err(ConfigError("quota_gb_bytes must be at least 1".into()));
                 }
             }
             "rate_limit_ip_per_minute" => self.rate_limit_ip_per_minute = number(key, v)?,

@@ -83,6 +83,7 @@ impl Backend {
             .database(database.port())
             .blobs(Arc::new(blobs))
             .backup_retention(settings.backup_retention)
+            .quota_gb_bytes(settings.quota_gb_bytes)
             .auth(auth)
             .build()?;
         let (rate_limiter, rate_limiter_location): (Arc<dyn RateLimiter>, String) =
