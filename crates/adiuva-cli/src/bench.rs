@@ -30,9 +30,13 @@ pub struct BenchArgs {
     /// Seconds per scenario.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// Scenarios to run, comma-separated: me, login, login-wrong-password, login-unknown-email.
+    /// Scenarios to run, comma-separated: me, login, login-wrong-password,
+    /// login-unknown-email, records-create, records-get (1 KiB blobs).
     #[arg(long, default_value = "me,login")]
     scenarios: String,
+    /// Database URL for the in-process server (default: SQLite in a temporary directory).
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 struct Outcome {
@@ -43,6 +47,7 @@ struct Outcome {
 
 pub async fn run(args: &BenchArgs, cli: &Cli) -> CliResult {
     let _tmp;
+    let mut adiuva = None;
     let (base, server) = match &args.url {
         Some(url) => (url.trim_end_matches('/').to_owned(), None),
         None => {
@@ -56,10 +61,14 @@ pub async fn run(args: &BenchArgs, cli: &Cli) -> CliResult {
             settings.data_dir = dir.path().to_path_buf();
             // The bench measures throughput; budgets would measure the limiter.
             settings.rate_limit_enabled = false;
-            settings.database_url = None;
+            settings.database_url = args
+                .database_url
+                .clone()
+                .map(adiuva_server::settings::RedactedUrl);
             settings.blob_url = None;
             settings.bind = "127.0.0.1:0".parse()?;
             let app = Application::build(settings).await?;
+            adiuva = Some(app.backend().adiuva.clone());
             let base = format!("http://127.0.0.1:{}", app.port());
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             let handle = tokio::spawn(app.run_until_stopped(async move {
@@ -88,6 +97,29 @@ pub async fn run(args: &BenchArgs, cli: &Cli) -> CliResult {
         .as_str()
         .unwrap_or_default()
         .to_owned();
+
+    // Records need a tier with cloud storage: in process we can grant it directly.
+    let wants_records = args.scenarios.contains("records");
+    let mut record_url = None;
+    if wants_records {
+        let Some(app) = &adiuva else {
+            return Err("records scenarios need the in-process server (omit --url)".into());
+        };
+        app.accounts()
+            .set_tier(&email, adiuva_core::domain::Tier::Team)
+            .await?;
+        let resp = client
+            .post(format!("{base}/api/v1/storage/records"))
+            .bearer_auth(&access)
+            .json(&record_body())
+            .send()
+            .await?;
+        let created: serde_json::Value = resp.json().await?;
+        let id = created["id"]
+            .as_str()
+            .ok_or("creating the bench record failed")?;
+        record_url = Some(format!("{base}/api/v1/storage/records/{id}"));
+    }
 
     println!(
         "adiuva bench: {} workers, {} s per scenario, against {}{}",
@@ -123,6 +155,22 @@ pub async fn run(args: &BenchArgs, cli: &Cli) -> CliResult {
                 expect: 200,
             },
             "login" => login(password, &email),
+            "records-create" => Spec {
+                label: "POST /storage/records",
+                method: reqwest::Method::POST,
+                url: format!("{base}/api/v1/storage/records"),
+                bearer: Some(format!("Bearer {access}")),
+                body: Some(record_body()),
+                expect: 200,
+            },
+            "records-get" => Spec {
+                label: "GET /storage/records/id",
+                method: reqwest::Method::GET,
+                url: record_url.clone().unwrap_or_default(),
+                bearer: Some(format!("Bearer {access}")),
+                body: None,
+                expect: 200,
+            },
             "login-wrong-password" => Spec {
                 label: "login, wrong password",
                 expect: 401,
@@ -149,6 +197,18 @@ pub async fn run(args: &BenchArgs, cli: &Cli) -> CliResult {
         handle.await??;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A 1 KiB record with its checksum.
+fn record_body() -> serde_json::Value {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let blob = vec![0x5Au8; 1024];
+    serde_json::json!({
+        "table": "bench",
+        "blob": base64::engine::general_purpose::STANDARD.encode(&blob),
+        "checksum": hex::encode(sha2::Sha256::digest(&blob)),
+    })
 }
 
 fn uuid_like() -> String {
