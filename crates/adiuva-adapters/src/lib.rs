@@ -11,6 +11,7 @@ pub mod postgres;
 pub mod rate_limit;
 mod rows;
 pub mod sqlite;
+mod user_repos;
 
 /// Why an adapter could not be set up. Every variant reads as a sentence an operator can act on.
 #[derive(Debug, thiserror::Error)]

@@ -1,210 +1,41 @@
-//! Users and refresh tokens on SQLite.
-
-use adiuva_core::domain::{Email, Millis, Role, Tier, UserId};
-use adiuva_core::ports::db::{RefreshToken, RefreshTokenRepo, RepoResult, User, UserRepo};
-use async_trait::async_trait;
-use uuid::Uuid;
+//! Users and refresh tokens on SQLite (statements; the code is in `user_repos.rs`).
 
 use super::SqliteDb;
-use crate::rows::{expect_one, repo_err, token_from_row, user_from_row};
+use crate::user_repos::{impl_user_repos, token_columns, user_columns};
 
-// Macros rather than consts so queries stay `&'static str` (sqlx refuses runtime-built SQL).
-macro_rules! user_columns {
-    () => {
-        "id, email, password_hash, role, tier, stripe_customer_id, created_at, updated_at"
-    };
-}
-macro_rules! token_columns {
-    () => {
-        "id, user_id, family_id, token_hash, expires_at, created_at, used_at, revoked_at"
-    };
-}
+mod sql {
+    use super::{token_columns, user_columns};
 
-impl SqliteDb {
-    /// At most one user selected by `sql` with one bound key.
-    async fn one_user(&self, sql: &'static str, key: String) -> RepoResult<Option<User>> {
-        sqlx::query(sql)
-            .bind(key)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(repo_err)?
-            .as_ref()
-            .map(user_from_row)
-            .transpose()
-    }
-
-    /// Runs `UPDATE users SET <col> = ?, updated_at = ? WHERE id = ?`; no row is `NotFound`.
-    async fn update_user(
-        &self,
-        sql: &'static str,
-        value: &str,
-        id: UserId,
-        now: Millis,
-    ) -> RepoResult<()> {
-        let done = sqlx::query(sql)
-            .bind(value)
-            .bind(now)
-            .bind(id.to_string())
-            .execute(self.pool())
-            .await
-            .map_err(repo_err)?;
-        expect_one(done.rows_affected())
-    }
+    pub const INSERT_USER: &str = concat!(
+        "INSERT INTO users (",
+        user_columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    );
+    pub const USER_BY_ID: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = ?");
+    pub const USER_BY_EMAIL: &str =
+        concat!("SELECT ", user_columns!(), " FROM users WHERE email = ?");
+    pub const LIST_USERS: &str = concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users ORDER BY created_at, id LIMIT ? OFFSET ?"
+    );
+    pub const SET_TIER: &str = "UPDATE users SET tier = ?, updated_at = ? WHERE id = ?";
+    pub const SET_ROLE: &str = "UPDATE users SET role = ?, updated_at = ? WHERE id = ?";
+    pub const DELETE_USER: &str = "DELETE FROM users WHERE id = ?";
+    pub const INSERT_TOKEN: &str = concat!(
+        "INSERT INTO refresh_tokens (",
+        token_columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    );
+    pub const TOKEN_BY_HASH: &str = concat!(
+        "SELECT ",
+        token_columns!(),
+        " FROM refresh_tokens WHERE token_hash = ?"
+    );
+    pub const MARK_TOKEN_USED: &str = "UPDATE refresh_tokens SET used_at = ? WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL";
+    pub const REVOKE_FAMILY: &str =
+        "UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL";
+    pub const DELETE_EXPIRED_TOKENS: &str = "DELETE FROM refresh_tokens WHERE expires_at < ?";
 }
 
-#[async_trait]
-impl UserRepo for SqliteDb {
-    #[tracing::instrument(skip_all, fields(user_id = %user.id), err(level = "debug"))]
-    async fn insert_user(&self, user: &User) -> RepoResult<()> {
-        sqlx::query(
-            "INSERT INTO users (id, email, password_hash, role, tier, stripe_customer_id, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(user.id.to_string())
-        .bind(user.email.as_str())
-        .bind(&user.password_hash)
-        .bind(user.role.as_str())
-        .bind(user.tier.as_str())
-        .bind(&user.stripe_customer_id)
-        .bind(user.created_at)
-        .bind(user.updated_at)
-        .execute(self.pool())
-        .await
-        .map_err(repo_err)?;
-        Ok(())
-    }
-
-    async fn user_by_id(&self, id: UserId) -> RepoResult<Option<User>> {
-        self.one_user(
-            concat!("SELECT ", user_columns!(), " FROM users WHERE id = ?"),
-            id.to_string(),
-        )
-        .await
-    }
-
-    async fn user_by_email(&self, email: &Email) -> RepoResult<Option<User>> {
-        self.one_user(
-            concat!("SELECT ", user_columns!(), " FROM users WHERE email = ?"),
-            email.as_str().to_owned(),
-        )
-        .await
-    }
-
-    async fn list_users(&self, offset: u64, limit: u64) -> RepoResult<Vec<User>> {
-        sqlx::query(concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users ORDER BY created_at, id LIMIT ? OFFSET ?"
-        ))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-        .fetch_all(self.pool())
-        .await
-        .map_err(repo_err)?
-        .iter()
-        .map(user_from_row)
-        .collect()
-    }
-
-    async fn set_tier(&self, id: UserId, tier: Tier, now: Millis) -> RepoResult<()> {
-        self.update_user(
-            "UPDATE users SET tier = ?, updated_at = ? WHERE id = ?",
-            tier.as_str(),
-            id,
-            now,
-        )
-        .await
-    }
-
-    async fn set_role(&self, id: UserId, role: Role, now: Millis) -> RepoResult<()> {
-        self.update_user(
-            "UPDATE users SET role = ?, updated_at = ? WHERE id = ?",
-            role.as_str(),
-            id,
-            now,
-        )
-        .await
-    }
-
-    async fn delete_user(&self, id: UserId) -> RepoResult<()> {
-        // Tokens go by ON DELETE CASCADE.
-        let done = sqlx::query("DELETE FROM users WHERE id = ?")
-            .bind(id.to_string())
-            .execute(self.pool())
-            .await
-            .map_err(repo_err)?;
-        expect_one(done.rows_affected())
-    }
-}
-
-#[async_trait]
-impl RefreshTokenRepo for SqliteDb {
-    async fn insert_refresh_token(&self, t: &RefreshToken) -> RepoResult<()> {
-        sqlx::query(concat!(
-            "INSERT INTO refresh_tokens (",
-            token_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(t.id.to_string())
-        .bind(t.user_id.to_string())
-        .bind(t.family_id.to_string())
-        .bind(&t.token_hash)
-        .bind(t.expires_at)
-        .bind(t.created_at)
-        .bind(t.used_at)
-        .bind(t.revoked_at)
-        .execute(self.pool())
-        .await
-        .map_err(repo_err)?;
-        Ok(())
-    }
-
-    async fn refresh_token_by_hash(&self, token_hash: &str) -> RepoResult<Option<RefreshToken>> {
-        sqlx::query(concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM refresh_tokens WHERE token_hash = ?"
-        ))
-        .bind(token_hash)
-        .fetch_optional(self.pool())
-        .await
-        .map_err(repo_err)?
-        .as_ref()
-        .map(token_from_row)
-        .transpose()
-    }
-
-    async fn mark_refresh_token_used(&self, id: Uuid, now: Millis) -> RepoResult<bool> {
-        // One conditional UPDATE: the database decides the race, not a read-then-write.
-        let done = sqlx::query(
-            "UPDATE refresh_tokens SET used_at = ? WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(id.to_string())
-        .execute(self.pool())
-        .await
-        .map_err(repo_err)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn revoke_token_family(&self, family_id: Uuid, now: Millis) -> RepoResult<u64> {
-        let done = sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(family_id.to_string())
-        .execute(self.pool())
-        .await
-        .map_err(repo_err)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn delete_expired_refresh_tokens(&self, now: Millis) -> RepoResult<u64> {
-        let done = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < ?")
-            .bind(now)
-            .execute(self.pool())
-            .await
-            .map_err(repo_err)?;
-        Ok(done.rows_affected())
-    }
-}
+impl_user_repos!(SqliteDb, sql);
