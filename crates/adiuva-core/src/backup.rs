@@ -9,7 +9,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use futures::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
@@ -19,7 +18,7 @@ use crate::error::Error;
 use crate::ports::blob::{BlobError, BlobStore, ByteStream};
 use crate::ports::db::BackupMeta;
 use crate::ports::{Clock, Database};
-use crate::storage::blob_error;
+use crate::storage::{blob_error, discard_blob};
 use crate::tiers::{Feature, TierManager};
 
 /// Backups kept per user when not configured.
@@ -302,13 +301,6 @@ impl BackupService {
     }
 
     async fn discard_blob(&self, key: &str) {
-        if let Err(e) = self.blobs.delete(key).await {
-            tracing::warn!(blob_key = %key, error = %e, "could not delete a blob; `adiuva storage gc` will find it");
-        }
+        discard_blob(self.blobs.as_ref(), key).await;
     }
-}
-
-/// A single-chunk body, for callers that have the bytes already.
-pub fn body_of(bytes: Bytes) -> ByteStream {
-    futures::stream::iter([Ok(bytes)]).boxed()
 }

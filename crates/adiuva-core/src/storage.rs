@@ -61,6 +61,14 @@ fn verified(blob: &[u8], checksum: &str) -> Result<Checksum, Error> {
     Ok(checksum)
 }
 
+/// Deletes a blob whose row was refused or removed; a failure is logged, not returned,
+/// because the blob is then an orphan that `adiuva storage gc` finds.
+pub(crate) async fn discard_blob(blobs: &dyn BlobStore, key: &str) {
+    if let Err(e) = blobs.delete(key).await {
+        tracing::warn!(blob_key = %key, error = %e, "could not delete a blob; `adiuva storage gc` will find it");
+    }
+}
+
 fn one_chunk(bytes: Bytes) -> ByteStream {
     futures::stream::iter([Ok(bytes)]).boxed()
 }
@@ -102,13 +110,9 @@ impl RecordService {
             .tiers
             .quota_bytes(user, Feature::CloudStorageGb)
             .await?;
+        // The quota is checked once, atomically with the insert below: a record is at most
+        // a JSON body, so writing its blob before a refusal costs little.
         let size = blob.len() as i64;
-        TierManager::check_quota(
-            quota,
-            self.db.stored_bytes(user).await?,
-            size,
-            Feature::CloudStorageGb,
-        )?;
         let id = Uuid::now_v7();
         let now = self.clock.now_ms();
         let meta = RecordMeta {
@@ -227,9 +231,7 @@ impl RecordService {
     }
 
     async fn discard_blob(&self, key: &str) {
-        if let Err(e) = self.blobs.delete(key).await {
-            tracing::warn!(blob_key = %key, error = %e, "could not delete a blob; `adiuva storage gc` will find it");
-        }
+        discard_blob(self.blobs.as_ref(), key).await;
     }
 
     /// Blobs in the store that no record or backup row points at; with `apply`, deletes
