@@ -96,18 +96,8 @@ async fn every_operation_is_documented() {
     assert_eq!(scheme["scheme"], "bearer");
 }
 
-fn require_tools() -> bool {
-    std::env::var("ADIUVA_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
 fn skip(what: &str) {
-    assert!(
-        !require_tools(),
-        "{what} is required (ADIUVA_TEST_REQUIRE_SERVICES=1) but was not found; run .ci/run or install it"
-    );
-    eprintln!(
-        "SKIPPED: {what} not found; set ADIUVA_TEST_REQUIRE_SERVICES=1 to make this a failure"
-    );
+    adiuva_core::testing::services::missing(what, "not found; run .ci/run or install it");
 }
 
 fn write_spec(dir: &Path) -> PathBuf {

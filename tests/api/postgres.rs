@@ -61,13 +61,9 @@ async fn concurrent_registrations_of_one_email_on_postgres() {
 /// The SaaS shape: PostgreSQL for rows, S3 for blobs (moto_server in CI).
 #[tokio::test]
 async fn serves_on_postgres_and_s3() {
-    let Some(endpoint) = std::env::var("ADIUVA_TEST_S3_ENDPOINT").ok() else {
-        let required = std::env::var("ADIUVA_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "ADIUVA_TEST_S3_ENDPOINT is required (ADIUVA_TEST_REQUIRE_SERVICES=1)"
-        );
-        eprintln!("SKIPPED: PostgreSQL + S3 stack: set ADIUVA_TEST_S3_ENDPOINT");
+    let Some(endpoint) =
+        adiuva_core::testing::services::service("ADIUVA_TEST_S3_ENDPOINT", "PostgreSQL + S3 stack")
+    else {
         return;
     };
     let Some(pg) = adiuva_adapters::postgres::testing::TestDatabase::create("s3stack").await else {

@@ -91,13 +91,10 @@ async fn limits_can_be_turned_off() {
 /// checks two limiters on one Redis share a budget); CI sets the URL.
 #[tokio::test]
 async fn budgets_are_counted_in_redis_when_configured() {
-    let Ok(url) = std::env::var("ADIUVA_TEST_REDIS_URL") else {
-        let required = std::env::var("ADIUVA_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "ADIUVA_TEST_REDIS_URL is required (ADIUVA_TEST_REQUIRE_SERVICES=1)"
-        );
-        eprintln!("SKIPPED: Redis-backed rate limits: set ADIUVA_TEST_REDIS_URL");
+    let Some(url) = adiuva_core::testing::services::service(
+        "ADIUVA_TEST_REDIS_URL",
+        "Redis-backed rate limits",
+    ) else {
         return;
     };
     let app = spawn_app_with(|s| {

@@ -351,17 +351,10 @@ mod tests {
 
     fn s3_from_env() -> Option<ObjectBlobs> {
         let var = |k: &str| std::env::var(format!("ADIUVA_TEST_S3_{k}")).ok();
-        let Some(endpoint) = var("ENDPOINT") else {
-            let required = std::env::var("ADIUVA_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "ADIUVA_TEST_S3_ENDPOINT is required (ADIUVA_TEST_REQUIRE_SERVICES=1)"
-            );
-            eprintln!(
-                "SKIPPED: S3 blob store tests: set ADIUVA_TEST_S3_ENDPOINT (and _BUCKET, _ACCESS_KEY_ID, _SECRET_ACCESS_KEY)"
-            );
-            return None;
-        };
+        let endpoint = adiuva_core::testing::services::service(
+            "ADIUVA_TEST_S3_ENDPOINT",
+            "S3 blob store tests",
+        )?;
         let options = S3Options {
             region: var("REGION"),
             endpoint: Some(endpoint),

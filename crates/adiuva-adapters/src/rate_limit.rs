@@ -167,15 +167,9 @@ mod tests {
 
     #[tokio::test]
     async fn conformance_on_redis_shared_by_two_instances() {
-        let Ok(url) = std::env::var("ADIUVA_TEST_REDIS_URL") else {
-            let required = std::env::var("ADIUVA_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "ADIUVA_TEST_REDIS_URL is required (ADIUVA_TEST_REQUIRE_SERVICES=1)"
-            );
-            eprintln!(
-                "SKIPPED: Redis rate limiter: set ADIUVA_TEST_REDIS_URL=redis://127.0.0.1:6379"
-            );
+        let Some(url) =
+            adiuva_core::testing::services::service("ADIUVA_TEST_REDIS_URL", "Redis rate limiter")
+        else {
             return;
         };
         let prefix = format!("adiuva-test:{}:", uuid::Uuid::new_v4().simple());

@@ -16,23 +16,13 @@ pub struct TestDatabase {
     dropped: bool,
 }
 
-fn required() -> bool {
-    std::env::var("ADIUVA_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
 impl TestDatabase {
     /// Creates `adiuva_test_<tag>_<random>`, or returns `None` when no server is configured.
     pub async fn create(tag: &str) -> Option<Self> {
-        let Ok(admin_url) = std::env::var("ADIUVA_TEST_POSTGRES_URL") else {
-            assert!(
-                !required(),
-                "ADIUVA_TEST_POSTGRES_URL is required (ADIUVA_TEST_REQUIRE_SERVICES=1)"
-            );
-            eprintln!(
-                "SKIPPED: PostgreSQL tests ({tag}): set ADIUVA_TEST_POSTGRES_URL=postgres://user@host:port/db"
-            );
-            return None;
-        };
+        let admin_url = adiuva_core::testing::services::service(
+            "ADIUVA_TEST_POSTGRES_URL",
+            &format!("PostgreSQL tests ({tag})"),
+        )?;
         let name = format!("adiuva_test_{tag}_{}", uuid::Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(&admin_url)
             .await

@@ -8,5 +8,6 @@ pub mod blobs;
 pub mod database;
 mod memory_db;
 pub mod rate_limit;
+pub mod services;
 
 pub use memory_db::MemoryDb;
