@@ -10,9 +10,8 @@ use poem::{Body, Request};
 use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::{Binary, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi};
-use uuid::Uuid;
 
-use super::{ApiTags, BearerAuth, Ok};
+use super::{ApiTags, BearerAuth, Ok, path_id};
 use crate::api_errors;
 
 /// One backup (plan `BackupMetadata`, plus `id`, `size_bytes`, `created_at`).
@@ -210,8 +209,9 @@ impl BackupApi {
         auth: BearerAuth,
         id: Path<String>,
     ) -> Result<Json<Ok>, BackupReadError> {
-        let id = Uuid::parse_str(&id.0).map_err(|_| adiuva_core::Error::NotFound("backup"))?;
-        app.backups()?.delete(auth.0, id).await?;
+        app.backups()?
+            .delete(auth.0, path_id(&id.0, "backup")?)
+            .await?;
         Ok(Json(Ok::yes()))
     }
 }

@@ -59,6 +59,12 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<UserId> {
         .map_err(|e| ApiError::from(e).into())
 }
 
+/// A resource id from the path. Not a UUID cannot be anyone's: the same 404 as another
+/// user's id, so the answer says nothing about what exists.
+pub fn path_id(raw: &str, what: &'static str) -> Result<uuid::Uuid, adiuva_core::Error> {
+    uuid::Uuid::parse_str(raw).map_err(|_| adiuva_core::Error::NotFound(what))
+}
+
 /// The whole API (every module's routes).
 pub type Api = (
     health::HealthApi,

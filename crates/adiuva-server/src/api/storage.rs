@@ -11,9 +11,8 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Binary, Json};
 use poem_openapi::types::Base64;
 use poem_openapi::{ApiResponse, Object, OpenApi};
-use uuid::Uuid;
 
-use super::{ApiTags, BearerAuth, Ok};
+use super::{ApiTags, BearerAuth, Ok, path_id};
 use crate::api_errors;
 
 /// A new record (plan `StorageRecordCreate`).
@@ -113,11 +112,6 @@ api_errors!(
     }
 );
 
-fn record_id(raw: &str) -> Result<Uuid, adiuva_core::Error> {
-    // Not a UUID cannot be anyone's record: the same 404 as someone else's.
-    Uuid::parse_str(raw).map_err(|_| adiuva_core::Error::NotFound("record"))
-}
-
 /// Cloud records.
 pub struct StorageApi;
 
@@ -190,7 +184,10 @@ impl StorageApi {
         auth: BearerAuth,
         id: Path<String>,
     ) -> Result<RecordDownload, RecordReadError> {
-        let (meta, mut stream) = app.records()?.download(auth.0, record_id(&id.0)?).await?;
+        let (meta, mut stream) = app
+            .records()?
+            .download(auth.0, path_id(&id.0, "record")?)
+            .await?;
         // Records are small (bounded by the JSON body limit): answer with one
         // Content-Length body. A chunked stream of small writes meets delayed ACKs and
         // costs ~40 ms a request on loopback.
@@ -221,7 +218,12 @@ impl StorageApi {
     ) -> Result<Json<Ok>, RecordWriteError> {
         let body = body.0;
         app.records()?
-            .update(auth.0, record_id(&id.0)?, body.blob.0, &body.checksum)
+            .update(
+                auth.0,
+                path_id(&id.0, "record")?,
+                body.blob.0,
+                &body.checksum,
+            )
             .await?;
         Ok(Json(Ok::yes()))
     }
@@ -238,7 +240,9 @@ impl StorageApi {
         auth: BearerAuth,
         id: Path<String>,
     ) -> Result<Json<Ok>, RecordReadError> {
-        app.records()?.delete(auth.0, record_id(&id.0)?).await?;
+        app.records()?
+            .delete(auth.0, path_id(&id.0, "record")?)
+            .await?;
         Ok(Json(Ok::yes()))
     }
 }
