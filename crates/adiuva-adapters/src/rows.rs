@@ -180,3 +180,19 @@ where
         created_at: get(row, "created_at")?,
     })
 }
+
+/// What a quota-conditioned `UPDATE` of a record meant: it touched the row (`true`), the
+/// row exists but the quota refused (`false`), or there is no such record of the user's.
+pub(crate) async fn quota_update_outcome(
+    db: &dyn adiuva_core::ports::RecordRepo,
+    m: &adiuva_core::ports::db::RecordMeta,
+    rows_affected: u64,
+) -> RepoResult<bool> {
+    if rows_affected == 1 {
+        return Ok(true);
+    }
+    match db.record(m.user_id, m.id).await? {
+        Some(_) => Ok(false),
+        None => Err(RepoError::NotFound),
+    }
+}

@@ -9,7 +9,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::PgDb;
-use crate::rows::{expect_one, record_from_row, repo_err};
+use crate::rows::{expect_one, quota_update_outcome, record_from_row, repo_err};
 
 macro_rules! record_columns {
     () => {
@@ -128,13 +128,7 @@ impl RecordRepo for PgDb {
         .await
         .map_err(repo_err)?;
         tx.commit().await.map_err(repo_err)?;
-        if done.rows_affected() == 1 {
-            return Ok(true);
-        }
-        match self.record(m.user_id, m.id).await? {
-            Some(_) => Ok(false),
-            None => Err(RepoError::NotFound),
-        }
+        quota_update_outcome(self, m, done.rows_affected()).await
     }
 
     async fn delete_record(&self, user_id: UserId, id: Uuid) -> RepoResult<()> {

@@ -3,12 +3,12 @@
 //! reads, so the sum it checks is the sum it writes against.
 
 use adiuva_core::domain::UserId;
-use adiuva_core::ports::db::{RecordMeta, RecordRepo, RepoError, RepoResult};
+use adiuva_core::ports::db::{RecordMeta, RecordRepo, RepoResult};
 use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::SqliteDb;
-use crate::rows::{expect_one, record_from_row, repo_err};
+use crate::rows::{expect_one, quota_update_outcome, record_from_row, repo_err};
 
 macro_rules! record_columns {
     () => {
@@ -106,13 +106,7 @@ impl RecordRepo for SqliteDb {
         .execute(self.pool())
         .await
         .map_err(repo_err)?;
-        if done.rows_affected() == 1 {
-            return Ok(true);
-        }
-        match self.record(m.user_id, m.id).await? {
-            Some(_) => Ok(false),
-            None => Err(RepoError::NotFound),
-        }
+        quota_update_outcome(self, m, done.rows_affected()).await
     }
 
     async fn delete_record(&self, user_id: UserId, id: Uuid) -> RepoResult<()> {
