@@ -12,6 +12,7 @@ pub mod rate_limit;
 mod rows;
 pub mod sqlite;
 mod user_repos;
+pub mod vector;
 
 /// Why an adapter could not be set up. Every variant reads as a sentence an operator can act on.
 #[derive(Debug, thiserror::Error)]

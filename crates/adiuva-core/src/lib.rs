@@ -20,6 +20,7 @@ pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tiers;
+pub mod vector;
 
 pub use error::Error;
 pub use facade::{Accounts, Adiuva, AdiuvaBuilder};

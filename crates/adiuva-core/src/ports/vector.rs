@@ -57,11 +57,19 @@ pub struct VectorFilter {
 
 /// A namespaced vector index.
 ///
-/// Contract: similarity is cosine, scores lie in [-1, 1]; results are ordered by score
-/// descending, then id ascending; `upsert` replaces a point with the same id; a
-/// namespace's dimension is fixed by its first write and a different length is
-/// [`VectorError::DimensionMismatch`]; namespaces never see each other's points.
-/// Exact backends return the true top-k; ANN backends (HNSW) may miss some, and say so.
+/// Contract (checked for every adapter by `adiuva_core::testing::vectors::run_all`):
+/// - Similarity is **cosine**; scores lie in [-1, 1] (1 = same direction).
+/// - Results are ordered by score descending, then id ascending; at most `top_k`.
+/// - `upsert` replaces a point with the same id (vector and payload); a batch naming an
+///   id twice keeps the last one; a batch is all-or-nothing with respect to validation.
+/// - A namespace's dimension is fixed by its first write; a vector (stored or queried)
+///   of another length is [`VectorError::DimensionMismatch`]. A namespace with no points
+///   (never written, emptied, or deleted) takes any dimension. Backends whose
+///   dimension is fixed per deployment (Pinecone: per index) report that one instead.
+/// - Empty, non-finite or all-zero vectors are [`VectorError::Invalid`].
+/// - Namespaces never see each other's points, ids or dimensions.
+/// - Exact backends return the true top-k; ANN backends (HNSW) may miss some, and say so
+///   in their docs.
 #[async_trait]
 pub trait VectorIndex: Send + Sync {
     /// Inserts or replaces points; returns how many.
@@ -79,4 +87,6 @@ pub trait VectorIndex: Send + Sync {
     async fn delete(&self, namespace: &str, ids: &[String]) -> Result<usize, VectorError>;
     /// Drops the namespace and its dimension.
     async fn delete_namespace(&self, namespace: &str) -> Result<(), VectorError>;
+    /// A short name for logs and `doctor` (`embedded`, `pgvector`, `qdrant`, …).
+    fn name(&self) -> &'static str;
 }

@@ -9,5 +9,6 @@ pub mod database;
 mod memory_db;
 pub mod rate_limit;
 pub mod services;
+pub mod vectors;
 
 pub use memory_db::MemoryDb;

@@ -1,0 +1,1 @@
+//! The pinecone vector index (in progress).

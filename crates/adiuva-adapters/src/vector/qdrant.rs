@@ -1,0 +1,1 @@
+//! The qdrant vector index (in progress).

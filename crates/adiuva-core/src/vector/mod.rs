@@ -1,0 +1,44 @@
+//! Vector search over client-encrypted payloads: the exact in-memory index every
+//! embedded deployment uses, the plan-compatible hash vector, and the service behind
+//! `/storage/vectors` (see [`service`]).
+
+pub mod exact;
+mod memory;
+
+use sha2::{Digest as _, Sha256};
+
+pub use exact::ExactIndex;
+pub use memory::MemoryVectorIndex;
+
+use crate::ports::vector::VectorPoint;
+
+/// Dimension of the plan-compatible hash vector.
+pub const HASH_DIM: usize = 32;
+
+/// The plan's compatibility vector: the 32 bytes of SHA-256(ciphertext), each scaled to
+/// [0, 1]. **Not semantic**: two encryptions of the same text share nothing, so scores
+/// between such vectors mean nothing; it only lets plan-era clients that send no vector
+/// store and list their items. Identical ciphertexts score 1.0.
+pub fn hash_vector(blob: &[u8]) -> Vec<f32> {
+    Sha256::digest(blob)
+        .iter()
+        .map(|&b| f32::from(b) / 255.0)
+        .collect()
+}
+
+/// Keeps the last point of each id, in first-seen order: a batch that names an id
+/// twice means "the later one", as two upserts in a row would.
+pub fn dedup_last(points: Vec<VectorPoint>) -> Vec<VectorPoint> {
+    let mut index = std::collections::HashMap::with_capacity(points.len());
+    let mut out: Vec<VectorPoint> = Vec::with_capacity(points.len());
+    for p in points {
+        match index.get(&p.id) {
+            Some(&i) => out[i] = p,
+            None => {
+                index.insert(p.id.clone(), out.len());
+                out.push(p);
+            }
+        }
+    }
+    out
+}
