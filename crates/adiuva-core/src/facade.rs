@@ -8,15 +8,17 @@ use crate::backup::{BackupService, DEFAULT_RETENTION};
 use crate::domain::{Email, Role, Tier};
 use crate::error::Error;
 use crate::ports::db::User;
-use crate::ports::{BlobStore, Clock, Database, SystemClock};
+use crate::ports::{BlobStore, Clock, Database, SystemClock, VectorIndex};
 use crate::storage::RecordService;
 use crate::tiers::TierManager;
+use crate::vector::VectorService;
 
 /// The assembled backend.
 #[derive(Clone)]
 pub struct Adiuva {
     db: Arc<dyn Database>,
     blobs: Option<Arc<dyn BlobStore>>,
+    vectors: Option<Arc<dyn VectorIndex>>,
     backup_retention: usize,
     quota_gb_bytes: i64,
     clock: Arc<dyn Clock>,
@@ -36,6 +38,7 @@ impl std::fmt::Debug for Adiuva {
 pub struct AdiuvaBuilder {
     db: Option<Arc<dyn Database>>,
     blobs: Option<Arc<dyn BlobStore>>,
+    vectors: Option<Arc<dyn VectorIndex>>,
     backup_retention: Option<usize>,
     quota_gb_bytes: Option<i64>,
     clock: Option<Arc<dyn Clock>>,
@@ -52,6 +55,12 @@ impl AdiuvaBuilder {
     /// The blob store (needed for cloud records; without one they answer 503).
     pub fn blobs(mut self, blobs: Arc<dyn BlobStore>) -> Self {
         self.blobs = Some(blobs);
+        self
+    }
+
+    /// The vector index (needed for `/storage/vectors`; without one it answers 503).
+    pub fn vectors(mut self, index: Arc<dyn VectorIndex>) -> Self {
+        self.vectors = Some(index);
         self
     }
 
@@ -92,6 +101,7 @@ impl AdiuvaBuilder {
         Ok(Adiuva {
             db,
             blobs: self.blobs,
+            vectors: self.vectors,
             backup_retention: self.backup_retention.unwrap_or(DEFAULT_RETENTION),
             quota_gb_bytes: self.quota_gb_bytes.unwrap_or(crate::tiers::GIB),
             clock,
@@ -146,6 +156,20 @@ impl Adiuva {
             self.clock.clone(),
             self.tiers(),
             self.backup_retention,
+        ))
+    }
+
+    /// The cloud vector store; `Unavailable` when no vector index was given.
+    pub fn vectors(&self) -> Result<VectorService, Error> {
+        let index = self.vectors.clone().ok_or_else(|| Error::Unavailable {
+            code: "vector_index_unavailable",
+            detail: "no vector index is configured".into(),
+        })?;
+        Ok(VectorService::new(
+            self.db.clone(),
+            index,
+            self.clock.clone(),
+            self.tiers(),
         ))
     }
 
@@ -213,9 +237,14 @@ impl Accounts<'_> {
         self.find(email).await
     }
 
-    /// Deletes a user and their sessions.
+    /// Deletes a user, their sessions and their vector items (the index may live
+    /// outside the database, so it is emptied first; records' blobs are left for
+    /// `adiuva storage gc`).
     pub async fn delete(&self, email: &str) -> Result<User, Error> {
         let user = self.find(email).await?;
+        if let Ok(vectors) = self.app.vectors() {
+            vectors.delete_all(user.id).await?;
+        }
         self.app.db.delete_user(user.id).await?;
         Ok(user)
     }

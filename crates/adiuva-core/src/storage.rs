@@ -49,7 +49,7 @@ pub(crate) fn blob_error(e: BlobError) -> Error {
     }
 }
 
-fn verified(blob: &[u8], checksum: &str) -> Result<Checksum, Error> {
+pub(crate) fn verified(blob: &[u8], checksum: &str) -> Result<Checksum, Error> {
     let checksum = Checksum::parse(checksum)?;
     if !checksum.matches(blob) {
         return Err(Error::BadRequest {
@@ -73,7 +73,7 @@ fn one_chunk(bytes: Bytes) -> ByteStream {
     futures::stream::iter([Ok(bytes)]).boxed()
 }
 
-fn quota_exceeded() -> Error {
+pub(crate) fn quota_exceeded() -> Error {
     Error::Forbidden {
         code: "quota_exceeded",
         detail: "this would exceed your tier's cloud storage quota; nothing was stored".into(),

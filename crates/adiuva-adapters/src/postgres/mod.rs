@@ -4,6 +4,7 @@ mod backups;
 mod records;
 mod subscriptions;
 mod users;
+mod vectors;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -133,7 +134,7 @@ mod tests {
             return;
         };
         let db = super::PgDb::connect(test_db.url()).await.expect("connect");
-        assert_eq!(db.migrate().await.expect("migrate").len(), 4);
+        assert_eq!(db.migrate().await.expect("migrate").len(), 5);
         assert!(db.migrate().await.expect("again").is_empty(), "idempotent");
         adiuva_core::testing::database::run_all(&db).await;
         db.close().await;

@@ -47,7 +47,7 @@ impl RecordRepo for PgDb {
             record_columns!(),
             ") SELECT $1, $2, $3, $4, $5, $6, $7, $8
              WHERE $9::bigint IS NULL
-                OR (SELECT COALESCE(SUM(size_bytes), 0) FROM storage_records WHERE user_id = $2) + $6 <= $9::bigint"
+                OR (SELECT COALESCE(SUM(size_bytes), 0) FROM storage_records WHERE user_id = $2) + (SELECT COALESCE(SUM(size_bytes), 0) FROM vector_items WHERE user_id = $2) + $6 <= $9::bigint"
         ))
         .bind(m.id)
         .bind(m.user_id.0)
@@ -116,7 +116,7 @@ impl RecordRepo for PgDb {
             "UPDATE storage_records SET checksum = $1, size_bytes = $2, updated_at = $3
              WHERE id = $4 AND user_id = $5
                AND ($6::bigint IS NULL
-                    OR (SELECT COALESCE(SUM(size_bytes), 0) FROM storage_records WHERE user_id = $5) - size_bytes + $2 <= $6::bigint)",
+                    OR (SELECT COALESCE(SUM(size_bytes), 0) FROM storage_records WHERE user_id = $5) + (SELECT COALESCE(SUM(size_bytes), 0) FROM vector_items WHERE user_id = $5) - size_bytes + $2 <= $6::bigint)",
         )
         .bind(&m.checksum)
         .bind(m.size_bytes)

@@ -5,6 +5,7 @@ mod backups;
 mod records;
 mod subscriptions;
 mod users;
+mod vectors;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -143,7 +144,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("nested/adiuva.db").display());
         let db = SqliteDb::connect(&url).await.expect("connect");
-        assert_eq!(db.migrate().await.expect("migrate").len(), 4);
+        assert_eq!(db.migrate().await.expect("migrate").len(), 5);
         (dir, db)
     }
 

@@ -28,7 +28,7 @@ impl RecordRepo for SqliteDb {
             record_columns!(),
             ") SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
              WHERE ?9 IS NULL
-                OR (SELECT COALESCE(SUM(size_bytes), 0) FROM storage_records WHERE user_id = ?2) + ?6 <= ?9"
+                OR (SELECT COALESCE(SUM(size_bytes), 0) FROM storage_records WHERE user_id = ?2) + (SELECT COALESCE(SUM(size_bytes), 0) FROM vector_items WHERE user_id = ?2) + ?6 <= ?9"
         ))
         .bind(m.id.to_string())
         .bind(m.user_id.to_string())
@@ -95,7 +95,7 @@ impl RecordRepo for SqliteDb {
             "UPDATE storage_records SET checksum = ?1, size_bytes = ?2, updated_at = ?3
              WHERE id = ?4 AND user_id = ?5
                AND (?6 IS NULL
-                    OR (SELECT COALESCE(SUM(size_bytes), 0) FROM storage_records WHERE user_id = ?5) - size_bytes + ?2 <= ?6)",
+                    OR (SELECT COALESCE(SUM(size_bytes), 0) FROM storage_records WHERE user_id = ?5) + (SELECT COALESCE(SUM(size_bytes), 0) FROM vector_items WHERE user_id = ?5) - size_bytes + ?2 <= ?6)",
         )
         .bind(&m.checksum)
         .bind(m.size_bytes)

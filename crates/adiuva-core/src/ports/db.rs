@@ -248,13 +248,54 @@ pub trait SubscriptionRepo: Send + Sync {
     async fn subscription_for_user(&self, user_id: UserId) -> RepoResult<Option<Subscription>>;
 }
 
+/// A vector item's id and its stored bytes; `None` bytes = it did not exist.
+pub type VectorItemSize = (String, Option<i64>);
+
+/// The accounting of vector items (the vectors themselves live in the
+/// [`VectorIndex`](super::VectorIndex)): one row per (user, item id) with its stored
+/// bytes, which count against the same quota as records (`cloud_storage_gb`).
+#[async_trait]
+pub trait VectorUsageRepo: Send + Sync {
+    /// Records `items` as `(id, bytes)`, replacing rows of the same ids, if the user's
+    /// stored bytes (records + vector items) afterwards stay within `quota_bytes`
+    /// (`None` = unlimited) — atomically with the check. Over quota → `Ok(None)`,
+    /// nothing written; else the previous sizes of these ids, for
+    /// [`restore_vector_items`](Self::restore_vector_items).
+    async fn reserve_vector_items(
+        &self,
+        user_id: UserId,
+        items: &[(String, i64)],
+        quota_bytes: Option<i64>,
+        now: Millis,
+    ) -> RepoResult<Option<Vec<VectorItemSize>>>;
+    /// Puts back what `reserve_vector_items` returned (removing ids that were new).
+    async fn restore_vector_items(
+        &self,
+        user_id: UserId,
+        previous: &[VectorItemSize],
+    ) -> RepoResult<()>;
+    /// Forgets these ids; returns how many rows existed.
+    async fn release_vector_items(&self, user_id: UserId, ids: &[String]) -> RepoResult<u64>;
+    /// Forgets all of the user's items.
+    async fn release_all_vector_items(&self, user_id: UserId) -> RepoResult<()>;
+    /// Sum of the user's vector item sizes.
+    async fn vector_bytes(&self, user_id: UserId) -> RepoResult<i64>;
+}
+
 /// The database as the facade sees it: every implemented repository plus health.
 ///
 /// Grows a supertrait per repository as each capability lands, so an adapter cannot be
 /// half a database.
 #[async_trait]
 pub trait Database:
-    UserRepo + RefreshTokenRepo + RecordRepo + BackupRepo + SubscriptionRepo + Send + Sync
+    UserRepo
+    + RefreshTokenRepo
+    + RecordRepo
+    + BackupRepo
+    + SubscriptionRepo
+    + VectorUsageRepo
+    + Send
+    + Sync
 {
     /// A short name for logs and `doctor` (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;

@@ -24,6 +24,8 @@ pub async fn run_all(db: &dyn Database) {
     record_quota_holds_under_concurrency(db).await;
     backups_are_scoped_ordered_and_within_quota(db).await;
     subscriptions_upsert_idempotently(db).await;
+    vector_usage_shares_the_storage_quota(db).await;
+    vector_usage_quota_holds_under_concurrency(db).await;
 }
 
 fn unique_email(tag: &str) -> Email {
@@ -628,4 +630,116 @@ pub async fn subscriptions_upsert_idempotently(db: &dyn Database) {
     );
     db.delete_user(user.id).await.expect("delete");
     assert_eq!(db.subscription_for_user(user.id).await.expect("get"), None);
+}
+
+fn items(prefix: &str, n: usize, bytes: i64) -> Vec<(String, i64)> {
+    (0..n).map(|i| (format!("{prefix}{i}"), bytes)).collect()
+}
+
+/// Vector items and records count against one quota; replacing an item counts its new
+/// size only; restore and release undo exactly; another user is untouched.
+pub async fn vector_usage_shares_the_storage_quota(db: &dyn Database) {
+    let user = sample_user("vecquota", 1);
+    let other = sample_user("vecother", 1);
+    db.insert_user(&user).await.expect("user");
+    db.insert_user(&other).await.expect("other");
+    let first = db
+        .reserve_vector_items(user.id, &items("a", 3, 100), Some(1000), 5)
+        .await
+        .expect("reserve")
+        .expect("300 of 1000 fits");
+    assert!(
+        first.iter().all(|(_, b)| b.is_none()),
+        "all were new: {first:?}"
+    );
+    assert_eq!(db.vector_bytes(user.id).await.expect("bytes"), 300);
+    db.insert_record_within_quota(&sample_record(user.id, "t", 500, 10), Some(1000))
+        .await
+        .expect("record")
+        .then_some(())
+        .expect("a 500-byte record fits beside 300 vector bytes");
+    assert!(
+        !db.insert_record_within_quota(&sample_record(user.id, "t", 201, 11), Some(1000))
+            .await
+            .expect("record"),
+        "a record quota counts vector bytes (300 + 500 + 201 > 1000)"
+    );
+    assert!(
+        db.reserve_vector_items(user.id, &items("b", 1, 201), Some(1000), 6)
+            .await
+            .expect("reserve")
+            .is_none(),
+        "vector bytes count records (800 + 201 > 1000)"
+    );
+    assert_eq!(
+        db.vector_bytes(user.id).await.expect("bytes"),
+        300,
+        "refused → nothing written"
+    );
+    // Replacing a0 (100) by 300 bytes adds 200: exactly fills 1000.
+    let prev = db
+        .reserve_vector_items(
+            user.id,
+            &[("a0".into(), 300), ("n".into(), 0)],
+            Some(1000),
+            7,
+        )
+        .await
+        .expect("reserve")
+        .expect("a replacement counts only its growth");
+    assert_eq!(
+        prev,
+        vec![("a0".to_string(), Some(100)), ("n".to_string(), None)]
+    );
+    assert_eq!(db.vector_bytes(user.id).await.expect("bytes"), 500);
+    db.restore_vector_items(user.id, &prev)
+        .await
+        .expect("restore");
+    assert_eq!(
+        db.vector_bytes(user.id).await.expect("bytes"),
+        300,
+        "restore undoes"
+    );
+    assert_eq!(
+        db.release_vector_items(user.id, &["a1".into(), "zzz".into()])
+            .await
+            .expect("release"),
+        1
+    );
+    db.reserve_vector_items(other.id, &items("a", 2, 50), None, 8)
+        .await
+        .expect("reserve")
+        .expect("unlimited");
+    db.release_all_vector_items(user.id)
+        .await
+        .expect("release all");
+    assert_eq!(db.vector_bytes(user.id).await.expect("bytes"), 0);
+    assert_eq!(
+        db.vector_bytes(other.id).await.expect("bytes"),
+        100,
+        "other user untouched"
+    );
+    db.delete_user(other.id).await.expect("delete user");
+    assert_eq!(
+        db.vector_bytes(other.id).await.expect("bytes"),
+        0,
+        "rows go with the user"
+    );
+}
+
+/// Ten concurrent reservations of 100 bytes under a 350-byte quota: exactly three win.
+pub async fn vector_usage_quota_holds_under_concurrency(db: &dyn Database) {
+    let user = sample_user("vecrace", 1);
+    db.insert_user(&user).await.expect("user");
+    let batches: Vec<Vec<(String, i64)>> =
+        (0..10).map(|i| items(&format!("r{i}-"), 1, 100)).collect();
+    let results = futures::future::join_all(
+        batches
+            .iter()
+            .map(|b| db.reserve_vector_items(user.id, b, Some(350), 9)),
+    )
+    .await;
+    let won = results.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
+    assert_eq!(won, 3, "exactly 3 × 100 bytes fit in 350: {results:?}");
+    assert_eq!(db.vector_bytes(user.id).await.expect("bytes"), 300);
 }

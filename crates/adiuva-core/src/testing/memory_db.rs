@@ -10,7 +10,7 @@ use crate::domain::{Email, Millis, Role, Tier, UserId};
 use crate::ports::Database;
 use crate::ports::db::{
     BackupMeta, BackupRepo, RecordMeta, RecordRepo, RefreshToken, RefreshTokenRepo, RepoError,
-    RepoResult, Subscription, SubscriptionRepo, User, UserRepo,
+    RepoResult, Subscription, SubscriptionRepo, User, UserRepo, VectorItemSize, VectorUsageRepo,
 };
 
 #[derive(Default)]
@@ -20,6 +20,8 @@ struct State {
     records: Vec<RecordMeta>,
     backups: Vec<BackupMeta>,
     subscriptions: Vec<Subscription>,
+    /// (user, item id) → bytes.
+    vector_items: std::collections::BTreeMap<(UserId, String), i64>,
 }
 
 /// Users and tokens in a mutex.
@@ -110,6 +112,7 @@ impl UserRepo for MemoryDb {
             s.records.retain(|r| r.user_id != id);
             s.backups.retain(|b| b.user_id != id);
             s.subscriptions.retain(|x| x.user_id != id);
+            s.vector_items.retain(|(u, _), _| *u != id);
             Ok(())
         })?
     }
@@ -170,12 +173,88 @@ impl RefreshTokenRepo for MemoryDb {
     }
 }
 
-fn used(s: &State, user: UserId) -> i64 {
+fn record_bytes(s: &State, user: UserId) -> i64 {
     s.records
         .iter()
         .filter(|r| r.user_id == user)
         .map(|r| r.size_bytes)
         .sum()
+}
+
+fn vector_bytes(s: &State, user: UserId) -> i64 {
+    s.vector_items
+        .iter()
+        .filter(|((u, _), _)| *u == user)
+        .map(|(_, b)| b)
+        .sum()
+}
+
+/// What counts against `cloud_storage_gb`: records and vector items.
+fn used(s: &State, user: UserId) -> i64 {
+    record_bytes(s, user) + vector_bytes(s, user)
+}
+
+#[async_trait]
+impl VectorUsageRepo for MemoryDb {
+    async fn reserve_vector_items(
+        &self,
+        user_id: UserId,
+        items: &[(String, i64)],
+        quota: Option<i64>,
+        _now: Millis,
+    ) -> RepoResult<Option<Vec<VectorItemSize>>> {
+        self.with(|s| {
+            let previous: Vec<VectorItemSize> = items
+                .iter()
+                .map(|(id, _)| {
+                    (
+                        id.clone(),
+                        s.vector_items.get(&(user_id, id.clone())).copied(),
+                    )
+                })
+                .collect();
+            let freed: i64 = previous.iter().filter_map(|(_, b)| *b).sum();
+            let adding: i64 = items.iter().map(|(_, b)| b).sum();
+            if quota.is_some_and(|q| used(s, user_id) - freed + adding > q) {
+                return None;
+            }
+            for (id, b) in items {
+                s.vector_items.insert((user_id, id.clone()), *b);
+            }
+            Some(previous)
+        })
+    }
+
+    async fn restore_vector_items(
+        &self,
+        user_id: UserId,
+        previous: &[VectorItemSize],
+    ) -> RepoResult<()> {
+        self.with(|s| {
+            for (id, b) in previous {
+                match b {
+                    Some(b) => s.vector_items.insert((user_id, id.clone()), *b),
+                    None => s.vector_items.remove(&(user_id, id.clone())),
+                };
+            }
+        })
+    }
+
+    async fn release_vector_items(&self, user_id: UserId, ids: &[String]) -> RepoResult<u64> {
+        self.with(|s| {
+            ids.iter()
+                .filter(|id| s.vector_items.remove(&(user_id, (*id).clone())).is_some())
+                .count() as u64
+        })
+    }
+
+    async fn release_all_vector_items(&self, user_id: UserId) -> RepoResult<()> {
+        self.with(|s| s.vector_items.retain(|(u, _), _| *u != user_id))
+    }
+
+    async fn vector_bytes(&self, user_id: UserId) -> RepoResult<i64> {
+        self.with(|s| vector_bytes(s, user_id))
+    }
 }
 
 #[async_trait]
@@ -268,7 +347,7 @@ impl RecordRepo for MemoryDb {
     }
 
     async fn stored_bytes(&self, user_id: UserId) -> RepoResult<i64> {
-        self.with(|s| used(s, user_id))
+        self.with(|s| record_bytes(s, user_id))
     }
 
     async fn all_record_keys(&self) -> RepoResult<Vec<String>> {

@@ -2,9 +2,17 @@
 //! is one dot product per stored vector and a bounded top-k selection. No approximation:
 //! its recall is that of brute force, by construction.
 //!
-//! Memory layout is one flat `Vec<f32>` (row-major, `dim` floats per point) so that the
-//! scan is a linear walk the hardware prefetcher follows; deletions swap the last row
-//! into the hole to keep it dense.
+//! A scan of 100k × 384 f32 rows reads 154 MB and is bound by memory bandwidth (≈15 ms
+//! on one core here). So each row is also kept as 8-bit codes with a per-row scale and
+//! a bound on the quantisation error: the search first scans the codes (a quarter of
+//! the bytes, ≈2.5 ms), then rescores exactly, with the f32 rows, only the rows whose
+//! upper bound reaches the k-th best lower bound. Every row of the true top-k passes
+//! that test, so the result is *identical* to brute force over the f32 rows — the
+//! codes only decide which rows are worth an exact look.
+//!
+//! Memory layout is flat and row-major (`dim` values per point) so that the scans are
+//! linear walks the hardware prefetcher follows; deletions swap the last row into the
+//! hole to keep it dense.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -18,7 +26,15 @@ use crate::ports::vector::{VectorError, VectorFilter, VectorHit, VectorPoint};
 #[derive(Debug, Clone, Default)]
 pub struct ExactIndex {
     dim: usize,
+    /// Unit-length rows.
     data: Vec<f32>,
+    /// `round(x / scale)` per component, in [-127, 127].
+    codes: Vec<i8>,
+    /// Per row: `max |x_i| / 127`.
+    scales: Vec<f32>,
+    /// Per row: an upper bound on `|x·q − scale·(codes·q)|` for any unit `q`, i.e. the
+    /// quantisation error's norm plus float rounding slack.
+    errs: Vec<f32>,
     ids: Vec<Arc<str>>,
     payloads: Vec<Bytes>,
     slots: HashMap<Arc<str>, usize>,
@@ -87,6 +103,72 @@ fn scan_portable(data: &[f32], query: &[f32], out: &mut [f32]) {
     for (row, score) in data.chunks_exact(query.len()).zip(out.iter_mut()) {
         *score = dot_lanes(row, query);
     }
+}
+
+/// `codes · query` with sixteen accumulators (vectorised like [`dot_lanes`]).
+#[inline(always)]
+fn dot_codes(codes: &[i8], query: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ca, ra) = codes.as_chunks::<16>();
+    let (cq, rq) = query.as_chunks::<16>();
+    for (x, y) in ca.iter().zip(cq) {
+        for i in 0..16 {
+            acc[i] += f32::from(x[i]) * y[i];
+        }
+    }
+    let mut tail = 0.0;
+    for (x, y) in ra.iter().zip(rq) {
+        tail += f32::from(*x) * y;
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn scan_codes_portable(codes: &[i8], scales: &[f32], query: &[f32], out: &mut [f32]) {
+    for ((row, scale), score) in codes
+        .chunks_exact(query.len())
+        .zip(scales)
+        .zip(out.iter_mut())
+    {
+        *score = scale * dot_codes(row, query);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn scan_codes_avx2(codes: &[i8], scales: &[f32], query: &[f32], out: &mut [f32]) {
+    scan_codes_portable(codes, scales, query, out);
+}
+
+/// Approximate scores (`scale · codes·query`) of every coded row into `out`.
+fn scan_codes(codes: &[i8], scales: &[f32], query: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: as in `scan`: the CPU supports the features just checked.
+        #[allow(unsafe_code)]
+        unsafe {
+            scan_codes_avx2(codes, scales, query, out)
+        };
+        return;
+    }
+    scan_codes_portable(codes, scales, query, out);
+}
+
+/// Quantises one unit row: its codes, scale and error bound.
+fn quantize(unit: &[f32], codes: &mut Vec<i8>) -> (f32, f32) {
+    let max = unit.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let scale = max / 127.0;
+    let mut err2 = 0.0f64;
+    for &x in unit {
+        let c = (x / scale).round().clamp(-127.0, 127.0);
+        codes.push(c as i8);
+        let e = f64::from(x) - f64::from(scale) * f64::from(c);
+        err2 += e * e;
+    }
+    // Float rounding in the two dot products (approximate and exact) is at most about
+    // d·ε each for unit vectors; 4·d·ε covers both plus the query's normalisation.
+    let slack = 4.0 * unit.len() as f64 * f64::from(f32::EPSILON);
+    (scale, (err2.sqrt() + slack) as f32 * 1.0001)
 }
 
 /// Scores every row of `data` against `query` into `out`.
@@ -183,6 +265,44 @@ impl TopK {
 }
 
 impl ExactIndex {
+    /// The exact score of one row.
+    fn exact(&self, slot: usize, q: &[f32]) -> f32 {
+        clamp(dot(&self.data[slot * self.dim..(slot + 1) * self.dim], q))
+    }
+
+    /// Two passes: approximate scores from the codes give, for each row, a lower and an
+    /// upper bound on its exact score; `floor` = the k-th best lower bound. A row whose
+    /// upper bound is below `floor` has k rows certainly better, so only the others are
+    /// rescored exactly — which includes every row of the true top-k and its ties.
+    fn scan_all(&self, q: &[f32], top: &mut TopK) {
+        let n = self.len();
+        if n <= top.k {
+            for slot in 0..n {
+                top.offer(self.exact(slot, q), slot, &self.ids);
+            }
+            return;
+        }
+        let mut approx = vec![0.0f32; n];
+        scan_codes(&self.codes, &self.scales, q, &mut approx);
+        // k-th largest lower bound, with a min-heap of k totally-ordered floats.
+        let mut lows: BinaryHeap<std::cmp::Reverse<OrdF32>> = BinaryHeap::with_capacity(top.k);
+        for (a, e) in approx.iter().zip(&self.errs) {
+            let low = OrdF32(a - e);
+            if lows.len() < top.k {
+                lows.push(std::cmp::Reverse(low));
+            } else if lows.peek().is_some_and(|m| low > m.0) {
+                lows.pop();
+                lows.push(std::cmp::Reverse(low));
+            }
+        }
+        let floor = lows.peek().map_or(f32::NEG_INFINITY, |m| m.0.0);
+        for (slot, (a, e)) in approx.iter().zip(&self.errs).enumerate() {
+            if a + e >= floor {
+                top.offer(self.exact(slot, q), slot, &self.ids);
+            }
+        }
+    }
+
     /// An empty index whose dimension the first insert fixes.
     pub fn new() -> Self {
         Self::default()
@@ -206,6 +326,8 @@ impl ExactIndex {
     /// Bytes held (vectors, ids, payloads), for metrics and benchmarks.
     pub fn heap_bytes(&self) -> usize {
         self.data.capacity() * 4
+            + self.codes.capacity()
+            + (self.scales.capacity() + self.errs.capacity()) * 4
             + self.ids.iter().map(|i| i.len() + 16).sum::<usize>()
             + self.payloads.iter().map(Bytes::len).sum::<usize>()
     }
@@ -245,8 +367,14 @@ impl ExactIndex {
             self.dim = unit.len();
         }
         debug_assert_eq!(unit.len(), self.dim);
+        let mut codes = Vec::with_capacity(unit.len());
+        let (scale, err) = quantize(unit, &mut codes);
         if let Some(&slot) = self.slots.get(id) {
-            self.data[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(unit);
+            let rows = slot * self.dim..(slot + 1) * self.dim;
+            self.data[rows.clone()].copy_from_slice(unit);
+            self.codes[rows].copy_from_slice(&codes);
+            self.scales[slot] = scale;
+            self.errs[slot] = err;
             self.payloads[slot] = payload;
             return;
         }
@@ -254,6 +382,9 @@ impl ExactIndex {
         self.slots.insert(id.clone(), self.ids.len());
         self.ids.push(id);
         self.data.extend_from_slice(unit);
+        self.codes.extend_from_slice(&codes);
+        self.scales.push(scale);
+        self.errs.push(err);
         self.payloads.push(payload);
     }
 
@@ -281,12 +412,16 @@ impl ExactIndex {
             self.slots.insert(moved, slot);
         }
         self.data.truncate(last * self.dim);
+        self.codes.truncate(last * self.dim);
+        self.scales.pop();
+        self.errs.pop();
         self.ids.pop();
         self.payloads.pop();
         if self.ids.is_empty() {
             // The port's contract: an emptied namespace takes any dimension again.
             self.dim = 0;
             self.data = Vec::new();
+            self.codes = Vec::new();
         }
         true
     }
@@ -312,23 +447,11 @@ impl ExactIndex {
             Some(ids) => {
                 for id in ids {
                     if let Some(&slot) = self.slots.get(id.as_str()) {
-                        let row = &self.data[slot * self.dim..(slot + 1) * self.dim];
-                        top.offer(clamp(dot(row, &q)), slot, &self.ids);
+                        top.offer(self.exact(slot, &q), slot, &self.ids);
                     }
                 }
             }
-            None => {
-                // Score in blocks so the scores stay in L1 while the heap reads them.
-                const BLOCK: usize = 1024;
-                let mut scores = vec![0.0f32; BLOCK.min(self.len())];
-                for (b, rows) in self.data.chunks(BLOCK * self.dim).enumerate() {
-                    let n = rows.len() / self.dim;
-                    scan(rows, &q, &mut scores[..n]);
-                    for (i, &s) in scores[..n].iter().enumerate() {
-                        top.offer(clamp(s), b * BLOCK + i, &self.ids);
-                    }
-                }
-            }
+            None => self.scan_all(&q, &mut top),
         }
         Ok(top
             .into_sorted()
@@ -339,6 +462,21 @@ impl ExactIndex {
                 payload: self.payloads[c.slot].clone(),
             })
             .collect())
+    }
+}
+
+/// An `f32` ordered by `total_cmp`, for heaps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct OrdF32(f32);
+impl Eq for OrdF32 {}
+impl PartialOrd for OrdF32 {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for OrdF32 {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
     }
 }
 
@@ -392,6 +530,45 @@ mod tests {
             0,
             "an emptied namespace takes any dimension again"
         );
+    }
+
+    /// The two-pass search returns exactly brute force's top-k, on random data and on
+    /// near-duplicates whose scores differ by less than the quantisation error.
+    #[test]
+    fn two_pass_search_is_brute_force() {
+        let dim = 48;
+        let mut pts: Vec<VectorPoint> = (0..3000)
+            .map(|i| {
+                p(
+                    &format!("r{i}"),
+                    &crate::testing::vectors::random_vector(i + 7, dim),
+                )
+            })
+            .collect();
+        let base = crate::testing::vectors::random_vector(99, dim);
+        for j in 0..200 {
+            let mut v = base.clone();
+            v[j % dim] += 1e-4 * (j as f32);
+            pts.push(p(&format!("near{j}"), &v));
+        }
+        let mut ix = ExactIndex::new();
+        ix.upsert(&pts).expect("upsert");
+        for qi in 0..40u64 {
+            let q = if qi % 2 == 0 {
+                base.clone()
+            } else {
+                crate::testing::vectors::random_vector(5000 + qi, dim)
+            };
+            let qn = normalized(&q);
+            let mut truth: Vec<(f32, &str)> = pts
+                .iter()
+                .map(|p| (clamp(dot(&normalized(&p.vector), &qn)), p.id.as_str()))
+                .collect();
+            truth.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+            let hits = ix.search(&q, 10, &VectorFilter::default()).expect("search");
+            let got: Vec<(f32, &str)> = hits.iter().map(|h| (h.score, h.id.as_str())).collect();
+            assert_eq!(got, truth[..10].to_vec(), "query {qi}");
+        }
     }
 
     #[test]

@@ -4,11 +4,13 @@
 
 pub mod exact;
 mod memory;
+pub mod service;
 
 use sha2::{Digest as _, Sha256};
 
 pub use exact::ExactIndex;
 pub use memory::MemoryVectorIndex;
+pub use service::{VectorItemInput, VectorQuery, VectorService};
 
 use crate::ports::vector::VectorPoint;
 
