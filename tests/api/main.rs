@@ -9,3 +9,4 @@ mod postgres;
 mod rate_limits;
 mod records;
 mod system;
+mod vectors;

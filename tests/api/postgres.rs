@@ -36,6 +36,7 @@ async fn auth_flow_on_postgres() {
     // PostgreSQL + local disk.
     crate::records::record_flow(&app).await;
     crate::backups::backup_flow(&app).await;
+    crate::vectors::vector_flow(&app, 8).await;
 }
 
 #[tokio::test]

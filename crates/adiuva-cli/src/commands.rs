@@ -306,8 +306,6 @@ async fn doctor(cli: &Cli) -> CliResult {
         ("OPENAI_API_KEY", settings.openai_api_key.is_some()),
         ("OPENAI_BASE_URL", settings.openai_base_url.is_some()),
         ("STRIPE_SECRET_KEY", settings.stripe_secret_key.is_some()),
-        ("QDRANT_URL", settings.qdrant_url.is_some()),
-        ("PINECONE_API_KEY", settings.pinecone_api_key.is_some()),
     ]
     .into_iter()
     .filter_map(|(k, set)| set.then_some(k))

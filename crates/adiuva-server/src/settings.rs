@@ -124,6 +124,14 @@ pub struct Settings {
     pub aws_access_key_id: Option<Secret<String>>,
     /// S3 secret key.
     pub aws_secret_access_key: Option<Secret<String>>,
+    /// Which vector index (`embedded`, `memory`, `pgvector`, `qdrant[://…]`, `pinecone`).
+    pub vector_url: Option<String>,
+    /// Qdrant collection-name prefix (one collection per dimension).
+    pub qdrant_collection: String,
+    /// Pinecone data-plane URL (unset: resolved through the control plane).
+    pub pinecone_host: Option<String>,
+    /// Pinecone control plane.
+    pub pinecone_controller_url: String,
     /// Pinecone key.
     pub pinecone_api_key: Option<Secret<String>>,
     /// Pinecone index.
@@ -324,28 +332,52 @@ pub const KEYS: &[KeyDoc] = &[
         doc: "Secret access key for s3:// blob URLs.",
     },
     KeyDoc {
+        key: "vector_url",
+        env: &["ADIUVA_VECTOR_URL", "VECTOR_URL"],
+        default: "embedded",
+        doc: "Vector index: embedded (exact, persisted in the database, one instance only), memory (exact, not persisted), pgvector (PostgreSQL database with the vector extension; HNSW), qdrant or qdrant://host:6334 (gRPC; qdrant+https:// for TLS), pinecone (needs pinecone_api_key and pinecone_index). Unset: qdrant when qdrant_url is set, pinecone when pinecone_api_key and pinecone_index are, else embedded.",
+    },
+    KeyDoc {
         key: "pinecone_api_key",
         env: &["ADIUVA_PINECONE_API_KEY", "PINECONE_API_KEY"],
         default: "",
-        doc: "Pinecone key (not used by this build yet).",
+        doc: "Pinecone API key.",
     },
     KeyDoc {
         key: "pinecone_index",
         env: &["ADIUVA_PINECONE_INDEX", "PINECONE_INDEX"],
         default: "",
-        doc: "Pinecone index (not used by this build yet).",
+        doc: "Pinecone index name (cosine metric; its dimension is every user's dimension). Each user is a namespace.",
+    },
+    KeyDoc {
+        key: "pinecone_host",
+        env: &["ADIUVA_PINECONE_HOST", "PINECONE_HOST"],
+        default: "",
+        doc: "Pinecone index host (data plane URL). Unset: looked up through the control plane.",
+    },
+    KeyDoc {
+        key: "pinecone_controller_url",
+        env: &["ADIUVA_PINECONE_CONTROLLER_URL", "PINECONE_CONTROLLER_URL"],
+        default: "https://api.pinecone.io",
+        doc: "Pinecone control plane, to look up the index host.",
     },
     KeyDoc {
         key: "qdrant_url",
         env: &["ADIUVA_QDRANT_URL", "QDRANT_URL"],
         default: "",
-        doc: "Qdrant URL (not used by this build yet).",
+        doc: "Qdrant gRPC URL (http://host:6334); with vector_url unset, selects Qdrant.",
     },
     KeyDoc {
         key: "qdrant_api_key",
         env: &["ADIUVA_QDRANT_API_KEY", "QDRANT_API_KEY"],
         default: "",
-        doc: "Qdrant key (not used by this build yet).",
+        doc: "Qdrant API key.",
+    },
+    KeyDoc {
+        key: "qdrant_collection",
+        env: &["ADIUVA_QDRANT_COLLECTION", "QDRANT_COLLECTION"],
+        default: "adiuva_vectors",
+        doc: "Qdrant collection prefix: one shared collection per dimension (<prefix>_<dim>), users told apart by a payload filter.",
     },
 ];
 
@@ -426,6 +458,10 @@ impl Settings {
             s3_endpoint: None,
             aws_access_key_id: None,
             aws_secret_access_key: None,
+            vector_url: None,
+            qdrant_collection: "adiuva_vectors".into(),
+            pinecone_host: None,
+            pinecone_controller_url: "https://api.pinecone.io".into(),
             pinecone_api_key: None,
             pinecone_index: None,
             qdrant_url: None,
@@ -518,6 +554,10 @@ impl Settings {
             "s3_endpoint" => self.s3_endpoint = opt(v),
             "aws_access_key_id" => self.aws_access_key_id = secret(v),
             "aws_secret_access_key" => self.aws_secret_access_key = secret(v),
+            "vector_url" => self.vector_url = opt(v),
+            "qdrant_collection" => self.qdrant_collection = v.to_owned(),
+            "pinecone_host" => self.pinecone_host = opt(v),
+            "pinecone_controller_url" => self.pinecone_controller_url = v.to_owned(),
             "pinecone_api_key" => self.pinecone_api_key = secret(v),
             "pinecone_index" => self.pinecone_index = opt(v),
             "qdrant_url" => self.qdrant_url = opt(v),
@@ -616,6 +656,20 @@ impl Settings {
             (Some(url), _) => url.clone(),
             (None, Some(bucket)) => format!("s3://{bucket}"),
             (None, None) => format!("file://{}", self.data_dir.join("blobs").display()),
+        }
+    }
+
+    /// The vector index choice and its backends' settings.
+    pub fn vector_settings(&self) -> adiuva_adapters::vector::VectorSettings {
+        adiuva_adapters::vector::VectorSettings {
+            url: self.vector_url.clone(),
+            qdrant_url: self.qdrant_url.clone(),
+            qdrant_api_key: self.qdrant_api_key.as_ref().map(|s| s.expose().clone()),
+            qdrant_collection: self.qdrant_collection.clone(),
+            pinecone_api_key: self.pinecone_api_key.as_ref().map(|s| s.expose().clone()),
+            pinecone_index: self.pinecone_index.clone(),
+            pinecone_host: self.pinecone_host.clone(),
+            pinecone_controller_url: self.pinecone_controller_url.clone(),
         }
     }
 

@@ -51,6 +51,8 @@ pub struct Backend {
     pub database: AnyDatabase,
     /// Where blobs live (for logs).
     pub blob_location: String,
+    /// Which vector index (for logs).
+    pub vector_location: String,
     /// Counts request budgets (Redis when configured, else in process).
     pub rate_limiter: Arc<dyn RateLimiter>,
     /// Where budgets are counted (for logs).
@@ -62,6 +64,7 @@ impl std::fmt::Debug for Backend {
         f.debug_struct("Backend")
             .field("database", &self.database)
             .field("blob_location", &self.blob_location)
+            .field("vector_location", &self.vector_location)
             .field("rate_limiter", &self.rate_limiter_location)
             .finish_non_exhaustive()
     }
@@ -79,9 +82,12 @@ impl Backend {
         let blobs = ObjectBlobs::from_url(&settings.blob_url(), &settings.s3_options())?;
         blobs.probe().await?;
         let blob_location = blobs.location().to_owned();
+        let (vectors, vector_location) =
+            adiuva_adapters::vector::connect(&settings.vector_settings(), &database).await?;
         let adiuva = Adiuva::builder()
             .database(database.port())
             .blobs(Arc::new(blobs))
+            .vectors(vectors)
             .backup_retention(settings.backup_retention)
             .quota_gb_bytes(settings.quota_gb_bytes)
             .auth(auth)
@@ -100,6 +106,7 @@ impl Backend {
             rate_limiter,
             rate_limiter_location,
             blob_location,
+            vector_location,
         })
     }
 }
@@ -159,6 +166,7 @@ impl Application {
             data_dir = %s.data_dir.display(),
             database = %crate::settings::redact_url(&s.database_url()),
             blobs = %self.backend.blob_location,
+            vectors = %self.backend.vector_location,
             rate_limits = %if s.rate_limit_enabled { self.backend.rate_limiter_location.as_str() } else { "off" },
             env = ?s.env,
             "adiuva listening"

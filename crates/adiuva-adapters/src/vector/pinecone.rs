@@ -1,1 +1,16 @@
 //! The pinecone vector index (in progress).
+
+use std::sync::Arc;
+
+use adiuva_core::ports::VectorIndex;
+
+use crate::AdapterError;
+
+/// Placeholder until the adapter lands.
+pub async fn connect(
+    _settings: &super::VectorSettings,
+) -> Result<(Arc<dyn VectorIndex>, String), AdapterError> {
+    Err(AdapterError::Unsupported(
+        "the pinecone vector index is not in this build yet".into(),
+    ))
+}

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod backup;
 pub mod health;
 pub mod storage;
+pub mod vectors;
 
 use adiuva_core::Adiuva;
 use adiuva_core::domain::UserId;
@@ -21,7 +22,7 @@ pub enum ApiTags {
     Auth,
     /// Liveness and version.
     System,
-    /// Client-encrypted cloud records.
+    /// Client-encrypted cloud records and vectors.
     Storage,
     /// Client-encrypted backups.
     Backup,
@@ -70,6 +71,7 @@ pub type Api = (
     health::HealthApi,
     auth::AuthApi,
     storage::StorageApi,
+    vectors::VectorsApi,
     backup::BackupApi,
 );
 
@@ -84,6 +86,7 @@ pub fn api_service() -> OpenApiService<Api, ()> {
             health::HealthApi,
             auth::AuthApi,
             storage::StorageApi,
+            vectors::VectorsApi,
             backup::BackupApi,
         ),
         "Adiuva API",
