@@ -109,6 +109,7 @@ pub async fn run(cli: Cli) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => crate::bench::run(args, &cli).await,
+        Command::BenchVectors(args) => crate::bench_vectors::run(args).await,
     }
 }
 

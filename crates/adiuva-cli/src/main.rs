@@ -1,6 +1,7 @@
 //! `adiuva`: run the server, manage its data, and measure it.
 
 mod bench;
+mod bench_vectors;
 mod commands;
 
 use std::net::SocketAddr;
@@ -54,6 +55,8 @@ enum Command {
     },
     /// Load-test the auth endpoints (in-process server unless --url is given).
     Bench(bench::BenchArgs),
+    /// Measure a vector index: search latency and recall@10 against brute force.
+    BenchVectors(bench_vectors::BenchVectorsArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -48,18 +48,7 @@ pub fn point(id: &str, vector: &[f32]) -> VectorPoint {
     }
 }
 
-/// A deterministic pseudo-random vector (xorshift), components in [-1, 1].
-pub fn random_vector(seed: u64, dim: usize) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..dim)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
+pub use crate::vector::random_vector;
 
 /// Cosine in f64, the suite's reference.
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
