@@ -1,1 +1,0 @@
-//! The pinecone vector index (in progress).
