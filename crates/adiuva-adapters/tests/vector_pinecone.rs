@@ -117,6 +117,13 @@ async fn a_wrong_key_is_a_clear_error_without_the_key() {
         !format!("{cfg:?}").contains(wrong),
         "the config's Debug hides the key"
     );
+    let index = PineconeIndex::connect(config(&fake, KEY))
+        .await
+        .expect("connect");
+    assert!(
+        !format!("{index:?}").contains(KEY),
+        "the index's Debug hides the key"
+    );
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@
 //!   backoff on 429, 5xx and connection errors; other failures are reported with
 //!   Pinecone's message, never with the API key.
 
-#[cfg(any(test, feature = "testing"))]
+#[cfg(feature = "testing")]
 pub mod fake;
 
 use std::collections::{HashMap, HashSet};
@@ -121,7 +121,7 @@ impl Default for RetryPolicy {
 }
 
 /// A [`VectorIndex`] backed by one Pinecone index (see the module docs).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PineconeIndex {
     http: reqwest::Client,
     /// Data-plane base URL, without a trailing slash.
@@ -131,6 +131,18 @@ pub struct PineconeIndex {
     /// Kept only to scrub it from any text that might echo it back.
     api_key: String,
     retry: RetryPolicy,
+}
+
+impl fmt::Debug for PineconeIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not derived: the API key must not reach logs through `{:?}`.
+        f.debug_struct("PineconeIndex")
+            .field("host", &self.host)
+            .field("index", &self.index)
+            .field("dim", &self.dim)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why one HTTP exchange failed, before it is given the port's meaning.
