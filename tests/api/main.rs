@@ -9,4 +9,5 @@ mod postgres;
 mod rate_limits;
 mod records;
 mod system;
+mod vector_backends;
 mod vectors;
