@@ -278,6 +278,7 @@ async fn doctor(cli: &Cli) -> CliResult {
                 ),
                 Err(e) => report(false, "migrations", e.to_string()),
             }
+            check_vector_index(&settings, &db, &mut report).await;
             db.close().await;
         }
         Err(e) => report(false, "database", e.to_string()),
@@ -322,4 +323,33 @@ async fn doctor(cli: &Cli) -> CliResult {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Connects the configured vector index and runs one search on a probe namespace.
+/// (Embedded and pgvector need the migrated database; pgvector creates its table.)
+async fn check_vector_index(
+    settings: &Settings,
+    db: &AnyDatabase,
+    report: &mut impl FnMut(bool, &str, String),
+) {
+    if !db.pending_migrations().await.is_ok_and(|p| p.is_empty()) {
+        report(
+            true,
+            "vector index",
+            "checked once the migrations are applied".into(),
+        );
+        return;
+    }
+    match adiuva_adapters::vector::connect(&settings.vector_settings(), db).await {
+        Ok((index, location)) => {
+            let probe = index
+                .search("_doctor_probe", &[1.0, 0.0], 1, &Default::default())
+                .await;
+            match probe {
+                Ok(_) => report(true, "vector index", format!("{location} answers")),
+                Err(e) => report(false, "vector index", format!("{location}: {e}")),
+            }
+        }
+        Err(e) => report(false, "vector index", e.to_string()),
+    }
 }
