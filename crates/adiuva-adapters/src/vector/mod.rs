@@ -4,4 +4,5 @@
 pub mod embedded;
 pub mod pgvector;
 pub mod pinecone;
+#[cfg(feature = "qdrant")]
 pub mod qdrant;

@@ -1,1 +1,0 @@
-//! The qdrant vector index (in progress).
