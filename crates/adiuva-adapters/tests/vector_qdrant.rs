@@ -183,3 +183,172 @@ async fn conforms_against_a_real_qdrant_when_configured() {
         .expect("connect to ADIUVA_TEST_QDRANT_URL");
     vectors::run_all(&index, Options::APPROXIMATE).await;
 }
+
+/// The fake answers as Qdrant does, checked with qdrant-client's raw requests (not
+/// through the adapter, which would hide what the fake says).
+#[tokio::test]
+async fn the_fake_speaks_qdrant() {
+    use qdrant_client::qdrant::{
+        CreateCollectionBuilder, DeleteCollectionBuilder, Distance, GetPointsBuilder, PointStruct,
+        QueryPointsBuilder, ScrollPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder,
+    };
+    use qdrant_client::{Payload, Qdrant, QdrantError};
+
+    fn code(e: QdrantError) -> tonic::Code {
+        match e {
+            QdrantError::ResponseError { status } => status.code(),
+            other => panic!("expected a gRPC status, got {other}"),
+        }
+    }
+
+    let fake = QdrantFake::start_with_api_key("k").await.expect("start");
+    let unauthenticated = Qdrant::from_url(fake.url())
+        .skip_compatibility_check()
+        .build()
+        .expect("client");
+    unauthenticated
+        .health_check()
+        .await
+        .expect("the health check needs no key, as in Qdrant");
+    assert_eq!(
+        code(
+            unauthenticated
+                .list_collections()
+                .await
+                .expect_err("needs the key")
+        ),
+        tonic::Code::Unauthenticated
+    );
+
+    let q = Qdrant::from_url(fake.url())
+        .api_key("k")
+        .skip_compatibility_check()
+        .build()
+        .expect("client");
+    let c = "fake_wire";
+    q.create_collection(
+        CreateCollectionBuilder::new(c)
+            .vectors_config(VectorParamsBuilder::new(2, Distance::Cosine)),
+    )
+    .await
+    .expect("create");
+    assert!(
+        q.create_collection(
+            CreateCollectionBuilder::new(c)
+                .vectors_config(VectorParamsBuilder::new(2, Distance::Cosine))
+        )
+        .await
+        .is_err(),
+        "an existing collection cannot be created again"
+    );
+    assert_eq!(
+        code(
+            q.create_collection(
+                CreateCollectionBuilder::new("dot")
+                    .vectors_config(VectorParamsBuilder::new(2, Distance::Dot))
+            )
+            .await
+            .expect_err("Dot is not implemented")
+        ),
+        tonic::Code::Unimplemented
+    );
+
+    let p = |id: u64, v: Vec<f32>| PointStruct::new(id, v, Payload::new());
+    // One wrong vector refuses the whole batch.
+    assert_eq!(
+        code(
+            q.upsert_points(UpsertPointsBuilder::new(
+                c,
+                vec![p(1, vec![1.0, 0.0]), p(2, vec![1.0, 0.0, 0.0])]
+            ))
+            .await
+            .expect_err("wrong size")
+        ),
+        tonic::Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            q.upsert_points(UpsertPointsBuilder::new("nope", vec![p(1, vec![1.0, 0.0])]))
+                .await
+                .expect_err("missing collection")
+        ),
+        tonic::Code::NotFound
+    );
+    q.upsert_points(
+        UpsertPointsBuilder::new(
+            c,
+            vec![
+                p(9, vec![3.0, 4.0]),
+                p(3, vec![6.0, 8.0]),
+                p(5, vec![0.0, -2.0]),
+            ],
+        )
+        .wait(true),
+    )
+    .await
+    .expect("upsert");
+
+    let hits = q
+        .query(
+            QueryPointsBuilder::new(c)
+                .query(vec![3.0, 4.0])
+                .with_vectors(true),
+        )
+        .await
+        .expect("query")
+        .result;
+    let ids: Vec<_> = hits.iter().map(|h| h.id.clone().expect("id")).collect();
+    assert_eq!(
+        ids,
+        [3.into(), 9.into(), 5.into()],
+        "ties by point id, then the rest"
+    );
+    assert!((hits[0].score - 1.0).abs() < 1e-6 && (hits[2].score + 0.8).abs() < 1e-6);
+    assert!(hits[0].payload.is_empty(), "no payload unless asked");
+    let stored = hits[0].vectors.clone().expect("vectors").vectors_options;
+    let Some(qdrant_client::qdrant::vectors_output::VectorsOptions::Vector(v)) = stored else {
+        panic!("a default vector: {stored:?}")
+    };
+    let Some(qdrant_client::qdrant::vector_output::Vector::Dense(d)) = v.vector else {
+        panic!("dense")
+    };
+    assert_eq!(d.data, [0.6, 0.8], "Cosine vectors are stored normalised");
+
+    assert_eq!(
+        code(
+            q.query(QueryPointsBuilder::new(c).query(vec![1.0, 0.0, 0.0]))
+                .await
+                .expect_err("wrong query size")
+        ),
+        tonic::Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            q.query(QueryPointsBuilder::new(c).query(vec![1.0, 0.0]).limit(0))
+                .await
+                .expect_err("limit 0")
+        ),
+        tonic::Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            q.scroll(ScrollPointsBuilder::new(c))
+                .await
+                .expect_err("scroll")
+        ),
+        tonic::Code::Unimplemented
+    );
+    let got = q
+        .get_points(GetPointsBuilder::new(c, vec![5.into(), 404.into()]))
+        .await
+        .expect("get")
+        .result;
+    assert_eq!(got.len(), 1, "missing ids are left out");
+    assert!(
+        !q.delete_collection(DeleteCollectionBuilder::new("nope"))
+            .await
+            .expect("deleting a missing collection is not an error")
+            .result
+    );
+    fake.shutdown().await;
+}

@@ -42,8 +42,9 @@
 //! Qdrant's Cosine scores are cosine similarities (it normalises vectors on insert).
 //! Results are re-sorted by (score desc, id asc), since Qdrant orders ties by its own
 //! point id, and clamped to [-1, 1] against f32 rounding. Search is **approximate**
-//! (HNSW) once a namespace holds more points than Qdrant's full-scan threshold; below
-//! that Qdrant scans the filtered points exactly.
+//! (HNSW) once Qdrant has indexed the collection and the namespace's points exceed its
+//! full-scan threshold (`hnsw_config.full_scan_threshold`); below that it scores the
+//! filtered points exactly.
 
 #[cfg(feature = "testing")]
 pub mod fake;
@@ -365,7 +366,7 @@ impl VectorIndex for QdrantIndex {
         Ok(n)
     }
 
-    #[tracing::instrument(skip_all, fields(top_k), err)]
+    #[tracing::instrument(skip_all, fields(top_k = top_k), err)]
     async fn search(
         &self,
         namespace: &str,
@@ -515,7 +516,7 @@ impl VectorIndex for QdrantIndex {
 /// SHA-256(namespace ‖ NUL ‖ id), with the RFC 9562 version-8 ("custom") and variant
 /// bits set so that it is a well-formed UUID. The NUL keeps `("a", "bc")` and
 /// `("ab", "c")` apart (a namespace is a user id and holds no NUL).
-pub fn point_uuid(namespace: &str, id: &str) -> uuid::Uuid {
+fn point_uuid(namespace: &str, id: &str) -> uuid::Uuid {
     let digest = Sha256::new()
         .chain_update(namespace.as_bytes())
         .chain_update([0u8])
