@@ -3,12 +3,13 @@
 //! chosen by settings exactly as an operator would.
 
 use adiuva_adapters::vector::pinecone::fake::PineconeFake;
+use adiuva_adapters::vector::qdrant::fake::QdrantFake;
 use adiuva_core::domain::Tier;
 use serde_json::json;
 
 use crate::helpers::{assert_error, log_text, spawn_app_with};
 use crate::records::user_on;
-use crate::vectors::{item, plane, search_ids, upsert};
+use crate::vectors::{item, plane, search, search_ids, upsert};
 
 /// Pinecone through its control plane (host looked up by index name), each user a
 /// namespace; the index's dimension is every user's dimension; the key never reaches a
@@ -49,5 +50,50 @@ async fn vectors_on_pinecone() {
     assert!(
         !log_text().contains(key),
         "the Pinecone key never reaches a log"
+    );
+}
+
+/// Qdrant over gRPC (`qdrant://host:port`), one shared collection per dimension with the
+/// user id as a payload filter; two dimensions live side by side for two users.
+#[tokio::test]
+async fn vectors_on_qdrant() {
+    let key = "qdrant-secret-key-for-the-test-42";
+    let fake = QdrantFake::start_with_api_key(key).await.expect("fake");
+    let url = fake.url().replace("http://", "qdrant://");
+    let app = spawn_app_with(|s| {
+        s.vector_url = Some(url);
+        s.qdrant_api_key = Some(adiuva_core::Secret::new(key.into()));
+        s.qdrant_collection = "api_test".into();
+    })
+    .await;
+    crate::vectors::vector_flow(&app, 8).await;
+    // Another user with another dimension: a second collection, no interference.
+    let t = user_on(&app, Tier::Pro).await;
+    assert_eq!(
+        upsert(&app, &t, vec![item("x", b"x", &plane(4, 1.0, 0.0))])
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        search_ids(&app, &t, json!({"query_vector": plane(4, 1.0, 0.0)})).await,
+        ["x"]
+    );
+    assert_error(
+        search(&app, &t, json!({"query_vector": plane(8, 1.0, 0.0)})).await,
+        422,
+        "validation_error",
+    )
+    .await;
+    let mut names: Vec<String> = fake.collections().into_iter().map(|c| c.0).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["api_test_4", "api_test_8"],
+        "one collection per dimension"
+    );
+    assert!(
+        !log_text().contains(key),
+        "the Qdrant key never reaches a log"
     );
 }

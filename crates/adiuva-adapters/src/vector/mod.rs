@@ -12,6 +12,7 @@ use crate::database::AnyDatabase;
 pub mod embedded;
 pub mod pgvector;
 pub mod pinecone;
+#[cfg(feature = "qdrant")]
 pub mod qdrant;
 
 /// What the vector index is chosen from (the server's settings, secrets exposed).
@@ -137,7 +138,12 @@ pub async fn connect(
             "memory (exact, not persisted)".into(),
         )),
         VectorBackend::PgVector => pgvector::connect(db).await,
+        #[cfg(feature = "qdrant")]
         VectorBackend::Qdrant(url) => qdrant::connect(&url, settings).await,
+        #[cfg(not(feature = "qdrant"))]
+        VectorBackend::Qdrant(_) => Err(AdapterError::Unsupported(
+            "this build has no Qdrant support (cargo feature `qdrant`)".into(),
+        )),
         VectorBackend::Pinecone => pinecone::connect(settings).await,
     }
 }
