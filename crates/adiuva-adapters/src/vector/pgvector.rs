@@ -327,6 +327,21 @@ impl PgVectorIndex {
         Ok(())
     }
 
+    /// The namespace's dimension: that of any of its rows (they all share it).
+    async fn stored_dim<'e>(
+        &self,
+        executor: impl sqlx::PgExecutor<'e>,
+        namespace: &str,
+    ) -> Result<Option<usize>, VectorError> {
+        let dim: Option<i32> =
+            sqlx::query_scalar("SELECT dim FROM vector_points WHERE namespace = $1 LIMIT 1")
+                .bind(namespace)
+                .fetch_optional(executor)
+                .await
+                .map_err(unavailable)?;
+        Ok(dim.map(|d| usize::try_from(d).unwrap_or(0)))
+    }
+
     async fn run_search(
         &self,
         namespace: &str,
@@ -343,22 +358,10 @@ impl PgVectorIndex {
         }
         let limit = to_i64(top_k);
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let dim: Option<i32> =
-            sqlx::query_scalar("SELECT dim FROM vector_points WHERE namespace = $1 LIMIT 1")
-                .bind(namespace)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        let Some(dim) = dim else {
+        let Some(dim) = self.stored_dim(&mut *tx, namespace).await? else {
             return Ok(Vec::new());
         };
-        let dim = usize::try_from(dim).unwrap_or(0);
-        if dim != query.len() {
-            return Err(VectorError::DimensionMismatch {
-                expected: dim,
-                got: query.len(),
-            });
-        }
+        check_dim(Some(dim), query.len())?;
         let rows = if let Some(ids) = &filter.ids {
             sqlx::query(EXACT_IDS_SQL)
                 .bind(namespace)
@@ -424,8 +427,15 @@ impl PgVectorIndex {
                 got: p.vector.len(),
             });
         }
-        self.ensure_index(dim).await?;
         let dim_sql = i32::try_from(dim).unwrap_or(i32::MAX);
+        if !self.indexed.lock().map_err(lock_poisoned)?.contains(&dim) {
+            // A dimension new to this process: refuse an obvious mismatch before
+            // creating an index for it, so refused batches leave no empty indexes
+            // behind. Unlocked, hence only a pre-check; the locked one below decides.
+            let stored = self.stored_dim(&self.pool, namespace).await?;
+            check_dim(stored, dim)?;
+            self.ensure_index(dim).await?;
+        }
 
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
@@ -436,20 +446,7 @@ impl PgVectorIndex {
             .map_err(unavailable)?;
         // After the lock, so this statement's snapshot includes a concurrent first
         // writer's committed rows.
-        let stored: Option<i32> =
-            sqlx::query_scalar("SELECT dim FROM vector_points WHERE namespace = $1 LIMIT 1")
-                .bind(namespace)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        if let Some(stored) = stored
-            && stored != dim_sql
-        {
-            return Err(VectorError::DimensionMismatch {
-                expected: usize::try_from(stored).unwrap_or(0),
-                got: dim,
-            });
-        }
+        check_dim(self.stored_dim(&mut *tx, namespace).await?, dim)?;
         let mut flat = Vec::with_capacity(dim * points.len().min(ROWS_PER_STATEMENT));
         for chunk in points.chunks(ROWS_PER_STATEMENT) {
             flat.clear();
@@ -470,6 +467,14 @@ impl PgVectorIndex {
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(points.len())
+    }
+}
+
+/// A mismatch unless the namespace is empty or already holds `got`-dimensional points.
+fn check_dim(stored: Option<usize>, got: usize) -> Result<(), VectorError> {
+    match stored {
+        Some(expected) if expected != got => Err(VectorError::DimensionMismatch { expected, got }),
+        _ => Ok(()),
     }
 }
 
