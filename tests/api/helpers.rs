@@ -117,10 +117,18 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
 /// A server on a fresh PostgreSQL database (from `ADIUVA_TEST_POSTGRES_URL`), or `None`
 /// (after printing SKIPPED) when none is configured outside CI.
 pub async fn spawn_app_on_postgres() -> Option<TestApp> {
+    spawn_app_on_postgres_with(|_| {}).await
+}
+
+/// [`spawn_app_on_postgres`] with settings adjusted by `adjust`.
+pub async fn spawn_app_on_postgres_with(adjust: impl FnOnce(&mut Settings)) -> Option<TestApp> {
     let pg = adiuva_adapters::postgres::testing::TestDatabase::create("api").await?;
     let url = pg.url().to_owned();
-    let mut app =
-        spawn_app_with(|s| s.database_url = Some(adiuva_server::settings::RedactedUrl(url))).await;
+    let mut app = spawn_app_with(|s| {
+        s.database_url = Some(adiuva_server::settings::RedactedUrl(url));
+        adjust(s);
+    })
+    .await;
     assert_eq!(app.adiuva.database().backend(), "postgres");
     app._pg = Some(pg);
     Some(app)

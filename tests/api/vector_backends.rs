@@ -7,7 +7,7 @@ use adiuva_adapters::vector::qdrant::fake::QdrantFake;
 use adiuva_core::domain::Tier;
 use serde_json::json;
 
-use crate::helpers::{assert_error, log_text, spawn_app_with};
+use crate::helpers::{assert_error, log_text, spawn_app_on_postgres_with, spawn_app_with};
 use crate::records::user_on;
 use crate::vectors::{item, plane, search, search_ids, upsert};
 
@@ -95,5 +95,33 @@ async fn vectors_on_qdrant() {
     assert!(
         !log_text().contains(key),
         "the Qdrant key never reaches a log"
+    );
+}
+
+/// pgvector in the application's PostgreSQL database (`vector_url = pgvector`).
+#[tokio::test]
+async fn vectors_on_pgvector() {
+    let Some(app) = spawn_app_on_postgres_with(|s| s.vector_url = Some("pgvector".into())).await
+    else {
+        return;
+    };
+    assert_eq!(app.adiuva.vectors().expect("vectors").backend(), "pgvector");
+    crate::vectors::vector_flow(&app, 8).await;
+}
+
+/// pgvector needs PostgreSQL: on SQLite the server refuses to start and says why.
+#[tokio::test]
+async fn pgvector_on_sqlite_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = adiuva_server::settings::Settings::for_data_dir(dir.path());
+    settings.bind = "127.0.0.1:0".parse().expect("addr");
+    settings.jwt_secret = Some(adiuva_core::Secret::new("x".repeat(40)));
+    settings.vector_url = Some("pgvector".into());
+    let Err(e) = adiuva_server::startup::Application::build(settings).await else {
+        panic!("pgvector on SQLite must not start");
+    };
+    assert!(
+        e.to_string().contains("needs a PostgreSQL database_url"),
+        "{e}"
     );
 }
