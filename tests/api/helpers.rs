@@ -79,6 +79,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// A server with settings adjusted by `adjust`.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    adiuva_adapters::install_crypto_provider();
     capture();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = Settings::for_data_dir(dir.path());

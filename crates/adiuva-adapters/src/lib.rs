@@ -14,6 +14,14 @@ pub mod sqlite;
 mod user_repos;
 pub mod vector;
 
+/// Makes aws-lc-rs the process's rustls crypto provider. qdrant-client links ring (through
+/// tonic) while everything else uses aws-lc-rs; with two providers linked rustls cannot
+/// choose one and TLS clients built later panic. Call first thing in `main` and in test
+/// setup; calling again is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 /// Why an adapter could not be set up. Every variant reads as a sentence an operator can act on.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

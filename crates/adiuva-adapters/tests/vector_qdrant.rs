@@ -176,7 +176,7 @@ async fn conforms_against_a_real_qdrant_when_configured() {
     // qdrant-client links ring (through tonic) next to the tree's aws-lc-rs, so rustls
     // cannot pick a provider by itself; for an https URL, make it ours. (tonic would
     // fall back to ring rather than fail, but one provider per process is the rule.)
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    adiuva_adapters::install_crypto_provider();
     let key = std::env::var("ADIUVA_TEST_QDRANT_API_KEY").ok();
     let index = QdrantIndex::connect(&url, key.as_deref(), &prefix())
         .await

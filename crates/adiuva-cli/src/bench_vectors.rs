@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use adiuva_adapters::database::AnyDatabase;
+use adiuva_adapters::vector::pgvector::PgVectorIndex;
 use adiuva_adapters::vector::{VectorSettings, connect};
 use adiuva_core::ports::VectorIndex;
 use adiuva_core::ports::vector::{VectorFilter, VectorPoint};
@@ -43,6 +44,9 @@ pub struct BenchVectorsArgs {
     /// Cluster centres in the synthetic data.
     #[arg(long, default_value_t = 100)]
     clusters: usize,
+    /// pgvector only: the least `hnsw.ef_search` (higher: better recall, slower).
+    #[arg(long, default_value_t = adiuva_adapters::vector::pgvector::DEFAULT_EF_SEARCH)]
+    ef_search: usize,
 }
 
 fn clustered(seed: u64, centres: &[Vec<f32>], dim: usize) -> Vec<f32> {
@@ -111,7 +115,22 @@ pub async fn run(args: &BenchVectorsArgs) -> CliResult {
         pinecone_controller_url: std::env::var("ADIUVA_PINECONE_CONTROLLER_URL")
             .unwrap_or_else(|_| "https://api.pinecone.io".into()),
     };
-    let (index, location): (Arc<dyn VectorIndex>, String) = connect(&settings, &db).await?;
+    // pgvector's planner picks HNSW only once it has statistics: keep a handle to ANALYZE
+    // after each load, as autovacuum would eventually.
+    let mut pgvector = None;
+    let (index, location): (Arc<dyn VectorIndex>, String) = match (&db, args.index.as_str()) {
+        (AnyDatabase::Postgres(pg), "pgvector") => {
+            let ix = PgVectorIndex::new(pg.pool().clone())
+                .await?
+                .with_ef_search(args.ef_search);
+            pgvector = Some(ix.clone());
+            (
+                Arc::new(ix),
+                format!("pgvector (HNSW, ef_search {})", args.ef_search),
+            )
+        }
+        _ => connect(&settings, &db).await?,
+    };
     let ns = format!("bench-{}", uuid_like());
     println!(
         "index: {location}; dim {}, {} clusters, {} queries per size, top 10",
@@ -141,6 +160,9 @@ pub async fn run(args: &BenchVectorsArgs) -> CliResult {
             index.upsert(&ns, batch).await?;
         }
         let ingest = started.elapsed();
+        if let Some(pg) = &pgvector {
+            pg.analyze().await?;
+        }
         // Warm-up (loads the namespace into memory on the embedded index).
         index.search(&ns, &queries[0], 10, &all).await?;
         let mut latencies = Vec::with_capacity(queries.len());

@@ -123,6 +123,7 @@ enum UserCommand {
 }
 
 fn main() -> ExitCode {
+    adiuva_adapters::install_crypto_provider();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
