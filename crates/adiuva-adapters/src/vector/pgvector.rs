@@ -548,6 +548,22 @@ impl VectorIndex for PgVectorIndex {
     }
 }
 
+/// pgvector in the application database, which must be PostgreSQL.
+pub async fn connect(
+    db: &crate::database::AnyDatabase,
+) -> Result<(std::sync::Arc<dyn VectorIndex>, String), AdapterError> {
+    let crate::database::AnyDatabase::Postgres(pg) = db else {
+        return Err(AdapterError::Unsupported(
+            "vector_url = pgvector needs a PostgreSQL database_url (this one is SQLite); use vector_url = embedded".into(),
+        ));
+    };
+    let index = PgVectorIndex::new(pg.pool().clone()).await?;
+    Ok((
+        std::sync::Arc::new(index),
+        "pgvector (HNSW, in the PostgreSQL database)".into(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,20 +581,4 @@ mod tests {
         assert!(sql.contains("ORDER BY embedding::vector(384) <=>"));
         assert!(sql.contains("WHERE dim = 384"));
     }
-}
-
-/// pgvector in the application database, which must be PostgreSQL.
-pub async fn connect(
-    db: &crate::database::AnyDatabase,
-) -> Result<(std::sync::Arc<dyn VectorIndex>, String), AdapterError> {
-    let crate::database::AnyDatabase::Postgres(pg) = db else {
-        return Err(AdapterError::Unsupported(
-            "vector_url = pgvector needs a PostgreSQL database_url (this one is SQLite); use vector_url = embedded".into(),
-        ));
-    };
-    let index = PgVectorIndex::new(pg.pool().clone()).await?;
-    Ok((
-        std::sync::Arc::new(index),
-        "pgvector (HNSW, in the PostgreSQL database)".into(),
-    ))
 }

@@ -994,6 +994,33 @@ impl VectorIndex for PineconeIndex {
     }
 }
 
+/// The index named by the server's settings (`pinecone_api_key`, `pinecone_index`,
+/// `pinecone_host`, `pinecone_controller_url`), with a description for logs.
+pub async fn connect(
+    settings: &super::VectorSettings,
+) -> Result<(std::sync::Arc<dyn VectorIndex>, String), AdapterError> {
+    let (Some(api_key), Some(index)) = (&settings.pinecone_api_key, &settings.pinecone_index)
+    else {
+        return Err(AdapterError::Unsupported(
+            "the pinecone vector index needs pinecone_api_key and pinecone_index".into(),
+        ));
+    };
+    let cfg = PineconeConfig {
+        api_key: api_key.clone(),
+        index: index.clone(),
+        host: settings.pinecone_host.clone(),
+        controller_url: settings.pinecone_controller_url.clone(),
+    };
+    let pinecone = PineconeIndex::connect(cfg).await?;
+    let location = format!(
+        "pinecone index '{}' at {} ({} dimensions)",
+        pinecone.index_name(),
+        pinecone.host(),
+        pinecone.dimension()
+    );
+    Ok((std::sync::Arc::new(pinecone), location))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1070,31 +1097,4 @@ mod tests {
         );
         assert_eq!(base_url("http://127.0.0.1:9/"), "http://127.0.0.1:9");
     }
-}
-
-/// The index named by the server's settings (`pinecone_api_key`, `pinecone_index`,
-/// `pinecone_host`, `pinecone_controller_url`), with a description for logs.
-pub async fn connect(
-    settings: &super::VectorSettings,
-) -> Result<(std::sync::Arc<dyn VectorIndex>, String), AdapterError> {
-    let (Some(api_key), Some(index)) = (&settings.pinecone_api_key, &settings.pinecone_index)
-    else {
-        return Err(AdapterError::Unsupported(
-            "the pinecone vector index needs pinecone_api_key and pinecone_index".into(),
-        ));
-    };
-    let cfg = PineconeConfig {
-        api_key: api_key.clone(),
-        index: index.clone(),
-        host: settings.pinecone_host.clone(),
-        controller_url: settings.pinecone_controller_url.clone(),
-    };
-    let pinecone = PineconeIndex::connect(cfg).await?;
-    let location = format!(
-        "pinecone index '{}' at {} ({} dimensions)",
-        pinecone.index_name(),
-        pinecone.host(),
-        pinecone.dimension()
-    );
-    Ok((std::sync::Arc::new(pinecone), location))
 }

@@ -599,25 +599,6 @@ fn unavailable(e: QdrantError) -> VectorError {
     VectorError::Unavailable(format!("qdrant: {}", describe(&e)))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn point_ids_are_stable_separated_and_valid_uuids() {
-        let a = point_uuid("user-1", "doc");
-        assert_eq!(a, point_uuid("user-1", "doc"), "deterministic");
-        assert_ne!(a, point_uuid("user-2", "doc"), "namespaces are apart");
-        assert_ne!(
-            point_uuid("a", "bc"),
-            point_uuid("ab", "c"),
-            "NUL separates"
-        );
-        assert_eq!(a.get_version_num(), 8);
-        assert_eq!(a.get_variant(), uuid::Variant::RFC4122);
-    }
-}
-
 /// The index at `url` with the server's settings (`qdrant_api_key`,
 /// `qdrant_collection`), with a description for logs.
 pub async fn connect(
@@ -637,4 +618,23 @@ pub async fn connect(
             settings.qdrant_collection
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn point_ids_are_stable_separated_and_valid_uuids() {
+        let a = point_uuid("user-1", "doc");
+        assert_eq!(a, point_uuid("user-1", "doc"), "deterministic");
+        assert_ne!(a, point_uuid("user-2", "doc"), "namespaces are apart");
+        assert_ne!(
+            point_uuid("a", "bc"),
+            point_uuid("ab", "c"),
+            "NUL separates"
+        );
+        assert_eq!(a.get_version_num(), 8);
+        assert_eq!(a.get_variant(), uuid::Variant::RFC4122);
+    }
 }
