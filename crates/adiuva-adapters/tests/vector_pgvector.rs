@@ -2,8 +2,6 @@
 //! `scripts/install-pgvector.sh`), one fresh database per test. Skipped unless
 //! `ADIUVA_TEST_POSTGRES_URL` is set (CI sets it and requires it).
 
-use std::time::Instant;
-
 use adiuva_adapters::postgres::testing::TestDatabase;
 use adiuva_adapters::vector::pgvector::{MAX_DIM, PgVectorIndex};
 use adiuva_core::ports::vector::{VectorError, VectorFilter, VectorIndex, VectorPoint};
@@ -287,52 +285,5 @@ async fn vectors_longer_than_hnsw_allows_are_invalid() {
         .await
         .expect("search");
     assert_eq!(hits.len(), 1);
-    teardown(db, pool).await;
-}
-
-/// Bulk load timing for the benchmark: 10,000 384-d points, 1,000 per call. Ignored by
-/// default (tens of seconds on a small machine); run with `--ignored --nocapture`.
-#[tokio::test]
-#[ignore = "measurement; run with --ignored --nocapture"]
-async fn bulk_upsert_10k_384d() {
-    let Some((db, pool, index)) = setup("pgvector").await else {
-        return;
-    };
-    let ns = namespace("bulk");
-    let pts = random_points("v", 10_000, 384, 1);
-    let start = Instant::now();
-    for (i, chunk) in pts.chunks(1000).enumerate() {
-        let t = Instant::now();
-        index.upsert(&ns, chunk.to_vec()).await.expect("upsert");
-        println!("batch {i}: {:?}", t.elapsed());
-    }
-    let took = start.elapsed();
-    println!(
-        "10,000 384-d points in 10 upserts of 1,000: {took:?} ({:.0} points/s)",
-        10_000.0 / took.as_secs_f64()
-    );
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM vector_points WHERE namespace = $1")
-        .bind(&ns)
-        .fetch_one(&pool)
-        .await
-        .expect("count");
-    assert_eq!(n, 10_000);
-    // Before ANALYZE the planner takes the namespace for small and scans it exactly;
-    // after, it uses HNSW.
-    for stage in ["before ANALYZE (exact)", "after ANALYZE (HNSW)"] {
-        if stage.starts_with("after") {
-            index.analyze().await.expect("analyze");
-        }
-        let t = Instant::now();
-        for qi in 0..100 {
-            let q = random_vector(500_000 + qi, 384);
-            let hits = index
-                .search(&ns, &q, 10, &VectorFilter::default())
-                .await
-                .expect("search");
-            assert_eq!(hits.len(), 10);
-        }
-        println!("100 searches (top 10) {stage}: {:?}", t.elapsed());
-    }
     teardown(db, pool).await;
 }
