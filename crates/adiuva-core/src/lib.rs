@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod backup;
+pub mod chat;
 pub mod domain;
 pub mod error;
 mod facade;

@@ -6,6 +6,7 @@
 
 pub mod blobs;
 pub mod database;
+pub mod llm;
 mod memory_db;
 pub mod rate_limit;
 pub mod services;
