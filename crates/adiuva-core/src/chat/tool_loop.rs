@@ -31,8 +31,7 @@ use crate::ports::llm::{CompletionRequest, LlmError, Message, Role, StreamEvent,
 pub const MAX_TOOL_ITERATIONS: usize = 5;
 
 /// Said when the model ends without any words after running out of tool rounds.
-pub const CLOSING_TEXT: &str =
-    "I stopped before finishing because the request needed too many steps. Tell me what to do next and I will continue.";
+pub const CLOSING_TEXT: &str = "I stopped before finishing because the request needed too many steps. Tell me what to do next and I will continue.";
 
 /// One tool call the loop handled.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,7 +98,10 @@ pub async fn run_tool_loop(
         }
     }
 
-    tracing::debug!(max_iter, "tool loop: out of rounds, closing call without tools");
+    tracing::debug!(
+        max_iter,
+        "tool loop: out of rounds, closing call without tools"
+    );
     let closing = stream_reply(ctx, &messages, Vec::new(), max_iter, &mut text).await?;
     if closing.content.trim().is_empty() {
         text.push_reply_start();

@@ -26,8 +26,8 @@ pub use tools::{
     checkpoint_tools, note_tools, project_tools, task_tools,
 };
 
-pub use crate::chat::tool_loop::{AgentOutcome, ExecutedCall, MAX_TOOL_ITERATIONS};
 use crate::chat::tool_loop::run_tool_loop;
+pub use crate::chat::tool_loop::{AgentOutcome, ExecutedCall, MAX_TOOL_ITERATIONS};
 use crate::chat::{ChatRequest, ToolExecutor};
 use crate::ports::llm::{ChatModel, LlmError, Message, Role, ToolDefinition};
 

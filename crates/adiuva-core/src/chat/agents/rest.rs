@@ -66,7 +66,13 @@ impl RestExecutor {
             .unwrap_or_default()
     }
 
-    fn queue(&self, spec: &ToolSpec, action: &str, table: &str, arguments: &Value) -> Result<Value, String> {
+    fn queue(
+        &self,
+        spec: &ToolSpec,
+        action: &str,
+        table: &str,
+        arguments: &Value,
+    ) -> Result<Value, String> {
         let mut data = arguments.as_object().cloned().unwrap_or_default();
         if action == "update_record" {
             // `-1` on an integer field means "unchanged" (plan sentinel): a generic
@@ -131,7 +137,9 @@ impl RestExecutor {
                 Ok(listing("tasks", tasks, Some(RECENT_ONLY)))
             }
             "list_task_comments" => {
-                self.list_extra("task_comments", &[("task_id", args.get("task_id"))], |_| true)
+                self.list_extra("task_comments", &[("task_id", args.get("task_id"))], |_| {
+                    true
+                })
             }
             "list_checkpoints" => self.list_extra(
                 "checkpoints",
@@ -245,7 +253,11 @@ fn order_tasks(order: &str, a: &Value, b: &Value) -> Ordering {
             last_if_missing(rank(a), rank(b))
         }
         "title" => {
-            let title = |t: &Value| t.get("title").and_then(Value::as_str).map(str::to_lowercase);
+            let title = |t: &Value| {
+                t.get("title")
+                    .and_then(Value::as_str)
+                    .map(str::to_lowercase)
+            };
             last_if_missing(title(a), title(b))
         }
         _ => Ordering::Equal,
@@ -254,7 +266,12 @@ fn order_tasks(order: &str, a: &Value, b: &Value) -> Ordering {
 
 #[async_trait]
 impl ToolExecutor for RestExecutor {
-    async fn execute(&self, _call_id: &str, name: &str, arguments: &Value) -> Result<Value, String> {
+    async fn execute(
+        &self,
+        _call_id: &str,
+        name: &str,
+        arguments: &Value,
+    ) -> Result<Value, String> {
         let Some(spec) = self.tools.get(name) else {
             return Err(format!("unknown tool `{name}`"));
         };

@@ -239,10 +239,16 @@ fn task_fields(update: bool) -> Vec<(&'static str, Value)> {
     };
     vec![
         ("title", string("Short title of the task.")),
-        ("description", string("Longer description (plain text or Markdown).")),
+        (
+            "description",
+            string("Longer description (plain text or Markdown)."),
+        ),
         (
             "status",
-            one_of_strings(&TASK_STATUSES, "Workflow status. New tasks default to todo."),
+            one_of_strings(
+                &TASK_STATUSES,
+                "Workflow status. New tasks default to todo.",
+            ),
         ),
         (
             "priority",
@@ -260,19 +266,26 @@ fn task_fields(update: bool) -> Vec<(&'static str, Value)> {
                 "Due date as a Unix timestamp in milliseconds (UTC).",
             )),
         ),
-        ("project_id", string("Id of the project the task belongs to.")),
+        (
+            "project_id",
+            string("Id of the project the task belongs to."),
+        ),
         (
             "is_ai_suggested",
             one_of_integers(
                 flag_values,
-                &sentinel("1 if you are proposing this task on your own initiative, 0 if the user asked for it."),
+                &sentinel(
+                    "1 if you are proposing this task on your own initiative, 0 if the user asked for it.",
+                ),
             ),
         ),
         (
             "is_approved",
             one_of_integers(
                 flag_values,
-                &sentinel("1 once the user has approved the task, 0 while a suggestion awaits approval."),
+                &sentinel(
+                    "1 once the user has approved the task, 0 while a suggestion awaits approval.",
+                ),
             ),
         ),
     ]
@@ -288,7 +301,10 @@ fn checkpoint_fields(update: bool) -> Vec<(&'static str, Value)> {
         }
     };
     vec![
-        ("project_id", string("Id of the project the checkpoint belongs to.")),
+        (
+            "project_id",
+            string("Id of the project the checkpoint belongs to."),
+        ),
         ("title", string("Title of the checkpoint (milestone).")),
         (
             "date",
@@ -300,20 +316,27 @@ fn checkpoint_fields(update: bool) -> Vec<(&'static str, Value)> {
             "is_ai_suggested",
             one_of_integers(
                 flag_values,
-                &sentinel("1 if you are proposing this checkpoint on your own initiative, 0 if the user asked for it."),
+                &sentinel(
+                    "1 if you are proposing this checkpoint on your own initiative, 0 if the user asked for it.",
+                ),
             ),
         ),
         (
             "is_approved",
             one_of_integers(
                 flag_values,
-                &sentinel("1 once the user has approved the checkpoint, 0 while a suggestion awaits approval."),
+                &sentinel(
+                    "1 once the user has approved the checkpoint, 0 while a suggestion awaits approval.",
+                ),
             ),
         ),
     ]
 }
 
-fn with_id(id: (&'static str, Value), rest: Vec<(&'static str, Value)>) -> Vec<(&'static str, Value)> {
+fn with_id(
+    id: (&'static str, Value),
+    rest: Vec<(&'static str, Value)>,
+) -> Vec<(&'static str, Value)> {
     let mut all = vec![id];
     all.extend(rest);
     all
@@ -328,8 +351,16 @@ pub fn task_tools() -> Vec<ToolSpec> {
             parameters: object(
                 vec![
                     ("project_id", string("Only tasks of this project.")),
-                    ("status", one_of_strings(&TASK_STATUSES, "Only tasks with this status.")),
-                    ("search", string("Only tasks whose title or description contains this text (case-insensitive).")),
+                    (
+                        "status",
+                        one_of_strings(&TASK_STATUSES, "Only tasks with this status."),
+                    ),
+                    (
+                        "search",
+                        string(
+                            "Only tasks whose title or description contains this text (case-insensitive).",
+                        ),
+                    ),
                     (
                         "order_by",
                         one_of_strings(
@@ -352,7 +383,10 @@ pub fn task_tools() -> Vec<ToolSpec> {
             name: "update_task",
             description: "Updates a task: only the fields given change.",
             parameters: object(
-                with_id(("task_id", string("Id of the task to update.")), task_fields(true)),
+                with_id(
+                    ("task_id", string("Id of the task to update.")),
+                    task_fields(true),
+                ),
                 &["task_id"],
             ),
             effect: write("update_record", "tasks"),
@@ -360,7 +394,10 @@ pub fn task_tools() -> Vec<ToolSpec> {
         ToolSpec {
             name: "delete_task",
             description: "Deletes a task and its comments.",
-            parameters: object(vec![("task_id", string("Id of the task to delete."))], &["task_id"]),
+            parameters: object(
+                vec![("task_id", string("Id of the task to delete."))],
+                &["task_id"],
+            ),
             effect: write("delete_record", "tasks"),
         },
         ToolSpec {
@@ -381,7 +418,10 @@ pub fn task_tools() -> Vec<ToolSpec> {
             parameters: object(
                 vec![
                     ("task_id", string("Id of the task.")),
-                    ("author", string("Who wrote the comment; use \"AI\" for your own comments.")),
+                    (
+                        "author",
+                        string("Who wrote the comment; use \"AI\" for your own comments."),
+                    ),
                     ("content", string("Text of the comment.")),
                 ],
                 &["task_id", "content"],
@@ -391,7 +431,10 @@ pub fn task_tools() -> Vec<ToolSpec> {
         ToolSpec {
             name: "delete_task_comment",
             description: "Deletes a comment from a task.",
-            parameters: object(vec![("comment_id", string("Id of the comment to delete."))], &["comment_id"]),
+            parameters: object(
+                vec![("comment_id", string("Id of the comment to delete."))],
+                &["comment_id"],
+            ),
             effect: write("delete_record", "task_comments"),
         },
     ]
@@ -448,7 +491,10 @@ pub fn project_tools() -> Vec<ToolSpec> {
             parameters: object(
                 vec![
                     ("client_id", string("Only projects of this client.")),
-                    ("include_archived", boolean("Also list archived projects (default false).")),
+                    (
+                        "include_archived",
+                        boolean("Also list archived projects (default false)."),
+                    ),
                 ],
                 &[],
             ),
@@ -463,7 +509,10 @@ pub fn project_tools() -> Vec<ToolSpec> {
         ToolSpec {
             name: "get_project",
             description: "Gets one project with all its fields.",
-            parameters: object(vec![("project_id", string("Id of the project."))], &["project_id"]),
+            parameters: object(
+                vec![("project_id", string("Id of the project."))],
+                &["project_id"],
+            ),
             effect: ToolEffect::Read,
         },
         ToolSpec {
@@ -486,7 +535,10 @@ pub fn project_tools() -> Vec<ToolSpec> {
                     ("project_id", string("Id of the project to update.")),
                     ("name", string("New name.")),
                     ("client_id", string("Id of the client the project is for.")),
-                    ("status", one_of_strings(&PROJECT_STATUSES, "active or archived.")),
+                    (
+                        "status",
+                        one_of_strings(&PROJECT_STATUSES, "active or archived."),
+                    ),
                 ],
                 &["project_id"],
             ),
@@ -510,7 +562,10 @@ pub fn note_tools() -> Vec<ToolSpec> {
         ToolSpec {
             name: "list_notes",
             description: "Lists notes (titles and ids), of one project or all.",
-            parameters: object(vec![("project_id", string("Only notes of this project."))], &[]),
+            parameters: object(
+                vec![("project_id", string("Only notes of this project."))],
+                &[],
+            ),
             effect: ToolEffect::Read,
         },
         ToolSpec {
@@ -526,7 +581,10 @@ pub fn note_tools() -> Vec<ToolSpec> {
                 vec![
                     ("title", string("Title of the note.")),
                     ("content", string("Body of the note, in Markdown.")),
-                    ("project_id", string("Id of the project the note belongs to.")),
+                    (
+                        "project_id",
+                        string("Id of the project the note belongs to."),
+                    ),
                 ],
                 &["title"],
             ),
@@ -539,8 +597,14 @@ pub fn note_tools() -> Vec<ToolSpec> {
                 vec![
                     ("note_id", string("Id of the note to update.")),
                     ("title", string("New title.")),
-                    ("content", string("The complete new body, in Markdown (replaces the old one).")),
-                    ("project_id", string("Id of the project the note belongs to.")),
+                    (
+                        "content",
+                        string("The complete new body, in Markdown (replaces the old one)."),
+                    ),
+                    (
+                        "project_id",
+                        string("Id of the project the note belongs to."),
+                    ),
                 ],
                 &["note_id"],
             ),
@@ -549,7 +613,10 @@ pub fn note_tools() -> Vec<ToolSpec> {
         ToolSpec {
             name: "delete_note",
             description: "Deletes a note.",
-            parameters: object(vec![("note_id", string("Id of the note to delete."))], &["note_id"]),
+            parameters: object(
+                vec![("note_id", string("Id of the note to delete."))],
+                &["note_id"],
+            ),
             effect: write("delete_record", "notes"),
         },
     ]
