@@ -1163,6 +1163,48 @@ mod tests {
         }
     }
 
+    fn state_over(pieces: Vec<&'static str>) -> StreamState {
+        StreamState {
+            body: futures::stream::iter(pieces.into_iter().map(|p| Ok(Bytes::from(p)))).boxed(),
+            parser: SseParser::default(),
+            decoder: ChunkDecoder::default(),
+            pending: VecDeque::new(),
+            ended: false,
+            base: "http://x/v1".into(),
+        }
+    }
+
+    async fn drain(state: StreamState) -> Vec<Result<StreamEvent, LlmError>> {
+        futures::stream::unfold(state, StreamState::next)
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_off_before_done_ends_with_an_error() {
+        let events = drain(state_over(vec![
+            "data: {\"choices\":[{\"delta\":{\"content\":\"par",
+            "tial\"}}]}\n\n",
+        ]))
+        .await;
+        assert!(matches!(&events[0], Ok(StreamEvent::Text(t)) if t == "partial"));
+        assert!(
+            matches!(&events[1], Err(LlmError::Unavailable(_))),
+            "{events:?}"
+        );
+        assert_eq!(events.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_stream_with_a_finish_reason_but_no_done_is_complete() {
+        let events = drain(state_over(vec![
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}]}",
+        ]))
+        .await;
+        assert_eq!(events.len(), 1);
+        assert!(matches!(&events[0], Ok(StreamEvent::Text(t)) if t == "hi"));
+    }
+
     #[test]
     fn retry_after_headers() {
         let mut h = HeaderMap::new();
