@@ -7,6 +7,7 @@
 
 pub mod blobs;
 pub mod database;
+pub mod llm;
 pub mod postgres;
 pub mod rate_limit;
 mod rows;

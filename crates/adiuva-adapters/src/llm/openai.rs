@@ -1,0 +1,1281 @@
+//! [`OpenAiCompatible`]: the [`ChatModel`] and [`Embedder`] ports over any API that speaks
+//! OpenAI's wire format — OpenAI itself, Cerebras, and the local servers (Ollama, vLLM,
+//! llama.cpp, LM Studio) that imitate it.
+//!
+//! How the ports map onto the wire:
+//! - `complete` is `POST {base}/chat/completions`; `stream` is the same with
+//!   `"stream": true`, read as server-sent events (`data:` lines, ending with `[DONE]`).
+//!   Events may be split across network chunks or share one; the parser buffers bytes,
+//!   not text, so a character split between chunks survives.
+//! - `embed` is `POST {base}/embeddings`; the answer is put back in input order by its
+//!   `index` field, and every vector must have the configured dimension.
+//! - **Routing:** a model named `cerebras/<name>` goes to the Cerebras base URL with the
+//!   Cerebras key and is sent as `<name>`; every other model goes to `base_url`, which
+//!   may point at a local server.
+//! - **Keys:** the request's own key (BYOK) wins for that call only; otherwise the
+//!   server's key for the endpoint. OpenAI's and Cerebras's hosted APIs need a key, so
+//!   without one the call is [`LlmError::NotConfigured`] before any request; any other
+//!   base URL may be keyless, and then no `Authorization` header is sent. Keys never
+//!   appear in errors, logs or `Debug` output.
+//! - **Retries:** 429, 5xx, 408, connection errors and timeouts are retried with
+//!   exponential backoff (a `Retry-After`/`retry-after-ms` header is honoured, capped by
+//!   [`OpenAiConfig::max_retry_delay`]). 401/403 are [`LlmError::Unauthorized`] at
+//!   once; other 4xx are [`LlmError::Protocol`] with the provider's message. A stream is
+//!   retried only until its answer starts; a failure after that ends the stream with an
+//!   error.
+//! - **Timeouts:** a whole non-streamed exchange must finish within
+//!   [`OpenAiConfig::timeout`]; a stream may last longer but fails if the provider is
+//!   silent for that long.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+use adiuva_core::ports::llm::{
+    ChatModel, Completion, CompletionRequest, Embedder, LlmError, Message, Role, StreamEvent,
+    ToolCall, ToolDefinition,
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::AdapterError;
+
+/// OpenAI's API, the default `base_url`.
+pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+/// Cerebras's OpenAI-compatible API, the default `cerebras_base_url`.
+pub const CEREBRAS_BASE_URL: &str = "https://api.cerebras.ai/v1";
+/// Models named with this prefix go to Cerebras (without the prefix).
+pub const CEREBRAS_PREFIX: &str = "cerebras/";
+/// The default embedding model.
+pub const DEFAULT_EMBEDDING_MODEL: &str = "text-embedding-3-small";
+/// The dimension of [`DEFAULT_EMBEDDING_MODEL`]'s vectors.
+pub const DEFAULT_EMBEDDING_DIMENSION: usize = 1536;
+
+/// Hosts of hosted APIs that refuse keyless calls; asking them without a key would only
+/// earn a 401, so such calls are refused up front with a sentence saying which key is
+/// missing.
+const KEYED_HOSTS: &[(&str, &str)] = &[
+    ("api.openai.com", "an OpenAI API key"),
+    ("api.cerebras.ai", "a Cerebras API key"),
+];
+/// Longest part of a provider's error message quoted in our errors.
+const MAX_MESSAGE: usize = 300;
+/// Texts per embeddings request (OpenAI allows 2,048 but also limits tokens per request).
+const EMBED_BATCH: usize = 256;
+/// Longest SSE line we buffer; a provider that never sends a newline is not speaking SSE.
+const MAX_SSE_LINE: usize = 16 * 1024 * 1024;
+
+/// How to reach the model providers. `Default` is OpenAI's API with no keys.
+#[derive(Clone)]
+pub struct OpenAiConfig {
+    /// Where every model not prefixed `cerebras/` goes (`OPENAI_BASE_URL`): OpenAI's API
+    /// or a local OpenAI-compatible server (Ollama `http://localhost:11434/v1`, vLLM,
+    /// llama.cpp, LM Studio).
+    pub base_url: String,
+    /// The server's key for `base_url` (optional for local servers).
+    pub api_key: Option<String>,
+    /// Where `cerebras/…` models go.
+    pub cerebras_base_url: String,
+    /// The server's Cerebras key.
+    pub cerebras_api_key: Option<String>,
+    /// The model [`Embedder::embed`] uses (routed like chat models).
+    pub embedding_model: String,
+    /// The length of its vectors; an answer of another length is an error.
+    pub embedding_dimension: usize,
+    /// Deadline of one non-streamed attempt; for a stream, the longest silence.
+    pub timeout: Duration,
+    /// Deadline for establishing a connection.
+    pub connect_timeout: Duration,
+    /// Retries after the first attempt on 429, 5xx, connection errors and timeouts.
+    pub max_retries: u32,
+    /// Wait before the first retry; doubled before each further one.
+    pub retry_base_delay: Duration,
+    /// Cap on any one wait between attempts, including a provider's `Retry-After`.
+    pub max_retry_delay: Duration,
+}
+
+impl Default for OpenAiConfig {
+    fn default() -> Self {
+        Self {
+            base_url: OPENAI_BASE_URL.into(),
+            api_key: None,
+            cerebras_base_url: CEREBRAS_BASE_URL.into(),
+            cerebras_api_key: None,
+            embedding_model: DEFAULT_EMBEDDING_MODEL.into(),
+            embedding_dimension: DEFAULT_EMBEDDING_DIMENSION,
+            timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            max_retries: 2,
+            retry_base_delay: Duration::from_millis(200),
+            max_retry_delay: Duration::from_secs(20),
+        }
+    }
+}
+
+/// `Some("***")` for a set key, so `Debug` shows whether a key is there but never what it is.
+fn redacted(key: &Option<String>) -> Option<&'static str> {
+    key.as_ref().map(|_| "***")
+}
+
+impl fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not derived: the keys must not reach logs through `{:?}`.
+        f.debug_struct("OpenAiConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &redacted(&self.api_key))
+            .field("cerebras_base_url", &self.cerebras_base_url)
+            .field("cerebras_api_key", &redacted(&self.cerebras_api_key))
+            .field("embedding_model", &self.embedding_model)
+            .field("embedding_dimension", &self.embedding_dimension)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_retries", &self.max_retries)
+            .field("retry_base_delay", &self.retry_base_delay)
+            .field("max_retry_delay", &self.max_retry_delay)
+            .finish()
+    }
+}
+
+/// A [`ChatModel`] and [`Embedder`] over OpenAI-compatible APIs (see the module docs).
+#[derive(Clone)]
+pub struct OpenAiCompatible {
+    http: reqwest::Client,
+    cfg: OpenAiConfig,
+}
+
+impl fmt::Debug for OpenAiCompatible {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiCompatible")
+            .field("config", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where one call goes and with which key.
+struct Route<'a> {
+    /// Base URL without a trailing slash.
+    base: &'a str,
+    /// The model name as sent (prefix removed).
+    model: &'a str,
+    key: Option<&'a str>,
+    /// Whether `key` is the request's own (BYOK) key.
+    byok: bool,
+}
+
+/// A blank key counts as none: an empty environment variable is not a key.
+fn present(key: Option<&str>) -> Option<&str> {
+    key.filter(|k| !k.trim().is_empty())
+}
+
+/// Which key a hosted API at `base` needs, if it needs one.
+fn required_key(base: &str) -> Option<&'static str> {
+    let host = reqwest::Url::parse(base)
+        .ok()?
+        .host_str()?
+        .to_ascii_lowercase();
+    KEYED_HOSTS
+        .iter()
+        .find(|(h, _)| *h == host)
+        .map(|(_, what)| *what)
+}
+
+fn check_base_url(name: &str, url: &str) -> Result<(), AdapterError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(()),
+        _ => Err(AdapterError::Unsupported(format!(
+            "the {name} {url:?} is not an http(s) URL; give one such as {OPENAI_BASE_URL} or \
+             http://localhost:11434/v1"
+        ))),
+    }
+}
+
+impl OpenAiCompatible {
+    /// An adapter for `cfg`. Fails only if a base URL is not an http(s) URL or the HTTP
+    /// client cannot be built; keys are checked per call, since BYOK may supply them.
+    pub fn new(cfg: OpenAiConfig) -> Result<Self, AdapterError> {
+        check_base_url("model base URL", &cfg.base_url)?;
+        check_base_url("Cerebras base URL", &cfg.cerebras_base_url)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            // Per read, so a long stream is fine while tokens keep coming; non-streamed
+            // requests also get a total deadline (see `post`).
+            .read_timeout(cfg.timeout)
+            .build()
+            .map_err(|e| AdapterError::Connect(format!("cannot set up an HTTP client: {e}")))?;
+        Ok(Self { http, cfg })
+    }
+
+    /// Whether a call for `model` could be made: `byok` says whether the request carries
+    /// its own key. `false` means the call would fail with [`LlmError::NotConfigured`]
+    /// (the server answers 503 `llm_unavailable` early).
+    pub fn is_configured_for(&self, model: &str, byok: bool) -> bool {
+        self.route(model, byok.then_some("byok")).is_ok()
+    }
+
+    /// The endpoint, wire model name and key for `model`.
+    fn route<'a>(&'a self, model: &'a str, byok: Option<&'a str>) -> Result<Route<'a>, LlmError> {
+        let (base, wire_model, server_key) = match model.strip_prefix(CEREBRAS_PREFIX) {
+            Some(bare) => (
+                self.cfg.cerebras_base_url.as_str(),
+                bare,
+                self.cfg.cerebras_api_key.as_deref(),
+            ),
+            None => (
+                self.cfg.base_url.as_str(),
+                model,
+                self.cfg.api_key.as_deref(),
+            ),
+        };
+        if wire_model.trim().is_empty() {
+            return Err(LlmError::NotConfigured(format!(
+                "the model name {model:?} names no model"
+            )));
+        }
+        let byok = present(byok);
+        let key = byok.or(present(server_key));
+        if key.is_none()
+            && let Some(what) = required_key(base)
+        {
+            return Err(LlmError::NotConfigured(format!(
+                "the model {model:?} needs {what}, and neither the server nor the request \
+                 has one"
+            )));
+        }
+        Ok(Route {
+            base: base.trim_end_matches('/'),
+            model: wire_model,
+            key,
+            byok: byok.is_some(),
+        })
+    }
+
+    /// Replaces every key we know of in `text` (a provider may echo what it was sent).
+    fn scrub(&self, text: &str, route: &Route<'_>) -> String {
+        let mut text = text.to_owned();
+        let keys = [
+            route.key,
+            self.cfg.api_key.as_deref(),
+            self.cfg.cerebras_api_key.as_deref(),
+        ];
+        for key in keys.into_iter().flatten().filter(|k| !k.is_empty()) {
+            text = text.replace(key, "***");
+        }
+        text
+    }
+
+    /// POSTs `body` to `{base}/{path}` with retries. A non-streamed call returns the
+    /// whole 2xx body; a streamed one the response whose body is still to be read.
+    async fn post(
+        &self,
+        route: &Route<'_>,
+        path: &str,
+        body: Bytes,
+        streaming: bool,
+    ) -> Result<Answer, LlmError> {
+        let url = format!("{}/{path}", route.base);
+        let auth = match route.key {
+            Some(key) => Some(bearer(key).ok_or_else(|| {
+                if route.byok {
+                    // The user's key cannot be right if it cannot even be sent.
+                    LlmError::Unauthorized
+                } else {
+                    LlmError::NotConfigured(
+                        "the server's API key holds characters an HTTP header cannot carry".into(),
+                    )
+                }
+            })?),
+            None => None,
+        };
+        let attempts = self.cfg.max_retries.saturating_add(1);
+        let mut attempt = 1;
+        loop {
+            let mut req = self
+                .http
+                .post(&url)
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            req = if streaming {
+                req.header(ACCEPT, "text/event-stream")
+            } else {
+                req.timeout(self.cfg.timeout)
+            };
+            if let Some(auth) = &auth {
+                req = req.header(AUTHORIZATION, auth.clone());
+            }
+            let failure = match req.send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    if streaming {
+                        return Ok(Answer::Stream(resp));
+                    }
+                    match resp.bytes().await {
+                        Ok(b) => return Ok(Answer::Body(b)),
+                        Err(e) => Failure::Transport(self.transport_message(&e, route)),
+                    }
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let wait = retry_after(resp.headers());
+                    let message = match resp.bytes().await {
+                        Ok(b) => self.scrub(&error_message(&b), route),
+                        Err(_) => "(the error body could not be read)".into(),
+                    };
+                    match status {
+                        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                            return Err(LlmError::Unauthorized);
+                        }
+                        StatusCode::TOO_MANY_REQUESTS => Failure::RateLimited { wait, message },
+                        s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
+                            Failure::Server {
+                                status,
+                                wait,
+                                message,
+                            }
+                        }
+                        _ => return Err(LlmError::Protocol(format!("HTTP {status}: {message}"))),
+                    }
+                }
+                Err(e) if e.is_builder() => {
+                    return Err(LlmError::NotConfigured(format!(
+                        "cannot build a request to {url}: {}",
+                        self.transport_message(&e, route)
+                    )));
+                }
+                Err(e) => Failure::Transport(self.transport_message(&e, route)),
+            };
+            if attempt >= attempts {
+                return Err(failure.into_error(attempt));
+            }
+            let backoff = self
+                .cfg
+                .retry_base_delay
+                .saturating_mul(1 << (attempt - 1).min(16));
+            let delay = failure
+                .retry_after()
+                .unwrap_or(backoff)
+                .min(self.cfg.max_retry_delay);
+            tracing::debug!(
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                why = %failure.short(),
+                "retrying a model provider request"
+            );
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    /// A reqwest error with its causes, without any key.
+    fn transport_message(&self, e: &reqwest::Error, route: &Route<'_>) -> String {
+        if e.is_timeout() {
+            let limit = if e.is_connect() {
+                self.cfg.connect_timeout
+            } else {
+                self.cfg.timeout
+            };
+            return format!("no answer from {} within {limit:?}", route.base);
+        }
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        self.scrub(&text, route)
+    }
+}
+
+/// `Bearer <key>`, marked sensitive so reqwest and hyper never print or index it.
+fn bearer(key: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", key.trim())).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// What a successful exchange produced.
+enum Answer {
+    Body(Bytes),
+    Stream(reqwest::Response),
+}
+
+/// Why one attempt failed in a way worth retrying.
+enum Failure {
+    RateLimited {
+        wait: Option<Duration>,
+        message: String,
+    },
+    Server {
+        status: StatusCode,
+        wait: Option<Duration>,
+        message: String,
+    },
+    Transport(String),
+}
+
+impl Failure {
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Failure::RateLimited { wait, .. } | Failure::Server { wait, .. } => *wait,
+            Failure::Transport(_) => None,
+        }
+    }
+
+    /// For the retry log line.
+    fn short(&self) -> String {
+        match self {
+            Failure::RateLimited { .. } => "HTTP 429".into(),
+            Failure::Server { status, .. } => format!("HTTP {}", status.as_u16()),
+            Failure::Transport(e) => e.clone(),
+        }
+    }
+
+    fn into_error(self, attempts: u32) -> LlmError {
+        let after = if attempts > 1 {
+            format!(" (after {attempts} attempts)")
+        } else {
+            String::new()
+        };
+        match self {
+            Failure::RateLimited { message, .. } => {
+                tracing::debug!(%message, attempts, "the model provider kept rate limiting");
+                LlmError::RateLimited
+            }
+            Failure::Server {
+                status, message, ..
+            } => LlmError::Unavailable(format!("HTTP {status}: {message}{after}")),
+            Failure::Transport(e) => LlmError::Unavailable(format!("{e}{after}")),
+        }
+    }
+}
+
+/// `retry-after-ms` (OpenAI's finer header) or `Retry-After` in seconds; an HTTP date is
+/// ignored (backoff applies).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let number = |name| {
+        headers
+            .get(name)?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+    };
+    if let Some(ms) = number(reqwest::header::HeaderName::from_static("retry-after-ms")) {
+        return Some(Duration::from_secs_f64(ms.min(86_400_000.0) / 1000.0));
+    }
+    number(RETRY_AFTER).map(|s| Duration::from_secs_f64(s.min(86_400.0)))
+}
+
+/// The message of an error body: OpenAI's `{"error":{"message"}}`, Ollama's
+/// `{"error":"…"}`, vLLM's `{"message"}`, or the text itself; shortened.
+fn error_message(body: &[u8]) -> String {
+    let text = match serde_json::from_slice::<Value>(body) {
+        Ok(v) => message_of(&v).unwrap_or_else(|| v.to_string()),
+        Err(_) => String::from_utf8_lossy(body).trim().to_owned(),
+    };
+    shorten(if text.is_empty() {
+        "(no message)".into()
+    } else {
+        text
+    })
+}
+
+fn message_of(v: &Value) -> Option<String> {
+    let error = v.get("error");
+    error
+        .and_then(|e| e.get("message"))
+        .or_else(|| error.filter(|e| e.is_string()))
+        .or_else(|| v.get("message"))
+        .or_else(|| v.get("detail"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+fn shorten(text: String) -> String {
+    match text.char_indices().nth(MAX_MESSAGE) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Wire format: requests
+
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    model: &'a str,
+    messages: Vec<WireMessage<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<WireTool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+}
+
+#[derive(Serialize)]
+struct WireMessage<'a> {
+    role: Role,
+    /// `null` only for an assistant message that just calls tools, as OpenAI writes it.
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<WireToolCall<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct WireToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunctionCall<'a>,
+}
+
+#[derive(Serialize)]
+struct WireFunctionCall<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+#[derive(Serialize)]
+struct WireTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunctionDef<'a>,
+}
+
+#[derive(Serialize)]
+struct WireFunctionDef<'a> {
+    name: &'a str,
+    description: &'a str,
+    parameters: &'a Value,
+}
+
+fn wire_message(m: &Message) -> WireMessage<'_> {
+    let content = if m.role == Role::Assistant && m.content.is_empty() && !m.tool_calls.is_empty() {
+        None
+    } else {
+        Some(m.content.as_str())
+    };
+    WireMessage {
+        role: m.role,
+        content,
+        tool_calls: m
+            .tool_calls
+            .iter()
+            .map(|c| WireToolCall {
+                id: &c.id,
+                kind: "function",
+                function: WireFunctionCall {
+                    name: &c.name,
+                    arguments: &c.arguments,
+                },
+            })
+            .collect(),
+        tool_call_id: m.tool_call_id.as_deref(),
+    }
+}
+
+fn wire_tool(t: &ToolDefinition) -> WireTool<'_> {
+    WireTool {
+        kind: "function",
+        function: WireFunctionDef {
+            name: &t.name,
+            description: &t.description,
+            parameters: &t.parameters,
+        },
+    }
+}
+
+fn chat_body(req: &CompletionRequest, model: &str, stream: bool) -> Result<Bytes, LlmError> {
+    let wire = WireRequest {
+        model,
+        messages: req.messages.iter().map(wire_message).collect(),
+        tools: req.tools.iter().map(wire_tool).collect(),
+        temperature: req.temperature,
+        stream,
+    };
+    serde_json::to_vec(&wire)
+        .map(Bytes::from)
+        .map_err(|e| LlmError::Protocol(format!("cannot encode the request: {e}")))
+}
+
+// ---------------------------------------------------------------------------------------
+// Wire format: answers
+
+#[derive(Deserialize)]
+struct WireCompletion {
+    #[serde(default)]
+    choices: Vec<WireChoice>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    message: WireAnswer,
+}
+
+#[derive(Deserialize)]
+struct WireAnswer {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WireAnswerCall>>,
+}
+
+#[derive(Deserialize)]
+struct WireAnswerCall {
+    #[serde(default)]
+    id: Option<String>,
+    function: WireAnswerFunction,
+}
+
+#[derive(Deserialize)]
+struct WireAnswerFunction {
+    name: String,
+    /// A JSON string per OpenAI; some local servers send the object itself.
+    #[serde(default)]
+    arguments: Value,
+}
+
+fn arguments_text(v: Value) -> String {
+    match v {
+        Value::String(s) => s,
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn parse_completion(body: &[u8]) -> Result<Completion, LlmError> {
+    let wire: WireCompletion = serde_json::from_slice(body)
+        .map_err(|e| LlmError::Protocol(format!("the chat completion could not be read: {e}")))?;
+    let choice = wire
+        .choices
+        .into_iter()
+        .next()
+        .ok_or_else(|| LlmError::Protocol("the chat completion has no choices".into()))?;
+    let tool_calls = choice
+        .message
+        .tool_calls
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| ToolCall {
+            // Some local servers omit ids; the tool result still needs one to answer.
+            id: c
+                .id
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(|| format!("call_{i}")),
+            name: c.function.name,
+            arguments: arguments_text(c.function.arguments),
+        })
+        .collect();
+    Ok(Completion {
+        content: choice.message.content.unwrap_or_default(),
+        tool_calls,
+    })
+}
+
+#[derive(Deserialize)]
+struct WireChunk {
+    #[serde(default)]
+    choices: Vec<WireChunkChoice>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct WireChunkChoice {
+    #[serde(default)]
+    delta: Option<WireDelta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireDelta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WireDeltaCall>>,
+}
+
+#[derive(Deserialize)]
+struct WireDeltaCall {
+    #[serde(default)]
+    index: Option<usize>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<WireDeltaFunction>,
+}
+
+#[derive(Deserialize)]
+struct WireDeltaFunction {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireEmbeddings {
+    data: Vec<WireEmbedding>,
+}
+
+#[derive(Deserialize)]
+struct WireEmbedding {
+    index: usize,
+    embedding: Vec<f32>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Server-sent events
+
+/// Splits an SSE byte stream into the `data` payloads of its events. Bytes are buffered
+/// until a whole line is there, so lines (and UTF-8 characters) split across chunks are
+/// put back together; `\n` and `\r\n` line ends are accepted.
+#[derive(Default)]
+pub(crate) struct SseParser {
+    line: Vec<u8>,
+    data: String,
+    has_data: bool,
+}
+
+impl SseParser {
+    /// Feeds one network chunk; appends the payloads of events it completes to `out`.
+    pub(crate) fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<String>) -> Result<(), LlmError> {
+        while let Some(pos) = chunk.iter().position(|b| *b == b'\n') {
+            self.line.extend_from_slice(&chunk[..pos]);
+            chunk = &chunk[pos + 1..];
+            let line = std::mem::take(&mut self.line);
+            self.line_done(&line, out);
+        }
+        self.line.extend_from_slice(chunk);
+        if self.line.len() > MAX_SSE_LINE {
+            return Err(LlmError::Protocol(
+                "the event stream sent an over-long line".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The end of the stream: an event not followed by a blank line still counts.
+    pub(crate) fn finish(&mut self, out: &mut Vec<String>) {
+        if !self.line.is_empty() {
+            let line = std::mem::take(&mut self.line);
+            self.line_done(&line, out);
+        }
+        if self.has_data {
+            self.has_data = false;
+            out.push(std::mem::take(&mut self.data));
+        }
+    }
+
+    fn line_done(&mut self, line: &[u8], out: &mut Vec<String>) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            if self.has_data {
+                self.has_data = false;
+                out.push(std::mem::take(&mut self.data));
+            }
+            return;
+        }
+        if line.starts_with(b":") {
+            // A comment (some providers send keep-alives like `: PROCESSING`).
+            return;
+        }
+        let (field, value) = match line.iter().position(|b| *b == b':') {
+            Some(i) => (&line[..i], &line[i + 1..]),
+            None => (line, &[][..]),
+        };
+        if field == b"data" {
+            let value = value.strip_prefix(b" ").unwrap_or(value);
+            if self.has_data {
+                self.data.push('\n');
+            }
+            self.data.push_str(&String::from_utf8_lossy(value));
+            self.has_data = true;
+        }
+    }
+}
+
+/// Turns the payloads of a chat-completion stream into [`StreamEvent`]s.
+#[derive(Default)]
+struct ChunkDecoder {
+    /// `[DONE]` arrived, or an error ended the stream.
+    done: bool,
+    /// A `finish_reason` arrived: a stream closed after it without `[DONE]` is complete
+    /// (some local servers omit `[DONE]`).
+    finished: bool,
+}
+
+impl ChunkDecoder {
+    fn payload(&mut self, payload: &str, out: &mut VecDeque<Result<StreamEvent, LlmError>>) {
+        if self.done {
+            return;
+        }
+        if payload.trim() == "[DONE]" {
+            self.done = true;
+            return;
+        }
+        let chunk: WireChunk = match serde_json::from_str(payload) {
+            Ok(c) => c,
+            Err(e) => {
+                self.done = true;
+                out.push_back(Err(LlmError::Protocol(format!(
+                    "a stream event could not be read: {e}"
+                ))));
+                return;
+            }
+        };
+        if let Some(error) = chunk.error {
+            self.done = true;
+            let message = message_of(&serde_json::json!({ "error": error }))
+                .unwrap_or_else(|| "(no message)".into());
+            out.push_back(Err(LlmError::Unavailable(format!(
+                "the provider ended the stream with an error: {}",
+                shorten(message)
+            ))));
+            return;
+        }
+        let Some(choice) = chunk.choices.into_iter().next() else {
+            // Usage-only or keep-alive chunks carry no choice.
+            return;
+        };
+        if choice.finish_reason.is_some() {
+            self.finished = true;
+        }
+        let Some(delta) = choice.delta else { return };
+        if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
+            out.push_back(Ok(StreamEvent::Text(text)));
+        }
+        for (position, call) in delta.tool_calls.unwrap_or_default().into_iter().enumerate() {
+            let (name, arguments) = match call.function {
+                Some(f) => (f.name, f.arguments),
+                None => (None, None),
+            };
+            out.push_back(Ok(StreamEvent::ToolCallDelta {
+                index: call.index.unwrap_or(position),
+                id: call.id.filter(|s| !s.is_empty()),
+                name: name.filter(|s| !s.is_empty()),
+                arguments: arguments.unwrap_or_default(),
+            }));
+        }
+    }
+}
+
+struct StreamState {
+    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    parser: SseParser,
+    decoder: ChunkDecoder,
+    pending: VecDeque<Result<StreamEvent, LlmError>>,
+    /// Nothing more will be read.
+    ended: bool,
+    /// For error messages (no key in it).
+    base: String,
+}
+
+impl StreamState {
+    fn absorb(&mut self, payloads: Vec<String>) {
+        for p in payloads {
+            self.decoder.payload(&p, &mut self.pending);
+        }
+        if self.decoder.done {
+            self.ended = true;
+        }
+    }
+
+    async fn next(mut self) -> Option<(Result<StreamEvent, LlmError>, Self)> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some((event, self));
+            }
+            if self.ended {
+                return None;
+            }
+            let mut payloads = Vec::new();
+            match self.body.next().await {
+                Some(Ok(bytes)) => {
+                    if let Err(e) = self.parser.feed(&bytes, &mut payloads) {
+                        self.pending.push_back(Err(e));
+                        self.ended = true;
+                        continue;
+                    }
+                    self.absorb(payloads);
+                }
+                Some(Err(e)) => {
+                    let why = if e.is_timeout() {
+                        "the provider went silent".to_owned()
+                    } else {
+                        // Body errors carry no request headers, hence no key.
+                        e.to_string()
+                    };
+                    self.pending.push_back(Err(LlmError::Unavailable(format!(
+                        "the stream from {} broke off: {why}",
+                        self.base
+                    ))));
+                    self.ended = true;
+                }
+                None => {
+                    self.parser.finish(&mut payloads);
+                    self.absorb(payloads);
+                    if !self.decoder.done && !self.decoder.finished {
+                        self.pending.push_back(Err(LlmError::Unavailable(format!(
+                            "the stream from {} ended before the reply was complete",
+                            self.base
+                        ))));
+                    }
+                    self.ended = true;
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The ports
+
+#[async_trait]
+impl ChatModel for OpenAiCompatible {
+    #[tracing::instrument(
+        skip_all,
+        fields(model = %req.model, tools = req.tools.len(), byok = req.api_key.is_some()),
+        err(level = "debug")
+    )]
+    async fn complete(&self, req: CompletionRequest) -> Result<Completion, LlmError> {
+        let route = self.route(&req.model, req.api_key.as_deref())?;
+        let body = chat_body(&req, route.model, false)?;
+        match self.post(&route, "chat/completions", body, false).await? {
+            Answer::Body(b) => parse_completion(&b),
+            Answer::Stream(_) => Err(LlmError::Protocol("unexpected stream".into())),
+        }
+    }
+
+    #[tracing::instrument(
+        skip_all,
+        fields(model = %req.model, tools = req.tools.len(), byok = req.api_key.is_some()),
+        err(level = "debug")
+    )]
+    async fn stream(
+        &self,
+        req: CompletionRequest,
+    ) -> Result<BoxStream<'static, Result<StreamEvent, LlmError>>, LlmError> {
+        let route = self.route(&req.model, req.api_key.as_deref())?;
+        let body = chat_body(&req, route.model, true)?;
+        let resp = match self.post(&route, "chat/completions", body, true).await? {
+            Answer::Stream(resp) => resp,
+            Answer::Body(_) => return Err(LlmError::Protocol("unexpected body".into())),
+        };
+        let state = StreamState {
+            body: resp.bytes_stream().boxed(),
+            parser: SseParser::default(),
+            decoder: ChunkDecoder::default(),
+            pending: VecDeque::new(),
+            ended: false,
+            base: route.base.to_owned(),
+        };
+        Ok(futures::stream::unfold(state, StreamState::next).boxed())
+    }
+}
+
+#[async_trait]
+impl Embedder for OpenAiCompatible {
+    fn dimension(&self) -> usize {
+        self.cfg.embedding_dimension
+    }
+
+    #[tracing::instrument(
+        skip_all,
+        fields(model = %self.cfg.embedding_model, texts = texts.len(), byok = api_key.is_some()),
+        err(level = "debug")
+    )]
+    async fn embed(
+        &self,
+        texts: &[String],
+        api_key: Option<&str>,
+    ) -> Result<Vec<Vec<f32>>, LlmError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let route = self.route(&self.cfg.embedding_model, api_key)?;
+        let mut out = Vec::with_capacity(texts.len());
+        for batch in texts.chunks(EMBED_BATCH) {
+            let body = serde_json::to_vec(&serde_json::json!({
+                "model": route.model,
+                "input": batch,
+            }))
+            .map(Bytes::from)
+            .map_err(|e| LlmError::Protocol(format!("cannot encode the request: {e}")))?;
+            let bytes = match self.post(&route, "embeddings", body, false).await? {
+                Answer::Body(b) => b,
+                Answer::Stream(_) => return Err(LlmError::Protocol("unexpected stream".into())),
+            };
+            out.extend(self.parse_embeddings(&bytes, batch.len())?);
+        }
+        Ok(out)
+    }
+}
+
+impl OpenAiCompatible {
+    /// The vectors of one batch of `n` texts, in input order.
+    fn parse_embeddings(&self, body: &[u8], n: usize) -> Result<Vec<Vec<f32>>, LlmError> {
+        let wire: WireEmbeddings = serde_json::from_slice(body)
+            .map_err(|e| LlmError::Protocol(format!("the embeddings could not be read: {e}")))?;
+        let mut slots: Vec<Option<Vec<f32>>> = vec![None; n];
+        for item in wire.data {
+            let slot = slots.get_mut(item.index).ok_or_else(|| {
+                LlmError::Protocol(format!(
+                    "the embeddings answer has index {} for {n} inputs",
+                    item.index
+                ))
+            })?;
+            if slot.is_some() {
+                return Err(LlmError::Protocol(format!(
+                    "the embeddings answer repeats index {}",
+                    item.index
+                )));
+            }
+            if item.embedding.len() != self.cfg.embedding_dimension {
+                return Err(LlmError::Protocol(format!(
+                    "the embedding model {:?} returned vectors of {} dimensions, but {} are \
+                     configured; set the embedding dimension to match the model",
+                    self.cfg.embedding_model,
+                    item.embedding.len(),
+                    self.cfg.embedding_dimension
+                )));
+            }
+            *slot = Some(item.embedding);
+        }
+        slots
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.ok_or_else(|| {
+                    LlmError::Protocol(format!("the embeddings answer lacks input {i}"))
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BODY: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"héllo \"}}]}\n\n\
+        : keep-alive\n\n\
+        data: {\"choices\":[{\"delta\":{\"content\":\"wörld\"}}]}\r\n\r\n\
+        data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c1\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]}}]}\n\n\
+        data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"a\\\":1}\"}}]}}]}\n\n\
+        data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n\
+        data: [DONE]\n\n";
+
+    fn payloads(pieces: &[&[u8]]) -> Vec<String> {
+        let mut parser = SseParser::default();
+        let mut out = Vec::new();
+        for p in pieces {
+            parser.feed(p, &mut out).expect("feed");
+        }
+        parser.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn sse_payloads_are_the_same_however_the_bytes_are_split() {
+        let whole = payloads(&[BODY.as_bytes()]);
+        assert_eq!(whole.len(), 6);
+        assert_eq!(whole[5], "[DONE]");
+        assert!(whole[0].contains("héllo"));
+        let bytes = BODY.as_bytes();
+        // Every single cut (including inside the two-byte characters and `\r\n`).
+        for cut in 0..=bytes.len() {
+            assert_eq!(
+                payloads(&[&bytes[..cut], &bytes[cut..]]),
+                whole,
+                "cut at {cut}"
+            );
+        }
+        // Byte by byte.
+        let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(payloads(&singles), whole);
+    }
+
+    #[test]
+    fn multi_line_data_and_a_missing_final_blank_line() {
+        let out = payloads(&[b"event: x\ndata: a\ndata: b\n\ndata:c"]);
+        assert_eq!(out, vec!["a\nb".to_owned(), "c".to_owned()]);
+    }
+
+    #[test]
+    fn chunks_decode_to_events_and_stop_at_done() {
+        let mut decoder = ChunkDecoder::default();
+        let mut events = VecDeque::new();
+        for p in payloads(&[BODY.as_bytes()]) {
+            decoder.payload(&p, &mut events);
+        }
+        decoder.payload(
+            "{\"choices\":[{\"delta\":{\"content\":\"late\"}}]}",
+            &mut events,
+        );
+        let events: Vec<StreamEvent> = events.into_iter().map(|e| e.expect("event")).collect();
+        assert_eq!(
+            events,
+            vec![
+                StreamEvent::Text("héllo ".into()),
+                StreamEvent::Text("wörld".into()),
+                StreamEvent::ToolCallDelta {
+                    index: 0,
+                    id: Some("c1".into()),
+                    name: Some("f".into()),
+                    arguments: String::new()
+                },
+                StreamEvent::ToolCallDelta {
+                    index: 0,
+                    id: None,
+                    name: None,
+                    arguments: "{\"a\":1}".into()
+                },
+            ]
+        );
+        assert!(decoder.done && decoder.finished);
+    }
+
+    #[test]
+    fn an_error_event_ends_the_stream() {
+        let mut decoder = ChunkDecoder::default();
+        let mut events = VecDeque::new();
+        decoder.payload(
+            "{\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}",
+            &mut events,
+        );
+        assert!(decoder.done);
+        match events.pop_front() {
+            Some(Err(LlmError::Unavailable(m))) => assert!(m.contains("overloaded"), "{m}"),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+
+    fn state_over(pieces: Vec<&'static str>) -> StreamState {
+        StreamState {
+            body: futures::stream::iter(pieces.into_iter().map(|p| Ok(Bytes::from(p)))).boxed(),
+            parser: SseParser::default(),
+            decoder: ChunkDecoder::default(),
+            pending: VecDeque::new(),
+            ended: false,
+            base: "http://x/v1".into(),
+        }
+    }
+
+    async fn drain(state: StreamState) -> Vec<Result<StreamEvent, LlmError>> {
+        futures::stream::unfold(state, StreamState::next)
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_off_before_done_ends_with_an_error() {
+        let events = drain(state_over(vec![
+            "data: {\"choices\":[{\"delta\":{\"content\":\"par",
+            "tial\"}}]}\n\n",
+        ]))
+        .await;
+        assert!(matches!(&events[0], Ok(StreamEvent::Text(t)) if t == "partial"));
+        assert!(
+            matches!(&events[1], Err(LlmError::Unavailable(_))),
+            "{events:?}"
+        );
+        assert_eq!(events.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_stream_with_a_finish_reason_but_no_done_is_complete() {
+        let events = drain(state_over(vec![
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}]}",
+        ]))
+        .await;
+        assert_eq!(events.len(), 1);
+        assert!(matches!(&events[0], Ok(StreamEvent::Text(t)) if t == "hi"));
+    }
+
+    #[test]
+    fn retry_after_headers() {
+        let mut h = HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(RETRY_AFTER, HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert("retry-after-ms", HeaderValue::from_static("150"));
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(150)));
+        let mut date = HeaderMap::new();
+        date.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&date), None);
+    }
+
+    #[test]
+    fn error_messages_from_the_usual_shapes() {
+        assert_eq!(error_message(br#"{"error":{"message":"bad"}}"#), "bad");
+        assert_eq!(
+            error_message(br#"{"error":"model not found"}"#),
+            "model not found"
+        );
+        assert_eq!(error_message(br#"{"object":"error","message":"m"}"#), "m");
+        assert_eq!(error_message(b" plain text "), "plain text");
+        assert_eq!(error_message(b""), "(no message)");
+        assert!(error_message("x".repeat(1000).as_bytes()).chars().count() <= MAX_MESSAGE + 1);
+    }
+
+    #[test]
+    fn routing_and_keys() {
+        let adapter = |api_key: Option<&str>, base: &str| {
+            OpenAiCompatible::new(OpenAiConfig {
+                base_url: base.into(),
+                api_key: api_key.map(str::to_owned),
+                ..OpenAiConfig::default()
+            })
+            .expect("adapter")
+        };
+        let hosted = adapter(None, OPENAI_BASE_URL);
+        assert!(!hosted.is_configured_for("gpt-4o-mini", false));
+        assert!(hosted.is_configured_for("gpt-4o-mini", true));
+        assert!(!hosted.is_configured_for("cerebras/llama3.1-8b", false));
+        assert!(adapter(Some("sk"), OPENAI_BASE_URL).is_configured_for("gpt-4o", false));
+        assert!(!adapter(Some("  "), OPENAI_BASE_URL).is_configured_for("gpt-4o", false));
+        let local = adapter(None, "http://localhost:11434/v1/");
+        assert!(local.is_configured_for("llama3.2", false));
+        let route = local.route("llama3.2", None).expect("route");
+        assert_eq!(route.base, "http://localhost:11434/v1");
+        assert!(route.key.is_none());
+        let route = hosted
+            .route("cerebras/llama3.1-8b", Some("byok"))
+            .expect("route");
+        assert_eq!(
+            (route.base, route.model, route.key, route.byok),
+            (CEREBRAS_BASE_URL, "llama3.1-8b", Some("byok"), true)
+        );
+        match hosted.route("cerebras/x", None) {
+            Err(LlmError::NotConfigured(m)) => assert!(m.contains("Cerebras API key"), "{m}"),
+            _ => panic!("expected NotConfigured"),
+        }
+        assert!(matches!(
+            hosted.route("cerebras/", Some("k")),
+            Err(LlmError::NotConfigured(_))
+        ));
+        assert!(matches!(
+            OpenAiCompatible::new(OpenAiConfig {
+                base_url: "localhost:11434".into(),
+                ..OpenAiConfig::default()
+            }),
+            Err(AdapterError::Unsupported(_))
+        ));
+    }
+}
