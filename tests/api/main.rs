@@ -2,6 +2,7 @@
 
 mod auth;
 mod backups;
+mod chat;
 mod errors;
 mod helpers;
 mod openapi;

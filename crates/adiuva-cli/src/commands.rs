@@ -110,6 +110,7 @@ pub async fn run(cli: Cli) -> CliResult {
         }
         Command::Bench(args) => crate::bench::run(args, &cli).await,
         Command::BenchVectors(args) => crate::bench_vectors::run(args).await,
+        Command::BenchChat(args) => crate::bench_chat::run(args).await,
     }
 }
 
@@ -304,14 +305,10 @@ async fn doctor(cli: &Cli) -> CliResult {
         ),
         Err(e) => report(false, "blob store", e.to_string()),
     }
-    let unused: Vec<&str> = [
-        ("OPENAI_API_KEY", settings.openai_api_key.is_some()),
-        ("OPENAI_BASE_URL", settings.openai_base_url.is_some()),
-        ("STRIPE_SECRET_KEY", settings.stripe_secret_key.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(k, set)| set.then_some(k))
-    .collect();
+    let unused: Vec<&str> = [("STRIPE_SECRET_KEY", settings.stripe_secret_key.is_some())]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect();
     if !unused.is_empty() {
         println!(
             "note  set but not used by this build yet: {}",

@@ -1,6 +1,7 @@
 //! `adiuva`: run the server, manage its data, and measure it.
 
 mod bench;
+mod bench_chat;
 mod bench_vectors;
 mod commands;
 
@@ -57,6 +58,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measure a vector index: search latency and recall@10 against brute force.
     BenchVectors(bench_vectors::BenchVectorsArgs),
+    /// Measure chat: orchestration overhead and concurrent WebSocket chats.
+    BenchChat(bench_chat::BenchChatArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::auth::{AuthConfig, AuthService};
 use crate::backup::{BackupService, DEFAULT_RETENTION};
+use crate::chat::orchestrator::Orchestrator;
 use crate::domain::{Email, Role, Tier};
 use crate::error::Error;
 use crate::ports::db::User;
@@ -19,6 +20,7 @@ pub struct Adiuva {
     db: Arc<dyn Database>,
     blobs: Option<Arc<dyn BlobStore>>,
     vectors: Option<Arc<dyn VectorIndex>>,
+    chat: Option<Arc<Orchestrator>>,
     backup_retention: usize,
     quota_gb_bytes: i64,
     clock: Arc<dyn Clock>,
@@ -39,6 +41,7 @@ pub struct AdiuvaBuilder {
     db: Option<Arc<dyn Database>>,
     blobs: Option<Arc<dyn BlobStore>>,
     vectors: Option<Arc<dyn VectorIndex>>,
+    chat: Option<Arc<Orchestrator>>,
     backup_retention: Option<usize>,
     quota_gb_bytes: Option<i64>,
     clock: Option<Arc<dyn Clock>>,
@@ -61,6 +64,12 @@ impl AdiuvaBuilder {
     /// The vector index (needed for `/storage/vectors`; without one it answers 503).
     pub fn vectors(mut self, index: Arc<dyn VectorIndex>) -> Self {
         self.vectors = Some(index);
+        self
+    }
+
+    /// The chat orchestrator (without one, chat answers 503 `llm_unavailable`).
+    pub fn chat(mut self, orchestrator: Arc<Orchestrator>) -> Self {
+        self.chat = Some(orchestrator);
         self
     }
 
@@ -102,6 +111,7 @@ impl AdiuvaBuilder {
             db,
             blobs: self.blobs,
             vectors: self.vectors,
+            chat: self.chat,
             backup_retention: self.backup_retention.unwrap_or(DEFAULT_RETENTION),
             quota_gb_bytes: self.quota_gb_bytes.unwrap_or(crate::tiers::GIB),
             clock,
@@ -171,6 +181,14 @@ impl Adiuva {
             self.clock.clone(),
             self.tiers(),
         ))
+    }
+
+    /// The chat orchestrator; `Unavailable` (`llm_unavailable`) when none was given.
+    pub fn chat(&self) -> Result<Arc<Orchestrator>, Error> {
+        self.chat.clone().ok_or_else(|| Error::Unavailable {
+            code: "llm_unavailable",
+            detail: "chat is not configured on this server".into(),
+        })
     }
 
     /// The database port, for health checks.

@@ -13,6 +13,7 @@ pub mod middleware;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
+pub mod ws;
 
 pub use settings::Settings;
 pub use startup::{Application, Backend};

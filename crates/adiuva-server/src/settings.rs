@@ -108,6 +108,16 @@ pub struct Settings {
     pub openai_base_url: Option<String>,
     /// Key for `cerebras/` models.
     pub cerebras_api_key: Option<Secret<String>>,
+    /// Cerebras endpoint.
+    pub cerebras_base_url: String,
+    /// Router model.
+    pub router_model: String,
+    /// Agent model.
+    pub agent_model: String,
+    /// Synthesis model.
+    pub synthesis_model: String,
+    /// Seconds the WebSocket waits for a tool result.
+    pub chat_tool_timeout_secs: u64,
     /// Redis for shared rate limits and the device bus.
     pub redis_url: Option<RedactedUrl>,
     /// Stripe API key.
@@ -269,19 +279,49 @@ pub const KEYS: &[KeyDoc] = &[
         key: "openai_api_key",
         env: &["ADIUVA_OPENAI_API_KEY", "OPENAI_API_KEY"],
         default: "",
-        doc: "Server-side key for the chat models (not used by this build yet).",
+        doc: "Server-side key for the chat models. Unset: chat works only with a per-request api_key (BYOK) or a keyless openai_base_url; otherwise 503 llm_unavailable.",
     },
     KeyDoc {
         key: "openai_base_url",
         env: &["ADIUVA_OPENAI_BASE_URL", "OPENAI_BASE_URL"],
         default: "",
-        doc: "Any OpenAI-compatible endpoint (Ollama, vLLM, llama.cpp) (not used by this build yet).",
+        doc: "Any OpenAI-compatible endpoint (Ollama, vLLM, llama.cpp, LM Studio); a non-OpenAI URL may need no key. Unset: https://api.openai.com/v1.",
     },
     KeyDoc {
         key: "cerebras_api_key",
         env: &["ADIUVA_CEREBRAS_API_KEY", "CEREBRAS_API_KEY"],
         default: "",
-        doc: "Key for cerebras/ models (not used by this build yet).",
+        doc: "Key for models named cerebras/<model>, sent to cerebras_base_url.",
+    },
+    KeyDoc {
+        key: "cerebras_base_url",
+        env: &["ADIUVA_CEREBRAS_BASE_URL", "CEREBRAS_BASE_URL"],
+        default: "https://api.cerebras.ai/v1",
+        doc: "Cerebras's OpenAI-compatible endpoint.",
+    },
+    KeyDoc {
+        key: "router_model",
+        env: &["ADIUVA_ROUTER_MODEL", "ROUTER_MODEL"],
+        default: "gpt-4o-mini",
+        doc: "Model that classifies a message's intent (which agent answers).",
+    },
+    KeyDoc {
+        key: "agent_model",
+        env: &["ADIUVA_AGENT_MODEL", "AGENT_MODEL"],
+        default: "gpt-4o-mini",
+        doc: "Model that runs the agents and their tools (cerebras/<model> for Cerebras).",
+    },
+    KeyDoc {
+        key: "synthesis_model",
+        env: &["ADIUVA_SYNTHESIS_MODEL", "SYNTHESIS_MODEL"],
+        default: "gpt-4o-mini",
+        doc: "Model that merges a multi-agent pipeline's results into one answer.",
+    },
+    KeyDoc {
+        key: "chat_tool_timeout_secs",
+        env: &["ADIUVA_CHAT_TOOL_TIMEOUT_SECS"],
+        default: "30",
+        doc: "How long the chat WebSocket waits for the device's tool_result before the model gets an error result.",
     },
     KeyDoc {
         key: "redis_url",
@@ -450,6 +490,11 @@ impl Settings {
             openai_api_key: None,
             openai_base_url: None,
             cerebras_api_key: None,
+            cerebras_base_url: "https://api.cerebras.ai/v1".into(),
+            router_model: "gpt-4o-mini".into(),
+            agent_model: "gpt-4o-mini".into(),
+            synthesis_model: "gpt-4o-mini".into(),
+            chat_tool_timeout_secs: 30,
             redis_url: None,
             stripe_secret_key: None,
             stripe_webhook_secret: None,
@@ -546,6 +591,11 @@ impl Settings {
             "openai_api_key" => self.openai_api_key = secret(v),
             "openai_base_url" => self.openai_base_url = opt(v),
             "cerebras_api_key" => self.cerebras_api_key = secret(v),
+            "cerebras_base_url" => self.cerebras_base_url = v.trim().to_owned(),
+            "router_model" => self.router_model = v.trim().to_owned(),
+            "agent_model" => self.agent_model = v.trim().to_owned(),
+            "synthesis_model" => self.synthesis_model = v.trim().to_owned(),
+            "chat_tool_timeout_secs" => self.chat_tool_timeout_secs = number(key, v)?,
             "redis_url" => self.redis_url = opt(v).map(RedactedUrl),
             "stripe_secret_key" => self.stripe_secret_key = secret(v),
             "stripe_webhook_secret" => self.stripe_webhook_secret = secret(v),
@@ -671,6 +721,27 @@ impl Settings {
             pinecone_host: self.pinecone_host.clone(),
             pinecone_controller_url: self.pinecone_controller_url.clone(),
         }
+    }
+
+    /// Which model plays which part in a chat.
+    pub fn model_roles(&self) -> adiuva_core::chat::orchestrator::ModelRoles {
+        adiuva_core::chat::orchestrator::ModelRoles {
+            router: self.router_model.clone(),
+            agent: self.agent_model.clone(),
+            synthesis: self.synthesis_model.clone(),
+        }
+    }
+
+    /// The OpenAI-compatible adapter's configuration (secrets exposed to it only).
+    pub fn llm_config(&self) -> adiuva_adapters::llm::openai::OpenAiConfig {
+        let mut cfg = adiuva_adapters::llm::openai::OpenAiConfig::default();
+        if let Some(url) = &self.openai_base_url {
+            cfg.base_url = url.clone();
+        }
+        cfg.api_key = self.openai_api_key.as_ref().map(|s| s.expose().clone());
+        cfg.cerebras_base_url = self.cerebras_base_url.clone();
+        cfg.cerebras_api_key = self.cerebras_api_key.as_ref().map(|s| s.expose().clone());
+        cfg
     }
 
     /// S3 connection options from `s3_region`, `s3_endpoint` and the AWS keys.

@@ -11,7 +11,8 @@ use adiuva_adapters::blobs::ObjectBlobs;
 use adiuva_adapters::database::AnyDatabase;
 use adiuva_adapters::rate_limit::{MemoryRateLimiter, RedisRateLimiter};
 use adiuva_core::Adiuva;
-use adiuva_core::ports::RateLimiter;
+use adiuva_core::chat::orchestrator::Orchestrator;
+use adiuva_core::ports::{ChatModel, RateLimiter};
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::{EndpointExt, IntoEndpoint, Route};
 
@@ -73,6 +74,15 @@ impl std::fmt::Debug for Backend {
 impl Backend {
     /// Connects the database (migrating it), checks the blob store and builds [`Adiuva`].
     pub async fn connect(settings: &Settings) -> Result<Self, StartupError> {
+        Self::connect_with_model(settings, None).await
+    }
+
+    /// [`connect`](Self::connect) with a given chat model instead of the
+    /// OpenAI-compatible adapter the settings describe (benchmarks, embedding).
+    pub async fn connect_with_model(
+        settings: &Settings,
+        model: Option<Arc<dyn ChatModel>>,
+    ) -> Result<Self, StartupError> {
         let auth = settings.auth_config()?;
         let database = AnyDatabase::connect(&settings.database_url()).await?;
         let applied = database.migrate().await?;
@@ -84,7 +94,15 @@ impl Backend {
         let blob_location = blobs.location().to_owned();
         let (vectors, vector_location) =
             adiuva_adapters::vector::connect(&settings.vector_settings(), &database).await?;
+        let model: Arc<dyn ChatModel> = match model {
+            Some(m) => m,
+            None => Arc::new(adiuva_adapters::llm::openai::OpenAiCompatible::new(
+                settings.llm_config(),
+            )?),
+        };
+        let orchestrator = Orchestrator::new(model, settings.model_roles())?;
         let adiuva = Adiuva::builder()
+            .chat(Arc::new(orchestrator))
             .database(database.port())
             .blobs(Arc::new(blobs))
             .vectors(vectors)
@@ -122,7 +140,23 @@ pub struct Application {
 impl Application {
     /// Assembles the backend and binds `settings.bind` (port 0 picks a free port).
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let backend = Backend::connect(&settings).await?;
+        Self::build_inner(settings, None).await
+    }
+
+    /// [`build`](Self::build) with a given chat model (see
+    /// [`Backend::connect_with_model`]).
+    pub async fn build_with_model(
+        settings: Settings,
+        model: Arc<dyn ChatModel>,
+    ) -> Result<Self, StartupError> {
+        Self::build_inner(settings, Some(model)).await
+    }
+
+    async fn build_inner(
+        settings: Settings,
+        model: Option<Arc<dyn ChatModel>>,
+    ) -> Result<Self, StartupError> {
+        let backend = Backend::connect_with_model(&settings, model).await?;
         let acceptor = TcpListener::bind(settings.bind)
             .into_acceptor()
             .await
@@ -230,8 +264,16 @@ pub fn routes(settings: &Settings, backend: &Backend) -> impl poem::Endpoint + '
     let api = api_service();
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
+    let timings = crate::ws::WsTimings {
+        tool_timeout: Duration::from_secs(settings.chat_tool_timeout_secs.max(1)),
+        ..Default::default()
+    };
     Route::new()
         .nest(API_PREFIX, api.into_endpoint())
+        .at(
+            format!("{API_PREFIX}/chat/stream"),
+            poem::get(crate::ws::chat_stream).data(timings),
+        )
         .at(format!("{API_PREFIX}/openapi.json"), spec)
         .nest("/docs", docs)
         .data(adiuva)

@@ -10,6 +10,7 @@
 
 pub mod agents;
 pub mod executor;
+pub mod orchestrator;
 pub mod plans;
 pub mod sanitizer;
 pub mod tool_loop;

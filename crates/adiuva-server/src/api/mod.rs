@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod backup;
+pub mod chat;
 pub mod health;
 pub mod storage;
 pub mod vectors;
@@ -26,6 +27,9 @@ pub enum ApiTags {
     Storage,
     /// Client-encrypted backups.
     Backup,
+    /// Chat with the agents; plans and playbooks. (The WebSocket `/chat/stream` is
+    /// described in the README: OpenAPI cannot express it.)
+    Chat,
 }
 
 /// `{"ok": true}`.
@@ -73,6 +77,7 @@ pub type Api = (
     storage::StorageApi,
     vectors::VectorsApi,
     backup::BackupApi,
+    chat::ChatApi,
 );
 
 /// Path prefix of every route.
@@ -88,6 +93,7 @@ pub fn api_service() -> OpenApiService<Api, ()> {
             storage::StorageApi,
             vectors::VectorsApi,
             backup::BackupApi,
+            chat::ChatApi,
         ),
         "Adiuva API",
         env!("CARGO_PKG_VERSION"),

@@ -1,0 +1,237 @@
+//! `adiuva bench-chat`: what the orchestrator costs without the model, and many
+//! concurrent WebSocket chats with one tool round trip each.
+//!
+//! The model is an in-process zero-latency stand-in (router → `task_agent`; agent → one
+//! `list_tasks` call, then a short text), so the figures are the backend's own work:
+//! prompt composition, routing, the tool loop, sanitizing, framing.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use adiuva_core::chat::orchestrator::{ModelRoles, Orchestrator};
+use adiuva_core::chat::{ChatRequest, ToolExecutor};
+use adiuva_core::ports::llm::{
+    ChatModel, Completion, CompletionRequest, LlmError, Role, StreamEvent, ToolCall,
+};
+use adiuva_server::settings::{Overrides, Settings};
+use adiuva_server::startup::Application;
+use async_trait::async_trait;
+use clap::Args;
+use futures::stream::BoxStream;
+use futures::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::commands::CliResult;
+
+/// Options of `adiuva bench-chat`.
+#[derive(Debug, Args)]
+pub struct BenchChatArgs {
+    /// Messages for the orchestration-overhead measurement.
+    #[arg(long, default_value_t = 2000)]
+    messages: usize,
+    /// Concurrent WebSocket chats.
+    #[arg(long, default_value_t = 1000)]
+    sockets: usize,
+}
+
+/// Answers instantly: the router names `task_agent`; an agent calls `list_tasks` once,
+/// then replies with text.
+struct InstantModel;
+
+fn reply(req: &CompletionRequest) -> Completion {
+    let system = req.messages.first().map_or("", |m| m.content.as_str());
+    if system.contains("intent classifier") {
+        return Completion {
+            content: "task_agent".into(),
+            tool_calls: Vec::new(),
+        };
+    }
+    if req.messages.last().is_some_and(|m| m.role == Role::Tool) {
+        return Completion {
+            content: "You have 2 open tasks; the first is due today.".into(),
+            tool_calls: Vec::new(),
+        };
+    }
+    Completion {
+        content: String::new(),
+        tool_calls: vec![ToolCall {
+            id: "call_1".into(),
+            name: "list_tasks".into(),
+            arguments: r#"{"status":"todo"}"#.into(),
+        }],
+    }
+}
+
+#[async_trait]
+impl ChatModel for InstantModel {
+    async fn complete(&self, req: CompletionRequest) -> Result<Completion, LlmError> {
+        Ok(reply(&req))
+    }
+
+    async fn stream(
+        &self,
+        req: CompletionRequest,
+    ) -> Result<BoxStream<'static, Result<StreamEvent, LlmError>>, LlmError> {
+        let c = reply(&req);
+        let mut events = Vec::new();
+        if !c.content.is_empty() {
+            events.push(Ok(StreamEvent::Text(c.content)));
+        }
+        for (index, call) in c.tool_calls.into_iter().enumerate() {
+            events.push(Ok(StreamEvent::ToolCallDelta {
+                index,
+                id: Some(call.id),
+                name: Some(call.name),
+                arguments: call.arguments,
+            }));
+        }
+        Ok(futures::stream::iter(events).boxed())
+    }
+}
+
+/// A device that answers at once.
+struct InstantDevice;
+
+#[async_trait]
+impl ToolExecutor for InstantDevice {
+    async fn execute(&self, _id: &str, _name: &str, _args: &Value) -> Result<Value, String> {
+        Ok(json!([{"id": "t1", "title": "Write report", "status": "todo"}]))
+    }
+}
+
+fn percentile(sorted_us: &[u64], p: f64) -> f64 {
+    let i = ((sorted_us.len().max(1) as f64 - 1.0) * p).round() as usize;
+    sorted_us.get(i).copied().unwrap_or(0) as f64 / 1000.0
+}
+
+fn peak_rss_mb() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or("?".into(), |kb| format!("{:.0}", kb / 1024.0))
+}
+
+pub async fn run(args: &BenchChatArgs) -> CliResult {
+    let model: Arc<dyn ChatModel> = Arc::new(InstantModel);
+    let orchestrator = Arc::new(Orchestrator::new(model.clone(), ModelRoles::default())?);
+
+    // 1. Orchestration overhead per message (one route, one tool round trip, sanitizing).
+    let request = ChatRequest {
+        message: "what is open today?".into(),
+        ..Default::default()
+    };
+    for _ in 0..100 {
+        orchestrator
+            .orchestrate(&request, &InstantDevice, None, false)
+            .await?;
+    }
+    let mut lat = Vec::with_capacity(args.messages);
+    for _ in 0..args.messages {
+        let t = Instant::now();
+        orchestrator
+            .orchestrate(&request, &InstantDevice, None, false)
+            .await?;
+        lat.push(t.elapsed().as_micros() as u64);
+    }
+    lat.sort_unstable();
+    println!(
+        "orchestration overhead ({} messages, zero-latency model, 3 model calls + 1 tool call each): p50 {:.3} ms, p99 {:.3} ms",
+        args.messages,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99)
+    );
+
+    // 2. Concurrent WebSocket chats through the real server.
+    let dir = tempfile::tempdir()?;
+    let mut settings = Settings::load(&Overrides::default())?;
+    crate::commands::quiet_logs(&settings);
+    settings.data_dir = dir.path().to_path_buf();
+    settings.database_url = None;
+    settings.blob_url = None;
+    settings.rate_limit_enabled = false;
+    settings.bind = "127.0.0.1:0".parse()?;
+    let app = Application::build_with_model(settings, model).await?;
+    let port = app.port();
+    let adiuva = app.backend().adiuva.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let tokens = adiuva
+        .auth()
+        .register("bench-chat@example.com", "correct horse battery staple")
+        .await?;
+    let url = format!(
+        "ws://127.0.0.1:{port}/api/v1/chat/stream?token={}",
+        tokens.access_token
+    );
+    let rss_before = peak_rss_mb();
+    let started = Instant::now();
+    let chats = (0..args.sockets).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move { one_chat(&url).await })
+    });
+    let results = futures::future::join_all(chats).await;
+    let took = started.elapsed();
+    let ok = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+    let mut per_chat: Vec<u64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok()?.as_ref().ok().map(|d| d.as_micros() as u64))
+        .collect();
+    per_chat.sort_unstable();
+    println!(
+        "{} concurrent WebSocket chats (connect, chat_request, tool_call → tool_result, final): {ok} ok in {:.2} s; per chat p50 {:.1} ms, p99 {:.1} ms; process peak RSS {} MB (before: {rss_before} MB)",
+        args.sockets,
+        took.as_secs_f64(),
+        percentile(&per_chat, 0.5),
+        percentile(&per_chat, 0.99),
+        peak_rss_mb()
+    );
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    Ok(if ok == args.sockets {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn one_chat(url: &str) -> Result<Duration, String> {
+    let t = Instant::now();
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let send = |v: Value| WsMessage::Text(v.to_string().into());
+    ws.send(send(
+        json!({"type": "chat_request", "message": "what is open today?"}),
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    while let Some(frame) = ws.next().await {
+        let WsMessage::Text(text) = frame.map_err(|e| e.to_string())? else {
+            continue;
+        };
+        let f: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        match f["type"].as_str() {
+            Some("tool_call") => {
+                ws.send(send(json!({"type": "tool_result", "id": f["id"], "result": [{"id": "t1", "title": "Write report"}]})))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Some("final") => {
+                let _ = ws.close(None).await;
+                return Ok(t.elapsed());
+            }
+            Some("error") => return Err(f.to_string()),
+            _ => {}
+        }
+    }
+    Err("closed before the final frame".into())
+}

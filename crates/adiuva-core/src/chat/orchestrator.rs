@@ -1,0 +1,473 @@
+//! The orchestrator (plan step 4): classify the message with the router model, run one
+//! agent or a pipeline of agents, synthesise, and sanitize every text that leaves.
+//!
+//! The transport decides where tools run: the WebSocket passes an executor that asks the
+//! device; REST passes a [`RestExecutor`] that turns writes into actions.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::ToolExecutor;
+use super::agents::{AgentContext, AgentOutcome, AgentRegistry, ToolEffect};
+use super::plans::{PlanCache, Playbooks, PromptTemplateRegistry};
+use super::sanitizer::{Sanitizer, StreamSanitizer};
+use super::types::{ChatRequest, ChatResponse, ExecutionMode, ExecutionPlan, PlanAction};
+use crate::error::Error;
+use crate::ports::llm::{ChatModel, CompletionRequest, LlmError, Message, Role, ToolDefinition};
+use crate::ports::{Clock, SystemClock};
+
+/// The agent a message goes to when the router's answer names none.
+pub const FALLBACK_AGENT: &str = "task_agent";
+
+/// Which model plays which part (all configurable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRoles {
+    /// Classifies intents (default `gpt-4o-mini`: cheap and fast).
+    pub router: String,
+    /// Runs the agents' tool loops.
+    pub agent: String,
+    /// Merges a pipeline's results into one answer.
+    pub synthesis: String,
+}
+
+impl Default for ModelRoles {
+    fn default() -> Self {
+        Self {
+            router: "gpt-4o-mini".into(),
+            agent: "gpt-4o-mini".into(),
+            synthesis: "gpt-4o-mini".into(),
+        }
+    }
+}
+
+/// Fragments the orchestrator's own prompts are composed from (registered with the
+/// sanitizer like every agent prompt).
+const ROUTER_PROMPT: &str = "You are an intent classifier for a productivity assistant. Given the user message and context, decide which agent should handle it. Available agents, one per line as name: description:\n{agents}\nRespond with just the agent name. If the request clearly needs several agents one after another, respond with their names in order, separated by commas.";
+const ROUTER_CLARIFY: &str = "If the request is too ambiguous to route or act on, call ask_user_clarification with one short question instead of naming an agent.";
+const SYNTHESIS_PROMPT: &str = "You merge the results of several assistant agents into one coherent, concise reply to the user. Do not mention agents, tools or these instructions. Summarize these agent results into a coherent response.";
+
+/// What a chat produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChatOutcome {
+    /// A direct answer.
+    Response(ChatReply),
+    /// `execution_mode = plan`.
+    Plan(ExecutionPlan),
+    /// The router asked the user a question (v2); the answer comes as the next message.
+    Clarification(String),
+}
+
+/// A direct answer with what it did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChatReply {
+    /// The sanitized response and the actions (REST: the queued writes).
+    pub response: ChatResponse,
+    /// The agents that ran, in order.
+    pub agents: Vec<String>,
+    /// Write tools the device executed (v2 `mutations`): `{action, table, data}`.
+    pub mutations: Vec<Value>,
+}
+
+/// The orchestrator with everything it owns.
+pub struct Orchestrator {
+    model: Arc<dyn ChatModel>,
+    roles: ModelRoles,
+    registry: AgentRegistry,
+    templates: PromptTemplateRegistry,
+    playbooks: Playbooks,
+    plans: PlanCache,
+    sanitizer: Sanitizer,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator")
+            .field("roles", &self.roles)
+            .finish_non_exhaustive()
+    }
+}
+
+fn clarify_tool() -> ToolDefinition {
+    ToolDefinition {
+        name: "ask_user_clarification".into(),
+        description: "Ask the user one short clarifying question when the request is ambiguous."
+            .into(),
+        parameters: json!({
+            "type": "object",
+            "properties": {"question": {"type": "string", "description": "The question to ask."}},
+            "required": ["question"],
+            "additionalProperties": false
+        }),
+    }
+}
+
+/// Maps model failures to the domain: nothing configured is 503 `llm_unavailable`.
+pub fn llm_error(e: LlmError) -> Error {
+    match e {
+        LlmError::NotConfigured(why) => Error::Unavailable {
+            code: "llm_unavailable",
+            detail: format!("no language model is available: {why}"),
+        },
+        LlmError::Unauthorized => Error::BadRequest {
+            code: "llm_key_rejected",
+            detail: "the model provider rejected the API key".into(),
+        },
+        LlmError::RateLimited => Error::Unavailable {
+            code: "llm_rate_limited",
+            detail: "the model provider is rate limiting; retry later".into(),
+        },
+        other => Error::Unavailable {
+            code: "llm_unavailable",
+            detail: other.to_string(),
+        },
+    }
+}
+
+impl Orchestrator {
+    /// The orchestrator with the built-in agents, templates and playbooks.
+    pub fn new(model: Arc<dyn ChatModel>, roles: ModelRoles) -> Result<Self, Error> {
+        let registry = AgentRegistry::with_builtin_agents();
+        Self::with_registry(model, roles, registry)
+    }
+
+    /// With a registry that may hold more agents (plugins).
+    pub fn with_registry(
+        model: Arc<dyn ChatModel>,
+        roles: ModelRoles,
+        registry: AgentRegistry,
+    ) -> Result<Self, Error> {
+        let templates = PromptTemplateRegistry::with_builtin_templates();
+        let playbooks = Playbooks::builtin(&templates).map_err(Error::internal)?;
+        let mut prompts = registry.all_prompt_texts();
+        prompts.extend(templates.texts());
+        prompts.extend([
+            ROUTER_PROMPT.to_owned(),
+            ROUTER_CLARIFY.to_owned(),
+            SYNTHESIS_PROMPT.to_owned(),
+        ]);
+        let mut tools = registry.all_tool_definitions();
+        tools.push(clarify_tool());
+        let names: Vec<String> = registry.list().into_iter().map(|(n, _)| n).collect();
+        let sanitizer = Sanitizer::new(prompts, &tools, names);
+        Ok(Self {
+            model,
+            roles,
+            registry,
+            templates,
+            playbooks,
+            plans: PlanCache::new(),
+            sanitizer,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// Uses `clock` for "now" (dates the model resolves, REST reads of due tasks).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The current time in ms, by the orchestrator's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// The playbooks.
+    pub fn playbooks(&self) -> &Playbooks {
+        &self.playbooks
+    }
+
+    /// The registry (to add agents).
+    pub fn registry(&self) -> &AgentRegistry {
+        &self.registry
+    }
+
+    /// The sanitizer every outgoing text passes through.
+    pub fn sanitizer(&self) -> &Sanitizer {
+        &self.sanitizer
+    }
+
+    /// A sanitized copy of `text` (logs when a rule fires).
+    pub fn clean(&self, text: &str) -> String {
+        self.sanitizer.sanitize(text).text
+    }
+
+    /// The agents to run, in order: the router's answer filtered to known names, or the
+    /// fallback; or the router's clarifying question (`allow_clarify`, v2 only).
+    pub async fn classify_intent(
+        &self,
+        req: &ChatRequest,
+        allow_clarify: bool,
+    ) -> Result<Result<Vec<String>, String>, LlmError> {
+        let agents: Vec<String> = self
+            .registry
+            .list()
+            .into_iter()
+            .map(|(n, d)| format!("{n}: {d}"))
+            .collect();
+        let mut system = ROUTER_PROMPT.replace("{agents}", &agents.join("\n"));
+        if allow_clarify {
+            system.push(' ');
+            system.push_str(ROUTER_CLARIFY);
+        }
+        let mut messages = vec![Message {
+            role: Role::System,
+            content: system,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }];
+        messages.extend(history(req));
+        messages.push(Message {
+            role: Role::User,
+            content: req.message.clone(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        });
+        let reply = self
+            .model
+            .complete(CompletionRequest {
+                model: self.roles.router.clone(),
+                messages,
+                tools: if allow_clarify {
+                    vec![clarify_tool()]
+                } else {
+                    Vec::new()
+                },
+                temperature: Some(0.0),
+                api_key: req.api_key.clone(),
+            })
+            .await?;
+        if allow_clarify
+            && let Some(call) = reply
+                .tool_calls
+                .iter()
+                .find(|c| c.name == "ask_user_clarification")
+        {
+            let question = serde_json::from_str::<Value>(&call.arguments)
+                .ok()
+                .and_then(|v| v.get("question").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_else(|| "Could you say a bit more about what you need?".into());
+            return Ok(Err(question));
+        }
+        let mut chosen: Vec<String> = Vec::new();
+        for word in reply
+            .content
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+        {
+            let word = word.to_ascii_lowercase();
+            if self.registry.get(&word).is_some() && !chosen.contains(&word) {
+                chosen.push(word);
+            }
+        }
+        if chosen.is_empty() {
+            tracing::info!(fallback = FALLBACK_AGENT, "the router named no known agent");
+            chosen.push(FALLBACK_AGENT.into());
+        }
+        Ok(Ok(chosen))
+    }
+
+    async fn run_agent(
+        &self,
+        name: &str,
+        req: &ChatRequest,
+        executor: &dyn ToolExecutor,
+        previous: &[String],
+        sink: Option<&UnboundedSender<String>>,
+    ) -> Result<AgentOutcome, LlmError> {
+        let agent = self
+            .registry
+            .get(name)
+            .ok_or_else(|| LlmError::Protocol(format!("no agent named {name}")))?;
+        let mut ctx = AgentContext::new(
+            self.model.as_ref(),
+            &self.roles.agent,
+            executor,
+            req,
+            self.clock.now_ms(),
+        );
+        ctx.previous_results = previous;
+        ctx.text_sink = sink;
+        agent.handle(&req.message, &ctx).await
+    }
+
+    fn mutations(&self, agent: &str, outcome: &AgentOutcome) -> Vec<Value> {
+        let Some(a) = self.registry.get(agent) else {
+            return Vec::new();
+        };
+        outcome
+            .tool_calls
+            .iter()
+            .filter(|c| c.result.is_ok())
+            .filter_map(|c| {
+                a.tools()
+                    .iter()
+                    .find(|t| t.name == c.name)
+                    .and_then(|t| match t.effect {
+                        ToolEffect::Write { action, table } => {
+                            Some(json!({"action": action, "table": table, "data": c.arguments}))
+                        }
+                        ToolEffect::Read => None,
+                    })
+            })
+            .collect()
+    }
+
+    /// One agent answers.
+    pub async fn route_single(
+        &self,
+        agent: &str,
+        req: &ChatRequest,
+        executor: &dyn ToolExecutor,
+        sink: Option<&UnboundedSender<String>>,
+    ) -> Result<ChatReply, LlmError> {
+        let outcome = self.run_agent(agent, req, executor, &[], sink).await?;
+        Ok(ChatReply {
+            mutations: self.mutations(agent, &outcome),
+            response: ChatResponse {
+                response: self.clean(&outcome.text),
+                actions: Vec::new(),
+            },
+            agents: vec![agent.to_owned()],
+        })
+    }
+
+    /// Agents in sequence, each seeing the earlier ones' results, then one synthesis call
+    /// (streamed to `sink`).
+    pub async fn route_pipeline(
+        &self,
+        agents: &[String],
+        req: &ChatRequest,
+        executor: &dyn ToolExecutor,
+        sink: Option<&UnboundedSender<String>>,
+    ) -> Result<ChatReply, LlmError> {
+        let mut results: Vec<String> = Vec::new();
+        let mut mutations = Vec::new();
+        for name in agents {
+            // Intermediate agents do not stream: the user sees the synthesis.
+            let outcome = self.run_agent(name, req, executor, &results, None).await?;
+            mutations.extend(self.mutations(name, &outcome));
+            results.push(format!("{name}: {}", outcome.text));
+        }
+        let synthesis_request = CompletionRequest {
+            model: self.roles.synthesis.clone(),
+            messages: vec![
+                Message {
+                    role: Role::System,
+                    content: SYNTHESIS_PROMPT.into(),
+                    tool_calls: Vec::new(),
+                    tool_call_id: None,
+                },
+                Message {
+                    role: Role::User,
+                    content: format!(
+                        "User request: {}\n\nAgent results:\n{}",
+                        req.message,
+                        results.join("\n\n")
+                    ),
+                    tool_calls: Vec::new(),
+                    tool_call_id: None,
+                },
+            ],
+            tools: Vec::new(),
+            temperature: Some(0.3),
+            api_key: req.api_key.clone(),
+        };
+        let text = match sink {
+            Some(sink) => {
+                use futures::StreamExt as _;
+                let mut stream = self.model.stream(synthesis_request).await?;
+                let mut text = String::new();
+                while let Some(event) = stream.next().await {
+                    if let crate::ports::llm::StreamEvent::Text(t) = event? {
+                        let _ = sink.send(t.clone());
+                        text.push_str(&t);
+                    }
+                }
+                text
+            }
+            None => self.model.complete(synthesis_request).await?.content,
+        };
+        Ok(ChatReply {
+            response: ChatResponse {
+                response: self.clean(&text),
+                actions: Vec::new(),
+            },
+            agents: agents.to_vec(),
+            mutations,
+        })
+    }
+
+    /// The whole chat: classify, then answer directly or return a plan. `sink` receives
+    /// the reply's text as it is produced (raw: the caller sanitizes with
+    /// [`StreamSanitizer`]); `allow_clarify` lets the router ask a question (v2).
+    pub async fn orchestrate(
+        &self,
+        req: &ChatRequest,
+        executor: &dyn ToolExecutor,
+        sink: Option<&UnboundedSender<String>>,
+        allow_clarify: bool,
+    ) -> Result<ChatOutcome, Error> {
+        if req.message.trim().is_empty() {
+            return Err(Error::validation("message", "must not be empty"));
+        }
+        let agents = match self
+            .classify_intent(req, allow_clarify)
+            .await
+            .map_err(llm_error)?
+        {
+            Ok(agents) => agents,
+            Err(question) => return Ok(ChatOutcome::Clarification(self.clean(&question))),
+        };
+        if req.execution_mode == ExecutionMode::Plan {
+            let plan = self
+                .plans
+                .plan_for_agent(&agents[0], &req.message, &self.templates)
+                .map_err(|e| Error::validation("execution_mode", format!("no plan: {e}")))?;
+            return Ok(ChatOutcome::Plan(plan));
+        }
+        let reply = if agents.len() == 1 {
+            self.route_single(&agents[0], req, executor, sink).await
+        } else {
+            self.route_pipeline(&agents, req, executor, sink).await
+        }
+        .map_err(llm_error)?;
+        Ok(ChatOutcome::Response(reply))
+    }
+
+    /// A fresh streaming sanitizer for one reply.
+    pub fn stream_sanitizer(&self) -> StreamSanitizer {
+        self.sanitizer.stream()
+    }
+
+    /// Wraps actions: REST replies carry the queued writes.
+    pub fn with_actions(mut reply: ChatReply, actions: Vec<PlanAction>) -> ChatReply {
+        reply.response.actions = actions;
+        reply
+    }
+}
+
+/// Earlier turns from the context, as messages (only user/assistant text).
+fn history(req: &ChatRequest) -> Vec<Message> {
+    req.context
+        .conversation_history
+        .iter()
+        .filter_map(|turn| {
+            let role = match turn.get("role").and_then(Value::as_str)? {
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                _ => return None,
+            };
+            let content = turn.get("content").and_then(Value::as_str)?.to_owned();
+            Some(Message {
+                role,
+                content,
+                tool_calls: Vec::new(),
+                tool_call_id: None,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,444 @@
+//! `WS /api/v1/chat/stream` (plan 8a, steps 14, 17, 23–25): chat with tools that run on
+//! the device.
+//!
+//! One socket carries any number of chats, one at a time. The client's request frame is
+//! `{"type": "chat_request", …ChatRequest}` (a bare `ChatRequest` too) or, v2,
+//! `{"type": "user_request", …, "source", "scope", "api_key"}` — the format is detected
+//! per request and answered in kind. While a chat runs, the server streams
+//! `{"type": "text_chunk", "text"}`, sends `{"type": "tool_call", "id", "name",
+//! "arguments"}` and waits (30 s by default) for `{"type": "tool_result", "id", "result"}`
+//! or `{"type": "tool_result", "id", "error"}`; a concurrent receive loop resolves them.
+//! The chat ends with `{"type": "final", "done": true, "response", "actions"}` (v1) or
+//! `{"type": "ai_response", "response", "navigation", "mutations", "context"}` (v2). A v2
+//! router may ask `{"type": "ask_user_clarification", "question"}`; the next
+//! `user_request` answers it. Malformed frames get `{"type": "error", "code", "detail"}`
+//! and the socket stays usable. Every text frame passes through the sanitizer. A client
+//! that disconnects cancels the chat (the model call is dropped). The server pings every
+//! 30 s.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use adiuva_core::Adiuva;
+use adiuva_core::chat::orchestrator::{ChatOutcome, Orchestrator};
+use adiuva_core::chat::{ChatRequest, ToolExecutor};
+use adiuva_core::domain::UserId;
+use async_trait::async_trait;
+use futures::{SinkExt as _, StreamExt as _};
+use poem::http::StatusCode;
+use poem::web::websocket::{Message, WebSocket, WebSocketStream};
+use poem::web::{Data, Query};
+use poem::{IntoResponse, Request, Response, handler};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::ApiError;
+
+/// How long the server waits for a tool result, and how often it pings.
+#[derive(Debug, Clone, Copy)]
+pub struct WsTimings {
+    /// A tool call without a result after this becomes an error result for the model.
+    pub tool_timeout: Duration,
+    /// Interval of WebSocket pings.
+    pub ping_every: Duration,
+}
+
+impl Default for WsTimings {
+    fn default() -> Self {
+        Self {
+            tool_timeout: Duration::from_secs(30),
+            ping_every: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+fn reject(e: adiuva_core::Error) -> Response {
+    let e = ApiError::from(e);
+    let mut resp = Response::builder()
+        .status(e.status)
+        .content_type("application/json")
+        .body(serde_json::to_vec(&e.body).unwrap_or_default());
+    if e.status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            poem::http::header::WWW_AUTHENTICATE,
+            poem::http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    resp
+}
+
+/// The upgrade: authenticates (header or `?token=`) before accepting the socket.
+#[handler]
+pub async fn chat_stream(
+    req: &Request,
+    ws: WebSocket,
+    Query(q): Query<TokenQuery>,
+    Data(app): Data<&Adiuva>,
+    Data(timings): Data<&WsTimings>,
+) -> Response {
+    let header = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::to_owned);
+    let Some(token) = header.or(q.token) else {
+        return reject(adiuva_core::Error::Unauthorized(
+            "send the access token in the Authorization header or as ?token=",
+        ));
+    };
+    let user = match app.auth().verify_access_token(&token) {
+        Ok(u) => u,
+        Err(e) => return reject(e),
+    };
+    let orchestrator = match app.chat() {
+        Ok(o) => o,
+        Err(e) => return reject(e),
+    };
+    let timings = *timings;
+    ws.on_upgrade(move |socket| session(orchestrator, user, socket, timings))
+        .into_response()
+}
+
+type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Value, String>>>>>;
+
+/// Runs tool calls on the device: sends the frame, waits for the matching result.
+struct WsExecutor {
+    out: mpsc::UnboundedSender<Message>,
+    pending: Pending,
+    next: AtomicU64,
+    timeout: Duration,
+}
+
+#[async_trait]
+impl ToolExecutor for WsExecutor {
+    async fn execute(
+        &self,
+        _call_id: &str,
+        name: &str,
+        arguments: &Value,
+    ) -> Result<Value, String> {
+        // Our own ids: a model may reuse its call ids across turns.
+        let id = format!("tc_{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(id.clone(), tx);
+        }
+        let frame = json!({"type": "tool_call", "id": id, "name": name, "arguments": arguments});
+        if self.out.send(Message::Text(frame.to_string())).is_err() {
+            return Err("the device disconnected".into());
+        }
+        let outcome = tokio::time::timeout(self.timeout, rx).await;
+        if let Ok(mut p) = self.pending.lock() {
+            p.remove(&id);
+        }
+        match outcome {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the device disconnected".into()),
+            Err(_) => Err(format!(
+                "the device did not answer within {} s",
+                self.timeout.as_secs_f32()
+            )),
+        }
+    }
+}
+
+fn send(out: &mpsc::UnboundedSender<Message>, frame: Value) {
+    let _ = out.send(Message::Text(frame.to_string()));
+}
+
+fn error_frame(code: &str, detail: impl Into<String>) -> Value {
+    json!({"type": "error", "code": code, "detail": detail.into()})
+}
+
+/// What the client asked, and in which protocol.
+struct Incoming {
+    request: ChatRequest,
+    v2: bool,
+}
+
+/// Parses one client frame into a chat request, or says why not.
+fn parse_request(v: Value) -> Result<Incoming, (&'static str, String)> {
+    let Value::Object(mut map) = v else {
+        return Err(("malformed_frame", "a frame must be a JSON object".into()));
+    };
+    let kind = map.remove("type");
+    let v2 = match kind.as_ref().and_then(Value::as_str) {
+        None | Some("chat_request") => false,
+        Some("user_request") => true,
+        Some(other) => {
+            return Err((
+                "unknown_frame_type",
+                format!(
+                    "'{other}' is not a frame a client sends here (chat_request, user_request, tool_result)"
+                ),
+            ));
+        }
+    };
+    if !map.contains_key("message") {
+        return Err(("malformed_frame", "a chat request needs `message`".into()));
+    }
+    let request: ChatRequest = serde_json::from_value(Value::Object(map))
+        .map_err(|e| ("malformed_frame", format!("not a chat request: {e}")))?;
+    if request.message.trim().is_empty() {
+        return Err(("validation_error", "message must not be empty".into()));
+    }
+    Ok(Incoming { request, v2 })
+}
+
+async fn session(
+    orchestrator: Arc<Orchestrator>,
+    user: UserId,
+    socket: WebSocketStream,
+    timings: WsTimings,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if sink.send(m).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let pinger = {
+        let out = out.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(timings.ping_every);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                if out.send(Message::Ping(Vec::new())).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let pending: Pending = Arc::default();
+    let executor = Arc::new(WsExecutor {
+        out: out.clone(),
+        pending: pending.clone(),
+        next: AtomicU64::new(1),
+        timeout: timings.tool_timeout,
+    });
+    let mut running: Option<tokio::task::JoinHandle<Option<(ChatRequest, String)>>> = None;
+    let mut awaiting_answer: Option<(ChatRequest, String)> = None;
+    tracing::info!(user_id = %user, "chat socket opened");
+    while let Some(frame) = stream.next().await {
+        let text = match frame {
+            Ok(Message::Text(t)) => t,
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Ok(Message::Binary(_)) => {
+                send(&out, error_frame("malformed_frame", "frames are JSON text"));
+                continue;
+            }
+        };
+        let value: Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                send(
+                    &out,
+                    error_frame("malformed_frame", format!("not JSON: {e}")),
+                );
+                continue;
+            }
+        };
+        if value.get("type").and_then(Value::as_str) == Some("tool_result") {
+            let Some(id) = value.get("id").and_then(Value::as_str) else {
+                send(
+                    &out,
+                    error_frame("malformed_frame", "tool_result needs `id`"),
+                );
+                continue;
+            };
+            let result = match (value.get("error"), value.get("result")) {
+                (Some(e), _) if !e.is_null() => {
+                    Err(e.as_str().map_or_else(|| e.to_string(), str::to_owned))
+                }
+                (_, Some(r)) => Ok(r.clone()),
+                _ => Ok(Value::Null),
+            };
+            let waiting = pending.lock().ok().and_then(|mut p| p.remove(id));
+            match waiting {
+                Some(tx) => {
+                    let _ = tx.send(result);
+                }
+                None => send(
+                    &out,
+                    error_frame(
+                        "unknown_tool_call",
+                        format!("no tool call '{id}' is waiting"),
+                    ),
+                ),
+            }
+            continue;
+        }
+        if let Some(h) = &running
+            && !h.is_finished()
+        {
+            send(
+                &out,
+                error_frame(
+                    "chat_in_progress",
+                    "wait for the current reply's final frame",
+                ),
+            );
+            continue;
+        }
+        if let Some(h) = running.take()
+            && let Ok(Some(question_asked)) = h.await
+        {
+            awaiting_answer = Some(question_asked);
+        }
+        let mut incoming = match parse_request(value) {
+            Ok(i) => i,
+            Err((code, detail)) => {
+                send(&out, error_frame(code, detail));
+                continue;
+            }
+        };
+        if let Some((earlier, question)) = awaiting_answer.take() {
+            // The answer to a clarifying question: the earlier message and the question
+            // become history, the answer the new message.
+            let mut history = earlier.context.conversation_history.clone();
+            history.push(json!({"role": "user", "content": earlier.message}));
+            history.push(json!({"role": "assistant", "content": question}));
+            incoming.request.context.conversation_history = history;
+            if incoming.request.api_key.is_none() {
+                incoming.request.api_key = earlier.api_key.clone();
+            }
+        }
+        let (orchestrator, executor, out2) = (orchestrator.clone(), executor.clone(), out.clone());
+        running = Some(tokio::spawn(async move {
+            run_chat(&orchestrator, executor.as_ref(), incoming, &out2).await
+        }));
+    }
+    // The client went away: cancel the chat (dropping its model call) and stop.
+    if let Some(h) = running.take() {
+        h.abort();
+    }
+    pinger.abort();
+    drop(out);
+    drop(executor);
+    let _ = writer.await;
+    tracing::info!(user_id = %user, "chat socket closed");
+}
+
+/// One chat; returns the request and the question when the router asked one.
+async fn run_chat(
+    orchestrator: &Orchestrator,
+    executor: &dyn ToolExecutor,
+    incoming: Incoming,
+    out: &mpsc::UnboundedSender<Message>,
+) -> Option<(ChatRequest, String)> {
+    let Incoming { request, v2 } = incoming;
+    let (text_tx, mut text_rx) = mpsc::unbounded_channel::<String>();
+    let chat = async {
+        let r = orchestrator
+            .orchestrate(&request, executor, Some(&text_tx), v2)
+            .await;
+        drop(text_tx);
+        r
+    };
+    let forward = async {
+        let mut clean = orchestrator.stream_sanitizer();
+        while let Some(piece) = text_rx.recv().await {
+            let text = clean.push(&piece);
+            if !text.is_empty() {
+                send(out, json!({"type": "text_chunk", "text": text}));
+            }
+        }
+        let rest = clean.finish();
+        if !rest.is_empty() {
+            send(out, json!({"type": "text_chunk", "text": rest}));
+        }
+    };
+    let (result, ()) = tokio::join!(chat, forward);
+    match result {
+        Ok(ChatOutcome::Response(reply)) if v2 => {
+            let (navigation, context) = navigation_for(&request, &reply.mutations);
+            send(
+                out,
+                json!({
+                    "type": "ai_response",
+                    "response": {"text": reply.response.response, "ui_directive": null, "data": null},
+                    "navigation": navigation,
+                    "mutations": reply.mutations,
+                    "context": context,
+                }),
+            );
+            None
+        }
+        Ok(ChatOutcome::Response(reply)) => {
+            send(
+                out,
+                json!({"type": "final", "done": true, "response": reply.response.response, "actions": reply.response.actions}),
+            );
+            None
+        }
+        Ok(ChatOutcome::Plan(plan)) => {
+            send(
+                out,
+                json!({"type": "final", "done": true, "response": "", "actions": [], "plan": plan}),
+            );
+            None
+        }
+        Ok(ChatOutcome::Clarification(question)) => {
+            send(
+                out,
+                json!({"type": "ask_user_clarification", "question": question}),
+            );
+            Some((request, question))
+        }
+        Err(e) => {
+            let e = ApiError::from(e);
+            send(out, error_frame(&e.body.code, e.body.detail));
+            None
+        }
+    }
+}
+
+/// v2 navigation: when a popup scoped to one entity made a change elsewhere, tell the
+/// client where it happened.
+fn navigation_for(request: &ChatRequest, mutations: &[Value]) -> (Vec<Value>, Value) {
+    let scope_project = request
+        .scope
+        .as_ref()
+        .and_then(|s| s.get("project_id"))
+        .and_then(Value::as_str);
+    let mut navigation = Vec::new();
+    for m in mutations {
+        let project = m
+            .get("data")
+            .and_then(|d| d.get("project_id"))
+            .and_then(Value::as_str);
+        if let (Some(scope), Some(project)) = (scope_project, project)
+            && scope != project
+        {
+            navigation.push(json!({
+                "action": "navigate",
+                "target": "project",
+                "filter": {"project_id": project},
+            }));
+        }
+    }
+    let new_scope = navigation
+        .first()
+        .and_then(|n| n.get("filter").cloned())
+        .unwrap_or(Value::Null);
+    let context = json!({"scope_changed": !navigation.is_empty(), "new_scope": new_scope});
+    (navigation, context)
+}
