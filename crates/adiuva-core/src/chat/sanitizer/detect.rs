@@ -984,12 +984,11 @@ fn quoted_description_hits(text: &str, d: &mut Detection, k: &Knowledge) {
 pub(crate) fn detect(text: &str, finished: bool, mid_line: bool, k: &Knowledge) -> Detection {
     let tokens = tokenize(text);
     let mut complete_tokens = tokens.len();
-    if !finished {
-        if let Some(last) = tokens.last() {
-            if text[last.end..].chars().all(is_apostrophe) {
-                complete_tokens -= 1;
-            }
-        }
+    if !finished
+        && let Some(last) = tokens.last()
+        && text[last.end..].chars().all(is_apostrophe)
+    {
+        complete_tokens -= 1;
     }
     let mut d = Detection {
         hits: Vec::new(),

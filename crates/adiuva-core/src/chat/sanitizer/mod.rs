@@ -155,13 +155,13 @@ fn merge(text: &str, mut hits: Vec<Hit>) -> Vec<Range> {
     hits.sort_by_key(|h| (h.start, h.end));
     let mut out: Vec<Range> = Vec::new();
     for h in hits {
-        if let Some(last) = out.last_mut() {
-            if h.start <= last.end || text[last.end..h.start].trim().is_empty() {
-                last.end = last.end.max(h.end);
-                last.rules.insert(h.rule);
-                last.lengths.push((h.rule, h.end - h.start));
-                continue;
-            }
+        if let Some(last) = out.last_mut()
+            && (h.start <= last.end || text[last.end..h.start].trim().is_empty())
+        {
+            last.end = last.end.max(h.end);
+            last.rules.insert(h.rule);
+            last.lengths.push((h.rule, h.end - h.start));
+            continue;
         }
         out.push(Range {
             start: h.start,
@@ -341,14 +341,15 @@ impl StreamSanitizer {
         let w = &self.window;
         // The character before the cut is kept (so no range crosses it, and whitespace
         // joins before it are already decided).
-        let i = ranges.partition_point(|r| r.end <= c - 1);
-        if ranges.get(i).is_some_and(|r| r.start <= c - 1) {
+        let i = ranges.partition_point(|r| r.end < c);
+        if ranges.get(i).is_some_and(|r| r.start < c) {
             return false;
         }
-        // Every fingerprint that could cover the last word before the cut, directly or
-        // by closing a gap after it, is whole.
-        let t = d.tokens.partition_point(|t| t.end <= c);
-        if t > 0 && t - 1 + GAP + SHINGLE > d.complete_tokens {
+        // Whether the first word after the cut is removed together with text before it
+        // (a run crossing the cut, or a gap closed over it) is settled: every fingerprint
+        // that starts within GAP words of it is whole.
+        let after = d.tokens.partition_point(|t| t.end <= c);
+        if after + GAP + SHINGLE > d.complete_tokens {
             return false;
         }
         // Line rules: the cut's line is complete (and was judged) or cannot match.
