@@ -513,3 +513,35 @@ fn streaming_equals_one_shot_on_mixed_replies() {
         }
     }
 }
+
+/// Long reasoning or long JSON held back by the stream must not cost a full re-scan per
+/// chunk (the one-shot pass takes well under a millisecond for these).
+#[test]
+fn long_held_back_blocks_stream_in_reasonable_time() {
+    let s = sanitizer();
+    let line = "I should consider the user's tasks and then decide.\n";
+    for text in [
+        format!("<think>{}</think>\n\nDone.", line.repeat(400)),
+        format!("Chain of thought: {}\n\nDone.", line.repeat(400)),
+        format!(
+            "```json\n{{\"tasks\": [{}{{}}]}}\n```",
+            "{\"title\": \"Buy milk\", \"status\": \"todo\"},\n".repeat(300)
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let mut st = s.stream();
+        let chars: Vec<char> = text.chars().collect();
+        let mut out = String::new();
+        for c in chars.chunks(4) {
+            out.push_str(&st.push(&c.iter().collect::<String>()));
+        }
+        out.push_str(&st.finish());
+        assert_eq!(out, s.sanitize(&text).text);
+        // ~5000 chunks; a re-scan of the whole window per chunk takes seconds unoptimised
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}
