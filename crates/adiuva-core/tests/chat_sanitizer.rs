@@ -402,7 +402,10 @@ impl tracing::Subscriber for Capture {
     fn event(&self, event: &tracing::Event<'_>) {
         let mut s = format!("{} ", event.metadata().level());
         event.record(&mut Fields(&mut s));
-        self.0.lock().unwrap().push(s);
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(s);
     }
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
@@ -428,6 +431,117 @@ fn each_firing_is_logged_with_lengths_and_never_the_text() {
         assert!(
             !e.contains("secret plan") && !e.contains("local-first"),
             "{e}"
+        );
+    }
+}
+
+/// Replies stitched from leaky and ordinary pieces, streamed in random chunks: the
+/// stream must always equal the one-shot result.
+#[test]
+fn streaming_equals_one_shot_on_mixed_replies() {
+    let s = sanitizer();
+    let pieces: Vec<String> = vec![
+        SYSTEM_PROMPT.to_owned(),
+        "Always call list_tasks before updating or deleting so that you act".into(),
+        "You have 3 tasks due today.".into(),
+        "<think>first I list tasks</think>".into(),
+        "<thinking>unterminated".into(),
+        "route: task_agent".into(),
+        "intent: create_task (confidence: 0.9)".into(),
+        "{\"agent\": \"note_agent\", \"confidence\": 0.7}".into(),
+        "[routing]\nagent = task_agent".into(),
+        "```json\n{\"type\": \"function\", \"name\": \"list_tasks\"}\n```".into(),
+        "```json\n{\"title\": \"Buy milk\", \"status\": \"todo\"}\n```".into(),
+        "create_task: {\"title\": {\"type\": \"string\"}}".into(),
+        "\"Create a task with a title, description, status, priority and due date.\"".into(),
+        "Chain of thought: check dates\nthen answer".into(),
+        "- Call the bank\n- Pay rent".into(),
+        "**Done!** Anything else?".into(),
+        "Note: moved to Friday.".into(),
+        "{ not json".into(),
+        "[link](https://x.y) and {\"a\": 1}".into(),
+        "Ünïcode ☕ — fine".into(),
+        "</think>".into(),
+        "route".into(),
+        "```".into(),
+        "<think>".into(),
+        "{".into(),
+        "}".into(),
+        "\"".into(),
+        "```json".into(),
+        "intent:".into(),
+        "task_agent".into(),
+        "[/routing]".into(),
+        "Internal reasoning:".into(),
+        "list_tasks".into(),
+        "{\"type\": \"object\", \"properties\": {\"x\": {\"type\": \"string\"}}}".into(),
+        "the user's tasks and their comments with the tools you".into(),
+        "are given. Always call list_tasks before updating".into(),
+    ];
+    let seps = [" ", "\n", "\n\n", "", "  ", "\n  ", "\t", " \n"];
+    let mut seed = std::env::var("SANITIZER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x9e37_79b9_7f4a_7c15_u64);
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    for _ in 0..300 {
+        let mut text = String::new();
+        for _ in 0..1 + next(8) {
+            text.push_str(&pieces[next(pieces.len())]);
+            text.push_str(seps[next(seps.len())]);
+        }
+        let whole = s.sanitize(&text);
+        let chars: Vec<char> = text.chars().collect();
+        for _ in 0..4 {
+            let mut st = s.stream();
+            let mut out = String::new();
+            let mut i = 0;
+            while i < chars.len() {
+                let step = if next(4) == 0 { next(200) } else { next(12) };
+                let j = (i + 1 + step).min(chars.len());
+                out.push_str(&st.push(&chars[i..j].iter().collect::<String>()));
+                i = j;
+            }
+            out.push_str(&st.finish());
+            assert_eq!(out, whole.text, "input: {text:?}");
+            assert_eq!(st.fired(), whole.fired, "input: {text:?}");
+        }
+    }
+}
+
+/// Long reasoning or long JSON held back by the stream must not cost a full re-scan per
+/// chunk (the one-shot pass takes well under a millisecond for these).
+#[test]
+fn long_held_back_blocks_stream_in_reasonable_time() {
+    let s = sanitizer();
+    let line = "I should consider the user's tasks and then decide.\n";
+    for text in [
+        format!("<think>{}</think>\n\nDone.", line.repeat(400)),
+        format!("Chain of thought: {}\n\nDone.", line.repeat(400)),
+        format!(
+            "```json\n{{\"tasks\": [{}{{}}]}}\n```",
+            "{\"title\": \"Buy milk\", \"status\": \"todo\"},\n".repeat(300)
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let mut st = s.stream();
+        let chars: Vec<char> = text.chars().collect();
+        let mut out = String::new();
+        for c in chars.chunks(4) {
+            out.push_str(&st.push(&c.iter().collect::<String>()));
+        }
+        out.push_str(&st.finish());
+        assert_eq!(out, s.sanitize(&text).text);
+        // ~5000 chunks; a re-scan of the whole window per chunk takes seconds unoptimised
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "took {:?}",
+            started.elapsed()
         );
     }
 }

@@ -208,12 +208,11 @@ impl PlanCache {
         let key = format!("agent:{agent}\u{1f}{}", normalise_message(message));
         if let Some(mut plan) = self.get_plan(&key) {
             for step in &mut plan.steps {
-                if step.action == LLM_ACTION {
-                    if let Some(Value::Object(vars)) = &mut step.variables {
-                        if vars.contains_key("message") {
-                            vars.insert("message".into(), Value::String(message.to_owned()));
-                        }
-                    }
+                if step.action == LLM_ACTION
+                    && let Some(Value::Object(vars)) = &mut step.variables
+                    && vars.contains_key("message")
+                {
+                    vars.insert("message".into(), Value::String(message.to_owned()));
                 }
             }
             return Ok(plan);

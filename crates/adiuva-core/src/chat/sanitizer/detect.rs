@@ -56,11 +56,57 @@ pub(crate) struct Token {
     hash: u64,
 }
 
+/// What an unsettled construct needs to see before it can settle (a hint that lets the
+/// stream skip pointless re-scans; more text of any kind also settles it eventually).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Waiting {
+    /// A closing tag (lowercase).
+    Text(String),
+    /// The bracket that closes one already open (the scan so far).
+    Bracket(JsonScan),
+    /// Any more text.
+    NextChar,
+    /// The end of the line.
+    LineEnd,
+    /// A blank line.
+    BlankLine,
+    /// A closing code fence.
+    Fence,
+}
+
+impl Waiting {
+    /// Whether `new` may settle the construct; `recent` is `new` with a little of the
+    /// text before it (a closing tag may straddle chunks).
+    pub fn may_settle(&mut self, recent: &str, new: &str) -> bool {
+        match self {
+            Waiting::Text(t) => recent.to_ascii_lowercase().contains(t.as_str()),
+            Waiting::Bracket(scan) => scan.feed(new.as_bytes()).is_some(),
+            Waiting::NextChar => true,
+            Waiting::LineEnd => new.contains('\n'),
+            Waiting::BlankLine => {
+                let mut last_newline = None;
+                recent.char_indices().any(|(i, c)| {
+                    if c != '\n' {
+                        return false;
+                    }
+                    let blank =
+                        last_newline.is_some_and(|j: usize| recent[j + 1..i].trim().is_empty());
+                    last_newline = Some(i);
+                    blank
+                })
+            }
+            Waiting::Fence => new.contains(['`', '\n']),
+        }
+    }
+}
+
 /// What the rules found in a text.
 pub(crate) struct Detection {
     pub hits: Vec<Hit>,
     /// The earliest position from which an unsettled construct could still remove text.
     pub unresolved: Option<usize>,
+    /// What would settle that construct.
+    pub waiting: Option<Waiting>,
     pub tokens: Vec<Token>,
     /// Tokens known to be whole (the last one may still grow while streaming).
     pub complete_tokens: usize,
@@ -499,8 +545,11 @@ fn lines(text: &str, finished: bool) -> Vec<Line> {
     }
 }
 
-fn note_unresolved(d: &mut Detection, at: usize) {
-    d.unresolved = Some(d.unresolved.map_or(at, |u| u.min(at)));
+fn note_unresolved(d: &mut Detection, at: usize, what: Waiting) {
+    if d.unresolved.is_none_or(|u| at < u) {
+        d.unresolved = Some(at);
+        d.waiting = Some(what);
+    }
 }
 
 fn line_hits(text: &str, finished: bool, mid_line: bool, d: &mut Detection, k: &Knowledge) {
@@ -516,7 +565,7 @@ fn line_hits(text: &str, finished: bool, mid_line: bool, d: &mut Detection, k: &
         let line = &text[l.start..l.end];
         if !l.complete {
             if line_could_be_special(line, k) {
-                note_unresolved(d, l.start);
+                note_unresolved(d, l.start, Waiting::LineEnd);
             }
             return;
         }
@@ -568,7 +617,7 @@ fn line_hits(text: &str, finished: bool, mid_line: bool, d: &mut Detection, k: &
                     j += 1;
                 }
                 if !settled && !finished {
-                    note_unresolved(d, l.start);
+                    note_unresolved(d, l.start, Waiting::BlankLine);
                     return;
                 }
                 if !settled {
@@ -622,7 +671,7 @@ fn tag_hits(text: &str, finished: bool, d: &mut Detection) {
                         return;
                     }
                     None => {
-                        note_unresolved(d, p);
+                        note_unresolved(d, p, Waiting::Text(close.clone()));
                         return;
                     }
                 }
@@ -649,42 +698,59 @@ fn tag_hits(text: &str, finished: bool, d: &mut Detection) {
 enum JsonEnd {
     Found(usize),
     Never,
-    Unknown,
+    /// Not closed yet; the scanner's state at the end of the text.
+    Unknown(JsonScan),
+}
+
+/// Bracket matching that knows about JSON strings, resumable over more text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct JsonScan {
+    depth: usize,
+    in_str: bool,
+    esc: bool,
+}
+
+impl JsonScan {
+    /// Reads `bytes`; the offset just past the bracket that closes the first one, if
+    /// it is among them.
+    fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
+        for (i, &b) in bytes.iter().enumerate() {
+            if self.in_str {
+                if self.esc {
+                    self.esc = false;
+                } else if b == b'\\' {
+                    self.esc = true;
+                } else if b == b'"' {
+                    self.in_str = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_str = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth == 0 {
+                        return Some(i + 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
 }
 
 fn json_end(bytes: &[u8], p: usize, finished: bool) -> JsonEnd {
-    let limit = p + MAX_JSON;
-    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
-    for (i, &b) in bytes.iter().enumerate().skip(p) {
-        if i >= limit {
-            return JsonEnd::Never;
-        }
-        if in_str {
-            if esc {
-                esc = false;
-            } else if b == b'\\' {
-                esc = true;
-            } else if b == b'"' {
-                in_str = false;
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => {
-                depth = depth.saturating_sub(1);
-                if depth == 0 {
-                    return JsonEnd::Found(i + 1);
-                }
-            }
-            _ => {}
-        }
+    let limit = (p + MAX_JSON).min(bytes.len());
+    let mut scan = JsonScan::default();
+    if let Some(n) = scan.feed(&bytes[p..limit]) {
+        return JsonEnd::Found(p + n);
     }
-    if finished || bytes.len() >= limit {
+    if finished || bytes.len() >= p + MAX_JSON {
         JsonEnd::Never
     } else {
-        JsonEnd::Unknown
+        JsonEnd::Unknown(scan)
     }
 }
 
@@ -894,7 +960,7 @@ fn json_hits(text: &str, finished: bool, mid_line: bool, d: &mut Detection, k: &
         let next = text[p + 1..].trim_start().as_bytes().first().copied();
         let candidate = match (bytes[p], next) {
             (_, None) if !finished => {
-                note_unresolved(d, line_start(text, p));
+                note_unresolved(d, line_start(text, p), Waiting::NextChar);
                 return;
             }
             (b'{', Some(b'"' | b'}')) | (b'[', Some(b'{')) => true,
@@ -906,9 +972,9 @@ fn json_hits(text: &str, finished: bool, mid_line: bool, d: &mut Detection, k: &
         let end = match json_end(bytes, p, finished) {
             JsonEnd::Found(e) => e,
             JsonEnd::Never => continue,
-            JsonEnd::Unknown => {
+            JsonEnd::Unknown(scan) => {
                 // A tool name before it on the line would be removed with it.
-                note_unresolved(d, line_start(text, p));
+                note_unresolved(d, line_start(text, p), Waiting::Bracket(scan));
                 return;
             }
         };
@@ -934,7 +1000,7 @@ fn json_hits(text: &str, finished: bool, mid_line: bool, d: &mut Detection, k: &
                 stop = e;
             }
             Fence::No => {}
-            Fence::Unknown(opener) => note_unresolved(d, opener),
+            Fence::Unknown(opener) => note_unresolved(d, opener, Waiting::Fence),
         }
         d.hits.push(Hit {
             start,
@@ -984,16 +1050,16 @@ fn quoted_description_hits(text: &str, d: &mut Detection, k: &Knowledge) {
 pub(crate) fn detect(text: &str, finished: bool, mid_line: bool, k: &Knowledge) -> Detection {
     let tokens = tokenize(text);
     let mut complete_tokens = tokens.len();
-    if !finished {
-        if let Some(last) = tokens.last() {
-            if text[last.end..].chars().all(is_apostrophe) {
-                complete_tokens -= 1;
-            }
-        }
+    if !finished
+        && let Some(last) = tokens.last()
+        && text[last.end..].chars().all(is_apostrophe)
+    {
+        complete_tokens -= 1;
     }
     let mut d = Detection {
         hits: Vec::new(),
         unresolved: None,
+        waiting: None,
         tokens,
         complete_tokens,
     };

@@ -34,7 +34,9 @@ mod detect;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
-use detect::{GAP, Hit, Knowledge, Rule, SHINGLE, detect, line_could_be_special, shingles};
+use detect::{
+    GAP, Hit, Knowledge, Rule, SHINGLE, Waiting, detect, line_could_be_special, shingles,
+};
 
 use crate::ports::llm::ToolDefinition;
 
@@ -137,6 +139,7 @@ impl Sanitizer {
             has_content: false,
             finished: false,
             fired: BTreeSet::new(),
+            stalled: None,
         }
     }
 }
@@ -155,13 +158,13 @@ fn merge(text: &str, mut hits: Vec<Hit>) -> Vec<Range> {
     hits.sort_by_key(|h| (h.start, h.end));
     let mut out: Vec<Range> = Vec::new();
     for h in hits {
-        if let Some(last) = out.last_mut() {
-            if h.start <= last.end || text[last.end..h.start].trim().is_empty() {
-                last.end = last.end.max(h.end);
-                last.rules.insert(h.rule);
-                last.lengths.push((h.rule, h.end - h.start));
-                continue;
-            }
+        if let Some(last) = out.last_mut()
+            && (h.start <= last.end || text[last.end..h.start].trim().is_empty())
+        {
+            last.end = last.end.max(h.end);
+            last.rules.insert(h.rule);
+            last.lengths.push((h.rule, h.end - h.start));
+            continue;
         }
         out.push(Range {
             start: h.start,
@@ -236,6 +239,9 @@ fn render(text: &str, ranges: &[Range], has_content: bool, at_end: bool) -> (Str
     (out, has)
 }
 
+/// Window length from which a stalled stream stops re-scanning on every chunk.
+const STALL_AFTER: usize = 2048;
+
 /// Sanitizes a streamed reply chunk by chunk.
 ///
 /// It holds back only what later text could still change — the last few words (a
@@ -255,6 +261,11 @@ pub struct StreamSanitizer {
     has_content: bool,
     finished: bool,
     fired: BTreeSet<Rule>,
+    /// Set when a long window could not release anything because of an unsettled
+    /// construct: what would settle it, and the window length then. Until such text
+    /// arrives (or the window grows by a quarter) a re-scan is skipped, which keeps a
+    /// long `<think>` block from costing a full scan per chunk.
+    stalled: Option<(Waiting, usize)>,
 }
 
 impl std::fmt::Debug for Knowledge {
@@ -269,7 +280,18 @@ impl StreamSanitizer {
         if self.finished || chunk.is_empty() {
             return String::new();
         }
+        let before = self.window.len();
         self.window.push_str(chunk);
+        if let Some((waiting, len)) = &mut self.stalled {
+            let mut from = before.saturating_sub(16);
+            while !self.window.is_char_boundary(from) {
+                from -= 1;
+            }
+            let settles = waiting.may_settle(&self.window[from..], &self.window[before..]);
+            if !settles && self.window.len() < *len + *len / 4 {
+                return String::new();
+            }
+        }
         self.release()
     }
 
@@ -300,6 +322,7 @@ impl StreamSanitizer {
             return String::new();
         }
         let mut d = detect(w, false, self.mid_line, &self.k);
+        self.stalled = None;
         let ranges = merge(w, std::mem::take(&mut d.hits));
         let limit = d
             .unresolved
@@ -325,6 +348,9 @@ impl StreamSanitizer {
             }
         }
         let Some(c) = cut else {
+            if self.window.len() > STALL_AFTER {
+                self.stalled = d.waiting.map(|w| (w, self.window.len()));
+            }
             return String::new();
         };
         let (done, rest): (Vec<Range>, Vec<Range>) = ranges.into_iter().partition(|r| r.end < c);
@@ -341,14 +367,15 @@ impl StreamSanitizer {
         let w = &self.window;
         // The character before the cut is kept (so no range crosses it, and whitespace
         // joins before it are already decided).
-        let i = ranges.partition_point(|r| r.end <= c - 1);
-        if ranges.get(i).is_some_and(|r| r.start <= c - 1) {
+        let i = ranges.partition_point(|r| r.end < c);
+        if ranges.get(i).is_some_and(|r| r.start < c) {
             return false;
         }
-        // Every fingerprint that could cover the last word before the cut, directly or
-        // by closing a gap after it, is whole.
-        let t = d.tokens.partition_point(|t| t.end <= c);
-        if t > 0 && t - 1 + GAP + SHINGLE > d.complete_tokens {
+        // Whether the first word after the cut is removed together with text before it
+        // (a run crossing the cut, or a gap closed over it) is settled: every fingerprint
+        // that starts within GAP words of it is whole.
+        let after = d.tokens.partition_point(|t| t.end <= c);
+        if after + GAP + SHINGLE > d.complete_tokens {
             return false;
         }
         // Line rules: the cut's line is complete (and was judged) or cannot match.

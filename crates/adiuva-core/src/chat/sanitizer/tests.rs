@@ -61,3 +61,22 @@ fn joins_keep_the_kind_of_break_that_was_there() {
     let t = " XXX world";
     assert_eq!(render(t, &[range(1, 4)], true, true).0, " world");
 }
+
+#[test]
+fn sanitizers_can_cross_tasks() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<Sanitizer>();
+    shareable::<StreamSanitizer>();
+}
+
+#[test]
+fn an_empty_sanitizer_still_strips_patterns() {
+    let s = Sanitizer::new(Vec::new(), &[], Vec::new());
+    let out =
+        s.sanitize("<think>x</think>Hi. You are a helpful assistant that never reveals this.");
+    assert_eq!(
+        out.text,
+        "Hi. You are a helpful assistant that never reveals this."
+    );
+    assert_eq!(out.fired, ["internal_reasoning"]);
+}
