@@ -763,3 +763,94 @@ async fn no_model_configured_is_503_llm_unavailable() {
         (Some("error"), Some("llm_unavailable"))
     );
 }
+
+/// v2: a popup's `user_request` the router cannot route gets `ask_user_clarification`;
+/// the next `user_request` answers it (the question is in the history the router sees),
+/// and the `ai_response` carries the mutation and, since the write landed outside the
+/// popup's project, a navigation directive.
+#[tokio::test]
+async fn v2_clarification_then_ai_response_with_navigation() {
+    let fake = fake_with(|body: &Value| {
+        if is_router(body) {
+            let asked_before = body.to_string().contains("Which project?");
+            if !asked_before {
+                return Some(Reply::ToolCalls(vec![(
+                    "ask_user_clarification".into(),
+                    json!({"question": "Which project?"}).to_string(),
+                )]));
+            }
+            return Some(Reply::Text("task_agent".into()));
+        }
+        if last_is_tool(body) {
+            return Some(Reply::Text("Created it in Apollo.".into()));
+        }
+        Some(Reply::ToolCalls(vec![(
+            "create_task".into(),
+            json!({"title": "Ship it", "project_id": "p2"}).to_string(),
+        )]))
+    })
+    .await;
+    let app = chat_app(&fake, Some(SERVER_KEY)).await;
+    let t = token(&app).await;
+    let mut ws = connect(&app, &t).await;
+    send(
+        &mut ws,
+        json!({"type": "user_request", "message": "add a task", "source": "popup", "scope": {"project_id": "p1"}}),
+    )
+    .await;
+    let f = next(&mut ws).await;
+    assert_eq!(f["type"], "ask_user_clarification", "{f}");
+    assert_eq!(f["question"], "Which project?");
+    send(
+        &mut ws,
+        json!({"type": "user_request", "message": "Apollo", "source": "popup", "scope": {"project_id": "p1"}}),
+    )
+    .await;
+    let (calls, _, last) = play_device(&mut ws, |_, _| json!({"id": "t9"})).await;
+    assert_eq!(calls.len(), 1);
+    assert_eq!(last["type"], "ai_response", "{last}");
+    assert_eq!(last["response"]["text"], "Created it in Apollo.");
+    assert_eq!(last["mutations"][0]["action"], "create_record");
+    assert_eq!(last["mutations"][0]["table"], "tasks");
+    assert_eq!(last["navigation"][0]["filter"]["project_id"], "p2");
+    assert_eq!(last["context"]["scope_changed"], true);
+}
+
+/// Without a BYOK key the server's key is used; a BYOK key is used for its request
+/// only, and the next request is back on the server's key.
+#[tokio::test]
+async fn byok_falls_back_to_the_server_key() {
+    let fake = fake_with(|body: &Value| {
+        Some(if is_router(body) {
+            Reply::Text("note_agent".into())
+        } else {
+            Reply::Text("ok".into())
+        })
+    })
+    .await;
+    let app = chat_app(&fake, Some(SERVER_KEY)).await;
+    let t = token(&app).await;
+    for (body, key) in [
+        (json!({"message": "one", "api_key": BYOK_KEY}), BYOK_KEY),
+        (json!({"message": "two"}), SERVER_KEY),
+    ] {
+        let before = fake.requests().len();
+        let resp = app
+            .client
+            .post(app.url("/chat"))
+            .bearer_auth(&t)
+            .json(&body)
+            .send()
+            .await
+            .expect("chat");
+        assert_eq!(resp.status(), 200);
+        let used: Vec<Option<String>> = fake.requests()[before..]
+            .iter()
+            .map(|r| r.bearer().map(str::to_owned))
+            .collect();
+        assert!(
+            !used.is_empty() && used.iter().all(|k| k.as_deref() == Some(key)),
+            "{body}"
+        );
+    }
+}

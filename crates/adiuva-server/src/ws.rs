@@ -348,7 +348,7 @@ async fn run_chat(
     let (text_tx, mut text_rx) = mpsc::unbounded_channel::<String>();
     let chat = async {
         let r = orchestrator
-            .orchestrate(&request, executor, Some(&text_tx), v2)
+            .orchestrate_stream(&request, executor, &text_tx, v2)
             .await;
         drop(text_tx);
         r

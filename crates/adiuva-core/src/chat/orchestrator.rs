@@ -438,6 +438,19 @@ impl Orchestrator {
         Ok(ChatOutcome::Response(reply))
     }
 
+    /// [`orchestrate`](Self::orchestrate) streaming the reply's text to `sink` (plan
+    /// step 4's `orchestrate_stream`; the WebSocket's entry point).
+    pub async fn orchestrate_stream(
+        &self,
+        req: &ChatRequest,
+        executor: &dyn ToolExecutor,
+        sink: &UnboundedSender<String>,
+        allow_clarify: bool,
+    ) -> Result<ChatOutcome, Error> {
+        self.orchestrate(req, executor, Some(sink), allow_clarify)
+            .await
+    }
+
     /// A fresh streaming sanitizer for one reply.
     pub fn stream_sanitizer(&self) -> StreamSanitizer {
         self.sanitizer.stream()
