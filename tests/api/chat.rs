@@ -158,6 +158,7 @@ pub async fn chat_app(fake: &FakeOpenAi, server_key: Option<&str>) -> TestApp {
         s.openai_base_url = Some(url);
         s.openai_api_key = key;
         s.chat_tool_timeout_secs = 1;
+        s.chat_ping_interval_secs = 1;
     })
     .await
 }
@@ -853,4 +854,44 @@ async fn byok_falls_back_to_the_server_key() {
             "{body}"
         );
     }
+}
+
+/// A device that answers a tool call with `error`: the model sees the error as the
+/// tool's result and the chat still ends normally.
+#[tokio::test]
+async fn a_device_error_reaches_the_model_as_the_tool_result() {
+    let fake = fake_with(tool_script).await;
+    let app = chat_app(&fake, Some(SERVER_KEY)).await;
+    let t = token(&app).await;
+    let mut ws = connect(&app, &t).await;
+    send(
+        &mut ws,
+        json!({"type": "chat_request", "message": "run delete_note"}),
+    )
+    .await;
+    let call = next(&mut ws).await;
+    assert_eq!(call["name"], "delete_note");
+    send(
+        &mut ws,
+        json!({"type": "tool_result", "id": call["id"], "error": "note n1 is locked"}),
+    )
+    .await;
+    let (_, _, last) = play_device(&mut ws, |_, _| json!(null)).await;
+    let response = last["response"].as_str().expect("response");
+    assert!(response.contains("note n1 is locked"), "{response}");
+}
+
+/// The server pings an idle socket (every `chat_ping_interval_secs`; 1 s here).
+#[tokio::test]
+async fn an_idle_socket_is_pinged() {
+    let fake = fake_with(tool_script).await;
+    let app = chat_app(&fake, Some(SERVER_KEY)).await;
+    let t = token(&app).await;
+    let mut ws = connect(&app, &t).await;
+    let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("a frame within 5 s")
+        .expect("open")
+        .expect("frame");
+    assert!(matches!(frame, WsMessage::Ping(_)), "{frame:?}");
 }

@@ -118,6 +118,8 @@ pub struct Settings {
     pub synthesis_model: String,
     /// Seconds the WebSocket waits for a tool result.
     pub chat_tool_timeout_secs: u64,
+    /// Seconds between the WebSocket's pings.
+    pub chat_ping_interval_secs: u64,
     /// Redis for shared rate limits and the device bus.
     pub redis_url: Option<RedactedUrl>,
     /// Stripe API key.
@@ -324,6 +326,12 @@ pub const KEYS: &[KeyDoc] = &[
         doc: "How long the chat WebSocket waits for the device's tool_result before the model gets an error result.",
     },
     KeyDoc {
+        key: "chat_ping_interval_secs",
+        env: &["ADIUVA_CHAT_PING_INTERVAL_SECS"],
+        default: "30",
+        doc: "Interval of the chat WebSocket's pings (keeps proxies from closing idle sockets).",
+    },
+    KeyDoc {
         key: "redis_url",
         env: &["ADIUVA_REDIS_URL", "REDIS_URL"],
         default: "",
@@ -495,6 +503,7 @@ impl Settings {
             agent_model: "gpt-4o-mini".into(),
             synthesis_model: "gpt-4o-mini".into(),
             chat_tool_timeout_secs: 30,
+            chat_ping_interval_secs: 30,
             redis_url: None,
             stripe_secret_key: None,
             stripe_webhook_secret: None,
@@ -596,6 +605,7 @@ impl Settings {
             "agent_model" => self.agent_model = v.trim().to_owned(),
             "synthesis_model" => self.synthesis_model = v.trim().to_owned(),
             "chat_tool_timeout_secs" => self.chat_tool_timeout_secs = number(key, v)?,
+            "chat_ping_interval_secs" => self.chat_ping_interval_secs = number(key, v)?,
             "redis_url" => self.redis_url = opt(v).map(RedactedUrl),
             "stripe_secret_key" => self.stripe_secret_key = secret(v),
             "stripe_webhook_secret" => self.stripe_webhook_secret = secret(v),

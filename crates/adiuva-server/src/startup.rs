@@ -266,7 +266,7 @@ pub fn routes(settings: &Settings, backend: &Backend) -> impl poem::Endpoint + '
     let spec = api.spec_endpoint();
     let timings = crate::ws::WsTimings {
         tool_timeout: Duration::from_secs(settings.chat_tool_timeout_secs.max(1)),
-        ..Default::default()
+        ping_every: Duration::from_secs(settings.chat_ping_interval_secs.max(1)),
     };
     Route::new()
         .nest(API_PREFIX, api.into_endpoint())
