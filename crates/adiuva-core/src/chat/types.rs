@@ -33,8 +33,9 @@ pub struct ChatContext {
     pub extra: serde_json::Map<String, Value>,
 }
 
-/// A chat request (plan `ChatRequest` + steps 17 and 23).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// A chat request (plan `ChatRequest` + steps 17 and 23). Its `Debug` never shows
+/// `api_key`, and serializing it leaves the key out.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
     /// The user's message.
     pub message: String,
@@ -53,6 +54,19 @@ pub struct ChatRequest {
     /// The popup's scope (v2), e.g. `{"project_id": "…"}`.
     #[serde(default)]
     pub scope: Option<Value>,
+}
+
+impl std::fmt::Debug for ChatRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatRequest")
+            .field("message", &self.message)
+            .field("context", &self.context)
+            .field("execution_mode", &self.execution_mode)
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("source", &self.source)
+            .field("scope", &self.scope)
+            .finish()
+    }
 }
 
 impl std::fmt::Display for ExecutionMode {
@@ -114,4 +128,23 @@ pub struct ExecutionPlan {
     pub agent: String,
     /// Steps in order.
     pub steps: Vec<PlanStep>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_byok_key_is_never_printed_or_serialized() {
+        let req: ChatRequest =
+            serde_json::from_str(r#"{"message": "hi", "api_key": "sk-secret-123"}"#)
+                .expect("parse");
+        assert_eq!(req.api_key.as_deref(), Some("sk-secret-123"));
+        assert!(!format!("{req:?}").contains("sk-secret-123"));
+        assert!(
+            !serde_json::to_string(&req)
+                .expect("json")
+                .contains("sk-secret-123")
+        );
+    }
 }
