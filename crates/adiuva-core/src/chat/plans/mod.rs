@@ -31,62 +31,33 @@ use super::types::{ExecutionPlan, PlanStep};
 /// The action name of a step that runs a server-side prompt template.
 pub const LLM_ACTION: &str = "llm";
 
-/// The chat agents and their client-executed tools (plan step 6; 23 tools in all).
-/// Playbooks and agent plans may only use these.
-pub(crate) const AGENT_TOOLS: &[(&str, &[&str])] = &[
-    (
-        "task_agent",
-        &[
-            "list_tasks",
-            "create_task",
-            "update_task",
-            "delete_task",
-            "list_tasks_due_today",
-            "list_task_comments",
-            "add_task_comment",
-            "delete_task_comment",
-        ],
-    ),
-    (
-        "checkpoint_agent",
-        &[
-            "list_checkpoints",
-            "create_checkpoint",
-            "update_checkpoint",
-            "delete_checkpoint",
-        ],
-    ),
-    (
-        "project_agent",
-        &[
-            "list_projects",
-            "list_all_projects",
-            "get_project",
-            "create_project",
-            "update_project",
-            "delete_project",
-        ],
-    ),
-    (
-        "note_agent",
-        &[
-            "list_notes",
-            "get_note",
-            "create_note",
-            "update_note",
-            "delete_note",
-        ],
-    ),
-];
+/// The built-in agents and their tool names, taken from the agents' own specs (one
+/// source of truth). Playbooks and agent plans may only use these.
+pub(crate) fn agent_tools() -> &'static [(&'static str, Vec<&'static str>)] {
+    use crate::chat::agents::{checkpoint_tools, note_tools, project_tools, task_tools};
+    static TOOLS: std::sync::OnceLock<Vec<(&'static str, Vec<&'static str>)>> =
+        std::sync::OnceLock::new();
+    TOOLS.get_or_init(|| {
+        let names = |specs: Vec<crate::chat::agents::ToolSpec>| {
+            specs.into_iter().map(|t| t.name).collect::<Vec<_>>()
+        };
+        vec![
+            ("task_agent", names(task_tools())),
+            ("checkpoint_agent", names(checkpoint_tools())),
+            ("project_agent", names(project_tools())),
+            ("note_agent", names(note_tools())),
+        ]
+    })
+}
 
 /// Whether `name` is one of the four chat agents.
 pub(crate) fn is_known_agent(name: &str) -> bool {
-    AGENT_TOOLS.iter().any(|(agent, _)| *agent == name)
+    agent_tools().iter().any(|(agent, _)| *agent == name)
 }
 
 /// Whether `name` is one of the 23 client tools.
 pub(crate) fn is_known_tool(name: &str) -> bool {
-    AGENT_TOOLS.iter().any(|(_, tools)| tools.contains(&name))
+    agent_tools().iter().any(|(_, tools)| tools.contains(&name))
 }
 
 /// Why a plan (or a template registration) was rejected.
@@ -438,7 +409,7 @@ mod tests {
     #[test]
     fn every_agent_has_a_plan_and_unknown_agents_are_refused() {
         let t = templates();
-        for (agent, tools) in AGENT_TOOLS {
+        for (agent, tools) in agent_tools() {
             let plan = plan_for_agent(agent, "Plan my week", &t).unwrap();
             assert_eq!(plan.agent, *agent);
             assert_eq!(plan.steps.len(), 3);
@@ -458,7 +429,7 @@ mod tests {
 
     #[test]
     fn there_are_23_tools_over_4_agents() {
-        let n: usize = AGENT_TOOLS.iter().map(|(_, t)| t.len()).sum();
+        let n: usize = agent_tools().iter().map(|(_, t)| t.len()).sum();
         assert_eq!(n, 23);
         assert!(is_known_tool("get_note") && !is_known_tool("llm"));
         assert!(is_known_agent("checkpoint_agent") && !is_known_agent("x"));
