@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use adiuva_core::Adiuva;
-use adiuva_core::chat::orchestrator::{ChatOutcome, Orchestrator};
+use adiuva_core::chat::orchestrator::{ChatOutcome, Orchestrator, answering, navigation_for};
 use adiuva_core::chat::{ChatRequest, ToolExecutor};
 use adiuva_core::domain::UserId;
 use async_trait::async_trait;
@@ -311,15 +311,7 @@ async fn session(
             }
         };
         if let Some((earlier, question)) = awaiting_answer.take() {
-            // The answer to a clarifying question: the earlier message and the question
-            // become history, the answer the new message.
-            let mut history = earlier.context.conversation_history.clone();
-            history.push(json!({"role": "user", "content": earlier.message}));
-            history.push(json!({"role": "assistant", "content": question}));
-            incoming.request.context.conversation_history = history;
-            if incoming.request.api_key.is_none() {
-                incoming.request.api_key = earlier.api_key.clone();
-            }
+            incoming.request = answering(&earlier, &question, incoming.request);
         }
         let (orchestrator, executor, out2) = (orchestrator.clone(), executor.clone(), out.clone());
         running = Some(tokio::spawn(async move {
@@ -409,36 +401,4 @@ async fn run_chat(
             None
         }
     }
-}
-
-/// v2 navigation: when a popup scoped to one entity made a change elsewhere, tell the
-/// client where it happened.
-fn navigation_for(request: &ChatRequest, mutations: &[Value]) -> (Vec<Value>, Value) {
-    let scope_project = request
-        .scope
-        .as_ref()
-        .and_then(|s| s.get("project_id"))
-        .and_then(Value::as_str);
-    let mut navigation = Vec::new();
-    for m in mutations {
-        let project = m
-            .get("data")
-            .and_then(|d| d.get("project_id"))
-            .and_then(Value::as_str);
-        if let (Some(scope), Some(project)) = (scope_project, project)
-            && scope != project
-        {
-            navigation.push(json!({
-                "action": "navigate",
-                "target": "project",
-                "filter": {"project_id": project},
-            }));
-        }
-    }
-    let new_scope = navigation
-        .first()
-        .and_then(|n| n.get("filter").cloned())
-        .unwrap_or(Value::Null);
-    let context = json!({"scope_changed": !navigation.is_empty(), "new_scope": new_scope});
-    (navigation, context)
 }

@@ -484,3 +484,49 @@ fn history(req: &ChatRequest) -> Vec<Message> {
         })
         .collect()
 }
+
+/// v2 navigation: when a popup scoped to one entity made a change elsewhere, tell the
+/// client where it happened.
+pub fn navigation_for(request: &ChatRequest, mutations: &[Value]) -> (Vec<Value>, Value) {
+    let scope_project = request
+        .scope
+        .as_ref()
+        .and_then(|s| s.get("project_id"))
+        .and_then(Value::as_str);
+    let mut navigation = Vec::new();
+    for m in mutations {
+        let project = m
+            .get("data")
+            .and_then(|d| d.get("project_id"))
+            .and_then(Value::as_str);
+        if let (Some(scope), Some(project)) = (scope_project, project)
+            && scope != project
+        {
+            navigation.push(json!({
+                "action": "navigate",
+                "target": "project",
+                "filter": {"project_id": project},
+            }));
+        }
+    }
+    let new_scope = navigation
+        .first()
+        .and_then(|n| n.get("filter").cloned())
+        .unwrap_or(Value::Null);
+    let context = json!({"scope_changed": !navigation.is_empty(), "new_scope": new_scope});
+    (navigation, context)
+}
+
+/// The user's answer to a clarifying question as a request: the earlier message and the
+/// question join the history (so the router sees both), the answer is the message, and
+/// the earlier BYOK key carries over when the answer has none.
+pub fn answering(earlier: &ChatRequest, question: &str, mut answer: ChatRequest) -> ChatRequest {
+    let mut history = earlier.context.conversation_history.clone();
+    history.push(json!({"role": "user", "content": earlier.message}));
+    history.push(json!({"role": "assistant", "content": question}));
+    answer.context.conversation_history = history;
+    if answer.api_key.is_none() {
+        answer.api_key = earlier.api_key.clone();
+    }
+    answer
+}
