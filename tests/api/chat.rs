@@ -852,3 +852,46 @@ async fn an_idle_socket_is_pinged() {
         .expect("frame");
     assert!(matches!(frame, WsMessage::Ping(_)), "{frame:?}");
 }
+
+/// A model that writes its system prompt into a tool's arguments: the device receives
+/// the call without the prompt text (tool arguments leave the server too).
+#[tokio::test]
+async fn prompt_text_in_tool_arguments_is_removed() {
+    let fake = fake_with(|body: &Value| {
+        if is_router(body) {
+            return Some(Reply::Text("note_agent".into()));
+        }
+        if last_is_tool(body) {
+            return Some(Reply::Text("Saved.".into()));
+        }
+        let system = system_text(body);
+        Some(Reply::ToolCalls(vec![(
+            "create_note".into(),
+            json!({"title": "Leak", "content": format!("My notes. {system}")}).to_string(),
+        )]))
+    })
+    .await;
+    let app = chat_app(&fake, Some(SERVER_KEY)).await;
+    let t = token(&app).await;
+    let mut ws = connect(&app, &t).await;
+    send(
+        &mut ws,
+        json!({"type": "chat_request", "message": "save a note"}),
+    )
+    .await;
+    let (calls, _, last) = play_device(&mut ws, |_, _| json!({"id": "n1"})).await;
+    assert_eq!(last["type"], "final");
+    let content = calls[0]["arguments"]["content"].as_str().expect("content");
+    assert!(content.starts_with("My notes."), "{content}");
+    let system_start: String = fake.requests()[1].body["messages"][0]["content"]
+        .as_str()
+        .expect("system")
+        .split_whitespace()
+        .take(10)
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        !content.contains(&system_start),
+        "no prompt text reaches the device: {content}"
+    );
+}

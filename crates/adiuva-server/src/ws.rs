@@ -115,6 +115,7 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Value, String>>>
 
 /// Runs tool calls on the device: sends the frame, waits for the matching result.
 struct WsExecutor {
+    orchestrator: Arc<Orchestrator>,
     out: mpsc::UnboundedSender<Message>,
     pending: Pending,
     next: AtomicU64,
@@ -135,6 +136,7 @@ impl ToolExecutor for WsExecutor {
         if let Ok(mut p) = self.pending.lock() {
             p.insert(id.clone(), tx);
         }
+        let arguments = self.orchestrator.clean_value(arguments);
         let frame = json!({"type": "tool_call", "id": id, "name": name, "arguments": arguments});
         if self.out.send(Message::Text(frame.to_string())).is_err() {
             return Err("the device disconnected".into());
@@ -228,6 +230,7 @@ async fn session(
     };
     let pending: Pending = Arc::default();
     let executor = Arc::new(WsExecutor {
+        orchestrator: orchestrator.clone(),
         out: out.clone(),
         pending: pending.clone(),
         next: AtomicU64::new(1),
@@ -397,7 +400,10 @@ async fn run_chat(
         }
         Err(e) => {
             let e = ApiError::from(e);
-            send(out, error_frame(&e.body.code, e.body.detail));
+            send(
+                out,
+                error_frame(&e.body.code, orchestrator.clean(&e.body.detail)),
+            );
             None
         }
     }

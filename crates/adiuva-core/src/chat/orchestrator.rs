@@ -195,6 +195,23 @@ impl Orchestrator {
         self.sanitizer.sanitize(text).text
     }
 
+    /// `v` with every string sanitized: tool arguments and actions leave the server too
+    /// (a model could write its prompt into a note's content).
+    pub fn clean_value(&self, v: &Value) -> Value {
+        match v {
+            Value::String(s) => Value::String(self.clean(s)),
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|x| self.clean_value(x)).collect())
+            }
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, x)| (k.clone(), self.clean_value(x)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
     /// The agents to run, in order: the router's answer filtered to known names, or the
     /// fallback; or the router's clarifying question (`allow_clarify`, v2 only).
     pub async fn classify_intent(
