@@ -189,6 +189,18 @@ pub async fn token(app: &TestApp) -> String {
     t["access_token"].as_str().expect("access").to_owned()
 }
 
+/// A signed-in user on `tier` (the tier sets the per-minute chat budget).
+pub async fn token_on(app: &TestApp, tier: adiuva_core::domain::Tier) -> String {
+    let e = email("chat");
+    let t = app.register_ok(&e).await;
+    app.adiuva
+        .accounts()
+        .set_tier(&e, tier)
+        .await
+        .expect("tier");
+    t["access_token"].as_str().expect("access").to_owned()
+}
+
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -258,7 +270,8 @@ pub async fn play_device(
 async fn every_tool_round_trips_through_the_device() {
     let fake = fake_with(tool_script).await;
     let app = chat_app(&fake, Some(SERVER_KEY)).await;
-    let t = token(&app).await;
+    // 23 chats in a row: more than the free tier's 20 a minute.
+    let t = token_on(&app, adiuva_core::domain::Tier::Team).await;
     let mut ws = connect(&app, &t).await;
     for (agent, tool, args) in tools() {
         send(
@@ -893,5 +906,47 @@ async fn prompt_text_in_tool_arguments_is_removed() {
     assert!(
         !content.contains(&system_start),
         "no prompt text reaches the device: {content}"
+    );
+}
+
+/// Each chat on a socket counts against the user's tier budget like an HTTP request
+/// (free: 20 a minute, the upgrade included): over it, a `rate_limited` error frame with
+/// `retry_after`, and the socket stays open.
+#[tokio::test]
+async fn chats_on_one_socket_count_against_the_rate_limit() {
+    let fake = fake_with(|body: &Value| {
+        Some(if is_router(body) {
+            Reply::Text("note_agent".into())
+        } else {
+            Reply::Text("ok".into())
+        })
+    })
+    .await;
+    let app = chat_app(&fake, Some(SERVER_KEY)).await;
+    let t = token(&app).await;
+    let mut ws = connect(&app, &t).await;
+    let mut answered = 0;
+    let limited = loop {
+        send(&mut ws, json!({"type": "chat_request", "message": "hi"})).await;
+        let (_, _, last) = play_device(&mut ws, |_, _| json!(null)).await;
+        if last["type"] == "final" {
+            answered += 1;
+            assert!(answered <= 20, "the budget was never enforced");
+            continue;
+        }
+        break last;
+    };
+    assert_eq!(limited["code"], "rate_limited", "{limited}");
+    assert!(
+        limited["retry_after"]
+            .as_u64()
+            .is_some_and(|s| (1..=60).contains(&s))
+    );
+    assert_eq!(answered, 19, "20 a minute, the upgrade request included");
+    send(&mut ws, json!({"type": "chat_request", "message": "hi"})).await;
+    assert_eq!(
+        next(&mut ws).await["code"],
+        "rate_limited",
+        "the socket stays usable"
     );
 }

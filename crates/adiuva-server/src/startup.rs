@@ -272,7 +272,11 @@ pub fn routes(settings: &Settings, backend: &Backend) -> impl poem::Endpoint + '
         .nest(API_PREFIX, api.into_endpoint())
         .at(
             format!("{API_PREFIX}/chat/stream"),
-            poem::get(crate::ws::chat_stream).data(timings),
+            poem::get(crate::ws::chat_stream)
+                .data(timings)
+                .data(crate::ws::WsBudget(
+                    limits_on.then(|| backend.rate_limiter.clone()),
+                )),
         )
         .at(format!("{API_PREFIX}/openapi.json"), spec)
         .nest("/docs", docs)

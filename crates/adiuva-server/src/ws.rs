@@ -37,6 +37,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
 
+/// Counts each chat on a socket against its user's per-minute budget, like an HTTP
+/// request (`None`: rate limits are off).
+#[derive(Clone)]
+pub struct WsBudget(pub Option<Arc<dyn adiuva_core::ports::RateLimiter>>);
+
 /// How long the server waits for a tool result, and how often it pings.
 #[derive(Debug, Clone, Copy)]
 pub struct WsTimings {
@@ -83,6 +88,7 @@ pub async fn chat_stream(
     Query(q): Query<TokenQuery>,
     Data(app): Data<&Adiuva>,
     Data(timings): Data<&WsTimings>,
+    Data(budget): Data<&WsBudget>,
 ) -> Response {
     let header = req
         .headers()
@@ -107,7 +113,8 @@ pub async fn chat_stream(
         Err(e) => return reject(e),
     };
     let timings = *timings;
-    ws.on_upgrade(move |socket| session(orchestrator, user, socket, timings))
+    let limits = budget.0.clone().map(|limiter| (limiter, app.clone()));
+    ws.on_upgrade(move |socket| session(orchestrator, user, socket, timings, limits))
         .into_response()
 }
 
@@ -204,6 +211,7 @@ async fn session(
     user: UserId,
     socket: WebSocketStream,
     timings: WsTimings,
+    limits: Option<(Arc<dyn adiuva_core::ports::RateLimiter>, Adiuva)>,
 ) {
     let (mut sink, mut stream) = socket.split();
     let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
@@ -313,6 +321,12 @@ async fn session(
                 continue;
             }
         };
+        if let Some((limiter, app)) = &limits
+            && let Some(frame) = over_budget(limiter.as_ref(), app, user).await
+        {
+            send(&out, frame);
+            continue;
+        }
         if let Some((earlier, question)) = awaiting_answer.take() {
             incoming.request = answering(&earlier, &question, incoming.request);
         }
@@ -330,6 +344,32 @@ async fn session(
     drop(executor);
     let _ = writer.await;
     tracing::info!(user_id = %user, "chat socket closed");
+}
+
+/// A chat counts like an HTTP request against the user's tier budget (the same key as
+/// the HTTP middleware's): over it, an error frame with `retry_after` seconds.
+async fn over_budget(
+    limiter: &dyn adiuva_core::ports::RateLimiter,
+    app: &Adiuva,
+    user: UserId,
+) -> Option<Value> {
+    let tier = app.tiers().get_tier(user).await.ok()?;
+    let limit = adiuva_core::tiers::rate_limit_per_minute(tier);
+    match limiter
+        .check(&format!("user:{user}"), limit, Duration::from_secs(60))
+        .await
+    {
+        adiuva_core::ports::rate_limit::RateDecision::Limited { retry_after } => {
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            Some(json!({
+                "type": "error",
+                "code": "rate_limited",
+                "detail": format!("too many requests: the limit is {limit} per minute; retry in {secs} s"),
+                "retry_after": secs.max(1),
+            }))
+        }
+        _ => None,
+    }
 }
 
 /// One chat; returns the request and the question when the router asked one.
