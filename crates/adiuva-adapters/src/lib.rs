@@ -7,6 +7,8 @@
 
 pub mod blobs;
 pub mod database;
+#[cfg(feature = "testing")]
+mod fake_server;
 pub mod llm;
 pub mod postgres;
 pub mod rate_limit;

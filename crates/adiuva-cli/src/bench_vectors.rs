@@ -16,7 +16,7 @@ use adiuva_adapters::vector::{VectorSettings, connect};
 use adiuva_core::ports::VectorIndex;
 use adiuva_core::ports::vector::{VectorFilter, VectorPoint};
 use adiuva_core::vector::exact::{dot, normalized};
-use adiuva_core::vector::random_vector;
+use adiuva_core::vector::{cosine, random_vector};
 use bytes::Bytes;
 use clap::Args;
 
@@ -58,17 +58,6 @@ fn clustered(seed: u64, centres: &[Vec<f32>], dim: usize) -> Vec<f32> {
         .zip(noise)
         .map(|(c, n)| c + 0.35 * n)
         .collect()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut d, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
-    for (x, y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(*x), f64::from(*y));
-        d += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    d / (na.sqrt() * nb.sqrt())
 }
 
 fn id(i: usize) -> String {

@@ -20,14 +20,15 @@
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use poem::http::{Method, StatusCode};
-use poem::listener::TcpAcceptor;
 use poem::{Body, Request, Response};
 use serde_json::{Value, json};
+
+use crate::fake_server::{LocalServer, lock};
 use sha2::{Digest as _, Sha256};
 
 /// The embedding dimension of [`FakeOpenAi::start`].
@@ -119,9 +120,7 @@ type Handler = dyn Fn(&Value) -> Option<Reply> + Send + Sync;
 /// A running fake OpenAI-compatible API. Stops when dropped.
 pub struct FakeOpenAi {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    server: LocalServer,
 }
 
 struct Shared {
@@ -130,11 +129,6 @@ struct Shared {
     handler: Mutex<Option<Arc<Handler>>>,
     requests: Mutex<Vec<RecordedRequest>>,
     counter: AtomicUsize,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panicking test thread must not make every later request fail too.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl FakeOpenAi {
@@ -146,9 +140,6 @@ impl FakeOpenAi {
 
     /// Starts a fake whose embeddings have `dim` dimensions.
     pub async fn start_with_dimension(dim: usize) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let acceptor = TcpAcceptor::from_tokio(listener)?;
         let shared = Arc::new(Shared {
             dim,
             queue: Mutex::default(),
@@ -157,40 +148,24 @@ impl FakeOpenAi {
             counter: AtomicUsize::new(0),
         });
         let state = shared.clone();
-        let app = poem::endpoint::make(move |req: Request| {
-            let state = state.clone();
-            async move { state.handle(req).await }
-        });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            // A zero timeout drops open (keep-alive) connections at once on shutdown.
-            let server = poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-                app,
-                async move {
-                    let _ = stopped.await;
-                },
-                Some(Duration::ZERO),
-            );
-            if let Err(e) = server.await {
-                tracing::error!(error = %e, "the fake OpenAI server stopped");
-            }
-        });
-        Ok(Self {
-            shared,
-            addr,
-            stop: Some(stop),
-            task: Some(task),
+        let server = LocalServer::start("OpenAI", move |_| {
+            poem::endpoint::make(move |req: Request| {
+                let state = state.clone();
+                async move { state.handle(req).await }
+            })
         })
+        .await?;
+        Ok(Self { shared, server })
     }
 
     /// The base URL, `http://127.0.0.1:<port>/v1`.
     pub fn url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("http://{}/v1", self.server.addr())
     }
 
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Queues a reply for the next request (any route; on `/v1/embeddings` a `Text` or
@@ -222,21 +197,8 @@ impl FakeOpenAi {
     }
 
     /// Stops listening and closes every connection; returns once the port is closed.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for FakeOpenAi {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 }
 

@@ -83,7 +83,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use adiuva_core::ports::vector::{VectorError, VectorFilter, VectorHit, VectorIndex, VectorPoint};
-use adiuva_core::vector::{dedup_last, exact::validate};
+use adiuva_core::vector::{dedup_last, exact::validate, sort_hits};
 use async_trait::async_trait;
 use bytes::Bytes;
 use sqlx::postgres::{PgPool, PgRow};
@@ -399,7 +399,7 @@ impl PgVectorIndex {
         };
         tx.commit().await.map_err(unavailable)?;
         let mut hits = rows.iter().map(hit).collect::<Result<Vec<_>, _>>()?;
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+        sort_hits(&mut hits);
         hits.truncate(top_k);
         Ok(hits)
     }

@@ -48,19 +48,7 @@ pub fn point(id: &str, vector: &[f32]) -> VectorPoint {
     }
 }
 
-pub use crate::vector::random_vector;
-
-/// Cosine in f64, the suite's reference.
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut d, mut na, mut nb) = (0.0, 0.0, 0.0);
-    for (x, y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(*x), f64::from(*y));
-        d += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    d / (na.sqrt() * nb.sqrt())
-}
+pub use crate::vector::{cosine, random_vector};
 
 /// A vector of `dim` whose first two components are `(a, b)`, the rest zero.
 fn plane(dim: usize, a: f32, b: f32) -> Vec<f32> {

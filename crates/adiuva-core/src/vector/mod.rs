@@ -12,7 +12,7 @@ pub use exact::ExactIndex;
 pub use memory::MemoryVectorIndex;
 pub use service::{VectorItemInput, VectorQuery, VectorService};
 
-use crate::ports::vector::VectorPoint;
+use crate::ports::vector::{VectorHit, VectorPoint};
 
 /// Dimension of the plan-compatible hash vector.
 pub const HASH_DIM: usize = 32;
@@ -57,4 +57,25 @@ pub fn random_vector(seed: u64, dim: usize) -> Vec<f32> {
             (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
         })
         .collect()
+}
+
+/// Cosine similarity computed in f64: the reference the conformance suite and the
+/// benchmarks compare against, and what a backend computes when it scores a few vectors
+/// itself. Zero-length or all-zero input scores 0.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut d, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(*x), f64::from(*y));
+        d += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    let n = na.sqrt() * nb.sqrt();
+    if n == 0.0 { 0.0 } else { d / n }
+}
+
+/// Puts hits in the port's order: score descending, then id ascending. Backends whose
+/// engine orders ties its own way (pgvector, Qdrant, Pinecone) finish with this.
+pub fn sort_hits(hits: &mut [VectorHit]) {
+    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
 }

@@ -16,15 +16,15 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use poem::http::{Method, StatusCode};
-use poem::listener::TcpAcceptor;
 use poem::{Request, Response};
 use serde_json::{Map, Value, json};
 
 use super::{MAX_ID_LEN, MAX_TOP_K, METADATA_LIMIT};
+use crate::fake_server::{LocalServer, lock};
 
 /// Pinecone's largest upsert request.
 const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
@@ -34,9 +34,7 @@ const MAX_BATCH: usize = 1_000;
 /// A running fake Pinecone project holding one index. Stops when dropped.
 pub struct PineconeFake {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    server: LocalServer,
 }
 
 struct Shared {
@@ -81,11 +79,6 @@ fn bad_request(message: impl Into<String>) -> Reply {
     grpc_error(StatusCode::BAD_REQUEST, 3, message)
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panicking test thread must not make every later request fail too.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl PineconeFake {
     /// Starts a fake whose index `index` is cosine with `dimension`, accepting `api_key`,
     /// on 127.0.0.1 and a free port.
@@ -100,46 +93,28 @@ impl PineconeFake {
         dimension: usize,
         metric: &str,
     ) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let acceptor = TcpAcceptor::from_tokio(listener)?;
-        let shared = Arc::new(Shared {
-            api_key: api_key.into(),
-            index: index.into(),
-            dim: dimension,
-            metric: metric.into(),
-            base_url: format!("http://{addr}"),
-            data: Mutex::default(),
-            faults: Mutex::default(),
-            requests: AtomicUsize::new(0),
-            last_api_version: Mutex::default(),
-        });
-        let state = shared.clone();
-        let app = poem::endpoint::make(move |req: Request| {
-            let state = state.clone();
-            async move { state.handle(req).await }
-        });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            // A zero timeout drops open (keep-alive) connections at once on shutdown, so
-            // clients see the server gone rather than a lingering connection.
-            let server = poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-                app,
-                async move {
-                    let _ = stopped.await;
-                },
-                Some(std::time::Duration::ZERO),
-            );
-            if let Err(e) = server.await {
-                tracing::error!(error = %e, "the fake Pinecone server stopped");
-            }
-        });
-        Ok(Self {
-            shared,
-            addr,
-            stop: Some(stop),
-            task: Some(task),
+        let mut shared = None;
+        let server = LocalServer::start("Pinecone", |addr| {
+            let state = Arc::new(Shared {
+                api_key: api_key.into(),
+                index: index.into(),
+                dim: dimension,
+                metric: metric.into(),
+                base_url: format!("http://{addr}"),
+                data: Mutex::default(),
+                faults: Mutex::default(),
+                requests: AtomicUsize::new(0),
+                last_api_version: Mutex::default(),
+            });
+            shared = Some(state.clone());
+            poem::endpoint::make(move |req: Request| {
+                let state = state.clone();
+                async move { state.handle(req).await }
+            })
         })
+        .await?;
+        let shared = shared.ok_or_else(|| std::io::Error::other("the fake was not built"))?;
+        Ok(Self { shared, server })
     }
 
     /// `http://127.0.0.1:<port>`: both the control plane and the index's host.
@@ -149,7 +124,7 @@ impl PineconeFake {
 
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// The next `n` requests (any route) fail with `status` before being looked at.
@@ -196,21 +171,8 @@ impl PineconeFake {
 
 impl PineconeFake {
     /// Stops listening and closes every connection; returns once the port is closed.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for PineconeFake {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 }
 

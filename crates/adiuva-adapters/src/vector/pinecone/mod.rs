@@ -29,8 +29,8 @@ use std::fmt;
 use std::time::Duration;
 
 use adiuva_core::ports::vector::{VectorError, VectorFilter, VectorHit, VectorIndex, VectorPoint};
-use adiuva_core::vector::dedup_last;
 use adiuva_core::vector::exact::validate;
+use adiuva_core::vector::{dedup_last, sort_hits};
 use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -371,25 +371,9 @@ fn decode_returned_id(id: &str) -> Result<String, VectorError> {
     })
 }
 
-/// Cosine in f64 (the stored vector came back from a fetch, as Pinecone holds it).
+/// Cosine of a fetched vector (as Pinecone holds it) and the query, in [-1, 1].
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let (mut d, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
-    for (x, y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(*x), f64::from(*y));
-        d += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    let n = na.sqrt() * nb.sqrt();
-    if n == 0.0 {
-        return 0.0;
-    }
-    ((d / n) as f32).clamp(-1.0, 1.0)
-}
-
-/// The contract's order: score descending, then id ascending.
-fn sort_hits(hits: &mut [VectorHit]) {
-    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+    (adiuva_core::vector::cosine(a, b) as f32).clamp(-1.0, 1.0)
 }
 
 /// Splits ids into fetch requests bounded by count and URL length.

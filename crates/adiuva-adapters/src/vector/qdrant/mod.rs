@@ -53,7 +53,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use adiuva_core::ports::vector::{VectorError, VectorFilter, VectorHit, VectorIndex, VectorPoint};
-use adiuva_core::vector::{dedup_last, exact::validate};
+use adiuva_core::vector::{dedup_last, exact::validate, sort_hits};
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -418,7 +418,7 @@ impl VectorIndex for QdrantIndex {
                 })
             })
             .collect::<Result<Vec<_>, VectorError>>()?;
-        out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+        sort_hits(&mut out);
         Ok(out)
     }
 
