@@ -5,7 +5,9 @@
 use adiuva_adapters::postgres::testing::TestDatabase;
 use adiuva_adapters::vector::pgvector::{MAX_DIM, PgVectorIndex};
 use adiuva_core::ports::vector::{VectorError, VectorFilter, VectorIndex, VectorPoint};
-use adiuva_core::testing::vectors::{Options, cosine, namespace, point, random_vector, run_all};
+use adiuva_core::testing::vectors::{
+    Options, brute_force, cosine, namespace, point, random_vector, run_all,
+};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Row};
 
@@ -136,12 +138,7 @@ async fn recall_at_10_over_3000_points_uses_the_hnsw_index() {
     let (mut found, mut wanted) = (0usize, 0usize);
     for qi in 0..30u64 {
         let q = random_vector(1_000_000 + qi, dim);
-        let mut truth: Vec<(f64, &str)> = pts
-            .iter()
-            .map(|p| (cosine(&q, &p.vector), p.id.as_str()))
-            .collect();
-        truth.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
-        truth.truncate(10);
+        let truth = brute_force(&q, &pts, 10);
         let hits = index
             .search(&ns, &q, 10, &VectorFilter::default())
             .await

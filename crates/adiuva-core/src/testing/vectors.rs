@@ -50,6 +50,18 @@ pub fn point(id: &str, vector: &[f32]) -> VectorPoint {
 
 pub use crate::vector::{cosine, random_vector};
 
+/// The exact top `k` of `points` for `query` by [`cosine`] in f64, as `(score, id)` in
+/// the port's order: the reference recall is measured against.
+pub fn brute_force<'a>(query: &[f32], points: &'a [VectorPoint], k: usize) -> Vec<(f64, &'a str)> {
+    let mut truth: Vec<(f64, &str)> = points
+        .iter()
+        .map(|p| (cosine(query, &p.vector), p.id.as_str()))
+        .collect();
+    truth.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+    truth.truncate(k);
+    truth
+}
+
 /// A vector of `dim` whose first two components are `(a, b)`, the rest zero.
 fn plane(dim: usize, a: f32, b: f32) -> Vec<f32> {
     let mut v = vec![0.0; dim];
@@ -508,12 +520,7 @@ pub async fn recall_against_brute_force(index: &dyn VectorIndex, opts: Options) 
     let (mut found, mut wanted) = (0usize, 0usize);
     for qi in 0..20u64 {
         let q = random_vector(10_000 + qi, d);
-        let mut truth: Vec<(f64, &str)> = pts
-            .iter()
-            .map(|p| (cosine(&q, &p.vector), p.id.as_str()))
-            .collect();
-        truth.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
-        truth.truncate(10);
+        let truth = brute_force(&q, &pts, 10);
         let hits = index.search(&ns, &q, 10, &all()).await.expect("search");
         assert!(hits.len() <= 10, "at most top_k hits");
         for w in hits.windows(2) {
