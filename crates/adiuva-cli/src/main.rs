@@ -124,7 +124,7 @@ enum UserCommand {
         /// user or admin.
         role: String,
     },
-    /// Delete a user and their sessions.
+    /// Delete a user with their sessions, records and backups (rows and blobs).
     Delete {
         /// Email address.
         email: String,
