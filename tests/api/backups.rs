@@ -7,7 +7,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::helpers::{TestApp, assert_error, spawn_app, spawn_app_with};
-use crate::records::{sha, user_on};
+use crate::records::{orphans, sha, user_on};
 
 async fn put_backup(
     app: &TestApp,
@@ -183,16 +183,7 @@ async fn a_wrong_checksum_keeps_nothing() {
     )
     .await;
     assert!(history(&app, &token).await.is_empty(), "no row");
-    assert!(
-        app.adiuva
-            .records()
-            .expect("svc")
-            .garbage_collect(false)
-            .await
-            .expect("gc")
-            .is_empty(),
-        "no blob"
-    );
+    assert!(orphans(&app).await.is_empty(), "no blob");
 }
 
 #[tokio::test]
@@ -258,16 +249,7 @@ async fn retention_keeps_the_newest() {
         .map(|b| b["timestamp"].as_i64().expect("ts"))
         .collect();
     assert_eq!(kept, vec![400, 300]);
-    assert!(
-        app.adiuva
-            .records()
-            .expect("svc")
-            .garbage_collect(false)
-            .await
-            .expect("gc")
-            .is_empty(),
-        "old blobs deleted too"
-    );
+    assert!(orphans(&app).await.is_empty(), "old blobs deleted too");
 }
 
 #[tokio::test]
@@ -331,25 +313,11 @@ async fn an_upload_cut_off_mid_body_leaves_nothing() {
     // Give the server a moment to notice and clean up.
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let orphans = app
-            .adiuva
-            .records()
-            .expect("svc")
-            .garbage_collect(false)
-            .await
-            .expect("gc");
-        if orphans.is_empty() && history(&app, &token).await.is_empty() {
+        let left = orphans(&app).await;
+        if left.is_empty() && history(&app, &token).await.is_empty() {
             // And it stays that way: no partial blob appears later.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            assert!(
-                app.adiuva
-                    .records()
-                    .expect("svc")
-                    .garbage_collect(false)
-                    .await
-                    .expect("gc")
-                    .is_empty()
-            );
+            assert!(orphans(&app).await.is_empty());
             assert!(history(&app, &token).await.is_empty());
             return;
         }
@@ -432,15 +400,7 @@ async fn the_backup_quota_counts_all_kept_backups() {
         .expect("req");
     assert_error(resp, 403, "quota_exceeded").await;
     assert_eq!(history(&app, &token).await.len(), 1);
-    assert!(
-        app.adiuva
-            .records()
-            .expect("svc")
-            .garbage_collect(false)
-            .await
-            .expect("gc")
-            .is_empty()
-    );
+    assert!(orphans(&app).await.is_empty());
     // Concurrent uploads that each fit but not together: the quota still holds.
     let one_k = vec![3u8; 1000];
     let one_k_sum = sha(&one_k);
@@ -461,4 +421,243 @@ async fn the_backup_quota_counts_all_kept_backups() {
         .map(|b| b["size_bytes"].as_i64().expect("size"))
         .sum();
     assert_eq!(total, 5000);
+}
+
+/// A backup upload driven by hand over TCP, so a test can stop it half-way.
+struct RawUpload {
+    stream: tokio::net::TcpStream,
+    rest: Vec<u8>,
+}
+
+impl RawUpload {
+    /// Sends the head and the first half of `body`.
+    async fn start(app: &TestApp, token: &str, timestamp: i64, body: &[u8]) -> Self {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+            .await
+            .expect("connect");
+        let head = format!(
+            "PUT /api/v1/backup HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nX-Backup-Version: 1\r\nX-Backup-Timestamp: {timestamp}\r\nX-Backup-Checksum: {}\r\nContent-Length: {}\r\n\r\n",
+            sha(body),
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.expect("head");
+        let half = body.len() / 2;
+        stream.write_all(&body[..half]).await.expect("first half");
+        stream.flush().await.expect("flush");
+        Self {
+            stream,
+            rest: body[half..].to_vec(),
+        }
+    }
+
+    /// Sends the rest; returns the status and the JSON body of the answer.
+    async fn finish(mut self) -> (u16, Value) {
+        use tokio::io::AsyncReadExt as _;
+        self.stream.write_all(&self.rest).await.expect("rest");
+        self.stream.flush().await.expect("flush");
+        let mut answer = Vec::new();
+        self.stream.read_to_end(&mut answer).await.expect("answer");
+        let text = String::from_utf8_lossy(&answer);
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("an HTTP answer: {text:?}"));
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+}
+
+/// Waits until the server is streaming an upload to the blob store (its staging file
+/// exists), so the upload has passed every check made before the body.
+async fn until_an_upload_is_streaming(app: &TestApp) {
+    use adiuva_core::ports::BlobStore as _;
+    for _ in 0..400 {
+        if !app
+            .blobs
+            .unfinished_uploads()
+            .await
+            .expect("unfinished")
+            .is_empty()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the half-sent upload never started streaming");
+}
+
+#[tokio::test]
+async fn same_timestamp_uploads_one_wins_and_what_is_served_matches() {
+    // pro: 5 "GB" of 100 kB = 500 kB of backups.
+    let app = spawn_app_with(|s| s.quota_gb_bytes = 100_000).await;
+    let token = user_on(&app, Tier::Pro).await;
+    let mut kept = 0i64;
+    for round in 0..6i64 {
+        let timestamp = 1_700_000_000_000 + round;
+        // The loser's bytes are larger, so a mix-up shows in every number.
+        let loser = vec![0xAA ^ round as u8; 60_000];
+        let winner = vec![0x55 ^ round as u8; 40_000];
+        let half_sent = RawUpload::start(&app, &token, timestamp, &loser).await;
+        until_an_upload_is_streaming(&app).await;
+        let resp = put_backup(&app, &token, timestamp, winner.clone(), &sha(&winner)).await;
+        assert_eq!(
+            resp.status(),
+            200,
+            "round {round}: the complete upload wins"
+        );
+        let (status, body) = half_sent.finish().await;
+        assert_eq!(status, 409, "round {round}: the other one loses: {body}");
+        assert_eq!(body["code"], "conflict", "{body}");
+        kept += winner.len() as i64;
+
+        let got = app
+            .client
+            .get(app.url("/backup"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("req");
+        assert_eq!(got.status(), 200);
+        let checksum = got.headers()["x-backup-checksum"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        let bytes = got.bytes().await.expect("body");
+        assert_eq!(sha(&bytes), checksum, "round {round}: served bytes match");
+        assert_eq!(bytes.as_ref(), winner.as_slice());
+
+        let h = history(&app, &token).await;
+        assert_eq!(h.len() as i64, round + 1);
+        assert_eq!(h[0]["timestamp"], timestamp);
+        assert_eq!(h[0]["size_bytes"], winner.len());
+        assert_eq!(h[0]["checksum"], sha(&winner).as_str());
+        // The blob store holds exactly what the rows describe: no more, no other.
+        let files = crate::records::stored_files(&app);
+        let on_disk: u64 = files.iter().map(|(_, n)| n).sum();
+        let described: i64 = h
+            .iter()
+            .map(|b| b["size_bytes"].as_i64().expect("size"))
+            .sum();
+        assert_eq!(described, kept, "history sizes are the kept bytes");
+        assert_eq!(
+            files.len(),
+            h.len(),
+            "round {round}: one file per row: {files:?}"
+        );
+        assert_eq!(
+            on_disk as i64, kept,
+            "round {round}: bytes on disk = bytes counted"
+        );
+        assert!(on_disk <= 500_000, "never more than the quota");
+        assert!(orphans(&app).await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn far_future_timestamps_are_422_and_get_backup_keeps_working() {
+    let app = spawn_app().await;
+    let token = user_on(&app, Tier::Pro).await;
+    let max = adiuva_core::backup::MAX_TIMESTAMP_MS;
+    for bad in [max + 1, 300_000_000_000_000, i64::MAX, -1] {
+        let body = assert_error(
+            put_backup(&app, &token, bad, b"x".to_vec(), &sha(b"x")).await,
+            422,
+            "validation_error",
+        )
+        .await;
+        assert!(
+            body["detail"].as_str().expect("detail").contains("9999"),
+            "the detail states the range: {body}"
+        );
+    }
+    assert!(history(&app, &token).await.is_empty(), "nothing was kept");
+    // The last accepted instant formats as an HTTP date.
+    assert_eq!(
+        put_backup(&app, &token, max, b"last".to_vec(), &sha(b"last"))
+            .await
+            .status(),
+        200
+    );
+    let got = app
+        .client
+        .get(app.url("/backup"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(got.status(), 200);
+    assert_eq!(
+        got.headers()["last-modified"],
+        "Fri, 31 Dec 9999 23:59:59 GMT"
+    );
+    let not_modified = app
+        .client
+        .get(app.url("/backup"))
+        .bearer_auth(&token)
+        .header("if-modified-since", "Fri, 31 Dec 9999 23:59:59 GMT")
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(not_modified.status(), 304);
+    for junk in [
+        "Sat, 01 Jan 10000 00:00:00 GMT",
+        "yesterday",
+        "Thu, 01 Jan 1969 00:00:00 GMT",
+    ] {
+        let ignored = app
+            .client
+            .get(app.url("/backup"))
+            .bearer_auth(&token)
+            .header("if-modified-since", junk)
+            .send()
+            .await
+            .expect("req");
+        assert_eq!(ignored.status(), 200, "an invalid date is ignored: {junk}");
+    }
+
+    // A row an older server accepted (year 11476): served, without a Last-Modified it
+    // cannot have, instead of a panic that drops the connection.
+    let old = user_on(&app, Tier::Pro).await;
+    let me: Value = app.me(&old).await.json().await.expect("me");
+    let user = adiuva_core::domain::UserId(me["id"].as_str().expect("id").parse().expect("uuid"));
+    let key = format!("{user}/300000000000000");
+    adiuva_core::ports::BlobStore::put(
+        &app.blobs,
+        &key,
+        futures::StreamExt::boxed(futures::stream::iter([Ok(bytes::Bytes::from_static(
+            b"legacy",
+        ))])),
+        None,
+    )
+    .await
+    .expect("blob");
+    let row = adiuva_core::ports::db::BackupMeta {
+        id: uuid::Uuid::now_v7(),
+        user_id: user,
+        blob_key: key,
+        version: 1,
+        timestamp: 300_000_000_000_000,
+        checksum: sha(b"legacy"),
+        size_bytes: 6,
+        created_at: 1,
+    };
+    assert!(
+        app.adiuva
+            .database()
+            .insert_backup_within_quota(&row, None)
+            .await
+            .expect("row")
+    );
+    let got = app
+        .client
+        .get(app.url("/backup"))
+        .bearer_auth(&old)
+        .send()
+        .await
+        .expect("the server answers instead of dropping the connection");
+    assert_eq!(got.status(), 200);
+    assert!(got.headers().get("last-modified").is_none());
+    assert_eq!(got.headers()["x-backup-timestamp"], "300000000000000");
+    assert_eq!(got.bytes().await.expect("body").as_ref(), b"legacy");
 }

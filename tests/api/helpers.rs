@@ -136,6 +136,11 @@ pub async fn spawn_app_on_postgres_with(adjust: impl FnOnce(&mut Settings)) -> O
 }
 
 impl TestApp {
+    /// The blob directory of a server on local disk (the default blob store).
+    pub fn blob_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("blobs")
+    }
+
     /// `address` + `/api/v1` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.address)

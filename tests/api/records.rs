@@ -17,6 +17,30 @@ pub fn sha(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
+/// What `storage gc` would collect now, blob keys and unfinished uploads together. No
+/// grace period: the test server is idle when this runs.
+pub async fn orphans(app: &TestApp) -> Vec<String> {
+    let report = gc(app, false).await;
+    report
+        .orphans
+        .into_iter()
+        .chain(report.unfinished)
+        .collect()
+}
+
+/// Runs `storage gc` with no grace period.
+pub async fn gc(app: &TestApp, apply: bool) -> adiuva_core::gc::GcReport {
+    app.adiuva
+        .garbage_collector()
+        .expect("gc")
+        .run(adiuva_core::gc::GcOptions {
+            min_age_ms: 0,
+            apply,
+        })
+        .await
+        .expect("gc runs")
+}
+
 /// A signed-in user on `tier`; returns the access token.
 pub async fn user_on(app: &TestApp, tier: Tier) -> String {
     let e = email("rec");
@@ -172,14 +196,8 @@ async fn a_wrong_checksum_is_400_and_stores_nothing() {
         .await
         .expect("json");
     assert!(list.is_empty());
-    let orphans = app
-        .adiuva
-        .records()
-        .expect("records")
-        .garbage_collect(false)
-        .await
-        .expect("gc");
-    assert!(orphans.is_empty(), "no blob either: {orphans:?}");
+    let left = orphans(&app).await;
+    assert!(left.is_empty(), "no blob either: {left:?}");
 
     // An update with a wrong checksum leaves the old bytes.
     let created: Value = create(&app, &token, "notes", b"keep me")
@@ -347,7 +365,6 @@ async fn gc_finds_and_deletes_blobs_without_rows() {
         .await
         .expect("json");
     // A blob left behind by a write that died between blob and row.
-    let records = app.adiuva.records().expect("records");
     let me: Value = app.me(&token).await.json().await.expect("me");
     let orphan_key = format!(
         "{}/notes/{}",
@@ -364,15 +381,20 @@ async fn gc_finds_and_deletes_blobs_without_rows() {
         )
         .await
         .expect("put");
-    assert_eq!(
-        records.garbage_collect(false).await.expect("gc"),
-        vec![orphan_key.clone()]
+    assert_eq!(orphans(&app).await, vec![orphan_key.clone()]);
+    let young = app
+        .adiuva
+        .garbage_collector()
+        .expect("gc")
+        .run(adiuva_core::gc::GcOptions::default())
+        .await
+        .expect("gc");
+    assert!(
+        young.is_empty() && young.too_young == 1,
+        "the default grace period spares a blob just written: {young:?}"
     );
-    assert_eq!(
-        records.garbage_collect(true).await.expect("gc"),
-        vec![orphan_key.clone()]
-    );
-    assert!(records.garbage_collect(false).await.expect("gc").is_empty());
+    assert_eq!(gc(&app, true).await.orphans, vec![orphan_key.clone()]);
+    assert!(orphans(&app).await.is_empty());
     let got = verb(
         &app,
         "GET",
@@ -419,17 +441,8 @@ async fn the_quota_holds_under_concurrent_uploads() {
         .await
         .expect("json");
     assert_eq!(list.len(), 5);
-    let orphans = app
-        .adiuva
-        .records()
-        .expect("records")
-        .garbage_collect(false)
-        .await
-        .expect("gc");
-    assert!(
-        orphans.is_empty(),
-        "refused uploads left no blobs: {orphans:?}"
-    );
+    let left = orphans(&app).await;
+    assert!(left.is_empty(), "refused uploads left no blobs: {left:?}");
     // Growing a record past the quota is refused too; shrinking is fine.
     let id = list[0]["id"].as_str().expect("id");
     let big = vec![9u8; 1001];
@@ -446,4 +459,205 @@ async fn the_quota_holds_under_concurrent_uploads() {
         .await
         .expect("req");
     assert_eq!(put.status(), 200);
+}
+
+/// A blob of `len` bytes that differs per `seed`.
+fn patterned(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// GETs a record and checks the body against the checksum it came with; returns the body.
+async fn get_consistent(app: &TestApp, token: &str, id: &str) -> Vec<u8> {
+    let got = verb(app, "GET", &format!("/storage/records/{id}"), token)
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(got.status(), 200);
+    let checksum = got.headers()["x-checksum"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert_eq!(
+        got.headers()["etag"].to_str().expect("ascii"),
+        format!("\"{checksum}\"")
+    );
+    let body = got.bytes().await.expect("body").to_vec();
+    assert_eq!(
+        sha(&body),
+        checksum,
+        "the bytes served match the X-Checksum sent with them ({} bytes)",
+        body.len()
+    );
+    body
+}
+
+/// Readers never see bytes that do not match the checksum they are sent with, while a
+/// record is updated again and again with blobs of different sizes (64 KiB–1 MiB).
+pub async fn readers_during_updates_get_matching_bytes(app: &TestApp) {
+    let token = user_on(app, Tier::Pro).await;
+    let created: Value = create(app, &token, "notes", &patterned(64 * 1024, 0))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let sizes = [64 * 1024, 1024 * 1024, 300 * 1024, 900 * 1024, 128 * 1024];
+    let mut sent = Vec::new();
+    let updater = async {
+        for round in 0..30u8 {
+            let blob = patterned(sizes[usize::from(round) % sizes.len()], round);
+            let put = verb(app, "PUT", &format!("/storage/records/{id}"), &token)
+                .json(&json!({"blob": b64(&blob), "checksum": sha(&blob)}))
+                .send()
+                .await
+                .expect("req");
+            assert_eq!(put.status(), 200, "update {round}");
+            sent.push(sha(&blob));
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
+    let reader = || async {
+        let mut reads = 0usize;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            get_consistent(app, &token, &id).await;
+            reads += 1;
+        }
+        reads
+    };
+    let ((), r1, r2, r3) = tokio::join!(updater, reader(), reader(), reader());
+    assert!(r1 + r2 + r3 > 0, "the readers ran");
+    let last = get_consistent(app, &token, &id).await;
+    assert_eq!(
+        Some(&sha(&last)),
+        sent.last(),
+        "the last update is what is kept"
+    );
+    let left = orphans(app).await;
+    assert!(
+        left.is_empty(),
+        "every replaced version was deleted: {left:?}"
+    );
+}
+
+/// Concurrent updates of one record: all succeed (last writer wins), the row ends on one
+/// of them with the size and checksum of the bytes it serves, and no version is left
+/// behind or deleted from under the winner.
+pub async fn concurrent_updates_leave_one_consistent_version(app: &TestApp) {
+    let token = user_on(app, Tier::Pro).await;
+    let created: Value = create(app, &token, "notes", b"first")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = created["id"].as_str().expect("id").to_owned();
+    for round in 0..4u8 {
+        let blobs: Vec<Vec<u8>> = (0..6u8)
+            .map(|i| patterned(100 * 1024 + usize::from(i) * 37 * 1024, round * 10 + i))
+            .collect();
+        let results = futures::future::join_all(blobs.iter().map(|blob| {
+            verb(app, "PUT", &format!("/storage/records/{id}"), &token)
+                .json(&json!({"blob": b64(blob), "checksum": sha(blob)}))
+                .send()
+        }))
+        .await;
+        for r in results {
+            assert_eq!(r.expect("req").status(), 200, "round {round}");
+        }
+        let body = get_consistent(app, &token, &id).await;
+        assert!(blobs.contains(&body), "the row is one of the updates");
+        let list: Vec<Value> = verb(app, "GET", "/storage/records", &token)
+            .send()
+            .await
+            .expect("req")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(list[0]["size_bytes"], body.len(), "round {round}");
+        assert_eq!(list[0]["checksum"], sha(&body).as_str());
+        let left = orphans(app).await;
+        assert!(
+            left.is_empty(),
+            "round {round}: no version left behind: {left:?}"
+        );
+    }
+}
+
+// Rate limits off: these tests send hundreds of requests a minute on purpose.
+#[tokio::test]
+async fn readers_during_updates_never_get_torn_bytes() {
+    let app = spawn_app_with(|s| s.rate_limit_enabled = false).await;
+    readers_during_updates_get_matching_bytes(&app).await;
+}
+
+#[tokio::test]
+async fn concurrent_updates_of_one_record_stay_consistent() {
+    let app = spawn_app_with(|s| s.rate_limit_enabled = false).await;
+    concurrent_updates_leave_one_consistent_version(&app).await;
+}
+
+#[tokio::test]
+async fn record_updates_are_consistent_on_postgres() {
+    let Some(app) =
+        crate::helpers::spawn_app_on_postgres_with(|s| s.rate_limit_enabled = false).await
+    else {
+        return;
+    };
+    concurrent_updates_leave_one_consistent_version(&app).await;
+    readers_during_updates_get_matching_bytes(&app).await;
+}
+
+#[tokio::test]
+async fn deleting_an_account_deletes_its_blobs() {
+    let app = spawn_app().await;
+    let e = email("gone");
+    let t = app.register_ok(&e).await;
+    app.adiuva
+        .accounts()
+        .set_tier(&e, Tier::Pro)
+        .await
+        .expect("tier");
+    let token = t["access_token"].as_str().expect("access");
+    assert_eq!(create(&app, token, "notes", b"mine").await.status(), 200);
+    let backup = app
+        .client
+        .put(app.url("/backup"))
+        .bearer_auth(token)
+        .header("x-backup-version", "1")
+        .header("x-backup-timestamp", "5")
+        .header("x-backup-checksum", sha(b"snapshot"))
+        .body("snapshot")
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(backup.status(), 200);
+    let other = user_on(&app, Tier::Pro).await;
+    assert_eq!(create(&app, &other, "notes", b"theirs").await.status(), 200);
+    assert_eq!(stored_files(&app).len(), 3);
+    app.adiuva.accounts().delete(&e).await.expect("delete");
+    assert_eq!(
+        stored_files(&app).len(),
+        1,
+        "the record's and the backup's blobs went with the account"
+    );
+    assert!(orphans(&app).await.is_empty());
+}
+
+/// Every file in the test server's blob directory (blobs and staging files).
+pub fn stored_files(app: &TestApp) -> Vec<(std::path::PathBuf, u64)> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, u64)>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if let Ok(m) = e.metadata() {
+                out.push((p, m.len()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&app.blob_dir(), &mut out);
+    out
 }

@@ -9,10 +9,20 @@
 //! Backends differ in one way: S3 and memory keep the checksum in the object's metadata
 //! (`x-amz-meta-checksum` on S3); a local directory has nowhere to keep it and reports
 //! `None` (the database row holds it anyway).
+//!
+//! A local directory fsyncs each finished blob and its directory before the rename that
+//! publishes it, so a key whose `put` returned survives a power loss, and the database
+//! row written after it never points at bytes that are not on disk. A local upload
+//! streams into a staging file beside its target, named `{target}#{n}` (object_store
+//! 0.14's `LocalFileSystem`: `n` is the lowest free integer from 1); `list` never shows
+//! those, an aborted upload removes its own, and a killed process leaves it behind:
+//! [`BlobStore::unfinished_uploads`] reports those files for `storage gc`.
 
 use std::sync::Arc;
 
-use adiuva_core::ports::blob::{BlobError, BlobInfo, BlobStore, ByteStream};
+use adiuva_core::ports::blob::{
+    BlobError, BlobInfo, BlobStore, ByteStream, StoredBlob, UnfinishedUpload,
+};
 use async_trait::async_trait;
 use futures::{StreamExt as _, TryStreamExt as _};
 use object_store::aws::AmazonS3Builder;
@@ -50,6 +60,8 @@ pub struct ObjectBlobs {
     store: Arc<dyn ObjectStore>,
     keeps_metadata: bool,
     location: String,
+    /// The (canonical) directory of a local store: where its staging files are.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl ObjectBlobs {
@@ -59,6 +71,7 @@ impl ObjectBlobs {
             store: Arc::new(InMemory::new()),
             keeps_metadata: true,
             location: "in memory (lost on restart)".into(),
+            local_root: None,
         }
     }
 
@@ -70,16 +83,22 @@ impl ObjectBlobs {
                 dir.display()
             ))
         })?;
-        let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| {
+        let cannot_use = |e: &dyn std::fmt::Display| {
             AdapterError::Connect(format!(
                 "the blob directory {} cannot be used: {e}",
                 dir.display()
             ))
-        })?;
+        };
+        // fsync: a blob is durable before its row is written (see the module docs).
+        let store = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| cannot_use(&e))?
+            .with_fsync(true);
+        let root = std::fs::canonicalize(dir).map_err(|e| cannot_use(&e))?;
         Ok(Self {
             store: Arc::new(store),
             keeps_metadata: false,
             location: dir.display().to_string(),
+            local_root: Some(root),
         })
     }
 
@@ -114,6 +133,7 @@ impl ObjectBlobs {
             store: Arc::new(store),
             keeps_metadata: true,
             location,
+            local_root: None,
         })
     }
 
@@ -280,7 +300,7 @@ impl BlobStore for ObjectBlobs {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, BlobError> {
+    async fn list(&self, prefix: &str) -> Result<Vec<StoredBlob>, BlobError> {
         let prefix = if prefix.is_empty() {
             None
         } else {
@@ -288,11 +308,121 @@ impl BlobStore for ObjectBlobs {
         };
         self.store
             .list(prefix.as_ref())
-            .map_ok(|meta| meta.location.to_string())
+            .map_ok(|meta| StoredBlob {
+                key: meta.location.to_string(),
+                size: meta.size,
+                last_modified: meta.last_modified.timestamp_millis(),
+            })
             .try_collect()
             .await
             .map_err(blob_err)
     }
+
+    async fn unfinished_uploads(&self) -> Result<Vec<UnfinishedUpload>, BlobError> {
+        let Some(root) = self.local_root.clone() else {
+            // S3 expires incomplete multipart uploads by a bucket lifecycle rule; memory
+            // loses them with the process.
+            return Ok(Vec::new());
+        };
+        tokio::task::spawn_blocking(move || staging_files(&root))
+            .await
+            .map_err(|e| BlobError::Other(Box::new(e)))?
+    }
+
+    async fn discard_unfinished_upload(&self, id: &str) -> Result<(), BlobError> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(());
+        };
+        let file = staging_path(&root, id)?;
+        tokio::task::spawn_blocking(move || match std::fs::remove_file(&file) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BlobError::Unavailable(format!(
+                "removing a staging file: {e}"
+            ))),
+        })
+        .await
+        .map_err(|e| BlobError::Other(Box::new(e)))?
+    }
+}
+
+/// Whether a file name is a `LocalFileSystem` staging file: `{name}#{digits}`.
+fn is_staging_name(name: &str) -> bool {
+    name.rsplit_once('#').is_some_and(|(base, n)| {
+        !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// Every staging file under `root`, with its path relative to `root` as the id.
+fn staging_files(root: &std::path::Path) -> Result<Vec<UnfinishedUpload>, BlobError> {
+    let io = |e: std::io::Error| BlobError::Unavailable(format!("listing staging files: {e}"));
+    let mut found = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // Removed meanwhile (an empty directory being cleaned up): nothing in it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io)?;
+            let kind = entry.file_type().map_err(io)?;
+            if kind.is_dir() {
+                dirs.push(entry.path());
+                continue;
+            }
+            let name = entry.file_name();
+            if !kind.is_file() || !name.to_str().is_some_and(is_staging_name) {
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                // Published or aborted between listing and stat: not a leftover.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(e)),
+            };
+            let last_modified = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            let relative = entry.path();
+            let relative = relative
+                .strip_prefix(root)
+                .map_err(|e| BlobError::Other(Box::new(std::io::Error::other(e.to_string()))))?;
+            let id = relative
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            found.push(UnfinishedUpload {
+                id,
+                size: meta.len(),
+                last_modified,
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// The file an unfinished upload's id names, refusing any id that is not a staging file
+/// inside `root` (so a bad id can never delete a blob or leave the directory).
+fn staging_path(root: &std::path::Path, id: &str) -> Result<std::path::PathBuf, BlobError> {
+    let invalid = || BlobError::InvalidKey(format!("{id:?} is not a staging file"));
+    let (dirs, name) = id.rsplit_once('/').unwrap_or(("", id));
+    let (base, _) = name.rsplit_once('#').ok_or_else(invalid)?;
+    if !is_staging_name(name) {
+        return Err(invalid());
+    }
+    // The target key must itself be a valid key: no `..`, no empty segments.
+    let target = if dirs.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{dirs}/{base}")
+    };
+    path(&target).map_err(|_| invalid())?;
+    Ok(id.split('/').fold(root.to_path_buf(), |p, seg| p.join(seg)))
 }
 
 /// Builds the store for `url` and proves it usable; returns where the blobs are.
@@ -326,6 +456,72 @@ mod tests {
             .filter(|p| p.is_file())
             .collect();
         assert!(leftovers.is_empty(), "files left on disk: {leftovers:?}");
+    }
+
+    #[tokio::test]
+    async fn staging_files_are_reported_and_discarded_but_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("blobs");
+        let store = ObjectBlobs::local(&root).expect("local");
+        let body = futures::stream::iter([Ok(bytes::Bytes::from_static(b"kept"))]).boxed();
+        store.put("u/backup-1", body, None).await.expect("put");
+        // What a killed upload leaves: the target's name, '#', a number.
+        std::fs::write(root.join("u/backup-2#1"), b"half").expect("staging");
+        std::fs::create_dir_all(root.join("u/notes")).expect("dir");
+        std::fs::write(root.join("u/notes/r.v1#12"), b"partial").expect("staging");
+        assert_eq!(
+            store
+                .list("")
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|b| b.key)
+                .collect::<Vec<_>>(),
+            vec!["u/backup-1".to_string()],
+            "staging files are not blobs"
+        );
+        let mut found = store.unfinished_uploads().await.expect("unfinished");
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(
+            found
+                .iter()
+                .map(|u| (u.id.as_str(), u.size))
+                .collect::<Vec<_>>(),
+            vec![("u/backup-2#1", 4), ("u/notes/r.v1#12", 7)]
+        );
+        assert!(found.iter().all(|u| u.last_modified > 0));
+        for bad in [
+            "u/backup-1",
+            "../x#1",
+            "u/../../etc#1",
+            "u/#1",
+            "u/x#",
+            "u/x#1a",
+        ] {
+            assert!(
+                store.discard_unfinished_upload(bad).await.is_err(),
+                "{bad} refused"
+            );
+        }
+        for u in &found {
+            store
+                .discard_unfinished_upload(&u.id)
+                .await
+                .expect("discard");
+            store
+                .discard_unfinished_upload(&u.id)
+                .await
+                .expect("idempotent");
+        }
+        assert!(store.unfinished_uploads().await.expect("none").is_empty());
+        assert!(root.join("u/backup-1").is_file(), "the blob is untouched");
+        assert!(
+            ObjectBlobs::memory()
+                .unfinished_uploads()
+                .await
+                .expect("mem")
+                .is_empty()
+        );
     }
 
     fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

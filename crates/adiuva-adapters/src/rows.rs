@@ -181,18 +181,24 @@ where
     })
 }
 
-/// What a quota-conditioned `UPDATE` of a record meant: it touched the row (`true`), the
-/// row exists but the quota refused (`false`), or there is no such record of the user's.
-pub(crate) async fn quota_update_outcome(
+/// What a record's conditioned swap `UPDATE` meant: it touched the row (`Replaced`); the
+/// row exists but points elsewhere (`Stale`: another update won) or the quota refused
+/// (`OverQuota`); or there is no such record of the user's (`NotFound`). Read after the
+/// fact, so a swap refused by the quota that races another update may be reported
+/// `Stale`: the caller re-reads and tries again, and then learns the quota's answer.
+pub(crate) async fn swap_outcome(
     db: &dyn adiuva_core::ports::RecordRepo,
     m: &adiuva_core::ports::db::RecordMeta,
+    previous_blob_key: &str,
     rows_affected: u64,
-) -> RepoResult<bool> {
+) -> RepoResult<adiuva_core::ports::db::RecordSwap> {
+    use adiuva_core::ports::db::RecordSwap;
     if rows_affected == 1 {
-        return Ok(true);
+        return Ok(RecordSwap::Replaced);
     }
     match db.record(m.user_id, m.id).await? {
-        Some(_) => Ok(false),
+        Some(now) if now.blob_key != previous_blob_key => Ok(RecordSwap::Stale),
+        Some(_) => Ok(RecordSwap::OverQuota),
         None => Err(RepoError::NotFound),
     }
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use adiuva_adapters::blobs::check_blob_url;
 use adiuva_adapters::database::AnyDatabase;
 use adiuva_core::domain::{Role, Tier};
+use adiuva_core::gc::GcOptions;
 use adiuva_server::settings::{Environment, Overrides, Settings, redact_url};
 use adiuva_server::startup::{Application, Backend, shutdown_signal};
 use adiuva_server::telemetry;
@@ -86,25 +87,45 @@ pub async fn run(cli: Cli) -> CliResult {
             result
         }
         Command::Storage {
-            command: StorageCommand::Gc { apply },
+            command: StorageCommand::Gc { apply, min_age },
         } => {
             let settings = load(&cli, None)?;
             quiet_logs(&settings);
             let backend = Backend::connect(&settings).await?;
-            let orphans = backend.adiuva.records()?.garbage_collect(*apply).await;
+            let options = GcOptions {
+                min_age_ms: *min_age,
+                apply: *apply,
+            };
+            let report = match backend.adiuva.garbage_collector() {
+                Ok(gc) => gc.run(options).await,
+                Err(e) => Err(e),
+            };
             backend.database.close().await;
-            let orphans = orphans?;
-            for key in &orphans {
-                println!("{}{key}", if *apply { "deleted " } else { "orphan " });
+            let report = report?;
+            let verb = if *apply { "deleted" } else { "orphan" };
+            for key in &report.orphans {
+                println!("{verb} {key}");
+            }
+            let verb = if *apply { "deleted" } else { "unfinished" };
+            for id in &report.unfinished {
+                println!("{verb} upload {id}");
             }
             println!(
-                "{} orphaned blob(s){}",
-                orphans.len(),
-                if *apply || orphans.is_empty() {
+                "{} orphaned blob(s) ({} bytes), {} unfinished upload(s) ({} bytes){}{}",
+                report.orphans.len(),
+                report.orphan_bytes,
+                report.unfinished.len(),
+                report.unfinished_bytes,
+                if *apply || report.is_empty() {
                     ""
                 } else {
                     "; run with --apply to delete them"
-                }
+                },
+                if report.too_young > 0 {
+                    format!("; {} younger than --min-age left alone", report.too_young)
+                } else {
+                    String::new()
+                },
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -349,4 +370,22 @@ async fn check_vector_index(
         }
         Err(e) => report(false, "vector index", e.to_string()),
     }
+}
+
+/// `--min-age`: `90s`, `30m`, `24h`, `7d` or bare seconds, as milliseconds.
+pub fn parse_age(raw: &str) -> Result<i64, String> {
+    let raw = raw.trim();
+    let (digits, unit_ms) = match raw.char_indices().last() {
+        Some((i, 's')) => (&raw[..i], 1_000),
+        Some((i, 'm')) => (&raw[..i], 60_000),
+        Some((i, 'h')) => (&raw[..i], 3_600_000),
+        Some((i, 'd')) => (&raw[..i], 86_400_000),
+        _ => (raw, 1_000),
+    };
+    digits
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .and_then(|n| n.checked_mul(unit_ms))
+        .ok_or_else(|| format!("'{raw}' is not a duration like 90s, 30m, 24h or 7d"))
 }

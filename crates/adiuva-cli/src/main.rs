@@ -74,11 +74,17 @@ enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 enum StorageCommand {
-    /// List blobs that no record points at (left by interrupted writes); --apply deletes them.
+    /// List blobs no row points at (records, backups) and unfinished uploads' staging
+    /// files, all older than --min-age; --apply deletes them. Safe while the server runs.
     Gc {
         /// Delete the orphans instead of only listing them.
         #[arg(long)]
         apply: bool,
+        /// Leave alone anything written more recently than this (`90s`, `30m`, `24h`,
+        /// `7d`, or seconds): an upload or update may still be writing it. Below the
+        /// longest possible upload it is safe only while no server runs.
+        #[arg(long, default_value = "24h", value_parser = commands::parse_age)]
+        min_age: i64,
     },
 }
 
@@ -118,7 +124,7 @@ enum UserCommand {
         /// user or admin.
         role: String,
     },
-    /// Delete a user and their sessions.
+    /// Delete a user with their sessions, records and backups (rows and blobs).
     Delete {
         /// Email address.
         email: String,

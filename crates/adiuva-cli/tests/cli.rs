@@ -487,7 +487,15 @@ fn storage_gc_lists_and_deletes_orphaned_blobs() {
         .join("d/blobs/0199aaaa-0000-7000-8000-000000000001/notes");
     std::fs::create_dir_all(&orphan).expect("mkdir");
     std::fs::write(orphan.join("0199aaaa-0000-7000-8000-000000000002"), b"lost").expect("write");
-    let o = run(adiuva(dir.path()).args(["--data-dir", "d", "storage", "gc"]));
+    // Just written: within the default grace period (24 h), so left alone.
+    let o = run(adiuva(dir.path()).args(["--data-dir", "d", "storage", "gc", "--apply"]));
+    let out = stdout(&o);
+    assert!(
+        out.contains("0 orphaned blob(s)") && out.contains("1 younger than --min-age left alone"),
+        "{out}"
+    );
+    assert!(orphan.join("0199aaaa-0000-7000-8000-000000000002").exists());
+    let o = run(adiuva(dir.path()).args(["--data-dir", "d", "storage", "gc", "--min-age", "0s"]));
     let out = stdout(&o);
     assert!(
         out.contains(
@@ -496,10 +504,391 @@ fn storage_gc_lists_and_deletes_orphaned_blobs() {
         "{out}"
     );
     assert!(
-        out.contains("1 orphaned blob(s); run with --apply"),
+        out.contains(
+            "1 orphaned blob(s) (4 bytes), 0 unfinished upload(s) (0 bytes); run with --apply"
+        ),
         "{out}"
     );
-    let o = run(adiuva(dir.path()).args(["--data-dir", "d", "storage", "gc", "--apply"]));
+    let o = run(adiuva(dir.path()).args([
+        "--data-dir",
+        "d",
+        "storage",
+        "gc",
+        "--apply",
+        "--min-age",
+        "0",
+    ]));
     assert!(stdout(&o).contains("deleted "), "{}", stdout(&o));
     assert!(!orphan.join("0199aaaa-0000-7000-8000-000000000002").exists());
+    let o = run(adiuva(dir.path()).args(["storage", "gc", "--min-age", "soon"]));
+    assert!(!o.status.success() && stderr(&o).contains("'soon' is not a duration"));
+}
+
+/// SHA-256, lowercase hex.
+fn sha(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// `len` bytes that differ per `seed`.
+fn patterned(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            // xorshift: cheap, and no two seeds give the same bytes.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Every file under `dir`.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn is_staging(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.rsplit_once('#'))
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A client of one crash-test server.
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Client {
+    fn api(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.url)
+    }
+
+    async fn create(&self, blob: &[u8]) -> String {
+        use base64::Engine as _;
+        let resp = self
+            .http
+            .post(self.api("/storage/records"))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({
+                "table": "notes",
+                "blob": base64::engine::general_purpose::STANDARD.encode(blob),
+                "checksum": sha(blob),
+            }))
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(resp.status(), 200);
+        let v: serde_json::Value = resp.json().await.expect("json");
+        v["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Updates and uploads backups back to back until the server goes away; returns how
+    /// many of each were answered. Bodies are made beforehand, so the server's work is
+    /// what the kill interrupts.
+    async fn drive(&self, ids: &[String], load: &Load, round: u64) -> (usize, usize) {
+        let updates = async {
+            let mut answered = 0;
+            for n in 0.. {
+                let sent = self
+                    .http
+                    .put(self.api(&format!("/storage/records/{}", ids[n % ids.len()])))
+                    .bearer_auth(&self.token)
+                    .header("content-type", "application/json")
+                    .body(load.updates[n % load.updates.len()].clone())
+                    .send()
+                    .await;
+                if sent.is_err() {
+                    return answered;
+                }
+                answered += 1;
+            }
+            answered
+        };
+        let backups = async {
+            let mut answered = 0;
+            for n in 0u64.. {
+                let (body, checksum) = &load.backups[n as usize % load.backups.len()];
+                let sent = self
+                    .http
+                    .put(self.api("/backup"))
+                    .bearer_auth(&self.token)
+                    .header("x-backup-version", "1")
+                    .header("x-backup-timestamp", (round * 1000 + n).to_string())
+                    .header("x-backup-checksum", checksum)
+                    .body(body.clone())
+                    .send()
+                    .await;
+                if sent.is_err() {
+                    return answered;
+                }
+                answered += 1;
+            }
+            answered
+        };
+        tokio::join!(updates, backups)
+    }
+
+    /// Every record and the latest backup are served with bytes matching their checksum.
+    async fn check_consistent(&self, ids: &[String]) {
+        for id in ids {
+            let got = self
+                .http
+                .get(self.api(&format!("/storage/records/{id}")))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .expect("get");
+            assert_eq!(got.status(), 200, "record {id} is readable");
+            let checksum = got.headers()["x-checksum"]
+                .to_str()
+                .expect("ascii")
+                .to_owned();
+            let body = got.bytes().await.expect("body");
+            assert_eq!(sha(&body), checksum, "record {id}: bytes match the row");
+        }
+        let got = self
+            .http
+            .get(self.api("/backup"))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("get backup");
+        if got.status() == 404 {
+            return;
+        }
+        assert_eq!(got.status(), 200);
+        let checksum = got.headers()["x-backup-checksum"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        let body = got.bytes().await.expect("body");
+        assert_eq!(
+            sha(&body),
+            checksum,
+            "the latest backup's bytes match its row"
+        );
+        let history: Vec<serde_json::Value> = self
+            .http
+            .get(self.api("/backup/history"))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("history")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(history[0]["size_bytes"], body.len());
+    }
+}
+
+/// Request bodies of one round: record updates (JSON) and backups with their checksums.
+struct Load {
+    updates: Vec<String>,
+    backups: Vec<(Vec<u8>, String)>,
+}
+
+impl Load {
+    /// ~3 MiB each, different per round.
+    fn new(round: u64) -> Self {
+        use base64::Engine as _;
+        let updates = (0..4)
+            .map(|i| {
+                let blob = patterned(3 * 1024 * 1024 + i * 1000, round * 100 + i as u64);
+                serde_json::json!({
+                    "blob": base64::engine::general_purpose::STANDARD.encode(&blob),
+                    "checksum": sha(&blob),
+                })
+                .to_string()
+            })
+            .collect();
+        let backups = (0..2)
+            .map(|i| {
+                let body = patterned(3 * 1024 * 1024 - i * 1000, round * 100 + 50 + i as u64);
+                let checksum = sha(&body);
+                (body, checksum)
+            })
+            .collect();
+        Self { updates, backups }
+    }
+}
+
+fn kill_9(server: &mut Server) {
+    // Child::kill is SIGKILL on Unix: no destructor, no cleanup runs.
+    server.child.kill().expect("kill -9");
+    server.child.wait().expect("reaped");
+}
+
+#[test]
+fn kill_9_mid_writes_leaves_consistent_rows_and_gc_collects_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [
+        ("ADIUVA_BODY_LIMIT_BYTES", "16777216"),
+        ("ADIUVA_RATE_LIMIT_ENABLED", "false"),
+    ];
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let mut server = serve(dir.path(), &env);
+    let email = "crash@example.com";
+    let http = reqwest::Client::new();
+    let token = rt.block_on(async {
+        let v: serde_json::Value = http
+            .post(format!("{}/api/v1/auth/register", server.url))
+            .json(&serde_json::json!({"email": email, "password": "correct horse battery"}))
+            .send()
+            .await
+            .expect("register")
+            .json()
+            .await
+            .expect("tokens");
+        v["access_token"].as_str().expect("token").to_owned()
+    });
+    let o = run(adiuva(dir.path()).args(["user", "set-tier", email, "team"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut client = Client {
+        http,
+        url: server.url.clone(),
+        token,
+    };
+    let ids: Vec<String> = rt.block_on(async {
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            ids.push(client.create(&patterned(3 * 1024 * 1024, 900 + i)).await);
+        }
+        ids
+    });
+    // Kill at a few different moments of a stream of 3 MiB updates and backups.
+    for (round, after_ms) in [
+        (1u64, 200u64),
+        (2, 450),
+        (3, 700),
+        (4, 950),
+        (5, 1300),
+        (6, 1700),
+    ] {
+        let load = Load::new(round);
+        let driving = {
+            let client = Client {
+                http: client.http.clone(),
+                url: client.url.clone(),
+                token: client.token.clone(),
+            };
+            let ids = ids.clone();
+            rt.spawn(async move { client.drive(&ids, &load, round).await })
+        };
+        std::thread::sleep(Duration::from_millis(after_ms));
+        kill_9(&mut server);
+        let (updates, backups) = rt
+            .block_on(driving)
+            .expect("the driver ends when the server is gone");
+        eprintln!("round {round}: killed after {updates} updates and {backups} backups");
+        server = serve(dir.path(), &env);
+        client.url = server.url.clone();
+        rt.block_on(client.check_consistent(&ids));
+    }
+
+    // A backup upload killed mid-body leaves its staging file.
+    let blobs = dir.path().join("data/blobs");
+    let staged_before = files_under(&blobs)
+        .into_iter()
+        .filter(|p| is_staging(p))
+        .count();
+    let port: u16 = server
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let mut upload = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        upload,
+        "PUT /api/v1/backup HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nX-Backup-Version: 1\r\nX-Backup-Timestamp: 99999\r\nX-Backup-Checksum: {}\r\nContent-Length: 20971520\r\n\r\n",
+        client.token,
+        sha(b"never finished")
+    )
+    .expect("head");
+    upload
+        .write_all(&vec![7u8; 9 * 1024 * 1024])
+        .expect("part of the body");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while files_under(&blobs)
+        .into_iter()
+        .filter(|p| is_staging(p))
+        .count()
+        <= staged_before
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the upload never reached the blob store"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill_9(&mut server);
+    drop(upload);
+    let staged: Vec<_> = files_under(&blobs)
+        .into_iter()
+        .filter(|p| is_staging(p))
+        .collect();
+    assert!(
+        !staged.is_empty(),
+        "a killed upload leaves its staging file"
+    );
+    server = serve(dir.path(), &env);
+    client.url = server.url.clone();
+
+    // While the server runs, the default grace period keeps gc off everything just written.
+    let o = run(adiuva(dir.path()).args(["storage", "gc"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("0 orphaned blob(s) (0 bytes), 0 unfinished upload(s) (0 bytes)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(adiuva(dir.path()).args(["storage", "gc", "--min-age", "0s"]));
+    let listed = stdout(&o);
+    eprintln!(
+        "after the kills: {}",
+        listed.lines().last().unwrap_or_default()
+    );
+    for p in &staged {
+        let rel = p.strip_prefix(&blobs).expect("under blobs");
+        assert!(
+            listed.contains(&format!("unfinished upload {}", rel.display())),
+            "{} listed: {listed}",
+            rel.display()
+        );
+    }
+    let o = run(adiuva(dir.path()).args(["storage", "gc", "--min-age", "0s", "--apply"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("deleted upload"), "{}", stdout(&o));
+    let o = run(adiuva(dir.path()).args(["storage", "gc", "--min-age", "0s"]));
+    assert!(
+        stdout(&o).contains("0 orphaned blob(s) (0 bytes), 0 unfinished upload(s) (0 bytes)"),
+        "nothing left: {}",
+        stdout(&o)
+    );
+    assert!(
+        files_under(&blobs).iter().all(|p| !is_staging(p)),
+        "staging files removed"
+    );
+    // Everything the rows point at survived the collection.
+    rt.block_on(client.check_consistent(&ids));
+    signal(&server.child, "TERM");
+    assert!(wait_exit(&mut server.child).success());
 }

@@ -1,5 +1,11 @@
 //! Backups (plan 8e): whole-database snapshots the client encrypts, streamed to the
-//! blob store under `{user_id}/{timestamp}` and never held whole in memory.
+//! blob store and never held whole in memory.
+//!
+//! Every upload writes under its own key, `{user_id}/backup-{id}` with the row's fresh
+//! id, so no two uploads ever write the same bytes and a row only ever points at the
+//! bytes it describes (its size is the size really kept, which is what the quota sums).
+//! Of two uploads with one timestamp, the row decides: the first to insert wins, the
+//! other gets 409 and deletes its own blob (see [`BackupService::upload`]).
 //!
 //! The body is hashed and counted while it streams. If the bytes end and their SHA-256
 //! is not the declared checksum, or they pass what the tier's quota has left, the stream
@@ -18,11 +24,15 @@ use crate::error::Error;
 use crate::ports::blob::{BlobError, BlobStore, ByteStream};
 use crate::ports::db::BackupMeta;
 use crate::ports::{Clock, Database};
-use crate::storage::{blob_error, discard_blob};
+use crate::storage::{MAX_RACE_RETRIES, blob_error, discard_blob};
 use crate::tiers::{Feature, TierManager};
 
 /// Backups kept per user when not configured.
 pub const DEFAULT_RETENTION: usize = 10;
+
+/// The latest `X-Backup-Timestamp` accepted (ms): 9999-12-31T23:59:59.999Z, the last
+/// instant an HTTP date (`Last-Modified`) can express. Timestamps are `0..=` this.
+pub const MAX_TIMESTAMP_MS: Millis = 253_402_300_799_999;
 
 /// Backups for one deployment.
 #[derive(Clone)]
@@ -118,10 +128,33 @@ fn verifying(
     .boxed()
 }
 
+fn conflict(timestamp: Millis) -> Error {
+    Error::Conflict(format!(
+        "a backup with timestamp {timestamp} already exists; nothing was kept"
+    ))
+}
+
 fn quota_exceeded() -> Error {
     Error::Forbidden {
         code: "quota_exceeded",
         detail: "this backup would exceed your tier's backup quota; nothing was kept".into(),
+    }
+}
+
+/// The answer of [`BackupService::download_latest`].
+pub enum LatestBackup {
+    /// The newest backup and its bytes.
+    Found(BackupMeta, ByteStream),
+    /// The newest backup is not newer than `If-Modified-Since`.
+    NotModified,
+}
+
+impl std::fmt::Debug for LatestBackup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Found(meta, _) => f.debug_tuple("Found").field(meta).finish_non_exhaustive(),
+            Self::NotModified => f.write_str("NotModified"),
+        }
     }
 }
 
@@ -164,10 +197,12 @@ impl BackupService {
         body: ByteStream,
     ) -> Result<BackupMeta, Error> {
         let checksum = Checksum::parse(&up.checksum)?;
-        if up.timestamp < 0 {
+        if !(0..=MAX_TIMESTAMP_MS).contains(&up.timestamp) {
             return Err(Error::validation(
                 "X-Backup-Timestamp",
-                "must be ms since the epoch",
+                format!(
+                    "must be ms since the epoch, from 0 to {MAX_TIMESTAMP_MS} (the end of year 9999)"
+                ),
             ));
         }
         if up.version < 0 {
@@ -186,14 +221,20 @@ impl BackupService {
                 Feature::BackupGb,
             )?;
         }
+        // Who wins a timestamp is decided when the row is inserted (the unique
+        // (user_id, timestamp) index), not by reserving it before streaming: a pending
+        // row would need its own state in every query, would hold quota and the timestamp
+        // hostage after a crash until something expired it, and would still need the
+        // insert's check. Each upload streams to its own key, so a loser only ever wastes
+        // its own bytes and deletes its own blob; a crash leaves a blob without a row,
+        // which `storage gc` finds. This early check only spares the common case (the
+        // timestamp is already taken) a useless upload.
         let existing = self.db.list_backups(user).await?;
         if existing.iter().any(|b| b.timestamp == up.timestamp) {
-            return Err(Error::Conflict(format!(
-                "a backup with timestamp {} already exists",
-                up.timestamp
-            )));
+            return Err(conflict(up.timestamp));
         }
-        let key = format!("{user}/{}", up.timestamp);
+        let id = Uuid::now_v7();
+        let key = format!("{user}/backup-{}", id.simple());
         let refusal = Arc::new(Mutex::new(None));
         let allowance = quota.map(|q| u64::try_from(q.saturating_sub(used)).unwrap_or(0));
         let body = verifying(body, checksum.clone(), allowance, refusal.clone());
@@ -218,7 +259,7 @@ impl BackupService {
             }
         };
         let meta = BackupMeta {
-            id: Uuid::now_v7(),
+            id,
             user_id: user,
             blob_key: key,
             version: up.version,
@@ -233,13 +274,11 @@ impl BackupService {
                 self.discard_blob(&meta.blob_key).await;
                 return Err(quota_exceeded());
             }
-            // Another upload with this timestamp won the race; the key is shared, so
-            // its blob must not be deleted here.
+            // Another upload with this timestamp won the race. The blob under our key is
+            // ours alone, so it goes.
             Err(crate::ports::RepoError::Conflict(_)) => {
-                return Err(Error::Conflict(format!(
-                    "a backup with timestamp {} already exists",
-                    up.timestamp
-                )));
+                self.discard_blob(&meta.blob_key).await;
+                return Err(conflict(up.timestamp));
             }
             Err(e) => {
                 self.discard_blob(&meta.blob_key).await;
@@ -272,7 +311,7 @@ impl BackupService {
         Ok(self.db.list_backups(user).await?)
     }
 
-    /// The newest backup's metadata and bytes; `NotFound` when there is none.
+    /// The newest backup's metadata; `NotFound` when there is none.
     pub async fn latest(&self, user: UserId) -> Result<BackupMeta, Error> {
         self.history(user)
             .await?
@@ -281,9 +320,36 @@ impl BackupService {
             .ok_or(Error::NotFound("backup"))
     }
 
-    /// The bytes of a backup.
-    pub async fn open(&self, meta: &BackupMeta) -> Result<ByteStream, Error> {
-        Ok(self.blobs.get(&meta.blob_key).await.map_err(blob_error)?.1)
+    /// The newest backup's metadata and its bytes, which are always the ones the
+    /// metadata describes: if the backup was deleted (retention, `DELETE`) between
+    /// reading its row and opening its blob, the rows are read again. With
+    /// `if_modified_since` (seconds since the epoch), a backup whose timestamp is not
+    /// later, at one-second precision, is [`LatestBackup::NotModified`].
+    pub async fn download_latest(
+        &self,
+        user: UserId,
+        if_modified_since: Option<i64>,
+    ) -> Result<LatestBackup, Error> {
+        let mut meta = self.latest(user).await?;
+        for _ in 0..MAX_RACE_RETRIES {
+            if if_modified_since.is_some_and(|since| meta.timestamp.div_euclid(1000) <= since) {
+                return Ok(LatestBackup::NotModified);
+            }
+            match self.blobs.get(&meta.blob_key).await {
+                Ok((_, body)) => return Ok(LatestBackup::Found(meta, body)),
+                Err(BlobError::NotFound) => {
+                    let again = self.latest(user).await?;
+                    if again.blob_key == meta.blob_key {
+                        return Err(blob_error(BlobError::NotFound));
+                    }
+                    meta = again;
+                }
+                Err(e) => return Err(blob_error(e)),
+            }
+        }
+        Err(Error::Conflict(
+            "the backups changed too often while this request ran; try again".into(),
+        ))
     }
 
     /// Deletes one of the user's backups with its blob.

@@ -8,6 +8,7 @@ use crate::backup::{BackupService, DEFAULT_RETENTION};
 use crate::chat::orchestrator::Orchestrator;
 use crate::domain::{Email, Role, Tier};
 use crate::error::Error;
+use crate::gc::GarbageCollector;
 use crate::ports::db::User;
 use crate::ports::{BlobStore, Clock, Database, SystemClock, VectorIndex};
 use crate::storage::RecordService;
@@ -169,6 +170,15 @@ impl Adiuva {
         ))
     }
 
+    /// `storage gc`: blobs no row points at; `Unavailable` when no blob store was given.
+    pub fn garbage_collector(&self) -> Result<GarbageCollector, Error> {
+        Ok(GarbageCollector::new(
+            self.db.clone(),
+            self.blob_store()?,
+            self.clock.clone(),
+        ))
+    }
+
     /// The cloud vector store; `Unavailable` when no vector index was given.
     pub fn vectors(&self) -> Result<VectorService, Error> {
         let index = self.vectors.clone().ok_or_else(|| Error::Unavailable {
@@ -255,15 +265,22 @@ impl Accounts<'_> {
         self.find(email).await
     }
 
-    /// Deletes a user, their sessions and their vector items (the index may live
-    /// outside the database, so it is emptied first; records' blobs are left for
-    /// `adiuva storage gc`).
+    /// Deletes a user, their sessions, their vector items (the index may live outside
+    /// the database, so it is emptied first) and the blobs of their records and backups
+    /// (after the rows: a failure to delete one is logged and leaves an orphan that
+    /// `adiuva storage gc` finds, as does an upload that was still running).
     pub async fn delete(&self, email: &str) -> Result<User, Error> {
         let user = self.find(email).await?;
         if let Ok(vectors) = self.app.vectors() {
             vectors.delete_all(user.id).await?;
         }
+        let keys = self.app.db.user_blob_keys(user.id).await?;
         self.app.db.delete_user(user.id).await?;
+        if let Some(blobs) = &self.app.blobs {
+            for key in keys {
+                crate::storage::discard_blob(blobs.as_ref(), &key).await;
+            }
+        }
         Ok(user)
     }
 }

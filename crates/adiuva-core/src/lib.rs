@@ -15,6 +15,7 @@ pub mod chat;
 pub mod domain;
 pub mod error;
 mod facade;
+pub mod gc;
 pub mod ports;
 pub mod secret;
 pub mod storage;

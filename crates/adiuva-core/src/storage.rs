@@ -1,11 +1,22 @@
 //! Cloud records (plan 8c): client-encrypted blobs with metadata rows. The server checks
 //! integrity and quota, never content.
 //!
-//! Write order keeps the invariant "no row without its blob": a new record's blob is
-//! stored first and its row inserted after (a refused or failed insert deletes the blob);
-//! an update changes the row first, under the quota, and then replaces the blob (if that
-//! fails the row is put back). Deletion removes the row, then the blob. A crash between
-//! the two steps can leave a blob without a row, which `adiuva storage gc` finds.
+//! Every version of a record's bytes is written under its own key
+//! (`{user}/{table}/{id}.{version}`), and the bytes under a key never change. Write order
+//! keeps the invariant "a row only ever points at durable bytes that match its checksum":
+//!
+//! - create: the blob is written (durably) first, then the row is inserted under the
+//!   quota; a refused or failed insert deletes the blob.
+//! - update: the new version's blob is written first, then the row is switched to it by
+//!   a compare-and-swap on the previous key (under the quota, atomically), then the
+//!   previous blob is deleted. Only the caller whose swap replaced a key deletes that
+//!   key's blob, so concurrent updates never delete each other's bytes; a swap that finds
+//!   the row moved on re-reads it and swaps again (last writer wins, as before).
+//! - delete: the row is deleted (returning the key it pointed at then), then that blob.
+//!
+//! A reader opens the key of the row it read; if an update switched the row and deleted
+//! that blob in between, it re-reads the row and tries again. A crash between two steps
+//! leaves only a blob no row points at, which `adiuva storage gc` finds.
 
 use std::sync::Arc;
 
@@ -16,12 +27,29 @@ use uuid::Uuid;
 use crate::domain::{Checksum, TableName, UserId};
 use crate::error::Error;
 use crate::ports::blob::{BlobError, BlobStore, ByteStream};
-use crate::ports::db::RecordMeta;
+use crate::ports::db::{RecordMeta, RecordSwap};
 use crate::ports::{Clock, Database};
 use crate::tiers::{Feature, TierManager};
 
 /// Largest page of a listing.
 pub const MAX_PAGE_SIZE: u64 = 200;
+
+/// How often a read re-reads the row after the blob it named was replaced and deleted
+/// meanwhile, and how often an update re-tries its swap after another update won. Each
+/// retry needs another writer to finish a whole update in between, so a few suffice;
+/// past them the caller gets a 409 rather than a loop.
+pub(crate) const MAX_RACE_RETRIES: usize = 8;
+
+/// A fresh key for one version of a record's bytes.
+fn version_key(user: UserId, table: &str, id: Uuid) -> String {
+    format!("{user}/{table}/{id}.{}", Uuid::now_v7().simple())
+}
+
+fn busy(what: &str) -> Error {
+    Error::Conflict(format!(
+        "the {what} changed too often while this request ran; try again"
+    ))
+}
 
 /// Records for one deployment.
 #[derive(Clone)]
@@ -118,7 +146,7 @@ impl RecordService {
         let meta = RecordMeta {
             id,
             user_id: user,
-            blob_key: format!("{user}/{}/{id}", table.as_str()),
+            blob_key: version_key(user, table.as_str(), id),
             table: table.as_str().to_owned(),
             checksum: checksum.as_str().to_owned(),
             size_bytes: size,
@@ -150,15 +178,30 @@ impl RecordService {
             .ok_or(Error::NotFound("record"))
     }
 
-    /// The record's metadata and its bytes as a stream.
+    /// The record's metadata and its bytes as a stream. The bytes are always the ones
+    /// the returned metadata describes (see the module docs).
     pub async fn download(
         &self,
         user: UserId,
         id: Uuid,
     ) -> Result<(RecordMeta, ByteStream), Error> {
-        let meta = self.meta(user, id).await?;
-        let (_, body) = self.blobs.get(&meta.blob_key).await.map_err(blob_error)?;
-        Ok((meta, body))
+        let mut meta = self.meta(user, id).await?;
+        for _ in 0..MAX_RACE_RETRIES {
+            match self.blobs.get(&meta.blob_key).await {
+                Ok((_, body)) => return Ok((meta, body)),
+                // An update switched the row and deleted this version after we read the
+                // row: read it again. The same key still missing is a real loss.
+                Err(BlobError::NotFound) => {
+                    let again = self.meta(user, id).await?;
+                    if again.blob_key == meta.blob_key {
+                        return Err(blob_error(BlobError::NotFound));
+                    }
+                    meta = again;
+                }
+                Err(e) => return Err(blob_error(e)),
+            }
+        }
+        Err(busy("record"))
     }
 
     /// The user's records, newest first; `page` counts from 1, `limit` is capped at
@@ -179,7 +222,8 @@ impl RecordService {
             .await?)
     }
 
-    /// Replaces a record's bytes.
+    /// Replaces a record's bytes: writes the new version, switches the row to it, then
+    /// deletes the previous version (see the module docs for why in that order).
     pub async fn update(
         &self,
         user: UserId,
@@ -187,75 +231,80 @@ impl RecordService {
         blob: Bytes,
         checksum: &str,
     ) -> Result<RecordMeta, Error> {
-        let old = self.meta(user, id).await?;
+        let mut current = self.meta(user, id).await?;
         let checksum = verified(&blob, checksum)?;
         let quota = self
             .tiers
             .quota_bytes(user, Feature::CloudStorageGb)
             .await?;
-        let new = RecordMeta {
-            checksum: checksum.as_str().to_owned(),
-            size_bytes: blob.len() as i64,
-            updated_at: self.clock.now_ms().max(old.updated_at),
-            ..old.clone()
-        };
-        if !self.db.update_record_within_quota(&new, quota).await? {
-            return Err(quota_exceeded());
-        }
-        if let Err(e) = self
-            .blobs
-            .put(&new.blob_key, one_chunk(blob), Some(&new.checksum))
+        let new_key = version_key(user, &current.table, id);
+        let size = blob.len() as i64;
+        self.blobs
+            .put(&new_key, one_chunk(blob), Some(checksum.as_str()))
             .await
-        {
-            // The old blob is intact (puts are all-or-nothing): put the old row back.
-            if let Err(revert) = self.db.update_record_within_quota(&old, None).await {
-                tracing::error!(record_id = %id, error = %revert, "could not restore a record row after a failed blob write");
+            .map_err(blob_error)?;
+        for _ in 0..MAX_RACE_RETRIES {
+            let new = RecordMeta {
+                blob_key: new_key.clone(),
+                checksum: checksum.as_str().to_owned(),
+                size_bytes: size,
+                updated_at: self.clock.now_ms().max(current.updated_at),
+                ..current.clone()
+            };
+            let swapped = self
+                .db
+                .replace_record_blob(&new, &current.blob_key, quota)
+                .await;
+            match swapped {
+                Ok(RecordSwap::Replaced) => {
+                    // This call alone unlinked the previous version from the row, so it
+                    // alone deletes it; a reader still holding the old key re-reads.
+                    self.discard_blob(&current.blob_key).await;
+                    return Ok(new);
+                }
+                Ok(RecordSwap::OverQuota) => {
+                    self.discard_blob(&new_key).await;
+                    return Err(quota_exceeded());
+                }
+                Ok(RecordSwap::Stale) => match self.db.record(user, id).await {
+                    Ok(Some(now)) => current = now,
+                    Ok(None) => {
+                        self.discard_blob(&new_key).await;
+                        return Err(Error::NotFound("record"));
+                    }
+                    Err(e) => {
+                        self.discard_blob(&new_key).await;
+                        return Err(e.into());
+                    }
+                },
+                Err(e) => {
+                    self.discard_blob(&new_key).await;
+                    return Err(match Error::from(e) {
+                        Error::NotFound(_) => Error::NotFound("record"),
+                        other => other,
+                    });
+                }
             }
-            return Err(blob_error(e));
         }
-        Ok(new)
+        self.discard_blob(&new_key).await;
+        Err(busy("record"))
     }
 
     /// Deletes a record and its blob.
     pub async fn delete(&self, user: UserId, id: Uuid) -> Result<(), Error> {
-        let meta = self.meta(user, id).await?;
-        self.db
+        let gone = self
+            .db
             .delete_record(user, id)
             .await
             .map_err(|e| match Error::from(e) {
                 Error::NotFound(_) => Error::NotFound("record"),
                 other => other,
             })?;
-        self.discard_blob(&meta.blob_key).await;
+        self.discard_blob(&gone.blob_key).await;
         Ok(())
     }
 
     async fn discard_blob(&self, key: &str) {
         discard_blob(self.blobs.as_ref(), key).await;
-    }
-
-    /// Blobs in the store that no record or backup row points at; with `apply`, deletes
-    /// them. Returns the orphans found. (Run it when no upload is in flight: a blob being
-    /// written has no row yet.)
-    pub async fn garbage_collect(&self, apply: bool) -> Result<Vec<String>, Error> {
-        let known: std::collections::HashSet<String> =
-            self.db.all_record_keys().await?.into_iter().collect();
-        let mut orphans: Vec<String> = self
-            .blobs
-            .list("")
-            .await
-            .map_err(blob_error)?
-            .into_iter()
-            .filter(|k| {
-                k.split('/').count() == 3 && !k.starts_with("_probe/") && !known.contains(k)
-            })
-            .collect();
-        orphans.sort();
-        if apply {
-            for k in &orphans {
-                self.blobs.delete(k).await.map_err(blob_error)?;
-            }
-        }
-        Ok(orphans)
     }
 }

@@ -1,7 +1,8 @@
 //! Backup metadata on PostgreSQL; quota-checked inserts lock the owner's row first.
+//! Also the blob keys every table points at (for `storage gc`).
 
 use adiuva_core::domain::UserId;
-use adiuva_core::ports::db::{BackupMeta, BackupRepo, RepoError, RepoResult};
+use adiuva_core::ports::db::{BackupMeta, BackupRepo, BlobKeyRepo, RepoError, RepoResult};
 use async_trait::async_trait;
 use uuid::Uuid;
 
@@ -86,11 +87,29 @@ impl BackupRepo for PgDb {
         .await
         .map_err(repo_err)
     }
+}
 
-    async fn all_backup_keys(&self) -> RepoResult<Vec<String>> {
-        sqlx::query_scalar("SELECT blob_key FROM backups")
-            .fetch_all(self.pool())
-            .await
-            .map_err(repo_err)
+/// Every table whose rows own blobs is one arm of these unions; a new one (plugin
+/// packages) adds its arm, and `storage gc` keeps its blobs.
+#[async_trait]
+impl BlobKeyRepo for PgDb {
+    async fn referenced_blob_keys(&self) -> RepoResult<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT blob_key FROM storage_records UNION ALL SELECT blob_key FROM backups",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(repo_err)
+    }
+
+    async fn user_blob_keys(&self, user_id: UserId) -> RepoResult<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT blob_key FROM storage_records WHERE user_id = $1
+             UNION ALL SELECT blob_key FROM backups WHERE user_id = $1",
+        )
+        .bind(user_id.0)
+        .fetch_all(self.pool())
+        .await
+        .map_err(repo_err)
     }
 }

@@ -3,13 +3,13 @@
 //! each checks includes the others; other users are not blocked.
 
 use adiuva_core::domain::UserId;
-use adiuva_core::ports::db::{RecordMeta, RecordRepo, RepoError, RepoResult};
+use adiuva_core::ports::db::{RecordMeta, RecordRepo, RecordSwap, RepoError, RepoResult};
 use async_trait::async_trait;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::PgDb;
-use crate::rows::{expect_one, quota_update_outcome, record_from_row, repo_err};
+use crate::rows::{record_from_row, repo_err, swap_outcome};
 
 macro_rules! record_columns {
     () => {
@@ -106,39 +106,50 @@ impl RecordRepo for PgDb {
         .collect()
     }
 
-    async fn update_record_within_quota(
+    async fn replace_record_blob(
         &self,
         m: &RecordMeta,
+        previous_blob_key: &str,
         quota_bytes: Option<i64>,
-    ) -> RepoResult<bool> {
+    ) -> RepoResult<RecordSwap> {
+        // Under the owner's row lock; the `blob_key = $7` condition is re-checked on the
+        // latest row version, so of concurrent swaps from one key exactly one matches.
         let mut tx = lock_user(self, m.user_id).await?;
         let done = sqlx::query(
-            "UPDATE storage_records SET checksum = $1, size_bytes = $2, updated_at = $3
-             WHERE id = $4 AND user_id = $5
-               AND ($6::bigint IS NULL
-                    OR (SELECT COALESCE(SUM(size_bytes), 0) FROM storage_records WHERE user_id = $5) + (SELECT COALESCE(SUM(size_bytes), 0) FROM vector_items WHERE user_id = $5) - size_bytes + $2 <= $6::bigint)",
+            "UPDATE storage_records SET blob_key = $1, checksum = $2, size_bytes = $3, updated_at = $4
+             WHERE id = $5 AND user_id = $6 AND blob_key = $7
+               AND ($8::bigint IS NULL
+                    OR (SELECT COALESCE(SUM(size_bytes), 0) FROM storage_records WHERE user_id = $6) + (SELECT COALESCE(SUM(size_bytes), 0) FROM vector_items WHERE user_id = $6) - size_bytes + $3 <= $8::bigint)",
         )
+        .bind(&m.blob_key)
         .bind(&m.checksum)
         .bind(m.size_bytes)
         .bind(m.updated_at)
         .bind(m.id)
         .bind(m.user_id.0)
+        .bind(previous_blob_key)
         .bind(quota_bytes)
         .execute(&mut *tx)
         .await
         .map_err(repo_err)?;
         tx.commit().await.map_err(repo_err)?;
-        quota_update_outcome(self, m, done.rows_affected()).await
+        swap_outcome(self, m, previous_blob_key, done.rows_affected()).await
     }
 
-    async fn delete_record(&self, user_id: UserId, id: Uuid) -> RepoResult<()> {
-        let done = sqlx::query("DELETE FROM storage_records WHERE id = $1 AND user_id = $2")
-            .bind(id)
-            .bind(user_id.0)
-            .execute(self.pool())
-            .await
-            .map_err(repo_err)?;
-        expect_one(done.rows_affected())
+    async fn delete_record(&self, user_id: UserId, id: Uuid) -> RepoResult<RecordMeta> {
+        sqlx::query(concat!(
+            "DELETE FROM storage_records WHERE id = $1 AND user_id = $2 RETURNING ",
+            record_columns!()
+        ))
+        .bind(id)
+        .bind(user_id.0)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(repo_err)?
+        .as_ref()
+        .map(record_from_row)
+        .transpose()?
+        .ok_or(RepoError::NotFound)
     }
 
     async fn stored_bytes(&self, user_id: UserId) -> RepoResult<i64> {
@@ -149,12 +160,5 @@ impl RecordRepo for PgDb {
         .fetch_one(self.pool())
         .await
         .map_err(repo_err)
-    }
-
-    async fn all_record_keys(&self) -> RepoResult<Vec<String>> {
-        sqlx::query_scalar("SELECT blob_key FROM storage_records")
-            .fetch_all(self.pool())
-            .await
-            .map_err(repo_err)
     }
 }

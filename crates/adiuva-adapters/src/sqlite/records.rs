@@ -3,12 +3,12 @@
 //! reads, so the sum it checks is the sum it writes against.
 
 use adiuva_core::domain::UserId;
-use adiuva_core::ports::db::{RecordMeta, RecordRepo, RepoResult};
+use adiuva_core::ports::db::{RecordMeta, RecordRepo, RecordSwap, RepoError, RepoResult};
 use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::SqliteDb;
-use crate::rows::{expect_one, quota_update_outcome, record_from_row, repo_err};
+use crate::rows::{record_from_row, repo_err, swap_outcome};
 
 macro_rules! record_columns {
     () => {
@@ -86,37 +86,48 @@ impl RecordRepo for SqliteDb {
         .collect()
     }
 
-    async fn update_record_within_quota(
+    async fn replace_record_blob(
         &self,
         m: &RecordMeta,
+        previous_blob_key: &str,
         quota_bytes: Option<i64>,
-    ) -> RepoResult<bool> {
+    ) -> RepoResult<RecordSwap> {
+        // One statement: SQLite takes the write lock before it reads, so the key it
+        // compares and the sum it checks are the ones it writes against.
         let done = sqlx::query(
-            "UPDATE storage_records SET checksum = ?1, size_bytes = ?2, updated_at = ?3
-             WHERE id = ?4 AND user_id = ?5
-               AND (?6 IS NULL
-                    OR (SELECT COALESCE(SUM(size_bytes), 0) FROM storage_records WHERE user_id = ?5) + (SELECT COALESCE(SUM(size_bytes), 0) FROM vector_items WHERE user_id = ?5) - size_bytes + ?2 <= ?6)",
+            "UPDATE storage_records SET blob_key = ?1, checksum = ?2, size_bytes = ?3, updated_at = ?4
+             WHERE id = ?5 AND user_id = ?6 AND blob_key = ?7
+               AND (?8 IS NULL
+                    OR (SELECT COALESCE(SUM(size_bytes), 0) FROM storage_records WHERE user_id = ?6) + (SELECT COALESCE(SUM(size_bytes), 0) FROM vector_items WHERE user_id = ?6) - size_bytes + ?3 <= ?8)",
         )
+        .bind(&m.blob_key)
         .bind(&m.checksum)
         .bind(m.size_bytes)
         .bind(m.updated_at)
         .bind(m.id.to_string())
         .bind(m.user_id.to_string())
+        .bind(previous_blob_key)
         .bind(quota_bytes)
         .execute(self.pool())
         .await
         .map_err(repo_err)?;
-        quota_update_outcome(self, m, done.rows_affected()).await
+        swap_outcome(self, m, previous_blob_key, done.rows_affected()).await
     }
 
-    async fn delete_record(&self, user_id: UserId, id: Uuid) -> RepoResult<()> {
-        let done = sqlx::query("DELETE FROM storage_records WHERE id = ? AND user_id = ?")
-            .bind(id.to_string())
-            .bind(user_id.to_string())
-            .execute(self.pool())
-            .await
-            .map_err(repo_err)?;
-        expect_one(done.rows_affected())
+    async fn delete_record(&self, user_id: UserId, id: Uuid) -> RepoResult<RecordMeta> {
+        sqlx::query(concat!(
+            "DELETE FROM storage_records WHERE id = ? AND user_id = ? RETURNING ",
+            record_columns!()
+        ))
+        .bind(id.to_string())
+        .bind(user_id.to_string())
+        .fetch_optional(self.pool())
+        .await
+        .map_err(repo_err)?
+        .as_ref()
+        .map(record_from_row)
+        .transpose()?
+        .ok_or(RepoError::NotFound)
     }
 
     async fn stored_bytes(&self, user_id: UserId) -> RepoResult<i64> {
@@ -127,12 +138,5 @@ impl RecordRepo for SqliteDb {
         .fetch_one(self.pool())
         .await
         .map_err(repo_err)
-    }
-
-    async fn all_record_keys(&self) -> RepoResult<Vec<String>> {
-        sqlx::query_scalar("SELECT blob_key FROM storage_records")
-            .fetch_all(self.pool())
-            .await
-            .map_err(repo_err)
     }
 }

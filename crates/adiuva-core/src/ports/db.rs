@@ -121,8 +121,11 @@ pub trait RefreshTokenRepo: Send + Sync {
     async fn delete_expired_refresh_tokens(&self, now: Millis) -> RepoResult<u64>;
 }
 
-/// Metadata of one client-encrypted cloud record (plan 8c). The bytes live in the blob
-/// store under `{user_id}/{table}/{id}`.
+/// Metadata of one client-encrypted cloud record (plan 8c). Each version of the bytes
+/// lives in the blob store under its own key, `{user_id}/{table}/{id}.{version}` (rows
+/// written before versioned keys point at `{user_id}/{table}/{id}`, which stays
+/// readable): the bytes under a key never change, so a reader that opens the row's key
+/// gets exactly the bytes the row's checksum describes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMeta {
     /// Primary key.
@@ -131,7 +134,7 @@ pub struct RecordMeta {
     pub user_id: UserId,
     /// The client's table name (a short identifier).
     pub table: String,
-    /// Blob key.
+    /// Blob key of the current version.
     pub blob_key: String,
     /// SHA-256 of the blob, lowercase hex.
     pub checksum: String,
@@ -141,6 +144,18 @@ pub struct RecordMeta {
     pub created_at: Millis,
     /// Last change.
     pub updated_at: Millis,
+}
+
+/// What [`RecordRepo::replace_record_blob`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordSwap {
+    /// The row now points at the new blob; the previous one is no longer referenced.
+    Replaced,
+    /// The quota refused; nothing changed.
+    OverQuota,
+    /// The row no longer points at the expected previous blob (another update won in
+    /// between); nothing changed.
+    Stale,
 }
 
 /// Cloud-record metadata. Every method is scoped to the owner.
@@ -164,18 +179,23 @@ pub trait RecordRepo: Send + Sync {
         offset: u64,
         limit: u64,
     ) -> RepoResult<Vec<RecordMeta>>;
-    /// Replaces checksum, size and `updated_at`, under the same quota rule as insert.
-    async fn update_record_within_quota(
+    /// Switches the row to a new version: sets `blob_key`, `checksum`, `size_bytes` and
+    /// `updated_at` from `meta`, but only if the row still points at
+    /// `previous_blob_key` (compare-and-swap: of concurrent swaps from one version exactly
+    /// one is [`RecordSwap::Replaced`], so only one caller ever owns — and deletes — the
+    /// previous blob) and the quota holds as for insert, all in one atomic step. Missing
+    /// or not the user's → [`RepoError::NotFound`].
+    async fn replace_record_blob(
         &self,
         meta: &RecordMeta,
+        previous_blob_key: &str,
         quota_bytes: Option<i64>,
-    ) -> RepoResult<bool>;
-    /// Deletes the row. Not the user's or missing → [`RepoError::NotFound`].
-    async fn delete_record(&self, user_id: UserId, id: Uuid) -> RepoResult<()>;
+    ) -> RepoResult<RecordSwap>;
+    /// Deletes the row and returns it as it was at deletion (so the blob it pointed at
+    /// then is the one to delete). Not the user's or missing → [`RepoError::NotFound`].
+    async fn delete_record(&self, user_id: UserId, id: Uuid) -> RepoResult<RecordMeta>;
     /// Sum of the user's record sizes.
     async fn stored_bytes(&self, user_id: UserId) -> RepoResult<i64>;
-    /// Every blob key that has a row (for `storage gc`).
-    async fn all_record_keys(&self) -> RepoResult<Vec<String>>;
 }
 
 /// Metadata of one backup (plan 8e, `BackupMetadata` plus bookkeeping).
@@ -185,7 +205,8 @@ pub struct BackupMeta {
     pub id: Uuid,
     /// Owner.
     pub user_id: UserId,
-    /// Blob key, `{user_id}/{timestamp}`.
+    /// Blob key, `{user_id}/backup-{id}`: unique per upload, so no two uploads ever
+    /// write the same bytes (rows written before that point at `{user_id}/{timestamp}`).
     pub blob_key: String,
     /// The client's backup format version.
     pub version: i64,
@@ -203,7 +224,9 @@ pub struct BackupMeta {
 #[async_trait]
 pub trait BackupRepo: Send + Sync {
     /// Inserts the row if the user's kept backups plus this one stay within
-    /// `quota_bytes` (`None` = unlimited), atomically with the check.
+    /// `quota_bytes` (`None` = unlimited), atomically with the check. A row with the
+    /// same `(user_id, timestamp)` → [`RepoError::Conflict`] (of concurrent inserts of
+    /// one timestamp exactly one succeeds).
     async fn insert_backup_within_quota(
         &self,
         meta: &BackupMeta,
@@ -215,8 +238,18 @@ pub trait BackupRepo: Send + Sync {
     async fn delete_backup(&self, user_id: UserId, id: Uuid) -> RepoResult<BackupMeta>;
     /// Sum of the user's backup sizes.
     async fn backup_bytes(&self, user_id: UserId) -> RepoResult<i64>;
-    /// Every blob key that has a backup row (for `storage gc`).
-    async fn all_backup_keys(&self) -> RepoResult<Vec<String>>;
+}
+
+/// Which blob keys rows point at, across every table that owns blobs (records' current
+/// versions, backups; a future table with blobs adds its column here). `storage gc`
+/// deletes what the store holds beyond this set, so a table missing here would lose its
+/// blobs: the conformance suite checks every blob-owning table is included.
+#[async_trait]
+pub trait BlobKeyRepo: Send + Sync {
+    /// Every blob key any row points at.
+    async fn referenced_blob_keys(&self) -> RepoResult<Vec<String>>;
+    /// Every blob key the user's rows point at (to delete them with the account).
+    async fn user_blob_keys(&self, user_id: UserId) -> RepoResult<Vec<String>>;
 }
 
 /// A Stripe subscription as we mirror it.
@@ -292,6 +325,7 @@ pub trait Database:
     + RefreshTokenRepo
     + RecordRepo
     + BackupRepo
+    + BlobKeyRepo
     + SubscriptionRepo
     + VectorUsageRepo
     + Send

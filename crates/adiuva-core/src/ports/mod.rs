@@ -14,7 +14,9 @@ pub mod vector;
 pub use billing::Billing;
 pub use blob::BlobStore;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use db::{BackupRepo, Database, RecordRepo, RefreshTokenRepo, RepoError, UserRepo};
+pub use db::{
+    BackupRepo, BlobKeyRepo, Database, RecordRepo, RefreshTokenRepo, RepoError, UserRepo,
+};
 pub use device_bus::DeviceBus;
 pub use llm::{ChatModel, Embedder};
 pub use rate_limit::RateLimiter;

@@ -145,8 +145,16 @@ pub async fn failed_upload_leaves_nothing(store: &dyn BlobStore, prefix: &str) {
     store.delete(&key).await.expect("delete");
 }
 
-/// `list` returns exactly the keys under a prefix.
+/// `list` returns exactly the keys under a prefix, with sizes and a plausible age.
 pub async fn list_is_scoped_to_the_prefix(store: &dyn BlobStore, prefix: &str) {
+    let keys_of = |listed: Vec<crate::ports::blob::StoredBlob>| {
+        let mut keys: Vec<String> = listed.into_iter().map(|b| b.key).collect();
+        keys.sort();
+        keys
+    };
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     let keys = [
         format!("{prefix}/a/t/1"),
         format!("{prefix}/a/t/2"),
@@ -159,16 +167,22 @@ pub async fn list_is_scoped_to_the_prefix(store: &dyn BlobStore, prefix: &str) {
             .await
             .expect("put");
     }
-    let mut under_a = store.list(&format!("{prefix}/a")).await.expect("list");
-    under_a.sort();
+    let listed = store.list(&format!("{prefix}/a")).await.expect("list");
+    for b in &listed {
+        assert_eq!(b.size, 1, "{b:?}");
+        // Clocks of a remote store may differ a little from ours.
+        assert!(
+            (b.last_modified - before).abs() < 10 * 60 * 1000,
+            "last_modified is when it was written: {b:?}, now {before}"
+        );
+    }
     assert_eq!(
-        under_a,
+        keys_of(listed),
         keys[..3].to_vec(),
         "prefix is a path, not a string prefix"
     );
-    let mut under_t = store.list(&format!("{prefix}/a/t")).await.expect("list");
-    under_t.sort();
-    assert_eq!(under_t, keys[..2].to_vec());
+    let under_t = store.list(&format!("{prefix}/a/t")).await.expect("list");
+    assert_eq!(keys_of(under_t), keys[..2].to_vec());
     for k in &keys {
         store.delete(k).await.expect("delete");
     }

@@ -1,10 +1,13 @@
-//! The [`Database`] conformance suite: users and refresh tokens.
+//! The [`Database`] conformance suite: users, refresh tokens, records, backups, blob
+//! keys, subscriptions and vector usage.
 
 use uuid::Uuid;
 
 use crate::domain::{Email, Role, Tier, UserId};
 use crate::ports::Database;
-use crate::ports::db::{BackupMeta, RecordMeta, RefreshToken, RepoError, Subscription, User};
+use crate::ports::db::{
+    BackupMeta, RecordMeta, RecordSwap, RefreshToken, RepoError, Subscription, User,
+};
 
 /// Runs every check below against `db`. The database may be shared with other runs:
 /// every check makes its own users.
@@ -22,7 +25,10 @@ pub async fn run_all(db: &dyn Database) {
     tokens_delete_expired(db).await;
     records_are_scoped_listed_and_deleted(db).await;
     record_quota_holds_under_concurrency(db).await;
+    record_blob_swap_is_compare_and_swap(db).await;
     backups_are_scoped_ordered_and_within_quota(db).await;
+    backups_of_one_timestamp_one_wins(db).await;
+    blob_keys_span_every_table_with_blobs(db).await;
     subscriptions_upsert_idempotently(db).await;
     vector_usage_shares_the_storage_quota(db).await;
     vector_usage_quota_holds_under_concurrency(db).await;
@@ -328,7 +334,7 @@ fn sample_record(user: UserId, table: &str, size: i64, at: i64) -> RecordMeta {
         id,
         user_id: user,
         table: table.into(),
-        blob_key: format!("{user}/{table}/{id}"),
+        blob_key: format!("{user}/{table}/{id}.{}", Uuid::now_v7().simple()),
         checksum: "ab".repeat(32),
         size_bytes: size,
         created_at: at,
@@ -404,20 +410,24 @@ pub async fn records_are_scoped_listed_and_deleted(db: &dyn Database) {
         ),
         "not bob's to delete"
     );
-    db.delete_record(alice.id, made[0].id)
-        .await
-        .expect("delete");
+    assert_eq!(
+        db.delete_record(alice.id, made[0].id)
+            .await
+            .expect("delete"),
+        made[0],
+        "delete returns the row as it was"
+    );
     assert!(matches!(
         db.delete_record(alice.id, made[0].id).await,
         Err(RepoError::NotFound)
     ));
-    let keys = db.all_record_keys().await.expect("keys");
-    assert!(keys.contains(&made[1].blob_key) && !keys.contains(&made[0].blob_key));
     let mut changed = made[1].clone();
     changed.user_id = bob.id;
+    changed.blob_key = format!("{}.next", made[1].blob_key);
     assert!(
         matches!(
-            db.update_record_within_quota(&changed, None).await,
+            db.replace_record_blob(&changed, &made[1].blob_key, None)
+                .await,
             Err(RepoError::NotFound)
         ),
         "update is scoped"
@@ -442,19 +452,26 @@ pub async fn record_quota_holds_under_concurrency(db: &dyn Database) {
     // Updates count the difference: growing one record by 50 fits, by 51 does not.
     let kept = db.list_records(user.id, None, 0, 10).await.expect("list");
     let mut grow = kept[0].clone();
-    grow.size_bytes = 150;
-    grow.checksum = "cd".repeat(32);
-    assert!(
-        db.update_record_within_quota(&grow, Some(350))
-            .await
-            .expect("update")
-    );
     grow.size_bytes = 151;
-    assert!(
-        !db.update_record_within_quota(&grow, Some(350))
+    grow.checksum = "cd".repeat(32);
+    grow.blob_key = format!("{}.big", kept[0].blob_key);
+    assert_eq!(
+        db.replace_record_blob(&grow, &kept[0].blob_key, Some(350))
             .await
             .expect("update"),
-        "over quota"
+        RecordSwap::OverQuota
+    );
+    assert_eq!(
+        db.record(user.id, grow.id).await.expect("get"),
+        Some(kept[0].clone()),
+        "a refused update changes nothing"
+    );
+    grow.size_bytes = 150;
+    assert_eq!(
+        db.replace_record_blob(&grow, &kept[0].blob_key, Some(350))
+            .await
+            .expect("update"),
+        RecordSwap::Replaced
     );
     let got = db
         .record(user.id, grow.id)
@@ -462,9 +479,9 @@ pub async fn record_quota_holds_under_concurrency(db: &dyn Database) {
         .expect("get")
         .expect("kept");
     assert_eq!(
-        (got.size_bytes, got.checksum),
-        (150, "cd".repeat(32)),
-        "a refused update changes nothing"
+        (got.size_bytes, got.checksum, got.blob_key),
+        (150, "cd".repeat(32), grow.blob_key.clone()),
+        "the row points at the new version"
     );
     assert!(
         !db.insert_record_within_quota(&sample_record(user.id, "t", 1, 99), Some(350))
@@ -483,7 +500,7 @@ fn sample_backup(user: UserId, timestamp: i64, size: i64) -> BackupMeta {
     BackupMeta {
         id: Uuid::now_v7(),
         user_id: user,
-        blob_key: format!("{user}/{timestamp}"),
+        blob_key: format!("{user}/backup-{}", Uuid::now_v7().simple()),
         version: 3,
         timestamp,
         checksum: "ef".repeat(32),
@@ -552,8 +569,6 @@ pub async fn backups_are_scoped_ordered_and_within_quota(db: &dyn Database) {
         db.delete_backup(alice.id, made[0].id).await,
         Err(RepoError::NotFound)
     ));
-    let keys = db.all_backup_keys().await.expect("keys");
-    assert!(keys.contains(&made[1].blob_key) && !keys.contains(&made[0].blob_key));
     // Concurrent inserts never exceed the quota together.
     let racers: Vec<BackupMeta> = (0..8)
         .map(|i| sample_backup(bob.id, 1000 + i, 30))
@@ -569,6 +584,170 @@ pub async fn backups_are_scoped_ordered_and_within_quota(db: &dyn Database) {
         3,
         "{results:?}"
     );
+}
+
+/// Switching a record to a new blob is a compare-and-swap on the previous key: of
+/// concurrent swaps from one version exactly one wins, and a swap from a version that is
+/// no longer current changes nothing.
+pub async fn record_blob_swap_is_compare_and_swap(db: &dyn Database) {
+    let user = sample_user("swap", 1);
+    db.insert_user(&user).await.expect("user");
+    let first = sample_record(user.id, "notes", 10, 5);
+    assert!(
+        db.insert_record_within_quota(&first, None)
+            .await
+            .expect("insert")
+    );
+    let versions: Vec<RecordMeta> = (0..8)
+        .map(|i| RecordMeta {
+            blob_key: format!("{}.v{i}", first.blob_key),
+            checksum: format!("{i:064x}"),
+            size_bytes: 20 + i,
+            updated_at: 6,
+            ..first.clone()
+        })
+        .collect();
+    let results = futures::future::join_all(
+        versions
+            .iter()
+            .map(|v| db.replace_record_blob(v, &first.blob_key, Some(1000))),
+    )
+    .await;
+    let won: Vec<&RecordMeta> = versions
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| matches!(r, Ok(RecordSwap::Replaced)))
+        .map(|(v, _)| v)
+        .collect();
+    assert_eq!(won.len(), 1, "exactly one swap wins: {results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Ok(RecordSwap::Replaced | RecordSwap::Stale))),
+        "{results:?}"
+    );
+    let now = db
+        .record(user.id, first.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(&now, won[0], "the row is the winner's, whole");
+    assert_eq!(
+        db.stored_bytes(user.id).await.expect("sum"),
+        won[0].size_bytes
+    );
+    let late = RecordMeta {
+        blob_key: format!("{}.late", first.blob_key),
+        ..first.clone()
+    };
+    assert_eq!(
+        db.replace_record_blob(&late, &first.blob_key, None)
+            .await
+            .expect("swap"),
+        RecordSwap::Stale,
+        "the previous key is no longer current"
+    );
+    assert_eq!(
+        db.record(user.id, first.id).await.expect("get").as_ref(),
+        Some(won[0])
+    );
+    let mut missing = late.clone();
+    missing.id = Uuid::now_v7();
+    assert!(matches!(
+        db.replace_record_blob(&missing, &won[0].blob_key, None)
+            .await,
+        Err(RepoError::NotFound)
+    ));
+}
+
+/// Concurrent inserts of one timestamp: exactly one row, the others `Conflict`.
+pub async fn backups_of_one_timestamp_one_wins(db: &dyn Database) {
+    let user = sample_user("bk-race", 1);
+    db.insert_user(&user).await.expect("user");
+    let racers: Vec<BackupMeta> = (0..6)
+        .map(|i| {
+            let id = Uuid::now_v7();
+            BackupMeta {
+                id,
+                blob_key: format!("{}/backup-{}", user.id, id.simple()),
+                size_bytes: 10 + i,
+                ..sample_backup(user.id, 777, 0)
+            }
+        })
+        .collect();
+    let results = futures::future::join_all(
+        racers
+            .iter()
+            .map(|b| db.insert_backup_within_quota(b, Some(1000))),
+    )
+    .await;
+    assert_eq!(
+        results.iter().filter(|r| matches!(r, Ok(true))).count(),
+        1,
+        "{results:?}"
+    );
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| matches!(r, Err(RepoError::Conflict(_))))
+            .count(),
+        5,
+        "{results:?}"
+    );
+    let kept = db.list_backups(user.id).await.expect("list");
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        db.backup_bytes(user.id).await.expect("sum"),
+        kept[0].size_bytes,
+        "the quota counts the row that was kept"
+    );
+}
+
+/// `referenced_blob_keys` spans records and backups (every table with blobs) and drops
+/// deleted rows; `user_blob_keys` is one user's, and both follow a record's swap.
+pub async fn blob_keys_span_every_table_with_blobs(db: &dyn Database) {
+    let (alice, bob) = (sample_user("keys-a", 1), sample_user("keys-b", 1));
+    for u in [&alice, &bob] {
+        db.insert_user(u).await.expect("user");
+    }
+    let record = sample_record(alice.id, "notes", 5, 1);
+    let gone = sample_record(alice.id, "notes", 5, 2);
+    let backup = sample_backup(alice.id, 42, 5);
+    let bobs = sample_backup(bob.id, 42, 5);
+    for r in [&record, &gone] {
+        assert!(db.insert_record_within_quota(r, None).await.expect("rec"));
+    }
+    for b in [&backup, &bobs] {
+        assert!(db.insert_backup_within_quota(b, None).await.expect("bk"));
+    }
+    db.delete_record(alice.id, gone.id).await.expect("delete");
+    let next = RecordMeta {
+        blob_key: format!("{}.next", record.blob_key),
+        ..record.clone()
+    };
+    assert_eq!(
+        db.replace_record_blob(&next, &record.blob_key, None)
+            .await
+            .expect("swap"),
+        RecordSwap::Replaced
+    );
+    let all = db.referenced_blob_keys().await.expect("keys");
+    for k in [&next.blob_key, &backup.blob_key, &bobs.blob_key] {
+        assert!(all.contains(k), "{k} is referenced");
+    }
+    for k in [&record.blob_key, &gone.blob_key] {
+        assert!(!all.contains(k), "{k} is no longer referenced");
+    }
+    let mut mine = db.user_blob_keys(alice.id).await.expect("mine");
+    mine.sort();
+    let mut want = vec![next.blob_key.clone(), backup.blob_key.clone()];
+    want.sort();
+    assert_eq!(mine, want);
+    db.delete_user(alice.id).await.expect("delete user");
+    assert!(db.user_blob_keys(alice.id).await.expect("none").is_empty());
+    let all = db.referenced_blob_keys().await.expect("keys");
+    assert!(!all.contains(&next.blob_key) && !all.contains(&backup.blob_key));
+    assert!(all.contains(&bobs.blob_key));
 }
 
 /// Webhooks repeat: upserting by the provider's id is idempotent; the newest subscription

@@ -9,8 +9,9 @@ use uuid::Uuid;
 use crate::domain::{Email, Millis, Role, Tier, UserId};
 use crate::ports::Database;
 use crate::ports::db::{
-    BackupMeta, BackupRepo, RecordMeta, RecordRepo, RefreshToken, RefreshTokenRepo, RepoError,
-    RepoResult, Subscription, SubscriptionRepo, User, UserRepo, VectorItemSize, VectorUsageRepo,
+    BackupMeta, BackupRepo, BlobKeyRepo, RecordMeta, RecordRepo, RecordSwap, RefreshToken,
+    RefreshTokenRepo, RepoError, RepoResult, Subscription, SubscriptionRepo, User, UserRepo,
+    VectorItemSize, VectorUsageRepo,
 };
 
 #[derive(Default)]
@@ -310,11 +311,12 @@ impl RecordRepo for MemoryDb {
         })
     }
 
-    async fn update_record_within_quota(
+    async fn replace_record_blob(
         &self,
         m: &RecordMeta,
+        previous_blob_key: &str,
         quota: Option<i64>,
-    ) -> RepoResult<bool> {
+    ) -> RepoResult<RecordSwap> {
         self.with(|s| {
             let total = used(s, m.user_id);
             let Some(r) = s
@@ -324,34 +326,35 @@ impl RecordRepo for MemoryDb {
             else {
                 return Err(RepoError::NotFound);
             };
-            if quota.is_some_and(|q| total - r.size_bytes + m.size_bytes > q) {
-                return Ok(false);
+            if r.blob_key != previous_blob_key {
+                return Ok(RecordSwap::Stale);
             }
+            if quota.is_some_and(|q| total - r.size_bytes + m.size_bytes > q) {
+                return Ok(RecordSwap::OverQuota);
+            }
+            r.blob_key = m.blob_key.clone();
             r.checksum = m.checksum.clone();
             r.size_bytes = m.size_bytes;
             r.updated_at = m.updated_at;
-            Ok(true)
+            Ok(RecordSwap::Replaced)
         })?
     }
 
-    async fn delete_record(&self, user_id: UserId, id: Uuid) -> RepoResult<()> {
+    async fn delete_record(&self, user_id: UserId, id: Uuid) -> RepoResult<RecordMeta> {
         self.with(|s| {
-            let before = s.records.len();
-            s.records.retain(|r| !(r.id == id && r.user_id == user_id));
-            if s.records.len() == before {
-                Err(RepoError::NotFound)
-            } else {
-                Ok(())
+            match s
+                .records
+                .iter()
+                .position(|r| r.id == id && r.user_id == user_id)
+            {
+                Some(i) => Ok(s.records.remove(i)),
+                None => Err(RepoError::NotFound),
             }
         })?
     }
 
     async fn stored_bytes(&self, user_id: UserId) -> RepoResult<i64> {
         self.with(|s| record_bytes(s, user_id))
-    }
-
-    async fn all_record_keys(&self) -> RepoResult<Vec<String>> {
-        self.with(|s| s.records.iter().map(|r| r.blob_key.clone()).collect())
     }
 }
 
@@ -419,9 +422,28 @@ impl BackupRepo for MemoryDb {
                 .sum()
         })
     }
+}
 
-    async fn all_backup_keys(&self) -> RepoResult<Vec<String>> {
-        self.with(|s| s.backups.iter().map(|b| b.blob_key.clone()).collect())
+#[async_trait]
+impl BlobKeyRepo for MemoryDb {
+    async fn referenced_blob_keys(&self) -> RepoResult<Vec<String>> {
+        self.with(|s| {
+            let records = s.records.iter().map(|r| r.blob_key.clone());
+            records
+                .chain(s.backups.iter().map(|b| b.blob_key.clone()))
+                .collect()
+        })
+    }
+
+    async fn user_blob_keys(&self, user_id: UserId) -> RepoResult<Vec<String>> {
+        self.with(|s| {
+            let records = s.records.iter().filter(|r| r.user_id == user_id);
+            let backups = s.backups.iter().filter(|b| b.user_id == user_id);
+            records
+                .map(|r| r.blob_key.clone())
+                .chain(backups.map(|b| b.blob_key.clone()))
+                .collect()
+        })
     }
 }
 

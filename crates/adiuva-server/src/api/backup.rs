@@ -1,7 +1,7 @@
 //! `/backup` (plan 8e): streamed, client-encrypted backups.
 
 use adiuva_core::Adiuva;
-use adiuva_core::backup::BackupUpload;
+use adiuva_core::backup::{BackupUpload, LatestBackup};
 use adiuva_core::ports::blob::BlobError;
 use adiuva_core::ports::db::BackupMeta;
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -63,9 +63,10 @@ pub enum BackupDownload {
         /// SHA-256 of the bytes.
         #[oai(header = "X-Backup-Checksum")]
         String,
-        /// The backup's timestamp as an HTTP date.
+        /// The backup's timestamp as an HTTP date (absent for a timestamp an HTTP date
+        /// cannot express, which uploads no longer accept).
         #[oai(header = "Last-Modified")]
-        String,
+        Option<String>,
     ),
     /// Not newer than `If-Modified-Since`.
     #[oai(status = 304)]
@@ -78,8 +79,8 @@ api_errors!(
         400 => BadRequest: "`checksum_mismatch` (X-Backup-Checksum is not the SHA-256 of the body) or `upload_incomplete`; nothing was kept.",
         401 => Unauthorized: "Missing or invalid access token.",
         403 => Forbidden: "`tier_required` (the free tier has no backups) or `quota_exceeded`.",
-        409 => Conflict: "A backup with this timestamp exists.",
-        422 => Unprocessable: "A missing or malformed X-Backup-* header.",
+        409 => Conflict: "A backup with this timestamp exists, or another upload with it finished first; nothing of this upload was kept.",
+        422 => Unprocessable: "A missing or malformed X-Backup-* header, or a timestamp outside 0..=253402300799999 (the end of year 9999).",
     }
 );
 
@@ -88,8 +89,22 @@ api_errors!(
     BackupReadError {
         401 => Unauthorized: "Missing or invalid access token.",
         404 => NotFound: "No such backup of yours (or none at all).",
+        409 => Conflict: "The backups were deleted too often while the latest was read; try again.",
     }
 );
+
+/// `ms` since the epoch as an HTTP date, or `None` when it has none (before 1970 or
+/// after 9999, where `httpdate` would panic): a header is left out, never a panic.
+fn http_date(ms: i64) -> Option<String> {
+    /// 9999-12-31T23:59:59Z, the last second an HTTP date can name.
+    const MAX_SECS: u64 = 253_402_300_799;
+    let secs = u64::try_from(ms.div_euclid(1000))
+        .ok()
+        .filter(|s| *s <= MAX_SECS)?;
+    Some(httpdate::fmt_http_date(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+    ))
+}
 
 /// Backups.
 pub struct BackupApi;
@@ -112,7 +127,8 @@ impl BackupApi {
         /// The client's backup format version.
         #[oai(name = "X-Backup-Version")]
         version: Header<i64>,
-        /// The client's timestamp, ms since the epoch; also the backup's key.
+        /// The client's timestamp, ms since the epoch, 0 to 253402300799999 (the end of
+        /// year 9999); one backup per timestamp.
         #[oai(name = "X-Backup-Timestamp")]
         timestamp: Header<i64>,
         /// SHA-256 of the body, 64 hex digits.
@@ -152,33 +168,25 @@ impl BackupApi {
         #[oai(name = "If-Modified-Since")]
         if_modified_since: Header<Option<String>>,
     ) -> Result<BackupDownload, BackupReadError> {
-        let backups = app.backups()?;
-        let meta = backups.latest(auth.0).await?;
-        let modified_secs = meta.timestamp.div_euclid(1000);
+        // An unparseable date is ignored, as RFC 9110 §13.1.3 says (httpdate accepts
+        // years 1970–9999 only, so parsing cannot overflow).
         let since = if_modified_since
             .0
             .as_deref()
-            .and_then(|v| httpdate::parse_http_date(v).ok());
-        if let Some(since) = since {
-            let since_secs = since
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
-            if modified_secs <= since_secs {
-                return Ok(BackupDownload::NotModified);
-            }
-        }
-        let last_modified = httpdate::fmt_http_date(
-            std::time::UNIX_EPOCH
-                + std::time::Duration::from_secs(u64::try_from(modified_secs).unwrap_or(0)),
-        );
-        let stream = backups.open(&meta).await?;
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_secs()).ok());
+        let (meta, stream) = match app.backups()?.download_latest(auth.0, since).await? {
+            LatestBackup::NotModified => return Ok(BackupDownload::NotModified),
+            LatestBackup::Found(meta, stream) => (meta, stream),
+        };
         let body = Body::from_bytes_stream(stream.map_err(std::io::Error::other));
         Ok(BackupDownload::Ok(
             Binary(body),
             meta.version,
             meta.timestamp,
             meta.checksum,
-            last_modified,
+            http_date(meta.timestamp),
         ))
     }
 
@@ -213,5 +221,30 @@ impl BackupApi {
             .delete(auth.0, path_id(&id.0, "backup")?)
             .await?;
         Ok(Json(Ok::yes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::http_date;
+
+    #[test]
+    fn http_dates_cover_the_accepted_range_and_never_panic() {
+        assert_eq!(
+            http_date(0).as_deref(),
+            Some("Thu, 01 Jan 1970 00:00:00 GMT")
+        );
+        assert_eq!(
+            http_date(adiuva_core::backup::MAX_TIMESTAMP_MS).as_deref(),
+            Some("Fri, 31 Dec 9999 23:59:59 GMT")
+        );
+        for unformattable in [
+            -1,
+            adiuva_core::backup::MAX_TIMESTAMP_MS + 1,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            assert_eq!(http_date(unformattable), None, "{unformattable}");
+        }
     }
 }

@@ -97,6 +97,7 @@ api_errors!(
         401 => Unauthorized: "Missing or invalid access token.",
         403 => Forbidden: "`tier_required` (the free tier has no cloud storage) or `quota_exceeded`.",
         404 => NotFound: "No such record of yours.",
+        409 => Conflict: "Other updates of this record kept winning the race; nothing was changed, try again.",
         413 => PayloadTooLarge: "The body is over the size limit.",
         415 => UnsupportedMediaType: "The body is not JSON.",
         422 => Unprocessable: "Malformed JSON, invalid base64, a bad table name or checksum.",
@@ -108,6 +109,7 @@ api_errors!(
     RecordReadError {
         401 => Unauthorized: "Missing or invalid access token.",
         404 => NotFound: "No such record of yours.",
+        409 => Conflict: "The record was replaced too often while it was read; try again.",
         422 => Unprocessable: "A bad table name or paging parameter.",
     }
 );
