@@ -9,6 +9,7 @@ mod openapi;
 mod postgres;
 mod rate_limits;
 mod records;
+mod secrets;
 mod sessions;
 mod system;
 mod vector_backends;

@@ -35,7 +35,7 @@ pub enum LogFormat {
 pub struct RedactedUrl(pub String);
 
 impl RedactedUrl {
-    /// The URL with any `user:password@` shown as `user:***@`.
+    /// The URL with its credentials shown as `***` (see [`redact_url`]).
     pub fn redacted(&self) -> String {
         redact_url(&self.0)
     }
@@ -47,21 +47,9 @@ impl fmt::Debug for RedactedUrl {
     }
 }
 
-/// Hides the password part of a URL's authority.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}{tail}")
-        }
-        None => url.to_owned(),
-    }
-}
+/// Every credential a URL can carry, hidden: the one rule, kept in core
+/// ([`adiuva_core::secret::redact_url`]) so adapters and hosts share it.
+pub use adiuva_core::secret::redact_url;
 
 /// All settings. Build with [`Settings::load`] (or [`Settings::for_data_dir`] in tests).
 #[derive(Debug, Clone)]
