@@ -5,6 +5,7 @@ mod backups;
 mod chat;
 mod errors;
 mod helpers;
+mod input_edges;
 mod openapi;
 mod postgres;
 mod rate_limits;

@@ -296,6 +296,49 @@ impl Checksum {
     }
 }
 
+/// A client-chosen id of a vector item: 1–[`VectorId::MAX_BYTES`] bytes of text without
+/// control characters. NUL in particular: PostgreSQL text cannot hold it, and every
+/// backend must store what any other accepts, so the rule is checked here, at the edge,
+/// not discovered as a database error.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VectorId(String);
+
+impl VectorId {
+    /// Longest id accepted.
+    pub const MAX_BYTES: usize = 256;
+
+    /// Checks `raw`; `field` names it in the error (e.g. `vectors[3].id`). The error
+    /// never quotes the id.
+    pub fn parse(
+        field: impl Into<std::borrow::Cow<'static, str>>,
+        raw: &str,
+    ) -> Result<Self, Error> {
+        if raw.is_empty() || raw.len() > Self::MAX_BYTES {
+            return Err(Error::validation(
+                field,
+                format!("must be 1 to {} bytes", Self::MAX_BYTES),
+            ));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(Error::validation(
+                field,
+                "must not contain control characters (NUL included)",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id as an owned string.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
 /// A user's own model API key (BYOK), normalised once at the edge: surrounding
 /// whitespace is trimmed here and nowhere else, so the value sent to the provider is
 /// exactly the value scrubbed from the provider's answers and never a near copy of it.
@@ -411,6 +454,17 @@ mod tests {
             format!("{:?}", Password::parse("supersecret1").unwrap()),
             "Password(***)"
         );
+    }
+
+    #[test]
+    fn vector_ids_refuse_nul_and_control_characters() {
+        assert_eq!(
+            VectorId::parse("id", "note-1 é").unwrap().as_str(),
+            "note-1 é"
+        );
+        for bad in ["", "a\0b", "tab\there", "\u{85}", &"x".repeat(257)] {
+            assert!(VectorId::parse("id", bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

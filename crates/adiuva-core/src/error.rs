@@ -98,11 +98,19 @@ impl From<RepoError> for Error {
     fn from(e: RepoError) -> Self {
         match e {
             RepoError::NotFound => Error::NotFound("record"),
-            RepoError::Conflict(what) => Error::Conflict(what),
-            RepoError::Unavailable(why) => Error::Unavailable {
-                code: "database_unavailable",
-                detail: format!("the database is unavailable: {why}"),
-            },
+            // The driver's words (constraint names, error text) stay in the log: a
+            // client learns what kind of failure it was, never the database's message.
+            RepoError::Conflict(what) => {
+                tracing::debug!(constraint = %what, "database conflict");
+                Error::Conflict("it already exists".into())
+            }
+            RepoError::Unavailable(why) => {
+                tracing::warn!(cause = %why, "database unavailable");
+                Error::Unavailable {
+                    code: "database_unavailable",
+                    detail: "the database is unavailable; retry later".into(),
+                }
+            }
             RepoError::Invalid(why) => {
                 Error::internal(format!("invalid data in the database: {why}"))
             }
