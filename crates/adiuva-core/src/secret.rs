@@ -59,6 +59,15 @@ const SECRET_PARAMS: &[&str] = &[
     "x-goog-credential",
 ];
 
+/// Whether a lone user info (`scheme://name@host`) is a user name, as in database URLs,
+/// rather than a token, as `https://TOKEN@host` often is.
+fn names_a_user(scheme: &str) -> bool {
+    matches!(
+        scheme.to_ascii_lowercase().as_str(),
+        "postgres" | "postgresql" | "redis" | "rediss" | "mysql" | "mongodb" | "amqp" | "amqps"
+    )
+}
+
 /// Whether a query parameter named `name` carries a credential.
 fn is_secret_param(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
@@ -71,7 +80,7 @@ fn is_secret_param(name: &str) -> bool {
 /// The URL with every credential it can carry replaced by `***`, for logs, errors and
 /// `adiuva doctor`: the password of `user:password@` (the user name stays, it says
 /// which account), a lone `token@` user info (some services take the key as the user
-/// name), and the value of every credential-bearing query parameter — `password`,
+/// name; a database URL's lone user name stays), and the value of every credential-bearing query parameter — `password`,
 /// `sslpassword`, `token`, `access_token`, `api_key`, `apikey`, `key`, `secret`, `sig`,
 /// `signature`, AWS/GCS presigning (`X-Amz-Signature`, `X-Amz-Credential`,
 /// `X-Amz-Security-Token`, …) and any name containing `password`, `secret` or `token`.
@@ -92,7 +101,9 @@ pub fn redact_url(url: &str) -> String {
             let authority = match authority.rsplit_once('@') {
                 Some((userinfo, host)) => match userinfo.split_once(':') {
                     Some((user, _password)) => format!("{user}:***@{host}"),
-                    None if userinfo.is_empty() => format!("@{host}"),
+                    None if userinfo.is_empty() || names_a_user(scheme) => {
+                        format!("{userinfo}@{host}")
+                    }
                     None => format!("***@{host}"),
                 },
                 None => authority.to_owned(),
@@ -135,6 +146,7 @@ mod tests {
                 "redis://:***@127.0.0.1:6379/0",
             ),
             ("https://ghp_tok@example.com/x", "https://***@example.com/x"),
+            ("redis://default@h:6379", "redis://default@h:6379"),
             (
                 "postgres://u@h/d?password=hunter2&sslmode=require&sslpassword=p2",
                 "postgres://u@h/d?password=***&sslmode=require&sslpassword=***",
