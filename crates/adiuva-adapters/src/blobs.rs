@@ -126,7 +126,7 @@ impl ObjectBlobs {
             options
                 .endpoint
                 .as_ref()
-                .map(|e| format!(" at {e}"))
+                .map(|e| format!(" at {}", adiuva_core::secret::redact_url(e)))
                 .unwrap_or_default()
         );
         Ok(Self {

@@ -67,6 +67,22 @@ macro_rules! impl_user_repos {
                 self.one_user($sql::USER_BY_ID, id.to_string()).await
             }
 
+            async fn user_in_session(
+                &self,
+                id: UserId,
+                family_id: Uuid,
+            ) -> RepoResult<Option<User>> {
+                sqlx::query($sql::USER_IN_SESSION)
+                    .bind(id.to_string())
+                    .bind(family_id.to_string())
+                    .fetch_optional(self.pool())
+                    .await
+                    .map_err(repo_err)?
+                    .as_ref()
+                    .map(user_from_row)
+                    .transpose()
+            }
+
             async fn user_by_email(&self, email: &Email) -> RepoResult<Option<User>> {
                 self.one_user($sql::USER_BY_EMAIL, email.as_str().to_owned())
                     .await

@@ -296,6 +296,112 @@ impl Checksum {
     }
 }
 
+/// A client-chosen id of a vector item: 1–[`VectorId::MAX_BYTES`] bytes of text without
+/// control characters. NUL in particular: PostgreSQL text cannot hold it, and every
+/// backend must store what any other accepts, so the rule is checked here, at the edge,
+/// not discovered as a database error.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VectorId(String);
+
+impl VectorId {
+    /// Longest id accepted.
+    pub const MAX_BYTES: usize = 256;
+
+    /// Checks `raw`; `field` names it in the error (e.g. `vectors[3].id`). The error
+    /// never quotes the id.
+    pub fn parse(
+        field: impl Into<std::borrow::Cow<'static, str>>,
+        raw: &str,
+    ) -> Result<Self, Error> {
+        if raw.is_empty() || raw.len() > Self::MAX_BYTES {
+            return Err(Error::validation(
+                field,
+                format!("must be 1 to {} bytes", Self::MAX_BYTES),
+            ));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(Error::validation(
+                field,
+                "must not contain control characters (NUL included)",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id as an owned string.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// A user's own model API key (BYOK), normalised once at the edge: surrounding
+/// whitespace is trimmed here and nowhere else, so the value sent to the provider is
+/// exactly the value scrubbed from the provider's answers and never a near copy of it.
+/// 1–[`ByokKey::MAX_BYTES`] bytes of visible ASCII (what an HTTP header can carry; every
+/// provider's keys are such tokens). Its `Debug` never shows the key, and no error
+/// message quotes it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ByokKey(String);
+
+impl ByokKey {
+    /// Longest key accepted (provider keys are under 200 bytes).
+    pub const MAX_BYTES: usize = 512;
+
+    /// Trims and checks `raw`.
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        let key = raw.trim();
+        let bad = |why: &str| Error::validation("api_key", why.to_owned());
+        if key.is_empty() {
+            return Err(bad("is empty"));
+        }
+        if key.len() > Self::MAX_BYTES {
+            return Err(bad(&format!("is longer than {} bytes", Self::MAX_BYTES)));
+        }
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad(
+                "may hold only visible ASCII characters (no spaces, control characters or NUL)",
+            ));
+        }
+        Ok(Self(key.to_owned()))
+    }
+
+    /// The edge's rule for an optional key: absent, `null` or blank means "use the
+    /// server's key" (clients send `""` when the user has none); anything else must parse.
+    pub fn parse_optional(raw: Option<&str>) -> Result<Option<Self>, Error> {
+        match raw {
+            None => Ok(None),
+            Some(k) if k.trim().is_empty() => Ok(None),
+            Some(k) => Self::parse(k).map(Some),
+        }
+    }
+
+    /// The key, to send to the provider (and to scrub from its answers). Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Serde `deserialize_with` for an `Option<ByokKey>` field, applying
+    /// [`parse_optional`](Self::parse_optional).
+    pub fn deserialize_optional<'de, D>(d: D) -> Result<Option<Self>, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        let raw = Option::<String>::deserialize(d)?;
+        Self::parse_optional(raw.as_deref()).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Debug for ByokKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ByokKey(***)")
+    }
+}
+
 /// Milliseconds since the Unix epoch: the wire and storage form of every timestamp.
 pub type Millis = i64;
 
@@ -348,6 +454,32 @@ mod tests {
             format!("{:?}", Password::parse("supersecret1").unwrap()),
             "Password(***)"
         );
+    }
+
+    #[test]
+    fn vector_ids_refuse_nul_and_control_characters() {
+        assert_eq!(
+            VectorId::parse("id", "note-1 é").unwrap().as_str(),
+            "note-1 é"
+        );
+        for bad in ["", "a\0b", "tab\there", "\u{85}", &"x".repeat(257)] {
+            assert!(VectorId::parse("id", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn byok_keys_are_trimmed_once_and_checked() {
+        let k = ByokKey::parse("  sk-abc123 \n").unwrap();
+        assert_eq!(k.expose(), "sk-abc123");
+        assert_eq!(format!("{k:?}"), "ByokKey(***)");
+        for bad in ["", "   ", "sk-a\0b", "sk a", "sk-\u{7f}", "sk-é"] {
+            let e = ByokKey::parse(bad).unwrap_err().to_string();
+            assert!(bad.trim().is_empty() || !e.contains(bad.trim()), "{e}");
+        }
+        assert!(ByokKey::parse(&"k".repeat(513)).is_err());
+        assert_eq!(ByokKey::parse_optional(Some(" ")).unwrap(), None);
+        assert_eq!(ByokKey::parse_optional(None).unwrap(), None);
+        assert!(ByokKey::parse_optional(Some("a\u{1}b")).is_err());
     }
 
     #[test]

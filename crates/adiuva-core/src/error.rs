@@ -40,6 +40,14 @@ pub enum Error {
     /// The thing does not exist, or belongs to someone else (HTTP 404).
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// Over a request budget (HTTP 429 `rate_limited` with `Retry-After`).
+    #[error("{detail}")]
+    RateLimited {
+        /// A sentence for people.
+        detail: String,
+        /// Whole seconds until the budget has room again (at least 1).
+        retry_after_secs: u64,
+    },
     /// It already exists (HTTP 409).
     #[error("{0}")]
     Conflict(String),
@@ -79,6 +87,7 @@ impl Error {
             Error::Forbidden { code, .. } => code,
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
+            Error::RateLimited { .. } => "rate_limited",
             Error::Unavailable { code, .. } => code,
             Error::Internal(_) => "internal_error",
         }
@@ -89,11 +98,19 @@ impl From<RepoError> for Error {
     fn from(e: RepoError) -> Self {
         match e {
             RepoError::NotFound => Error::NotFound("record"),
-            RepoError::Conflict(what) => Error::Conflict(what),
-            RepoError::Unavailable(why) => Error::Unavailable {
-                code: "database_unavailable",
-                detail: format!("the database is unavailable: {why}"),
-            },
+            // The driver's words (constraint names, error text) stay in the log: a
+            // client learns what kind of failure it was, never the database's message.
+            RepoError::Conflict(what) => {
+                tracing::debug!(constraint = %what, "database conflict");
+                Error::Conflict("it already exists".into())
+            }
+            RepoError::Unavailable(why) => {
+                tracing::warn!(cause = %why, "database unavailable");
+                Error::Unavailable {
+                    code: "database_unavailable",
+                    detail: "the database is unavailable; retry later".into(),
+                }
+            }
             RepoError::Invalid(why) => {
                 Error::internal(format!("invalid data in the database: {why}"))
             }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::auth::{AuthConfig, AuthService};
+use crate::auth::{AuthConfig, AuthService, LoginLimit};
 use crate::backup::{BackupService, DEFAULT_RETENTION};
 use crate::chat::orchestrator::Orchestrator;
 use crate::domain::{Email, Role, Tier};
@@ -47,6 +47,7 @@ pub struct AdiuvaBuilder {
     quota_gb_bytes: Option<i64>,
     clock: Option<Arc<dyn Clock>>,
     auth: Option<AuthConfig>,
+    login_limit: Option<LoginLimit>,
 }
 
 impl AdiuvaBuilder {
@@ -98,6 +99,13 @@ impl AdiuvaBuilder {
         self
     }
 
+    /// Counts login attempts per target email (without it, only the host's per-IP
+    /// budgets bound password guessing).
+    pub fn login_limit(mut self, limit: LoginLimit) -> Self {
+        self.login_limit = Some(limit);
+        self
+    }
+
     /// Assembles the backend.
     pub fn build(self) -> Result<Adiuva, Error> {
         let db = self
@@ -107,7 +115,10 @@ impl AdiuvaBuilder {
             .auth
             .ok_or_else(|| Error::internal("Adiuva needs an AuthConfig"))?;
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let auth = AuthService::new(db.clone(), clock.clone(), config)?;
+        let mut auth = AuthService::new(db.clone(), clock.clone(), config)?;
+        if let Some(limit) = self.login_limit {
+            auth = auth.with_login_limit(limit);
+        }
         Ok(Adiuva {
             db,
             blobs: self.blobs,

@@ -69,10 +69,14 @@ impl std::fmt::Debug for RecordService {
 pub(crate) fn blob_error(e: BlobError) -> Error {
     match e {
         BlobError::NotFound => Error::NotFound("blob"),
-        BlobError::Unavailable(why) => Error::Unavailable {
-            code: "blob_store_unavailable",
-            detail: format!("the blob store is unavailable: {why}"),
-        },
+        BlobError::Unavailable(why) => {
+            // The cause is for the log; the client gets no backend text.
+            tracing::warn!(cause = %why, "blob store unavailable");
+            Error::Unavailable {
+                code: "blob_store_unavailable",
+                detail: "the blob store is unavailable; retry later".into(),
+            }
+        }
         other => Error::internal(other),
     }
 }

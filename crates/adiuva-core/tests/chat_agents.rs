@@ -813,7 +813,7 @@ async fn api_key_is_forwarded_on_every_call() {
     });
     let exec = Recorder::default();
     let req = ChatRequest {
-        api_key: Some("sk-user-byok".into()),
+        api_key: Some(adiuva_core::domain::ByokKey::parse("sk-user-byok").expect("key")),
         ..ChatRequest::default()
     };
     let c = ctx(&model, &exec, &req);

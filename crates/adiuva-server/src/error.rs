@@ -24,6 +24,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// Body.
     pub body: ErrorBody,
+    /// Seconds for `Retry-After` (429 only).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -35,6 +37,15 @@ impl ApiError {
                 detail: detail.into(),
                 code: code.to_owned(),
             },
+            retry_after: None,
+        }
+    }
+
+    /// 429 `rate_limited` with `Retry-After: secs`.
+    pub fn rate_limited(detail: impl Into<String>, secs: u64) -> Self {
+        Self {
+            retry_after: Some(secs.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)
         }
     }
 
@@ -56,6 +67,10 @@ impl From<Error> for ApiError {
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::RateLimited {
+                detail,
+                retry_after_secs,
+            } => return Self::rate_limited(detail.clone(), *retry_after_secs),
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => {
                 tracing::error!(error = %error_chain(&e), "internal error");
@@ -99,7 +114,12 @@ impl poem::error::ResponseError for ApiError {
     }
 
     fn as_response(&self) -> Response {
-        json_response(self.status, &self.body)
+        let mut resp = json_response(self.status, &self.body);
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(poem::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }
 
@@ -124,7 +144,7 @@ pub async fn to_json_error(err: poem::Error) -> Response {
     };
 
     if let Some(api) = err.downcast_ref::<ApiError>() {
-        return json_response(api.status, &api.body);
+        return poem::error::ResponseError::as_response(api);
     }
     let (status, code, detail): (StatusCode, String, String) = if err.is::<NotFoundError>() {
         (
@@ -225,7 +245,11 @@ macro_rules! api_errors {
             )*
             /// `rate_limited`: over the per-minute budget; see `Retry-After`.
             #[oai(status = 429)]
-            TooManyRequests(poem_openapi::payload::Json<$crate::error::ErrorBody>),
+            TooManyRequests(
+                poem_openapi::payload::Json<$crate::error::ErrorBody>,
+                /// Seconds until the budget has room again.
+                #[oai(header = "Retry-After")] Option<u64>,
+            ),
             /// A backend (database, model provider) is unavailable; retry later.
             #[oai(status = 503)]
             Unavailable(poem_openapi::payload::Json<$crate::error::ErrorBody>),
@@ -238,7 +262,7 @@ macro_rules! api_errors {
             fn from(e: $crate::error::ApiError) -> Self {
                 match e.status.as_u16() {
                     $($status => Self::$variant(poem_openapi::payload::Json(e.body)),)*
-                    429 => Self::TooManyRequests(poem_openapi::payload::Json(e.body)),
+                    429 => Self::TooManyRequests(poem_openapi::payload::Json(e.body), e.retry_after),
                     503 => Self::Unavailable(poem_openapi::payload::Json(e.body)),
                     500 => Self::Internal(poem_openapi::payload::Json(e.body)),
                     other => {

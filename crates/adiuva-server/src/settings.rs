@@ -35,7 +35,7 @@ pub enum LogFormat {
 pub struct RedactedUrl(pub String);
 
 impl RedactedUrl {
-    /// The URL with any `user:password@` shown as `user:***@`.
+    /// The URL with its credentials shown as `***` (see [`redact_url`]).
     pub fn redacted(&self) -> String {
         redact_url(&self.0)
     }
@@ -47,21 +47,9 @@ impl fmt::Debug for RedactedUrl {
     }
 }
 
-/// Hides the password part of a URL's authority.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}{tail}")
-        }
-        None => url.to_owned(),
-    }
-}
+/// Every credential a URL can carry, hidden: the one rule, kept in core
+/// ([`adiuva_core::secret::redact_url`]) so adapters and hosts share it.
+pub use adiuva_core::secret::redact_url;
 
 /// All settings. Build with [`Settings::load`] (or [`Settings::for_data_dir`] in tests).
 #[derive(Debug, Clone)]
@@ -90,6 +78,8 @@ pub struct Settings {
     pub rate_limit_enabled: bool,
     /// Requests per minute per client IP for unauthenticated requests.
     pub rate_limit_ip_per_minute: u32,
+    /// Login attempts per minute per target email (all instances together).
+    pub login_attempts_per_email_per_minute: u32,
     /// Backups kept per user; older ones are deleted after each upload.
     pub backup_retention: usize,
     /// Bytes per "GB" of tier quotas.
@@ -245,7 +235,13 @@ pub const KEYS: &[KeyDoc] = &[
         key: "rate_limit_ip_per_minute",
         env: &["ADIUVA_RATE_LIMIT_IP_PER_MINUTE"],
         default: "60",
-        doc: "Unauthenticated requests per minute per client IP.",
+        doc: "Requests per minute per client IP to routes that take no token (register, login, refresh, health, the API document) or that come without a valid one; a token sent to a public route is ignored.",
+    },
+    KeyDoc {
+        key: "login_attempts_per_email_per_minute",
+        env: &["ADIUVA_LOGIN_ATTEMPTS_PER_EMAIL_PER_MINUTE"],
+        default: "10",
+        doc: "Login attempts per minute per target email, right or wrong, from any IP (counted with the other budgets, in Redis when redis_url is set). Over it: 429 rate_limited before any password hashing.",
     },
     KeyDoc {
         key: "quota_gb_bytes",
@@ -492,6 +488,7 @@ impl Settings {
             quota_gb_bytes: adiuva_core::tiers::GIB,
             rate_limit_enabled: true,
             rate_limit_ip_per_minute: 60,
+            login_attempts_per_email_per_minute: 10,
             log_format: LogFormat::Auto,
             log_level: "info".into(),
             shutdown_timeout_secs: 30,
@@ -577,6 +574,14 @@ impl Settings {
                 }
             }
             "rate_limit_ip_per_minute" => self.rate_limit_ip_per_minute = number(key, v)?,
+            "login_attempts_per_email_per_minute" => {
+                self.login_attempts_per_email_per_minute = number(key, v)?;
+                if self.login_attempts_per_email_per_minute == 0 {
+                    return Err(ConfigError(
+                        "login_attempts_per_email_per_minute must be at least 1 (turn all budgets off with rate_limit_enabled = false)".into(),
+                    ));
+                }
+            }
             "backup_retention" => {
                 self.backup_retention = number(key, v)?;
                 if self.backup_retention == 0 {

@@ -11,6 +11,7 @@ use adiuva_adapters::blobs::ObjectBlobs;
 use adiuva_adapters::database::AnyDatabase;
 use adiuva_adapters::rate_limit::{MemoryRateLimiter, RedisRateLimiter};
 use adiuva_core::Adiuva;
+use adiuva_core::auth::LoginLimit;
 use adiuva_core::chat::orchestrator::Orchestrator;
 use adiuva_core::ports::{ChatModel, RateLimiter};
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
@@ -101,15 +102,6 @@ impl Backend {
             )?),
         };
         let orchestrator = Orchestrator::new(model, settings.model_roles())?;
-        let adiuva = Adiuva::builder()
-            .chat(Arc::new(orchestrator))
-            .database(database.port())
-            .blobs(Arc::new(blobs))
-            .vectors(vectors)
-            .backup_retention(settings.backup_retention)
-            .quota_gb_bytes(settings.quota_gb_bytes)
-            .auth(auth)
-            .build()?;
         let (rate_limiter, rate_limiter_location): (Arc<dyn RateLimiter>, String) =
             match &settings.redis_url {
                 Some(url) => (
@@ -118,6 +110,22 @@ impl Backend {
                 ),
                 None => (Arc::new(MemoryRateLimiter::new()), "in process".into()),
             };
+        let mut builder = Adiuva::builder();
+        if settings.rate_limit_enabled {
+            builder = builder.login_limit(LoginLimit {
+                limiter: rate_limiter.clone(),
+                per_minute: settings.login_attempts_per_email_per_minute,
+            });
+        }
+        let adiuva = builder
+            .chat(Arc::new(orchestrator))
+            .database(database.port())
+            .blobs(Arc::new(blobs))
+            .vectors(vectors)
+            .backup_retention(settings.backup_retention)
+            .quota_gb_bytes(settings.quota_gb_bytes)
+            .auth(auth)
+            .build()?;
         Ok(Self {
             adiuva,
             database,

@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use adiuva_core::Adiuva;
+use adiuva_core::auth::Principal;
 use adiuva_core::chat::orchestrator::{ChatOutcome, Orchestrator, answering, navigation_for};
 use adiuva_core::chat::{ChatRequest, ToolExecutor};
-use adiuva_core::domain::UserId;
 use async_trait::async_trait;
 use futures::{SinkExt as _, StreamExt as _};
 use poem::http::StatusCode;
@@ -90,22 +90,14 @@ pub async fn chat_stream(
     Data(timings): Data<&WsTimings>,
     Data(budget): Data<&WsBudget>,
 ) -> Response {
-    let header = req
-        .headers()
-        .get(poem::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::to_owned);
+    let header = crate::api::bearer_token(req).map(str::to_owned);
     let Some(token) = header.or(q.token) else {
         return reject(adiuva_core::Error::Unauthorized(
             "send the access token in the Authorization header or as ?token=",
         ));
     };
-    let user = match app.auth().verify_access_token(&token) {
-        Ok(u) => u,
+    let principal = match crate::api::authenticate(req, &token).await {
+        Ok(p) => p,
         Err(e) => return reject(e),
     };
     let orchestrator = match app.chat() {
@@ -113,8 +105,8 @@ pub async fn chat_stream(
         Err(e) => return reject(e),
     };
     let timings = *timings;
-    let limits = budget.0.clone().map(|limiter| (limiter, app.clone()));
-    ws.on_upgrade(move |socket| session(orchestrator, user, socket, timings, limits))
+    let (limiter, app) = (budget.0.clone(), app.clone());
+    ws.on_upgrade(move |socket| session(orchestrator, principal, socket, timings, limiter, app))
         .into_response()
 }
 
@@ -208,11 +200,13 @@ fn parse_request(v: Value) -> Result<Incoming, (&'static str, String)> {
 
 async fn session(
     orchestrator: Arc<Orchestrator>,
-    user: UserId,
+    principal: Principal,
     socket: WebSocketStream,
     timings: WsTimings,
-    limits: Option<(Arc<dyn adiuva_core::ports::RateLimiter>, Adiuva)>,
+    limiter: Option<Arc<dyn adiuva_core::ports::RateLimiter>>,
+    app: Adiuva,
 ) {
+    let user = principal.id();
     let (mut sink, mut stream) = socket.split();
     let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
     let writer = tokio::spawn(async move {
@@ -321,8 +315,18 @@ async fn session(
                 continue;
             }
         };
-        if let Some((limiter, app)) = &limits
-            && let Some(frame) = over_budget(limiter.as_ref(), app, user).await
+        // Each chat re-checks the account and session (deleted, or revoked by refresh
+        // reuse, since the socket opened): the same read gives the tier for the budget.
+        let current = match app.auth().reauthenticate(&principal).await {
+            Ok(p) => p,
+            Err(e) => {
+                let e = ApiError::from(e);
+                send(&out, error_frame(&e.body.code, e.body.detail));
+                break;
+            }
+        };
+        if let Some(limiter) = &limiter
+            && let Some(frame) = over_budget(limiter.as_ref(), &current).await
         {
             send(&out, frame);
             continue;
@@ -350,13 +354,15 @@ async fn session(
 /// the HTTP middleware's): over it, an error frame with `retry_after` seconds.
 async fn over_budget(
     limiter: &dyn adiuva_core::ports::RateLimiter,
-    app: &Adiuva,
-    user: UserId,
+    principal: &Principal,
 ) -> Option<Value> {
-    let tier = app.tiers().get_tier(user).await.ok()?;
-    let limit = adiuva_core::tiers::rate_limit_per_minute(tier);
+    let limit = adiuva_core::tiers::rate_limit_per_minute(principal.user.tier);
     match limiter
-        .check(&format!("user:{user}"), limit, Duration::from_secs(60))
+        .check(
+            &format!("user:{}", principal.id()),
+            limit,
+            Duration::from_secs(60),
+        )
         .await
     {
         adiuva_core::ports::rate_limit::RateDecision::Limited { retry_after } => {

@@ -168,9 +168,11 @@ struct Route<'a> {
     byok: bool,
 }
 
-/// A blank key counts as none: an empty environment variable is not a key.
+/// A key as it is sent: trimmed (a key read from an environment variable or file often
+/// ends in a newline), and a blank key counts as none. Sending and scrubbing both go
+/// through this, so what is scrubbed from a provider's echo is exactly what was sent.
 fn present(key: Option<&str>) -> Option<&str> {
-    key.filter(|k| !k.trim().is_empty())
+    key.map(str::trim).filter(|k| !k.is_empty())
 }
 
 /// Which key a hosted API at `base` needs, if it needs one.
@@ -259,11 +261,11 @@ impl OpenAiCompatible {
     fn scrub(&self, text: &str, route: &Route<'_>) -> String {
         let mut text = text.to_owned();
         let keys = [
-            route.key,
-            self.cfg.api_key.as_deref(),
-            self.cfg.cerebras_api_key.as_deref(),
+            present(route.key),
+            present(self.cfg.api_key.as_deref()),
+            present(self.cfg.cerebras_api_key.as_deref()),
         ];
-        for key in keys.into_iter().flatten().filter(|k| !k.is_empty()) {
+        for key in keys.into_iter().flatten() {
             text = text.replace(key, "***");
         }
         text
@@ -342,7 +344,8 @@ impl OpenAiCompatible {
                 }
                 Err(e) if e.is_builder() => {
                     return Err(LlmError::NotConfigured(format!(
-                        "cannot build a request to {url}: {}",
+                        "cannot build a request to {}: {}",
+                        adiuva_core::secret::redact_url(&url),
                         self.transport_message(&e, route)
                     )));
                 }
@@ -378,9 +381,15 @@ impl OpenAiCompatible {
             } else {
                 self.cfg.timeout
             };
-            return format!("no answer from {} within {limit:?}", route.base);
+            return format!(
+                "no answer from {} within {limit:?}",
+                adiuva_core::secret::redact_url(route.base)
+            );
         }
         let mut text = e.to_string();
+        if let Some(url) = e.url() {
+            text = text.replace(url.as_str(), &adiuva_core::secret::redact_url(url.as_str()));
+        }
         let mut source = std::error::Error::source(e);
         while let Some(s) = source {
             text.push_str(": ");

@@ -95,15 +95,9 @@ impl PgDb {
     }
 }
 
-/// The URL with its password hidden, for messages.
+/// The URL with its credentials hidden, for messages (core's one rule).
 pub(crate) fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
-    }
+    adiuva_core::secret::redact_url(url)
 }
 
 #[async_trait]

@@ -17,6 +17,12 @@ mod sql {
         user_columns!(),
         " FROM users WHERE id = $1::uuid"
     );
+    pub const USER_IN_SESSION: &str = concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE id = $1::uuid AND NOT EXISTS (SELECT 1 FROM refresh_tokens \
+         WHERE family_id = $2::uuid AND revoked_at IS NOT NULL)"
+    );
     pub const USER_BY_EMAIL: &str =
         concat!("SELECT ", user_columns!(), " FROM users WHERE email = $1");
     pub const LIST_USERS: &str = concat!(

@@ -12,6 +12,12 @@ mod sql {
         ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
     );
     pub const USER_BY_ID: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = ?");
+    pub const USER_IN_SESSION: &str = concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE id = ? AND NOT EXISTS (SELECT 1 FROM refresh_tokens \
+         WHERE family_id = ? AND revoked_at IS NOT NULL)"
+    );
     pub const USER_BY_EMAIL: &str =
         concat!("SELECT ", user_columns!(), " FROM users WHERE email = ?");
     pub const LIST_USERS: &str = concat!(

@@ -5,16 +5,20 @@ mod password;
 mod tokens;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use uuid::Uuid;
 
 pub use password::{HashCost, PasswordHasher};
-pub use tokens::{AccessClaims, JwtAlgorithm, JwtKeys, hash_refresh_token, new_refresh_token};
+pub use tokens::{
+    AccessClaims, JwtAlgorithm, JwtKeys, VerifiedToken, hash_refresh_token, new_refresh_token,
+};
 
 use crate::domain::{Email, Millis, Password, Role, Tier, UserId};
 use crate::error::Error;
 use crate::ports::db::{RefreshToken, User};
-use crate::ports::{Clock, Database};
+use crate::ports::rate_limit::RateDecision;
+use crate::ports::{Clock, Database, RateLimiter};
 use crate::secret::Secret;
 
 /// How sessions are issued.
@@ -59,6 +63,33 @@ pub struct AuthTokens {
     pub expires_at: Millis,
 }
 
+/// A budget of login attempts per target email, counted through the [`RateLimiter`]
+/// port so every instance sharing the limiter (Redis) shares it.
+#[derive(Clone)]
+pub struct LoginLimit {
+    /// Where attempts are counted.
+    pub limiter: Arc<dyn RateLimiter>,
+    /// Attempts per minute per normalised email.
+    pub per_minute: u32,
+}
+
+/// Who an access token speaks for, established by [`AuthService::authenticate`]: the
+/// user's current row (tier and role included) and the session that issued the token.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The user as the database has it now.
+    pub user: User,
+    /// The refresh-token family the token belongs to (`None` for tokens without one).
+    pub session: Option<Uuid>,
+}
+
+impl Principal {
+    /// The user's id.
+    pub fn id(&self) -> UserId {
+        self.user.id
+    }
+}
+
 /// Registration, login, refresh and token checks.
 #[derive(Clone)]
 pub struct AuthService {
@@ -67,6 +98,7 @@ pub struct AuthService {
     keys: Arc<JwtKeys>,
     hasher: PasswordHasher,
     config: AuthConfig,
+    login_limit: Option<LoginLimit>,
 }
 
 impl std::fmt::Debug for AuthService {
@@ -80,6 +112,9 @@ impl std::fmt::Debug for AuthService {
 
 const BAD_CREDENTIALS: Error = Error::Unauthorized("incorrect email or password");
 const BAD_REFRESH: Error = Error::Unauthorized("invalid, expired or revoked refresh token");
+/// The same answer for a bad signature, an expired token, a deleted account and a
+/// revoked session: a prober learns nothing about which.
+const BAD_ACCESS: Error = Error::Unauthorized("invalid or expired access token");
 
 impl AuthService {
     /// Builds the service; fails on a secret or cost that cannot work.
@@ -96,7 +131,14 @@ impl AuthService {
             keys,
             hasher,
             config,
+            login_limit: None,
         })
+    }
+
+    /// Also counts login attempts per target email (see [`LoginLimit`]).
+    pub fn with_login_limit(mut self, limit: LoginLimit) -> Self {
+        self.login_limit = Some(limit);
+        self
     }
 
     /// The hasher, for admin commands that set passwords.
@@ -157,7 +199,11 @@ impl AuthService {
         // A malformed email cannot belong to anyone; still pay for a hash so the
         // response time does not say which check failed.
         let user = match Email::parse(email) {
-            Ok(email) => self.db.user_by_email(&email).await?,
+            Ok(email) => {
+                // Before the hash: a refused guess costs no argon2 work.
+                self.count_login_attempt(&email).await?;
+                self.db.user_by_email(&email).await?
+            }
             Err(_) => None,
         };
         let ok = self
@@ -195,6 +241,39 @@ impl AuthService {
         self.issue_session(token.user_id, token.family_id).await
     }
 
+    /// Counts one login attempt against `email`'s budget; over it, `RateLimited`.
+    /// Every attempt counts, right or wrong, so the budget bounds guesses per account
+    /// however many IPs (or accounts' tokens) an attacker spreads them over.
+    async fn count_login_attempt(&self, email: &Email) -> Result<(), Error> {
+        let Some(limit) = &self.login_limit else {
+            return Ok(());
+        };
+        let key = format!("login:{}", email.as_str());
+        match limit
+            .limiter
+            .check(&key, limit.per_minute, Duration::from_secs(60))
+            .await
+        {
+            RateDecision::Allowed { .. } => Ok(()),
+            RateDecision::Limited { retry_after } => {
+                let secs =
+                    (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
+                tracing::info!(
+                    limit = limit.per_minute,
+                    retry_after_secs = secs,
+                    "login attempts for one email over budget"
+                );
+                Err(Error::RateLimited {
+                    detail: format!(
+                        "too many sign-in attempts for this account: the limit is {} per minute; retry in {secs} s",
+                        limit.per_minute
+                    ),
+                    retry_after_secs: secs,
+                })
+            }
+        }
+    }
+
     async fn reuse_detected(&self, token: &RefreshToken, now: Millis) -> Error {
         match self.db.revoke_token_family(token.family_id, now).await {
             Ok(n) => tracing::warn!(
@@ -216,9 +295,36 @@ impl AuthService {
             .await?)
     }
 
-    /// The user an access token belongs to (signature, algorithm, type, expiry).
+    /// The user an access token was issued to, from the token alone (signature,
+    /// algorithm, type, expiry). It does not know whether the account still exists or
+    /// the session was revoked: requests authenticate with [`authenticate`](Self::authenticate).
     pub fn verify_access_token(&self, token: &str) -> Result<UserId, Error> {
-        self.keys.verify(token, self.clock.now_secs())
+        Ok(self.keys.verify(token, self.clock.now_secs())?.user)
+    }
+
+    /// The one check every authenticated request goes through: the token is valid, its
+    /// account still exists and its session has not been revoked (refresh-token reuse).
+    /// One database read. Any failure is the same 401.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, Error> {
+        let verified = self.keys.verify(token.trim(), self.clock.now_secs())?;
+        self.still_valid(verified.user, verified.family).await
+    }
+
+    /// Re-checks an earlier [`Principal`] (a long-lived socket, before each chat): the
+    /// account still exists and the session is not revoked. Returns the fresh row.
+    pub async fn reauthenticate(&self, principal: &Principal) -> Result<Principal, Error> {
+        self.still_valid(principal.user.id, principal.session).await
+    }
+
+    async fn still_valid(&self, user: UserId, session: Option<Uuid>) -> Result<Principal, Error> {
+        let row = match session {
+            Some(family) => self.db.user_in_session(user, family).await?,
+            None => self.db.user_by_id(user).await?,
+        };
+        match row {
+            Some(user) => Ok(Principal { user, session }),
+            None => Err(BAD_ACCESS),
+        }
     }
 
     /// The current profile of the token's user, read from the database.
@@ -232,9 +338,12 @@ impl AuthService {
     async fn issue_session(&self, user_id: UserId, family_id: Uuid) -> Result<AuthTokens, Error> {
         let now_ms = self.clock.now_ms();
         let now_secs = now_ms.div_euclid(1000);
-        let access_token = self
-            .keys
-            .issue(user_id, now_secs, self.config.access_ttl_secs)?;
+        let access_token = self.keys.issue(
+            user_id,
+            Some(family_id),
+            now_secs,
+            self.config.access_ttl_secs,
+        )?;
         let refresh_token = new_refresh_token()?;
         self.db
             .insert_refresh_token(&RefreshToken {

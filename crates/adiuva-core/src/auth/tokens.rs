@@ -5,6 +5,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use uuid::Uuid;
+
 use crate::domain::UserId;
 use crate::error::Error;
 use crate::secret::Secret;
@@ -65,6 +67,19 @@ pub struct AccessClaims {
     pub exp: i64,
     /// Always `access`, so no other kind of token can pass as one.
     pub typ: String,
+    /// The session (refresh-token family) the token was issued in, so revoking the
+    /// family also refuses its live access tokens. Absent in tokens from older builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fam: Option<String>,
+}
+
+/// What a valid access token says: whose it is and which session issued it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifiedToken {
+    /// The user id (`sub`).
+    pub user: UserId,
+    /// The refresh-token family (`fam`), when the token carries one.
+    pub family: Option<Uuid>,
 }
 
 /// Signs and checks access tokens.
@@ -102,13 +117,20 @@ impl JwtKeys {
         })
     }
 
-    /// A token for `user` valid from `now_secs` for `ttl_secs`.
-    pub fn issue(&self, user: UserId, now_secs: i64, ttl_secs: i64) -> Result<String, Error> {
+    /// A token for `user` in session `family`, valid from `now_secs` for `ttl_secs`.
+    pub fn issue(
+        &self,
+        user: UserId,
+        family: Option<Uuid>,
+        now_secs: i64,
+        ttl_secs: i64,
+    ) -> Result<String, Error> {
         let claims = AccessClaims {
             sub: user.to_string(),
             iat: now_secs,
             exp: now_secs + ttl_secs,
             typ: "access".into(),
+            fam: family.map(|f| f.to_string()),
         };
         jsonwebtoken::encode(&Header::new(self.algorithm.jwt()), &claims, &self.encoding)
             .map_err(|e| Error::internal(format!("signing a token failed: {e}")))
@@ -116,7 +138,7 @@ impl JwtKeys {
 
     /// The user a token was issued to, if its signature, algorithm, type and expiry hold
     /// at `now_secs`. Every failure is the same opaque 401 so that a prober learns nothing.
-    pub fn verify(&self, token: &str, now_secs: i64) -> Result<UserId, Error> {
+    pub fn verify(&self, token: &str, now_secs: i64) -> Result<VerifiedToken, Error> {
         const INVALID: Error = Error::Unauthorized("invalid or expired access token");
         let mut validation = Validation::new(self.algorithm.jwt());
         // Expiry is checked against our Clock below, so tests can move time.
@@ -128,7 +150,12 @@ impl JwtKeys {
         if claims.typ != "access" || claims.exp <= now_secs {
             return Err(INVALID);
         }
-        UserId::parse(&claims.sub).map_err(|_| INVALID)
+        let user = UserId::parse(&claims.sub).map_err(|_| INVALID)?;
+        let family = match claims.fam {
+            Some(f) => Some(Uuid::parse_str(&f).map_err(|_| INVALID)?),
+            None => None,
+        };
+        Ok(VerifiedToken { user, family })
     }
 }
 
@@ -157,9 +184,10 @@ mod tests {
     fn round_trip_and_expiry() {
         let k = keys(&"k".repeat(32), JwtAlgorithm::Hs256);
         let user = UserId::new();
-        let t = k.issue(user, 1_000, 900).unwrap();
-        assert_eq!(k.verify(&t, 1_000).unwrap(), user);
-        assert_eq!(k.verify(&t, 1_899).unwrap(), user);
+        let fam = Uuid::now_v7();
+        let t = k.issue(user, Some(fam), 1_000, 900).unwrap();
+        assert_eq!(k.verify(&t, 1_000).unwrap().user, user);
+        assert_eq!(k.verify(&t, 1_899).unwrap().family, Some(fam));
         assert!(k.verify(&t, 1_900).is_err());
     }
 
@@ -168,7 +196,7 @@ mod tests {
         let a = keys(&"a".repeat(32), JwtAlgorithm::Hs256);
         let b = keys(&"b".repeat(32), JwtAlgorithm::Hs256);
         let a512 = keys(&"a".repeat(32), JwtAlgorithm::Hs512);
-        let t = a.issue(UserId::new(), 0, 900).unwrap();
+        let t = a.issue(UserId::new(), None, 0, 900).unwrap();
         assert!(b.verify(&t, 1).is_err());
         assert!(a512.verify(&t, 1).is_err());
     }

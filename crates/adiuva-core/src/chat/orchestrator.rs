@@ -254,7 +254,7 @@ impl Orchestrator {
                     Vec::new()
                 },
                 temperature: Some(0.0),
-                api_key: req.api_key.clone(),
+                api_key: req.api_key.as_ref().map(|k| k.expose().to_owned()),
             })
             .await?;
         if allow_clarify
@@ -391,7 +391,7 @@ impl Orchestrator {
             ],
             tools: Vec::new(),
             temperature: Some(0.3),
-            api_key: req.api_key.clone(),
+            api_key: req.api_key.as_ref().map(|k| k.expose().to_owned()),
         };
         let text = match sink {
             Some(sink) => {

@@ -46,8 +46,12 @@ pub struct ChatRequest {
     #[serde(default)]
     pub execution_mode: ExecutionMode,
     /// BYOK: the user's own model key for this request only. Never stored or logged.
-    #[serde(default, skip_serializing)]
-    pub api_key: Option<String>,
+    #[serde(
+        default,
+        skip_serializing,
+        deserialize_with = "crate::domain::ByokKey::deserialize_optional"
+    )]
+    pub api_key: Option<crate::domain::ByokKey>,
     /// `home` (default) or `popup` (v2).
     #[serde(default)]
     pub source: Option<String>,
@@ -139,7 +143,10 @@ mod tests {
         let req: ChatRequest =
             serde_json::from_str(r#"{"message": "hi", "api_key": "sk-secret-123"}"#)
                 .expect("parse");
-        assert_eq!(req.api_key.as_deref(), Some("sk-secret-123"));
+        assert_eq!(
+            req.api_key.as_ref().map(|k| k.expose()),
+            Some("sk-secret-123")
+        );
         assert!(!format!("{req:?}").contains("sk-secret-123"));
         assert!(
             !serde_json::to_string(&req)

@@ -70,6 +70,10 @@ pub trait UserRepo: Send + Sync {
     async fn insert_user(&self, user: &User) -> RepoResult<()>;
     /// The user with this id.
     async fn user_by_id(&self, id: UserId) -> RepoResult<Option<User>>;
+    /// The user with this id, only while the session (refresh-token family) `family_id`
+    /// is not revoked: one read that answers "may this access token still act?". A
+    /// family with no token rows (purged, or never stored) counts as not revoked.
+    async fn user_in_session(&self, id: UserId, family_id: Uuid) -> RepoResult<Option<User>>;
     /// The user with this (normalised) email.
     async fn user_by_email(&self, email: &Email) -> RepoResult<Option<User>>;
     /// Users ordered by creation time (oldest first), `limit` from `offset`.

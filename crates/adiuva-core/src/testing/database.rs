@@ -277,7 +277,28 @@ pub async fn tokens_revoke_family_only(db: &dyn Database) {
     for t in [&a, &b, &c] {
         db.insert_refresh_token(t).await.expect("insert token");
     }
+    let in_session = |family| db.user_in_session(user.id, family);
+    assert!(
+        in_session(fam).await.expect("live").is_some(),
+        "a live session"
+    );
+    assert!(
+        in_session(Uuid::now_v7()).await.expect("unknown").is_some(),
+        "a family without rows (purged) is not revoked"
+    );
     assert_eq!(db.revoke_token_family(fam, 5_000).await.expect("revoke"), 2);
+    assert_eq!(
+        in_session(fam).await.expect("revoked"),
+        None,
+        "a revoked session's access tokens are refused"
+    );
+    assert!(in_session(other).await.expect("other").is_some());
+    assert_eq!(
+        db.user_in_session(UserId::new(), other)
+            .await
+            .expect("no user"),
+        None
+    );
     assert_eq!(
         db.revoke_token_family(fam, 5_001)
             .await

@@ -65,6 +65,16 @@ impl UserRepo for MemoryDb {
         self.with(|s| s.users.iter().find(|u| u.id == id).cloned())
     }
 
+    async fn user_in_session(&self, id: UserId, family_id: Uuid) -> RepoResult<Option<User>> {
+        self.with(|s| {
+            let revoked = s
+                .tokens
+                .iter()
+                .any(|t| t.family_id == family_id && t.revoked_at.is_some());
+            s.users.iter().find(|u| u.id == id && !revoked).cloned()
+        })
+    }
+
     async fn user_by_email(&self, email: &Email) -> RepoResult<Option<User>> {
         self.with(|s| s.users.iter().find(|u| &u.email == email).cloned())
     }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{HASH_DIM, dedup_last, hash_vector};
-use crate::domain::UserId;
+use crate::domain::{UserId, VectorId};
 use crate::error::Error;
 use crate::ports::Clock;
 use crate::ports::Database;
@@ -39,7 +39,7 @@ pub const MAX_PAYLOAD: usize = 24 * 1024;
 /// Largest dimension: pgvector's HNSW index stops at 2,000.
 pub const MAX_DIM: usize = 2000;
 /// Longest item id, in bytes.
-pub const MAX_ID_LEN: usize = 256;
+pub const MAX_ID_LEN: usize = VectorId::MAX_BYTES;
 
 /// One item to store, as the API received it.
 #[derive(Debug, Clone)]
@@ -92,10 +92,14 @@ pub fn vector_error(e: VectorError) -> Error {
             ),
         },
         VectorError::Invalid(why) => Error::validation("vector", why),
-        VectorError::Unavailable(why) => Error::Unavailable {
-            code: "vector_index_unavailable",
-            detail: format!("the vector index is unavailable: {why}"),
-        },
+        VectorError::Unavailable(why) => {
+            // The cause is for the log; the client gets no backend text.
+            tracing::warn!(cause = %why, "vector index unavailable");
+            Error::Unavailable {
+                code: "vector_index_unavailable",
+                detail: "the vector index is unavailable; retry later".into(),
+            }
+        }
         other => Error::internal(other),
     }
 }
@@ -159,12 +163,7 @@ impl VectorService {
         }
         let mut points = Vec::with_capacity(items.len());
         for (i, item) in items.into_iter().enumerate() {
-            if item.id.is_empty() || item.id.len() > MAX_ID_LEN {
-                return Err(Error::validation(
-                    format!("vectors[{i}].id"),
-                    format!("must be 1 to {MAX_ID_LEN} bytes"),
-                ));
-            }
+            VectorId::parse(format!("vectors[{i}].id"), &item.id)?;
             if item.blob.len() > MAX_PAYLOAD {
                 return Err(Error::validation(
                     format!("vectors[{i}].blob"),
@@ -273,6 +272,9 @@ impl VectorService {
         }
         if ids.is_empty() {
             return Ok(0);
+        }
+        for (i, id) in ids.iter().enumerate() {
+            VectorId::parse(format!("ids[{i}]"), id)?;
         }
         // Index first: if it fails the item still exists and is still counted.
         let n = self

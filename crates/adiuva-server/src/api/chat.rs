@@ -38,8 +38,8 @@ pub struct ChatRequestIn {
     /// `direct` (default) or `plan`.
     #[oai(default)]
     pub execution_mode: ExecutionModeIn,
-    /// Your own model API key for this request only; never stored or logged. Without
-    /// it the server's key is used.
+    /// Your own model API key for this request only; never stored or logged. Trimmed;
+    /// up to 512 bytes of visible ASCII (else 422). Absent or blank: the server's key.
     pub api_key: Option<String>,
     /// `home` (default) or `popup`.
     pub source: Option<String>,
@@ -167,7 +167,7 @@ pub fn to_core_request(body: ChatRequestIn) -> Result<ChatRequest, adiuva_core::
             ExecutionModeIn::Direct => ExecutionMode::Direct,
             ExecutionModeIn::Plan => ExecutionMode::Plan,
         },
-        api_key: body.api_key.filter(|k| !k.trim().is_empty()),
+        api_key: adiuva_core::domain::ByokKey::parse_optional(body.api_key.as_deref())?,
         source: body.source,
         scope: body.scope,
     })

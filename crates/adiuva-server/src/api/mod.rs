@@ -9,12 +9,14 @@ pub mod storage;
 pub mod vectors;
 
 use adiuva_core::Adiuva;
+use adiuva_core::auth::Principal;
 use adiuva_core::domain::UserId;
 use poem::Request;
 use poem_openapi::auth::Bearer;
 use poem_openapi::{OpenApiService, SecurityScheme, Tags};
 
 use crate::error::ApiError;
+use crate::middleware::rate_limit::Authenticated;
 
 /// Operation groups in the documentation.
 #[derive(Tags)]
@@ -47,21 +49,97 @@ impl Ok {
 }
 
 /// `Authorization: Bearer <access token>`: a JWT from `/auth/login`, `/auth/register` or
-/// `/auth/refresh`. Verified for signature, algorithm and expiry; carries only the user id.
+/// `/auth/refresh`. Verified for signature, algorithm and expiry, and that its account
+/// still exists and its session has not been revoked; carries only the user id.
 #[derive(SecurityScheme)]
 #[oai(ty = "bearer", bearer_format = "JWT", checker = "check_bearer")]
 pub struct BearerAuth(pub UserId);
 
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<UserId> {
-    let app = req.data::<Adiuva>().ok_or_else(|| {
-        poem::Error::from_string(
-            "Adiuva missing from request data",
-            poem::http::StatusCode::INTERNAL_SERVER_ERROR,
-        )
-    })?;
-    app.auth()
-        .verify_access_token(&bearer.token)
+    authenticate(req, &bearer.token)
+        .await
+        .map(|p| p.id())
         .map_err(|e| ApiError::from(e).into())
+}
+
+/// The one door for every authenticated route, REST and WebSocket:
+/// [`AuthService::authenticate`](adiuva_core::auth::AuthService::authenticate), or the
+/// principal the rate-limit middleware already established for this request's token
+/// (so a request reads the account once).
+pub async fn authenticate(req: &Request, token: &str) -> Result<Principal, adiuva_core::Error> {
+    let token = token.trim();
+    if let Some(done) = req.extensions().get::<Authenticated>()
+        && done.token == token
+    {
+        return Ok(done.principal.clone());
+    }
+    let app = req
+        .data::<Adiuva>()
+        .ok_or_else(|| adiuva_core::Error::internal("Adiuva missing from request data"))?;
+    app.auth().authenticate(token).await
+}
+
+/// The token of an `Authorization: Bearer …` header (scheme case-insensitive).
+pub fn bearer_token(req: &Request) -> Option<&str> {
+    let value = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The routes that take a bearer token: every operation of the OpenAPI document that
+/// declares a security scheme, plus the chat WebSocket (which OpenAPI cannot describe).
+/// Read from the document so a new public route cannot be forgotten here.
+#[derive(Debug, Clone)]
+pub struct AuthenticatedRoutes {
+    /// Path templates split into segments; `{param}` matches any one segment.
+    templates: Vec<Vec<String>>,
+}
+
+impl AuthenticatedRoutes {
+    /// From [`api_service`]'s document.
+    pub fn from_spec() -> Self {
+        let spec: serde_json::Value =
+            serde_json::from_str(&openapi_json()).unwrap_or(serde_json::Value::Null);
+        let mut paths: Vec<String> = spec["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, ops)| {
+                ops.as_object()
+                    .into_iter()
+                    .flatten()
+                    .any(|(_, op)| op["security"].as_array().is_some_and(|s| !s.is_empty()))
+            })
+            .map(|(path, _)| format!("{API_PREFIX}{path}"))
+            .collect();
+        paths.push(format!("{API_PREFIX}/chat/stream"));
+        Self {
+            templates: paths.iter().map(|p| segments(p)).collect(),
+        }
+    }
+
+    /// Whether `path` is one of them.
+    pub fn contains(&self, path: &str) -> bool {
+        let path = segments(path);
+        self.templates.iter().any(|t| {
+            t.len() == path.len()
+                && t.iter()
+                    .zip(&path)
+                    .all(|(t, p)| t == p || (t.starts_with('{') && t.ends_with('}')))
+        })
+    }
+}
+
+fn segments(path: &str) -> Vec<String> {
+    path.trim_end_matches('/')
+        .split('/')
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A resource id from the path. Not a UUID cannot be anyone's: the same 404 as another

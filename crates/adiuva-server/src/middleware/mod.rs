@@ -2,7 +2,7 @@
 
 mod body_limit;
 mod cors;
-mod rate_limit;
+pub(crate) mod rate_limit;
 mod request_id;
 
 pub use body_limit::BodyLimit;

@@ -999,7 +999,7 @@ pub async fn connect(
     let location = format!(
         "pinecone index '{}' at {} ({} dimensions)",
         pinecone.index_name(),
-        pinecone.host(),
+        adiuva_core::secret::redact_url(pinecone.host()),
         pinecone.dimension()
     );
     Ok((std::sync::Arc::new(pinecone), location))

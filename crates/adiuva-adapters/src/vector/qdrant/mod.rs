@@ -144,7 +144,10 @@ impl QdrantIndex {
             .skip_compatibility_check()
             .build()
             .map_err(|e| {
-                AdapterError::Connect(format!("cannot set up a Qdrant client for {url}: {e}"))
+                AdapterError::Connect(format!(
+                    "cannot set up a Qdrant client for {}: {e}",
+                    adiuva_core::secret::redact_url(url)
+                ))
             })?;
         let health = client.health_check().await.map_err(|e| {
             AdapterError::Connect(format!(
@@ -167,7 +170,7 @@ impl QdrantIndex {
                 describe(&e)
             ))
         })?;
-        tracing::info!(url, version = %health.version, prefix = collection_prefix, "connected to Qdrant");
+        tracing::info!(url = %adiuva_core::secret::redact_url(url), version = %health.version, prefix = collection_prefix, "connected to Qdrant");
         Ok(Self {
             client,
             prefix: collection_prefix.to_owned(),
@@ -614,7 +617,8 @@ pub async fn connect(
     Ok((
         std::sync::Arc::new(index),
         format!(
-            "qdrant at {url} (collections {}_<dim>)",
+            "qdrant at {} (collections {}_<dim>)",
+            adiuva_core::secret::redact_url(url),
             settings.qdrant_collection
         ),
     ))

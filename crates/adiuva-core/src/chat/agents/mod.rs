@@ -68,7 +68,7 @@ impl<'a> AgentContext<'a> {
         Self {
             model,
             model_name,
-            api_key: request.api_key.as_deref(),
+            api_key: request.api_key.as_ref().map(|k| k.expose()),
             executor,
             request,
             previous_results: &[],
