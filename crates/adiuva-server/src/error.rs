@@ -57,6 +57,9 @@ impl From<Error> for ApiError {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Internal(_) => {
                 tracing::error!(error = %error_chain(&e), "internal error");
                 return Self::internal();
@@ -68,6 +71,8 @@ impl From<Error> for ApiError {
         };
         if status == StatusCode::SERVICE_UNAVAILABLE {
             tracing::warn!(error = %e, "backend unavailable");
+        } else if status == StatusCode::BAD_GATEWAY || status == StatusCode::GATEWAY_TIMEOUT {
+            tracing::warn!(error = %e, code = e.code(), "upstream failure");
         }
         Self::new(status, e.code(), e.to_string())
     }

@@ -100,7 +100,8 @@ impl Backend {
                 settings.llm_config(),
             )?),
         };
-        let orchestrator = Orchestrator::new(model, settings.model_roles())?;
+        let orchestrator =
+            Orchestrator::new(model, settings.model_roles())?.with_limits(settings.chat_limits());
         let adiuva = Adiuva::builder()
             .chat(Arc::new(orchestrator))
             .database(database.port())
