@@ -15,7 +15,7 @@ use super::agents::{AgentContext, AgentOutcome, AgentRegistry, ToolEffect};
 use super::plans::{PlanCache, Playbooks, PromptTemplateRegistry};
 use super::sanitizer::{Sanitizer, StreamSanitizer};
 use super::types::{ChatRequest, ChatResponse, ExecutionMode, ExecutionPlan, PlanAction};
-use super::window::{ContextWindow, estimate_tokens, items_to_drop, message_tokens};
+use super::window::{ContextWindow, estimate_tokens, items_to_drop, message_tokens, tools_tokens};
 use crate::error::Error;
 use crate::ports::llm::{ChatModel, CompletionRequest, LlmError, Message, Role, ToolDefinition};
 use crate::ports::{Clock, SystemClock};
@@ -123,6 +123,9 @@ pub struct Orchestrator {
     sanitizer: Sanitizer,
     clock: Arc<dyn Clock>,
     limits: ChatLimits,
+    /// The agent whose instructions and tools take the most of the context window: a
+    /// message that fits beside it fits beside any (see `check_message_fits`).
+    largest_agent: Option<String>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -223,6 +226,18 @@ impl Orchestrator {
         tools.push(clarify_tool());
         let names: Vec<String> = registry.list().into_iter().map(|(n, _)| n).collect();
         let sanitizer = Sanitizer::new(prompts, &tools, names);
+        let largest_agent = registry
+            .list()
+            .into_iter()
+            .filter_map(|(name, _)| {
+                let agent = registry.get(&name)?;
+                let definitions: Vec<ToolDefinition> =
+                    agent.tools().iter().map(|t| t.definition()).collect();
+                let cost = estimate_tokens(agent.system_prompt()) + tools_tokens(&definitions);
+                Some((cost, name))
+            })
+            .max()
+            .map(|(_, name)| name);
         Ok(Self {
             model,
             roles,
@@ -233,6 +248,7 @@ impl Orchestrator {
             sanitizer,
             clock: Arc::new(SystemClock),
             limits: ChatLimits::default(),
+            largest_agent,
         })
     }
 
@@ -580,24 +596,22 @@ impl Orchestrator {
         }
     }
 
-    /// Refuses, before any model call, a message that no agent's prompt could hold
-    /// with its instructions and tools (the device's context can always be dropped;
-    /// the message cannot). Judged against every agent, so the limit does not depend
-    /// on where the router would send the message.
+    /// Refuses, before any model call, a message that cannot fit beside the largest
+    /// agent's instructions and tools (the device's context can always be dropped; the
+    /// message cannot). Judged against the largest agent, so the limit does not depend on
+    /// where the router would send the message.
     fn check_message_fits(
         &self,
         req: &ChatRequest,
         executor: &dyn ToolExecutor,
     ) -> Result<(), Error> {
-        let mut ctx = AgentContext::new(
-            self.model.as_ref(),
-            &self.roles.agent,
-            executor,
-            req,
-            self.clock.now_ms(),
-        );
-        ctx.max_tokens = Some(self.limits.agent_max_tokens);
-        ctx.window = Some(self.limits.window);
+        let Some(agent) = self
+            .largest_agent
+            .as_deref()
+            .and_then(|name| self.registry.get(name))
+        else {
+            return Ok(());
+        };
         // Only the parts that cannot be dropped matter here.
         let bare = ChatRequest {
             message: req.message.clone(),
@@ -608,15 +622,18 @@ impl Orchestrator {
             scope: req.scope.clone(),
             ..Default::default()
         };
-        ctx.request = &bare;
-        for (name, _) in self.registry.list() {
-            let Some(agent) = self.registry.get(&name) else {
-                continue;
-            };
-            let tools: Vec<ToolDefinition> = agent.tools().iter().map(|t| t.definition()).collect();
-            super::agents::compose_messages(agent.system_prompt(), &req.message, &tools, &ctx)
-                .map_err(llm_error)?;
-        }
+        let mut ctx = AgentContext::new(
+            self.model.as_ref(),
+            &self.roles.agent,
+            executor,
+            &bare,
+            self.clock.now_ms(),
+        );
+        ctx.max_tokens = Some(self.limits.agent_max_tokens);
+        ctx.window = Some(self.limits.window);
+        let tools: Vec<ToolDefinition> = agent.tools().iter().map(|t| t.definition()).collect();
+        super::agents::compose_messages(agent.system_prompt(), &req.message, &tools, &ctx)
+            .map_err(llm_error)?;
         Ok(())
     }
 
