@@ -3,6 +3,7 @@
 mod auth;
 mod backups;
 mod chat;
+mod chat_limits;
 mod errors;
 mod helpers;
 mod input_edges;

@@ -56,6 +56,7 @@ fn request(text: &str) -> CompletionRequest {
         messages: vec![msg(Role::System, "be brief"), msg(Role::User, text)],
         tools: Vec::new(),
         temperature: Some(0.2),
+        max_tokens: None,
         api_key: None,
     }
 }
@@ -262,7 +263,7 @@ async fn streams_concatenate_to_the_same_reply_as_complete() {
 #[tokio::test]
 async fn a_stream_is_retried_before_it_starts() {
     let (fake, model) = setup().await;
-    fake.push(Reply::error(500, "boom"));
+    fake.push(Reply::error(503, "overloaded"));
     fake.push(Reply::text("after a retry"));
     let streamed = collect(&model, request("go")).await;
     assert_eq!(streamed.content, "after a retry");
@@ -349,9 +350,9 @@ async fn retry_after_is_honoured_within_the_cap() {
 }
 
 #[tokio::test]
-async fn two_500s_then_success() {
+async fn two_transient_errors_then_success() {
     let (fake, model) = setup().await;
-    fake.push(Reply::error(500, "oops"));
+    fake.push(Reply::error(502, "bad gateway"));
     fake.push(Reply::error(503, "overloaded"));
     fake.push(Reply::text("third time lucky"));
     let reply = model.complete(request("hi")).await.expect("complete");
@@ -409,12 +410,12 @@ async fn a_refused_key_is_not_retried() {
 }
 
 #[tokio::test]
-async fn a_400_is_a_protocol_error_with_the_providers_message() {
+async fn a_400_is_rejected_at_once_with_the_providers_message() {
     let (fake, model) = setup().await;
     fake.push(Reply::error(400, "Invalid value for 'temperature'"));
     match model.complete(request("hi")).await {
-        Err(LlmError::Protocol(m)) => assert!(m.contains("Invalid value for 'temperature'"), "{m}"),
-        other => panic!("expected Protocol, got {other:?}"),
+        Err(LlmError::Rejected(m)) => assert!(m.contains("Invalid value for 'temperature'"), "{m}"),
+        other => panic!("expected Rejected, got {other:?}"),
     }
     fake.push(Reply::Status(200, "this is not json".into()));
     let err = model.complete(request("hi")).await.expect_err("protocol");
@@ -585,8 +586,6 @@ async fn keys_never_appear_in_errors_or_debug_output() {
         let echo = format!("bad request for key {}", key.unwrap_or(SERVER_KEY));
         fake.push(Reply::error(400, &echo));
         fake.push(Reply::error(401, &echo));
-        fake.push(Reply::Status(500, echo.clone()));
-        fake.push(Reply::Status(500, echo.clone()));
         fake.push(Reply::Status(500, echo));
         let mut req = request("hi");
         req.api_key = key.map(str::to_owned);
@@ -607,7 +606,7 @@ async fn keys_never_appear_in_errors_or_debug_output() {
             .expect_err("no key"),
     );
 
-    assert!(errors.iter().any(|e| matches!(e, LlmError::Protocol(_))));
+    assert!(errors.iter().any(|e| matches!(e, LlmError::Rejected(_))));
     assert!(errors.iter().any(|e| matches!(e, LlmError::Unavailable(_))));
     for e in &errors {
         assert_clean("error Display", e.to_string());
@@ -617,9 +616,73 @@ async fn keys_never_appear_in_errors_or_debug_output() {
     let masked = errors
         .iter()
         .find_map(|e| match e {
-            LlmError::Protocol(m) => Some(m.clone()),
+            LlmError::Rejected(m) => Some(m.clone()),
             _ => None,
         })
         .unwrap_or_default();
     assert!(masked.contains("bad request for key ***"), "{masked}");
+}
+
+/// A prompt too long for the model's context is refused at once, in llama.cpp's dialect
+/// (HTTP 500!) and OpenAI's (HTTP 400), streamed or not: one request each, no retry.
+#[tokio::test]
+async fn a_context_overflow_is_answered_at_once_without_retries() {
+    for (name, reply) in [
+        ("llama.cpp", Reply::llama_cpp_context_exceeded(5000, 4096)),
+        ("OpenAI", Reply::openai_context_length_exceeded(4096, 5000)),
+    ] {
+        let (fake, model) = setup().await;
+        fake.set_handler(move |_| Some(reply.clone()));
+        let err = model.complete(request("hi")).await.expect_err("too long");
+        assert!(
+            matches!(err, LlmError::ContextLengthExceeded(_)),
+            "{name}: {err:?}"
+        );
+        assert_eq!(fake.request_count(), 1, "{name}: complete was retried");
+        let err = model.stream(request("hi")).await.err();
+        assert!(
+            matches!(err, Some(LlmError::ContextLengthExceeded(_))),
+            "{name}: {err:?}"
+        );
+        assert_eq!(fake.request_count(), 2, "{name}: stream was retried");
+    }
+}
+
+/// A plain 500 is the provider failing on this request: answered at once, not retried.
+#[tokio::test]
+async fn a_500_is_not_retried() {
+    let (fake, model) = setup().await;
+    fake.set_handler(|_| Some(Reply::error(500, "oops")));
+    let err = model.complete(request("hi")).await.expect_err("fails");
+    assert!(matches!(err, LlmError::Unavailable(_)), "{err:?}");
+    assert_eq!(fake.request_count(), 1);
+}
+
+/// An unknown model (404) is rejected at once.
+#[tokio::test]
+async fn an_unknown_model_is_rejected_at_once() {
+    let (fake, model) = setup().await;
+    fake.set_handler(|_| Some(Reply::error(404, "The model `nope` does not exist")));
+    let err = model.complete(request("hi")).await.expect_err("fails");
+    assert!(
+        matches!(&err, LlmError::Rejected(m) if m.contains("does not exist")),
+        "{err:?}"
+    );
+    assert_eq!(fake.request_count(), 1);
+}
+
+/// `max_tokens` reaches a local OpenAI-compatible server as `max_tokens`.
+#[tokio::test]
+async fn max_tokens_reaches_the_wire() {
+    let (fake, model) = setup().await;
+    fake.push(Reply::text("ok"));
+    fake.push(Reply::text("ok"));
+    let mut req = request("hi");
+    req.max_tokens = Some(42);
+    model.complete(req.clone()).await.expect("complete");
+    collect(&model, req).await;
+    for r in fake.requests() {
+        assert_eq!(r.body["max_tokens"], 42, "{}", r.body);
+        assert!(r.body.get("max_completion_tokens").is_none());
+    }
 }

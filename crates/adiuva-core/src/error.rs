@@ -59,6 +59,35 @@ pub enum Error {
         /// A sentence for people.
         detail: String,
     },
+    /// The request is too large to be processed (HTTP 413), e.g. a chat message that
+    /// does not fit the model's context window.
+    #[error("{detail}")]
+    TooLarge {
+        /// A snake_case code, e.g. `message_too_long`.
+        code: &'static str,
+        /// A sentence for people.
+        detail: String,
+    },
+    /// A provider we call refused the request in a way retrying cannot change (HTTP 502),
+    /// e.g. the model rejected the prompt as too long or the model name as unknown.
+    #[error("{detail}")]
+    BadGateway {
+        /// A snake_case code, e.g. `llm_rejected`.
+        code: &'static str,
+        /// A sentence for people.
+        detail: String,
+    },
+    /// The work ran past its deadline and was stopped (HTTP 504).
+    #[error("{detail}")]
+    Timeout {
+        /// A snake_case code, e.g. `chat_timeout`.
+        code: &'static str,
+        /// A sentence for people.
+        detail: String,
+        /// What was produced before the deadline (for a chat: the reply text so far,
+        /// already sanitized; may be empty).
+        partial: String,
+    },
     /// A bug or an unexpected backend failure (HTTP 500). Logged whole, shown opaque.
     #[error("internal error: {0}")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -89,6 +118,9 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::RateLimited { .. } => "rate_limited",
             Error::Unavailable { code, .. } => code,
+            Error::TooLarge { code, .. } => code,
+            Error::BadGateway { code, .. } => code,
+            Error::Timeout { code, .. } => code,
             Error::Internal(_) => "internal_error",
         }
     }

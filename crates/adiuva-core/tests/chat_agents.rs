@@ -1372,3 +1372,114 @@ async fn rest_executor_through_an_agent_turn() {
         )]
     );
 }
+
+// ---- fitting to the context window --------------------------------------------------------
+
+fn definitions(tools: &[ToolSpec]) -> Vec<adiuva_core::ports::llm::ToolDefinition> {
+    tools.iter().map(ToolSpec::definition).collect()
+}
+
+/// History goes oldest first, then tasks from the end; the system prompt and the message
+/// stay; what is left fits the budget.
+#[test]
+fn compose_drops_the_oldest_history_then_the_last_context_items() {
+    use adiuva_core::chat::agents::compose_messages;
+    use adiuva_core::chat::window::{ContextWindow, messages_tokens};
+    let model = ScriptedModel::new();
+    let exec = Recorder::default();
+    let history: Vec<Value> = (0..6)
+        .map(|i| json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": format!("turn {i} {}", "x".repeat(600))}))
+        .collect();
+    let tasks: Vec<Value> = (0..10)
+        .map(|i| json!({"title": format!("task {i} {}", "y".repeat(300))}))
+        .collect();
+    let req = ChatRequest {
+        message: "the message".into(),
+        context: ChatContext {
+            conversation_history: history,
+            recent_tasks: tasks,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let agent = BuiltinAgent::task_agent();
+    let tools = definitions(agent.tools());
+    let unbounded = compose_messages(
+        agent.system_prompt(),
+        "the message",
+        &tools,
+        &ctx(&model, &exec, &req),
+    )
+    .expect("no window");
+    assert_eq!(unbounded.len(), 8, "system, six turns, the message");
+
+    // Room for everything but about the history plus a few tasks.
+    let mut c = ctx(&model, &exec, &req);
+    c.max_tokens = Some(100);
+    let full = messages_tokens(&unbounded);
+    let window = ContextWindow {
+        tokens: full + 100 + adiuva_core::chat::window::tools_tokens(&tools) - 1_800,
+    };
+    c.window = Some(window);
+    let fitted = compose_messages(agent.system_prompt(), "the message", &tools, &c).expect("fits");
+    assert!(messages_tokens(&fitted) <= window.prompt_budget(Some(100), &tools));
+    assert!(fitted[0].content.starts_with(agent.system_prompt()));
+    assert_eq!(
+        fitted.last().map(|m| m.content.as_str()),
+        Some("the message")
+    );
+    assert_eq!(fitted.len(), 2, "all six history turns went first");
+    assert!(
+        fitted[0].content.contains("task 0 "),
+        "the first tasks stay"
+    );
+    assert!(!fitted[0].content.contains("task 9 "), "the last task went");
+
+    // A window too small for the prompt and the message: refused.
+    c.window = Some(ContextWindow { tokens: 300 });
+    assert!(matches!(
+        compose_messages(agent.system_prompt(), "the message", &tools, &c),
+        Err(adiuva_core::ports::llm::LlmError::PromptTooLong { .. })
+    ));
+}
+
+/// A tool result larger than the room left is cut so the next call still fits, and
+/// every call carries the agent's `max_tokens`.
+#[tokio::test]
+async fn a_tool_result_is_cut_to_the_room_left_in_the_window() {
+    use adiuva_core::chat::window::{ContextWindow, messages_tokens};
+    struct Huge;
+    #[async_trait]
+    impl ToolExecutor for Huge {
+        async fn execute(&self, _: &str, _: &str, _: &Value) -> Result<Value, String> {
+            Ok(json!({"tasks": "z".repeat(100_000)}))
+        }
+    }
+    let model = ScriptedModel::new();
+    model.push(calls(&[("list_tasks", "{}")]));
+    model.push(text("summarised"));
+    let req = ChatRequest::default();
+    let mut c = ctx(&model, &Huge, &req);
+    let window = ContextWindow { tokens: 6_000 };
+    c.window = Some(window);
+    c.max_tokens = Some(500);
+    let tools = task_tools();
+    let out = run_tool_loop(&c, start("list"), &tools, 5)
+        .await
+        .expect("ok");
+    assert_eq!(out.text, "summarised");
+    let requests = model.requests();
+    assert_eq!(requests.len(), 2);
+    let second = &requests[1];
+    assert!(
+        messages_tokens(&second.messages) <= window.prompt_budget(Some(500), &definitions(&tools)),
+        "the second call fits"
+    );
+    let tool = second
+        .messages
+        .iter()
+        .find(|m| m.role == Role::Tool)
+        .expect("tool result");
+    assert!(tool.content.ends_with("context window]"), "cut and marked");
+    assert!(requests.iter().all(|r| r.max_tokens == Some(500)));
+}

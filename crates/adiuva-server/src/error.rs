@@ -72,6 +72,9 @@ impl From<Error> for ApiError {
                 retry_after_secs,
             } => return Self::rate_limited(detail.clone(), *retry_after_secs),
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Internal(_) => {
                 tracing::error!(error = %error_chain(&e), "internal error");
                 return Self::internal();
@@ -83,6 +86,8 @@ impl From<Error> for ApiError {
         };
         if status == StatusCode::SERVICE_UNAVAILABLE {
             tracing::warn!(error = %e, "backend unavailable");
+        } else if status == StatusCode::BAD_GATEWAY || status == StatusCode::GATEWAY_TIMEOUT {
+            tracing::warn!(error = %e, code = e.code(), "upstream failure");
         }
         Self::new(status, e.code(), e.to_string())
     }

@@ -110,6 +110,14 @@ pub struct Settings {
     pub chat_tool_timeout_secs: u64,
     /// Seconds between the WebSocket's pings.
     pub chat_ping_interval_secs: u64,
+    /// Seconds a whole chat turn may take (REST and WebSocket).
+    pub chat_turn_timeout_secs: u64,
+    /// The chat models' context window, in tokens; prompts are fitted to it.
+    pub model_context_tokens: usize,
+    /// Most tokens of each agent reply.
+    pub agent_max_tokens: u32,
+    /// Most tokens of a pipeline's synthesis.
+    pub synthesis_max_tokens: u32,
     /// Redis for shared rate limits and the device bus.
     pub redis_url: Option<RedactedUrl>,
     /// Stripe API key.
@@ -328,6 +336,30 @@ pub const KEYS: &[KeyDoc] = &[
         doc: "Interval of the chat WebSocket's pings (keeps proxies from closing idle sockets).",
     },
     KeyDoc {
+        key: "chat_turn_timeout_secs",
+        env: &["ADIUVA_CHAT_TURN_TIMEOUT_SECS"],
+        default: "120",
+        doc: "Deadline of a whole chat turn (routing, agents, tool round trips, synthesis). Past it the model calls are dropped and the client gets the text so far and chat_timeout (REST: 504 with partial_response; WebSocket: an error frame after the text_chunks).",
+    },
+    KeyDoc {
+        key: "model_context_tokens",
+        env: &["ADIUVA_MODEL_CONTEXT_TOKENS"],
+        default: "8192",
+        doc: "Context window of the chat models, in tokens (llama.cpp: its -c per slot). Prompts are fitted to it, dropping the oldest history and context first; a message that cannot fit is 413 message_too_long. Must be at least twice agent_max_tokens and synthesis_max_tokens.",
+    },
+    KeyDoc {
+        key: "agent_max_tokens",
+        env: &["ADIUVA_AGENT_MAX_TOKENS"],
+        default: "1024",
+        doc: "Most tokens of each agent reply (sent as max_tokens; each tool round is one reply). The router is always limited to a few tokens.",
+    },
+    KeyDoc {
+        key: "synthesis_max_tokens",
+        env: &["ADIUVA_SYNTHESIS_MAX_TOKENS"],
+        default: "1024",
+        doc: "Most tokens of the reply that merges a multi-agent pipeline's results.",
+    },
+    KeyDoc {
         key: "redis_url",
         env: &["ADIUVA_REDIS_URL", "REDIS_URL"],
         default: "",
@@ -501,6 +533,10 @@ impl Settings {
             synthesis_model: "gpt-4o-mini".into(),
             chat_tool_timeout_secs: 30,
             chat_ping_interval_secs: 30,
+            chat_turn_timeout_secs: 120,
+            model_context_tokens: adiuva_core::chat::window::DEFAULT_CONTEXT_TOKENS,
+            agent_max_tokens: 1024,
+            synthesis_max_tokens: 1024,
             redis_url: None,
             stripe_secret_key: None,
             stripe_webhook_secret: None,
@@ -611,6 +647,36 @@ impl Settings {
             "synthesis_model" => self.synthesis_model = v.trim().to_owned(),
             "chat_tool_timeout_secs" => self.chat_tool_timeout_secs = number(key, v)?,
             "chat_ping_interval_secs" => self.chat_ping_interval_secs = number(key, v)?,
+            "chat_turn_timeout_secs" => {
+                self.chat_turn_timeout_secs = number(key, v)?;
+                if self.chat_turn_timeout_secs == 0 {
+                    return Err(ConfigError(
+                        "chat_turn_timeout_secs must be at least 1".into(),
+                    ));
+                }
+            }
+            "model_context_tokens" => {
+                self.model_context_tokens = number(key, v)?;
+                if self.model_context_tokens < 512 {
+                    return Err(ConfigError(
+                        "model_context_tokens must be at least 512 (the assistant's instructions alone need several hundred)".into(),
+                    ));
+                }
+            }
+            "agent_max_tokens" => {
+                self.agent_max_tokens = number(key, v)?;
+                if self.agent_max_tokens == 0 {
+                    return Err(ConfigError("agent_max_tokens must be at least 1".into()));
+                }
+            }
+            "synthesis_max_tokens" => {
+                self.synthesis_max_tokens = number(key, v)?;
+                if self.synthesis_max_tokens == 0 {
+                    return Err(ConfigError(
+                        "synthesis_max_tokens must be at least 1".into(),
+                    ));
+                }
+            }
             "redis_url" => self.redis_url = opt(v).map(RedactedUrl),
             "stripe_secret_key" => self.stripe_secret_key = secret(v),
             "stripe_webhook_secret" => self.stripe_webhook_secret = secret(v),
@@ -663,7 +729,22 @@ impl Settings {
         if let Some(bind) = overrides.bind {
             s.bind = bind;
         }
+        s.check_chat_limits()?;
         Ok(s)
+    }
+
+    /// The reply limits must leave room for a prompt in the context window, or every
+    /// chat would be refused as `message_too_long`.
+    fn check_chat_limits(&self) -> Result<(), ConfigError> {
+        let largest = self.agent_max_tokens.max(self.synthesis_max_tokens) as usize;
+        if largest.saturating_mul(2) > self.model_context_tokens {
+            return Err(ConfigError(format!(
+                "model_context_tokens ({}) must be at least twice agent_max_tokens and \
+                 synthesis_max_tokens (largest {largest}), or no prompt would fit beside the reply",
+                self.model_context_tokens
+            )));
+        }
+        Ok(())
     }
 
     fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
@@ -744,6 +825,18 @@ impl Settings {
             router: self.router_model.clone(),
             agent: self.agent_model.clone(),
             synthesis: self.synthesis_model.clone(),
+        }
+    }
+
+    /// The bounds of a chat turn's model work.
+    pub fn chat_limits(&self) -> adiuva_core::chat::orchestrator::ChatLimits {
+        adiuva_core::chat::orchestrator::ChatLimits {
+            agent_max_tokens: self.agent_max_tokens,
+            synthesis_max_tokens: self.synthesis_max_tokens,
+            window: adiuva_core::chat::window::ContextWindow {
+                tokens: self.model_context_tokens,
+            },
+            turn_timeout: std::time::Duration::from_secs(self.chat_turn_timeout_secs.max(1)),
         }
     }
 

@@ -101,7 +101,8 @@ impl Backend {
                 settings.llm_config(),
             )?),
         };
-        let orchestrator = Orchestrator::new(model, settings.model_roles())?;
+        let orchestrator =
+            Orchestrator::new(model, settings.model_roles())?.with_limits(settings.chat_limits());
         let (rate_limiter, rate_limiter_location): (Arc<dyn RateLimiter>, String) =
             match &settings.redis_url {
                 Some(url) => (

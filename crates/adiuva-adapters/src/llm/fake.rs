@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt as _;
 use poem::http::{Method, StatusCode};
 use poem::{Body, Request, Response};
 use serde_json::{Value, json};
@@ -53,7 +54,14 @@ pub enum Reply {
     Delay(Duration, Box<Reply>),
     /// The reply with one more response header (e.g. `Retry-After`).
     Header(String, String, Box<Reply>),
+    /// A model that never stops: streamed, this text again and again, a chunk every
+    /// [`ENDLESS_PAUSE`], never a `finish_reason`; not streamed, no answer at all (the
+    /// connection stays open). For deadlines.
+    Endless(String),
 }
+
+/// Pause between the chunks of a [`Reply::Endless`] stream.
+pub const ENDLESS_PAUSE: Duration = Duration::from_millis(20);
 
 impl Reply {
     /// [`Reply::Text`].
@@ -83,6 +91,46 @@ impl Reply {
             status,
             json!({"error": {"message": message, "type": kind, "param": null, "code": null}})
                 .to_string(),
+        )
+    }
+
+    /// [`Reply::Endless`].
+    pub fn endless(piece: &str) -> Self {
+        Reply::Endless(piece.into())
+    }
+
+    /// llama.cpp's `llama-server` refusing a prompt longer than its context: HTTP 500
+    /// with `type: "exceed_context_size_error"`.
+    pub fn llama_cpp_context_exceeded(n_prompt_tokens: usize, n_ctx: usize) -> Self {
+        Reply::Status(
+            500,
+            json!({"error": {
+                "code": 500,
+                "message": "the request exceeds the available context size, try increasing it",
+                "type": "exceed_context_size_error",
+                "n_prompt_tokens": n_prompt_tokens,
+                "n_ctx": n_ctx,
+            }})
+            .to_string(),
+        )
+    }
+
+    /// OpenAI refusing a prompt longer than the model's context: HTTP 400 with
+    /// `code: "context_length_exceeded"`.
+    pub fn openai_context_length_exceeded(limit: usize, requested: usize) -> Self {
+        Reply::Status(
+            400,
+            json!({"error": {
+                "message": format!(
+                    "This model's maximum context length is {limit} tokens. However, your \
+                     messages resulted in {requested} tokens. Please reduce the length of the \
+                     messages."
+                ),
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }})
+            .to_string(),
         )
     }
 
@@ -340,6 +388,10 @@ impl Shared {
         }
         let model = body["model"].as_str().unwrap_or_default().to_owned();
         let (content, calls) = match reply {
+            Some(Reply::Endless(piece)) => {
+                let id = format!("chatcmpl-fake-{n}");
+                return endless(&id, &model, piece, body.get("stream") == Some(&json!(true)));
+            }
             Some(Reply::Text(t)) => (t, Vec::new()),
             Some(Reply::ToolCalls(c)) => (String::new(), c),
             _ => {
@@ -521,6 +573,38 @@ fn check_chat_request(body: &Value) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// [`Reply::Endless`]: a stream that never ends, or (not streamed) a body that never
+/// comes.
+fn endless(id: &str, model: &str, piece: String, streamed: bool) -> Response {
+    if !streamed {
+        let never = futures::stream::pending::<Result<Bytes, std::io::Error>>();
+        return Response::builder()
+            .status(StatusCode::OK)
+            .content_type("application/json")
+            .body(Body::from_bytes_stream(never));
+    }
+    let event = |delta: Value| {
+        let chunk = json!({
+            "id": id, "object": "chat.completion.chunk", "created": 0, "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}],
+        });
+        Bytes::from(format!("data: {chunk}\n\n"))
+    };
+    let first = event(json!({"role": "assistant", "content": ""}));
+    let next = event(json!({"content": piece}));
+    let body = futures::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(
+        futures::stream::unfold(next, |next| async move {
+            tokio::time::sleep(ENDLESS_PAUSE).await;
+            Some((Ok(next.clone()), next))
+        }),
+    );
+    Response::builder()
+        .status(StatusCode::OK)
+        .content_type("text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Body::from_bytes_stream(body))
 }
 
 /// Splits `s` into pieces of about `size` bytes, on character boundaries.

@@ -17,12 +17,24 @@
 //!   without one the call is [`LlmError::NotConfigured`] before any request; any other
 //!   base URL may be keyless, and then no `Authorization` header is sent. Keys never
 //!   appear in errors, logs or `Debug` output.
-//! - **Retries:** 429, 5xx, 408, connection errors and timeouts are retried with
-//!   exponential backoff (a `Retry-After`/`retry-after-ms` header is honoured, capped by
-//!   [`OpenAiConfig::max_retry_delay`]). 401/403 are [`LlmError::Unauthorized`] at
-//!   once; other 4xx are [`LlmError::Protocol`] with the provider's message. A stream is
-//!   retried only until its answer starts; a failure after that ends the stream with an
-//!   error.
+//! - **Output limit:** `max_tokens` goes on the wire as `max_tokens`, the name every
+//!   OpenAI-compatible server reads (llama.cpp, vLLM, Ollama, LM Studio, Cerebras; a
+//!   server that does not know a field ignores it, so the newer name would silently mean
+//!   "no limit" on many of them — llama.cpp only learned it in 2026). OpenAI's own API
+//!   (`api.openai.com`) gets `max_completion_tokens` instead: it deprecated
+//!   `max_tokens`, and its reasoning models refuse it.
+//! - **Retries:** only what can change on retry: 429, 408, 502, 503, 504, connection
+//!   errors and timeouts, with exponential backoff (a `Retry-After`/`retry-after-ms`
+//!   header is honoured, capped by [`OpenAiConfig::max_retry_delay`]). Everything else is
+//!   answered at once ([`classify`]): a prompt too long for the model's context window
+//!   — whatever the status: OpenAI says 400 `context_length_exceeded`, vLLM 400
+//!   "maximum context length", llama.cpp 500 `exceed_context_size_error` — is
+//!   [`LlmError::ContextLengthExceeded`]; 401/403 [`LlmError::Unauthorized`]; other 4xx
+//!   (invalid request, unknown model) [`LlmError::Rejected`] with the provider's
+//!   message; a 500 [`LlmError::Unavailable`] (a server failing on *this* request,
+//!   which local servers use for request errors too: retrying it three times cost 122 s
+//!   against llama.cpp). A stream is retried only until its answer starts; a failure
+//!   after that ends the stream with an error (classified the same way).
 //! - **Timeouts:** a whole non-streamed exchange must finish within
 //!   [`OpenAiConfig::timeout`]; a stream may last longer but fails if the provider is
 //!   silent for that long.
@@ -323,23 +335,33 @@ impl OpenAiCompatible {
                 Ok(resp) => {
                     let status = resp.status();
                     let wait = retry_after(resp.headers());
-                    let message = match resp.bytes().await {
-                        Ok(b) => self.scrub(&error_message(&b), route),
-                        Err(_) => "(the error body could not be read)".into(),
+                    let body = resp.bytes().await.ok();
+                    let message = match &body {
+                        Some(b) => self.scrub(&error_message(b), route),
+                        None => "(the error body could not be read)".into(),
                     };
-                    match status {
-                        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                            return Err(LlmError::Unauthorized);
+                    let body = body.unwrap_or_default();
+                    match classify(status, &body) {
+                        Class::Retry if status == StatusCode::TOO_MANY_REQUESTS => {
+                            Failure::RateLimited { wait, message }
                         }
-                        StatusCode::TOO_MANY_REQUESTS => Failure::RateLimited { wait, message },
-                        s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
-                            Failure::Server {
-                                status,
-                                wait,
-                                message,
-                            }
+                        Class::Retry => Failure::Server {
+                            status,
+                            wait,
+                            message,
+                        },
+                        Class::ContextLength => {
+                            return Err(LlmError::ContextLengthExceeded(format!(
+                                "HTTP {status}: {message}"
+                            )));
                         }
-                        _ => return Err(LlmError::Protocol(format!("HTTP {status}: {message}"))),
+                        Class::Unauthorized => return Err(LlmError::Unauthorized),
+                        Class::Rejected => {
+                            return Err(LlmError::Rejected(format!("HTTP {status}: {message}")));
+                        }
+                        Class::Failed => {
+                            return Err(LlmError::Unavailable(format!("HTTP {status}: {message}")));
+                        }
                     }
                 }
                 Err(e) if e.is_builder() => {
@@ -482,6 +504,75 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     number(RETRY_AFTER).map(|s| Duration::from_secs_f64(s.min(86_400.0)))
 }
 
+/// What to do about a provider's error answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Worth another attempt: rate limiting, a gateway or an overloaded server.
+    Retry,
+    /// The prompt is longer than the model's context window.
+    ContextLength,
+    /// The key was refused.
+    Unauthorized,
+    /// The request itself is wrong (bad parameter, unknown model).
+    Rejected,
+    /// The provider failed on this request; retrying the same request will not help.
+    Failed,
+}
+
+/// Classifies an error answer by its status and body (see the module docs). The body is
+/// looked at first: llama.cpp reports a context overflow as a 500, which must not be
+/// retried like a transient 5xx.
+fn classify(status: StatusCode, body: &[u8]) -> Class {
+    if is_context_length_error(body) {
+        return Class::ContextLength;
+    }
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Class::Unauthorized,
+        StatusCode::TOO_MANY_REQUESTS
+        | StatusCode::REQUEST_TIMEOUT
+        | StatusCode::BAD_GATEWAY
+        | StatusCode::SERVICE_UNAVAILABLE
+        | StatusCode::GATEWAY_TIMEOUT => Class::Retry,
+        s if s.is_client_error() => Class::Rejected,
+        _ => Class::Failed,
+    }
+}
+
+/// Whether an error body says the prompt does not fit the model's context window, in
+/// any of the usual dialects: OpenAI's `code: "context_length_exceeded"`, llama.cpp's
+/// `type: "exceed_context_size_error"` or "Context size has been exceeded", vLLM's and
+/// Ollama's "maximum context length".
+fn is_context_length_error(body: &[u8]) -> bool {
+    const MARKERS: &[&str] = &[
+        "context_length_exceeded",
+        "exceed_context_size",
+        "context size has been exceeded",
+        "exceeds the available context size",
+        "maximum context length",
+        "context length exceeded",
+        "exceeds the context window",
+    ];
+    let mut texts: Vec<String> = Vec::new();
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => {
+            let error = v.get("error").unwrap_or(&v);
+            for field in ["code", "type", "message"] {
+                if let Some(s) = error.get(field).and_then(Value::as_str) {
+                    texts.push(s.to_ascii_lowercase());
+                }
+            }
+            if let Some(s) = error
+                .as_str()
+                .or_else(|| v.get("message").and_then(Value::as_str))
+            {
+                texts.push(s.to_ascii_lowercase());
+            }
+        }
+        Err(_) => texts.push(String::from_utf8_lossy(body).to_ascii_lowercase()),
+    }
+    texts.iter().any(|t| MARKERS.iter().any(|m| t.contains(m)))
+}
+
 /// The message of an error body: OpenAI's `{"error":{"message"}}`, Ollama's
 /// `{"error":"…"}`, vLLM's `{"message"}`, or the text itself; shortened.
 fn error_message(body: &[u8]) -> String {
@@ -525,6 +616,12 @@ struct WireRequest<'a> {
     tools: Vec<WireTool<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
+    /// The output limit, for every OpenAI-compatible server (see the module docs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    /// The output limit, for OpenAI's own API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stream: bool,
 }
@@ -604,12 +701,26 @@ fn wire_tool(t: &ToolDefinition) -> WireTool<'_> {
     }
 }
 
-fn chat_body(req: &CompletionRequest, model: &str, stream: bool) -> Result<Bytes, LlmError> {
+/// Whether `base` is OpenAI's own API, which wants `max_completion_tokens`.
+fn is_openai_api(base: &str) -> bool {
+    reqwest::Url::parse(base)
+        .ok()
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| h.eq_ignore_ascii_case("api.openai.com"))
+        })
+        .unwrap_or(false)
+}
+
+fn chat_body(req: &CompletionRequest, route: &Route<'_>, stream: bool) -> Result<Bytes, LlmError> {
+    let openai = is_openai_api(route.base);
     let wire = WireRequest {
-        model,
+        model: route.model,
         messages: req.messages.iter().map(wire_message).collect(),
         tools: req.tools.iter().map(wire_tool).collect(),
         temperature: req.temperature,
+        max_tokens: req.max_tokens.filter(|_| !openai),
+        max_completion_tokens: req.max_tokens.filter(|_| openai),
         stream,
     };
     serde_json::to_vec(&wire)
@@ -847,12 +958,19 @@ impl ChunkDecoder {
         };
         if let Some(error) = chunk.error {
             self.done = true;
-            let message = message_of(&serde_json::json!({ "error": error }))
-                .unwrap_or_else(|| "(no message)".into());
-            out.push_back(Err(LlmError::Unavailable(format!(
+            let wrapped = serde_json::json!({ "error": error });
+            let message = message_of(&wrapped).unwrap_or_else(|| "(no message)".into());
+            let message = format!(
                 "the provider ended the stream with an error: {}",
                 shorten(message)
-            ))));
+            );
+            out.push_back(Err(
+                if is_context_length_error(wrapped.to_string().as_bytes()) {
+                    LlmError::ContextLengthExceeded(message)
+                } else {
+                    LlmError::Unavailable(message)
+                },
+            ));
             return;
         }
         let Some(choice) = chunk.choices.into_iter().next() else {
@@ -961,7 +1079,7 @@ impl ChatModel for OpenAiCompatible {
     )]
     async fn complete(&self, req: CompletionRequest) -> Result<Completion, LlmError> {
         let route = self.route(&req.model, req.api_key.as_deref())?;
-        let body = chat_body(&req, route.model, false)?;
+        let body = chat_body(&req, &route, false)?;
         match self.post(&route, "chat/completions", body, false).await? {
             Answer::Body(b) => parse_completion(&b),
             Answer::Stream(_) => Err(LlmError::Protocol("unexpected stream".into())),
@@ -978,7 +1096,7 @@ impl ChatModel for OpenAiCompatible {
         req: CompletionRequest,
     ) -> Result<BoxStream<'static, Result<StreamEvent, LlmError>>, LlmError> {
         let route = self.route(&req.model, req.api_key.as_deref())?;
-        let body = chat_body(&req, route.model, true)?;
+        let body = chat_body(&req, &route, true)?;
         let resp = match self.post(&route, "chat/completions", body, true).await? {
             Answer::Stream(resp) => resp,
             Answer::Body(_) => return Err(LlmError::Protocol("unexpected body".into())),
@@ -1241,6 +1359,72 @@ mod tests {
         assert_eq!(error_message(b" plain text "), "plain text");
         assert_eq!(error_message(b""), "(no message)");
         assert!(error_message("x".repeat(1000).as_bytes()).chars().count() <= MAX_MESSAGE + 1);
+    }
+
+    #[test]
+    fn provider_errors_are_classified_by_body_then_status() {
+        let llama_cpp = br#"{"error":{"code":500,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error","n_prompt_tokens":5000,"n_ctx":4096}}"#;
+        let llama_cpp_old = br#"{"error":{"code":500,"message":"Context size has been exceeded.","type":"server_error"}}"#;
+        let openai = br#"{"error":{"message":"This model's maximum context length is 128000 tokens. However, your messages resulted in 130000 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#;
+        let vllm = br#"{"object":"error","message":"This model's maximum context length is 4096 tokens. However, you requested 5000 tokens.","type":"BadRequestError","code":400}"#;
+        let s = |n| StatusCode::from_u16(n).expect("status");
+        assert_eq!(classify(s(500), llama_cpp), Class::ContextLength);
+        assert_eq!(classify(s(500), llama_cpp_old), Class::ContextLength);
+        assert_eq!(classify(s(400), openai), Class::ContextLength);
+        assert_eq!(classify(s(400), vllm), Class::ContextLength);
+        let plain = br#"{"error":{"message":"boom","type":"server_error"}}"#;
+        for retry in [408, 429, 502, 503, 504] {
+            assert_eq!(classify(s(retry), plain), Class::Retry, "{retry}");
+        }
+        assert_eq!(classify(s(500), plain), Class::Failed);
+        assert_eq!(classify(s(400), plain), Class::Rejected);
+        assert_eq!(classify(s(404), b"model not found"), Class::Rejected);
+        assert_eq!(classify(s(401), plain), Class::Unauthorized);
+        assert_eq!(classify(s(403), plain), Class::Unauthorized);
+    }
+
+    #[test]
+    fn the_output_limit_goes_out_under_the_name_the_server_reads() {
+        let mut req = CompletionRequest {
+            model: "m".into(),
+            messages: Vec::new(),
+            tools: Vec::new(),
+            temperature: None,
+            max_tokens: Some(77),
+            api_key: None,
+        };
+        let body = |base: &str, req: &CompletionRequest| -> Value {
+            let route = Route {
+                base,
+                model: "m",
+                key: None,
+                byok: false,
+            };
+            serde_json::from_slice(&chat_body(req, &route, false).expect("body")).expect("json")
+        };
+        let local = body("http://127.0.0.1:8080/v1", &req);
+        assert_eq!(local["max_tokens"], 77);
+        assert!(local.get("max_completion_tokens").is_none());
+        let openai = body(OPENAI_BASE_URL, &req);
+        assert_eq!(openai["max_completion_tokens"], 77);
+        assert!(openai.get("max_tokens").is_none());
+        req.max_tokens = None;
+        let unbounded = body("http://127.0.0.1:8080/v1", &req);
+        assert!(unbounded.get("max_tokens").is_none());
+    }
+
+    #[test]
+    fn a_context_overflow_inside_a_stream_is_not_unavailable() {
+        let mut decoder = ChunkDecoder::default();
+        let mut events = VecDeque::new();
+        decoder.payload(
+            r#"{"error":{"code":500,"message":"Context size has been exceeded.","type":"exceed_context_size_error"}}"#,
+            &mut events,
+        );
+        assert!(matches!(
+            events.pop_front(),
+            Some(Err(LlmError::ContextLengthExceeded(_)))
+        ));
     }
 
     #[test]

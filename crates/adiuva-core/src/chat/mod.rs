@@ -15,6 +15,7 @@ pub mod plans;
 pub mod sanitizer;
 pub mod tool_loop;
 pub mod types;
+pub mod window;
 
 pub use executor::ToolExecutor;
 pub use types::{

@@ -5,6 +5,7 @@
 //! device; REST passes a [`RestExecutor`] that turns writes into actions.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedSender;
@@ -14,6 +15,7 @@ use super::agents::{AgentContext, AgentOutcome, AgentRegistry, ToolEffect};
 use super::plans::{PlanCache, Playbooks, PromptTemplateRegistry};
 use super::sanitizer::{Sanitizer, StreamSanitizer};
 use super::types::{ChatRequest, ChatResponse, ExecutionMode, ExecutionPlan, PlanAction};
+use super::window::{ContextWindow, estimate_tokens, items_to_drop, message_tokens, tools_tokens};
 use crate::error::Error;
 use crate::ports::llm::{ChatModel, CompletionRequest, LlmError, Message, Role, ToolDefinition};
 use crate::ports::{Clock, SystemClock};
@@ -38,6 +40,46 @@ impl Default for ModelRoles {
             router: "gpt-4o-mini".into(),
             agent: "gpt-4o-mini".into(),
             synthesis: "gpt-4o-mini".into(),
+        }
+    }
+}
+
+/// The router's reply limit when it must answer with agent names. It answers one name,
+/// or a few separated by commas: all four built-ins in one pipeline are about 14 tokens
+/// (`task_agent` is 2–3 tokens in common tokenizers); 24 leaves room for a plugin's
+/// longer name and a leading space or newline, and cuts a model that starts explaining
+/// instead of answering within a second. (Unbounded, a small local model was seen
+/// generating for a minute here.)
+pub const ROUTER_MAX_TOKENS: u32 = 24;
+/// The router's reply limit when it may instead ask a clarifying question (v2): the
+/// question is a tool call's JSON arguments, `{"question": "…"}`, about 20 tokens of
+/// JSON around one sentence; cut short, the JSON would not parse and the user would get
+/// a generic question instead of the model's.
+pub const ROUTER_CLARIFY_MAX_TOKENS: u32 = 96;
+
+/// The bounds of the model work one chat turn may cause (all configurable except the
+/// router's, see [`ROUTER_MAX_TOKENS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatLimits {
+    /// Most tokens of each agent reply (each tool round is one reply).
+    pub agent_max_tokens: u32,
+    /// Most tokens of a pipeline's synthesis.
+    pub synthesis_max_tokens: u32,
+    /// The model's context window: every prompt is fitted to it
+    /// ([`crate::chat::window`]).
+    pub window: ContextWindow,
+    /// The whole turn (routing, agents, tool round trips, synthesis) ends by then; past
+    /// it the client gets what was produced and `chat_timeout`.
+    pub turn_timeout: Duration,
+}
+
+impl Default for ChatLimits {
+    fn default() -> Self {
+        Self {
+            agent_max_tokens: 1024,
+            synthesis_max_tokens: 1024,
+            window: ContextWindow::default(),
+            turn_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -80,12 +122,17 @@ pub struct Orchestrator {
     plans: PlanCache,
     sanitizer: Sanitizer,
     clock: Arc<dyn Clock>,
+    limits: ChatLimits,
+    /// The agent whose instructions and tools take the most of the context window: a
+    /// message that fits beside it fits beside any (see `check_message_fits`).
+    largest_agent: Option<String>,
 }
 
 impl std::fmt::Debug for Orchestrator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Orchestrator")
             .field("roles", &self.roles)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -104,9 +151,36 @@ fn clarify_tool() -> ToolDefinition {
     }
 }
 
-/// Maps model failures to the domain: nothing configured is 503 `llm_unavailable`.
+/// Maps model failures to the domain: nothing configured is 503 `llm_unavailable`; a
+/// prompt that cannot fit is 413 `message_too_long` (the client can shorten it); a
+/// provider's refusal that retrying cannot change is 502 (`context_length_exceeded`,
+/// `llm_rejected`): not the client's fault, and not worth a retry either, so not 503.
 pub fn llm_error(e: LlmError) -> Error {
     match e {
+        LlmError::PromptTooLong { needed, available } => Error::TooLarge {
+            code: "message_too_long",
+            detail: format!(
+                "the message is too long for the model: with the assistant's instructions it \
+                 needs about {needed} tokens, and the model's context window leaves {available}; \
+                 send a shorter message"
+            ),
+        },
+        LlmError::ContextLengthExceeded(why) => {
+            tracing::warn!(
+                "the model provider refused a fitted prompt as too long; \
+                 model_context_tokens is probably larger than the model's context window"
+            );
+            Error::BadGateway {
+                code: "context_length_exceeded",
+                detail: format!(
+                    "the model refused the prompt as longer than its context window ({why})"
+                ),
+            }
+        }
+        LlmError::Rejected(why) => Error::BadGateway {
+            code: "llm_rejected",
+            detail: format!("the model provider rejected the request: {why}"),
+        },
         LlmError::NotConfigured(why) => Error::Unavailable {
             code: "llm_unavailable",
             detail: format!("no language model is available: {why}"),
@@ -152,6 +226,18 @@ impl Orchestrator {
         tools.push(clarify_tool());
         let names: Vec<String> = registry.list().into_iter().map(|(n, _)| n).collect();
         let sanitizer = Sanitizer::new(prompts, &tools, names);
+        let largest_agent = registry
+            .list()
+            .into_iter()
+            .filter_map(|(name, _)| {
+                let agent = registry.get(&name)?;
+                let definitions: Vec<ToolDefinition> =
+                    agent.tools().iter().map(|t| t.definition()).collect();
+                let cost = estimate_tokens(agent.system_prompt()) + tools_tokens(&definitions);
+                Some((cost, name))
+            })
+            .max()
+            .map(|(_, name)| name);
         Ok(Self {
             model,
             roles,
@@ -161,7 +247,20 @@ impl Orchestrator {
             plans: PlanCache::new(),
             sanitizer,
             clock: Arc::new(SystemClock),
+            limits: ChatLimits::default(),
+            largest_agent,
         })
+    }
+
+    /// Uses `limits` for reply lengths, the context window and the turn deadline.
+    pub fn with_limits(mut self, limits: ChatLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits in effect.
+    pub fn limits(&self) -> &ChatLimits {
+        &self.limits
     }
 
     /// Uses `clock` for "now" (dates the model resolves, REST reads of due tasks).
@@ -230,30 +329,39 @@ impl Orchestrator {
             system.push(' ');
             system.push_str(ROUTER_CLARIFY);
         }
-        let mut messages = vec![Message {
-            role: Role::System,
-            content: system,
-            tool_calls: Vec::new(),
-            tool_call_id: None,
-        }];
-        messages.extend(history(req));
-        messages.push(Message {
-            role: Role::User,
-            content: req.message.clone(),
-            tool_calls: Vec::new(),
-            tool_call_id: None,
-        });
+        let tools = if allow_clarify {
+            vec![clarify_tool()]
+        } else {
+            Vec::new()
+        };
+        let max_tokens = if allow_clarify {
+            ROUTER_CLARIFY_MAX_TOKENS
+        } else {
+            ROUTER_MAX_TOKENS
+        };
+        let system = text_message(Role::System, system);
+        let query = text_message(Role::User, req.message.clone());
+        // The router sees no device context, only the history: fitted oldest first.
+        let mut earlier = history(req);
+        let budget = self.limits.window.prompt_budget(Some(max_tokens), &tools);
+        let costs: Vec<usize> = earlier.iter().map(message_tokens).collect();
+        let dropped = items_to_drop(
+            budget,
+            message_tokens(&system) + message_tokens(&query),
+            &costs,
+        )?;
+        earlier.drain(..dropped);
+        let mut messages = vec![system];
+        messages.extend(earlier);
+        messages.push(query);
         let reply = self
             .model
             .complete(CompletionRequest {
                 model: self.roles.router.clone(),
                 messages,
-                tools: if allow_clarify {
-                    vec![clarify_tool()]
-                } else {
-                    Vec::new()
-                },
+                tools,
                 temperature: Some(0.0),
+                max_tokens: Some(max_tokens),
                 api_key: req.api_key.as_ref().map(|k| k.expose().to_owned()),
             })
             .await?;
@@ -308,6 +416,8 @@ impl Orchestrator {
         );
         ctx.previous_results = previous;
         ctx.text_sink = sink;
+        ctx.max_tokens = Some(self.limits.agent_max_tokens);
+        ctx.window = Some(self.limits.window);
         agent.handle(&req.message, &ctx).await
     }
 
@@ -369,28 +479,29 @@ impl Orchestrator {
             mutations.extend(self.mutations(name, &outcome));
             results.push(format!("{name}: {}", outcome.text));
         }
+        let max_tokens = self.limits.synthesis_max_tokens;
+        let system = text_message(Role::System, SYNTHESIS_PROMPT.into());
+        let head = format!("User request: {}\n\nAgent results:\n", req.message);
+        // Agent results are dropped oldest first: a later agent saw the earlier results.
+        let budget = self.limits.window.prompt_budget(Some(max_tokens), &[]);
+        let costs: Vec<usize> = results.iter().map(|r| estimate_tokens(r) + 1).collect();
+        let dropped = items_to_drop(
+            budget,
+            message_tokens(&system) + message_tokens(&text_message(Role::User, head.clone())),
+            &costs,
+        )?;
         let synthesis_request = CompletionRequest {
             model: self.roles.synthesis.clone(),
             messages: vec![
-                Message {
-                    role: Role::System,
-                    content: SYNTHESIS_PROMPT.into(),
-                    tool_calls: Vec::new(),
-                    tool_call_id: None,
-                },
-                Message {
-                    role: Role::User,
-                    content: format!(
-                        "User request: {}\n\nAgent results:\n{}",
-                        req.message,
-                        results.join("\n\n")
-                    ),
-                    tool_calls: Vec::new(),
-                    tool_call_id: None,
-                },
+                system,
+                text_message(
+                    Role::User,
+                    format!("{head}{}", results[dropped..].join("\n\n")),
+                ),
             ],
             tools: Vec::new(),
             temperature: Some(0.3),
+            max_tokens: Some(max_tokens),
             api_key: req.api_key.as_ref().map(|k| k.expose().to_owned()),
         };
         let text = match sink {
@@ -421,6 +532,12 @@ impl Orchestrator {
     /// The whole chat: classify, then answer directly or return a plan. `sink` receives
     /// the reply's text as it is produced (raw: the caller sanitizes with
     /// [`StreamSanitizer`]); `allow_clarify` lets the router ask a question (v2).
+    ///
+    /// Bounded by [`ChatLimits`]: a message that cannot fit the context window is refused
+    /// before any model call (413 `message_too_long`), and a turn that runs past
+    /// `turn_timeout` is stopped (its model calls dropped) with [`Error::Timeout`]
+    /// `chat_timeout`, carrying the sanitized text produced so far (which `sink` has
+    /// already received).
     pub async fn orchestrate(
         &self,
         req: &ChatRequest,
@@ -431,6 +548,102 @@ impl Orchestrator {
         if req.message.trim().is_empty() {
             return Err(Error::validation("message", "must not be empty"));
         }
+        self.check_message_fits(req, executor)?;
+        // The text goes through a channel of our own so that what was produced is still
+        // here when the deadline drops the work.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let work = async move {
+            let outcome = self
+                .orchestrate_inner(req, executor, &tx, allow_clarify)
+                .await;
+            drop(tx);
+            outcome
+        };
+        let mut produced = String::new();
+        let forward = async {
+            while let Some(piece) = rx.recv().await {
+                if let Some(sink) = sink {
+                    let _ = sink.send(piece.clone());
+                }
+                produced.push_str(&piece);
+            }
+        };
+        let deadline = self.limits.turn_timeout;
+        match tokio::time::timeout(deadline, futures::future::join(work, forward)).await {
+            Ok((outcome, ())) => outcome,
+            Err(_) => {
+                while let Ok(piece) = rx.try_recv() {
+                    if let Some(sink) = sink {
+                        let _ = sink.send(piece.clone());
+                    }
+                    produced.push_str(&piece);
+                }
+                tracing::info!(
+                    deadline_secs = deadline.as_secs_f64(),
+                    produced_bytes = produced.len(),
+                    "chat turn stopped at its deadline"
+                );
+                Err(Error::Timeout {
+                    code: "chat_timeout",
+                    detail: format!(
+                        "the reply took longer than the {} s a chat turn may take and was \
+                         stopped; what was written so far is kept",
+                        deadline.as_secs_f64()
+                    ),
+                    partial: self.clean(&produced),
+                })
+            }
+        }
+    }
+
+    /// Refuses, before any model call, a message that cannot fit beside the largest
+    /// agent's instructions and tools (the device's context can always be dropped; the
+    /// message cannot). Judged against the largest agent, so the limit does not depend on
+    /// where the router would send the message.
+    fn check_message_fits(
+        &self,
+        req: &ChatRequest,
+        executor: &dyn ToolExecutor,
+    ) -> Result<(), Error> {
+        let Some(agent) = self
+            .largest_agent
+            .as_deref()
+            .and_then(|name| self.registry.get(name))
+        else {
+            return Ok(());
+        };
+        // Only the parts that cannot be dropped matter here.
+        let bare = ChatRequest {
+            message: req.message.clone(),
+            context: super::ChatContext {
+                user_profile: req.context.user_profile.clone(),
+                ..Default::default()
+            },
+            scope: req.scope.clone(),
+            ..Default::default()
+        };
+        let mut ctx = AgentContext::new(
+            self.model.as_ref(),
+            &self.roles.agent,
+            executor,
+            &bare,
+            self.clock.now_ms(),
+        );
+        ctx.max_tokens = Some(self.limits.agent_max_tokens);
+        ctx.window = Some(self.limits.window);
+        let tools: Vec<ToolDefinition> = agent.tools().iter().map(|t| t.definition()).collect();
+        super::agents::compose_messages(agent.system_prompt(), &req.message, &tools, &ctx)
+            .map_err(llm_error)?;
+        Ok(())
+    }
+
+    async fn orchestrate_inner(
+        &self,
+        req: &ChatRequest,
+        executor: &dyn ToolExecutor,
+        sink: &UnboundedSender<String>,
+        allow_clarify: bool,
+    ) -> Result<ChatOutcome, Error> {
         let agents = match self
             .classify_intent(req, allow_clarify)
             .await
@@ -447,9 +660,11 @@ impl Orchestrator {
             return Ok(ChatOutcome::Plan(plan));
         }
         let reply = if agents.len() == 1 {
-            self.route_single(&agents[0], req, executor, sink).await
+            self.route_single(&agents[0], req, executor, Some(sink))
+                .await
         } else {
-            self.route_pipeline(&agents, req, executor, sink).await
+            self.route_pipeline(&agents, req, executor, Some(sink))
+                .await
         }
         .map_err(llm_error)?;
         Ok(ChatOutcome::Response(reply))
@@ -477,6 +692,15 @@ impl Orchestrator {
     pub fn with_actions(mut reply: ChatReply, actions: Vec<PlanAction>) -> ChatReply {
         reply.response.actions = actions;
         reply
+    }
+}
+
+fn text_message(role: Role, content: String) -> Message {
+    Message {
+        role,
+        content,
+        tool_calls: Vec::new(),
+        tool_call_id: None,
     }
 }
 

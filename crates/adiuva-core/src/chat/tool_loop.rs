@@ -15,6 +15,12 @@
 //!   in words from what it has; if that reply is empty too, a fixed closing sentence is
 //!   used. (A closing call beats cutting off: the user gets an answer that reflects the
 //!   work done.)
+//! - Every model call asks for at most `ctx.max_tokens` tokens. With `ctx.window` set,
+//!   the conversation is kept inside the model's context window as it grows
+//!   ([`crate::chat::window`]): before each call the oldest history turns are dropped
+//!   if needed; a tool result is cut to the room left for the next call; and when even
+//!   this turn's own messages leave no room, the loop ends without another call, with
+//!   the fixed closing sentence (a refusal from the provider would lose the whole turn).
 //! - Text is streamed to `ctx.text_sink` as it arrives. Texts of successive replies are
 //!   joined with a blank line, in the sink and in [`AgentOutcome::text`] alike, so a
 //!   streaming client and a REST client read the same words.
@@ -25,7 +31,14 @@ use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 use crate::chat::agents::{AgentContext, ToolSpec};
-use crate::ports::llm::{CompletionRequest, LlmError, Message, Role, StreamEvent, ToolCall};
+use crate::chat::window::{clip_to_tokens, items_to_drop, message_tokens, messages_tokens};
+use crate::ports::llm::{
+    CompletionRequest, LlmError, Message, Role, StreamEvent, ToolCall, ToolDefinition,
+};
+
+/// Below this many tokens of room, a tool result is replaced by an error the model can
+/// act on instead of being cut to a useless stub.
+const MIN_TOOL_RESULT_TOKENS: usize = 64;
 
 /// The plan's `max_iter`: model calls that may call tools, per agent turn.
 pub const MAX_TOOL_ITERATIONS: usize = 5;
@@ -67,8 +80,13 @@ pub async fn run_tool_loop(
     let definitions: Vec<_> = tools.iter().map(ToolSpec::definition).collect();
     let mut text = TextOut::new(ctx);
     let mut calls = Vec::new();
+    // Where the user's message is: history lies between it and the system message.
+    let mut query_at = messages.len().saturating_sub(1);
 
     for round in 0..max_iter {
+        if !make_room(ctx, &mut messages, &mut query_at, &definitions) {
+            return Ok(out_of_room(text, calls));
+        }
         let reply = stream_reply(ctx, &messages, definitions.clone(), round, &mut text).await?;
         if reply.tool_calls.is_empty() {
             return Ok(AgentOutcome {
@@ -88,6 +106,7 @@ pub async fn run_tool_loop(
                 Ok(v) => v.to_string(),
                 Err(e) => json!({ "error": e }).to_string(),
             };
+            let content = fit_tool_result(ctx, &messages, &definitions, content);
             messages.push(Message {
                 role: Role::Tool,
                 content,
@@ -102,6 +121,9 @@ pub async fn run_tool_loop(
         max_iter,
         "tool loop: out of rounds, closing call without tools"
     );
+    if !make_room(ctx, &mut messages, &mut query_at, &[]) {
+        return Ok(out_of_room(text, calls));
+    }
     let closing = stream_reply(ctx, &messages, Vec::new(), max_iter, &mut text).await?;
     if closing.content.trim().is_empty() {
         text.push_reply_start();
@@ -111,6 +133,77 @@ pub async fn run_tool_loop(
         text: text.all,
         tool_calls: calls,
     })
+}
+
+/// Drops the oldest history turns until the next call fits the window; `false` when
+/// even the system message, the user's message and this turn's exchanges do not fit.
+fn make_room(
+    ctx: &AgentContext<'_>,
+    messages: &mut Vec<Message>,
+    query_at: &mut usize,
+    tools: &[ToolDefinition],
+) -> bool {
+    let Some(window) = ctx.window else {
+        return true;
+    };
+    if *query_at == 0 || *query_at >= messages.len() {
+        return true;
+    }
+    let budget = window.prompt_budget(ctx.max_tokens, tools);
+    let fixed = message_tokens(&messages[0]) + messages_tokens(&messages[*query_at..]);
+    let history: Vec<usize> = messages[1..*query_at].iter().map(message_tokens).collect();
+    match items_to_drop(budget, fixed, &history) {
+        Ok(0) => true,
+        Ok(k) => {
+            tracing::debug!(
+                dropped = k,
+                "tool loop: dropped the oldest history turns to fit the context window"
+            );
+            messages.drain(1..1 + k);
+            *query_at -= k;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// `content` cut to the room the next call leaves for it.
+fn fit_tool_result(
+    ctx: &AgentContext<'_>,
+    messages: &[Message],
+    tools: &[ToolDefinition],
+    content: String,
+) -> String {
+    let Some(window) = ctx.window else {
+        return content;
+    };
+    let used = messages_tokens(messages)
+        + message_tokens(&Message {
+            role: Role::Tool,
+            content: String::new(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        });
+    let room = window
+        .prompt_budget(ctx.max_tokens, tools)
+        .saturating_sub(used);
+    if room < MIN_TOOL_RESULT_TOKENS {
+        json!({"error": "the result is too large for the model's context window; ask for less"})
+            .to_string()
+    } else {
+        clip_to_tokens(&content, room)
+    }
+}
+
+/// The turn ends without another model call: the window is full.
+fn out_of_room(mut text: TextOut<'_>, calls: Vec<ExecutedCall>) -> AgentOutcome {
+    tracing::debug!("tool loop: the context window is full, closing without another call");
+    text.push_reply_start();
+    text.push(CLOSING_TEXT);
+    AgentOutcome {
+        text: text.all,
+        tool_calls: calls,
+    }
 }
 
 /// One model reply, reassembled from the stream.
@@ -167,7 +260,7 @@ impl<'a> TextOut<'a> {
 async fn stream_reply(
     ctx: &AgentContext<'_>,
     messages: &[Message],
-    tools: Vec<crate::ports::llm::ToolDefinition>,
+    tools: Vec<ToolDefinition>,
     round: usize,
     text: &mut TextOut<'_>,
 ) -> Result<Reply, LlmError> {
@@ -176,6 +269,7 @@ async fn stream_reply(
         messages: messages.to_vec(),
         tools,
         temperature: None,
+        max_tokens: ctx.max_tokens,
         api_key: ctx.api_key.map(str::to_owned),
     };
     let mut stream = ctx.model.stream(req).await?;

@@ -23,6 +23,27 @@ pub enum LlmError {
     /// The reply could not be understood.
     #[error("unexpected reply from the model provider: {0}")]
     Protocol(String),
+    /// The provider refused the prompt as longer than the model's context window. Never
+    /// retried: the same prompt fails the same way.
+    #[error("the model provider refused the prompt as too long for its context window: {0}")]
+    ContextLengthExceeded(String),
+    /// The provider refused the request as invalid (HTTP 400, 404 unknown model, 422, …).
+    /// Never retried: the same request fails the same way.
+    #[error("the model provider rejected the request: {0}")]
+    Rejected(String),
+    /// Raised before any call, by the chat's prompt fitting (`chat::window`): even
+    /// without any droppable context, the parts a prompt cannot lose (instructions, tool
+    /// definitions, the user's message, the room kept for the answer) need more tokens
+    /// than the configured context window has.
+    #[error(
+        "the prompt needs about {needed} tokens, but the model's context window leaves {available} for it"
+    )]
+    PromptTooLong {
+        /// Estimated tokens of the parts that cannot be dropped.
+        needed: usize,
+        /// Tokens the window leaves for the prompt.
+        available: usize,
+    },
 }
 
 /// Who said a message.
@@ -85,6 +106,9 @@ pub struct CompletionRequest {
     pub tools: Vec<ToolDefinition>,
     /// Sampling temperature.
     pub temperature: Option<f32>,
+    /// The most tokens the reply may have (`None`: the provider's default, which for a
+    /// local server may be "until the context is full"). Every chat call sets it.
+    pub max_tokens: Option<u32>,
     /// A per-request key (BYOK). Used for this call only; never stored or logged.
     pub api_key: Option<String>,
 }
@@ -119,8 +143,11 @@ pub enum StreamEvent {
 /// A chat model.
 ///
 /// Contract: `complete` and `stream` describe the same reply (concatenating a stream's
-/// text and per-index argument pieces gives the `Completion`); retries on 429/5xx are the
-/// adapter's business and invisible here; `api_key` overrides the server's key for that
+/// text and per-index argument pieces gives the `Completion`); retries of transient
+/// failures (429, 502/503/504, connection errors) are the adapter's business and invisible
+/// here, and a failure that cannot change on retry ([`LlmError::ContextLengthExceeded`],
+/// [`LlmError::Rejected`], [`LlmError::Unauthorized`]) is returned at once; the reply
+/// stops after `max_tokens` tokens; `api_key` overrides the server's key for that
 /// call only and is never persisted or logged.
 #[async_trait]
 pub trait ChatModel: Send + Sync {

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::{ApiTags, BearerAuth};
 use crate::api_errors;
+use crate::error::{ApiError, ErrorBody};
 
 /// `direct` (answer) or `plan` (an execution plan of template ids).
 #[derive(Debug, Clone, Copy, Enum, Default)]
@@ -173,16 +174,103 @@ pub fn to_core_request(body: ChatRequestIn) -> Result<ChatRequest, adiuva_core::
     })
 }
 
-api_errors!(
-    /// Errors of a chat.
-    ChatError {
-        400 => BadRequest: "`llm_key_rejected`: the model provider refused the API key.",
-        401 => Unauthorized: "Missing or invalid access token.",
-        413 => PayloadTooLarge: "The body is over the size limit.",
-        415 => UnsupportedMediaType: "The body is not JSON.",
-        422 => Unprocessable: "Malformed JSON, an empty message or a context that is not an object.",
+/// `chat_timeout`: the turn ran past `chat_turn_timeout_secs` and was stopped.
+#[derive(Debug, Object)]
+pub struct ChatTimeoutBody {
+    /// A sentence for people.
+    pub detail: String,
+    /// `chat_timeout`.
+    pub code: String,
+    /// The reply text written before the deadline (sanitized; may be empty). The
+    /// turn's write actions are not included: a half-finished turn is not applied.
+    pub partial_response: String,
+}
+
+/// Errors of a chat. Written out rather than declared with `api_errors!` because the
+/// deadline's 504 carries the partial reply beside `{"detail", "code"}`.
+#[derive(poem_openapi::ApiResponse, Debug)]
+pub enum ChatError {
+    /// `llm_key_rejected`: the model provider refused the API key.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Missing or invalid access token.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The body is over the size limit, or `message_too_long`: the message cannot fit
+    /// the model's context window even with all context dropped (no model was called).
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// The body is not JSON.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// Malformed JSON, an empty message or a context that is not an object.
+    #[oai(status = 422)]
+    Unprocessable(Json<ErrorBody>),
+    /// `rate_limited`: over the per-minute budget; see `Retry-After`.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>),
+    /// Unexpected failure; details are in the server log under the request id.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// The model provider refused the request in a way a retry cannot change:
+    /// `context_length_exceeded` (the prompt is longer than the model's real window:
+    /// the server's `model_context_tokens` is set too high) or `llm_rejected` (e.g. an
+    /// unknown model).
+    #[oai(status = 502)]
+    BadGateway(Json<ErrorBody>),
+    /// `llm_unavailable`, `llm_rate_limited`: no model, or the provider is down or
+    /// rate limiting after retries; retry later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+    /// `chat_timeout`: the turn took longer than `chat_turn_timeout_secs`; the text
+    /// written so far is in `partial_response`.
+    #[oai(status = 504)]
+    Timeout(Json<ChatTimeoutBody>),
+}
+
+impl From<ApiError> for ChatError {
+    fn from(e: ApiError) -> Self {
+        let body = Json(e.body);
+        match e.status.as_u16() {
+            400 => Self::BadRequest(body),
+            401 => Self::Unauthorized(body),
+            413 => Self::PayloadTooLarge(body),
+            415 => Self::UnsupportedMediaType(body),
+            422 => Self::Unprocessable(body),
+            429 => Self::TooManyRequests(body),
+            502 => Self::BadGateway(body),
+            503 => Self::Unavailable(body),
+            500 => Self::Internal(body),
+            other => {
+                tracing::error!(status = other, code = %body.code, "bug: status not declared for ChatError");
+                Self::Internal(Json(ErrorBody {
+                    detail: "internal server error".into(),
+                    code: "internal_error".into(),
+                }))
+            }
+        }
     }
-);
+}
+
+impl From<adiuva_core::Error> for ChatError {
+    fn from(e: adiuva_core::Error) -> Self {
+        match e {
+            adiuva_core::Error::Timeout {
+                code,
+                detail,
+                partial,
+            } => {
+                tracing::warn!(code, "chat turn stopped at its deadline");
+                ChatError::Timeout(Json(ChatTimeoutBody {
+                    detail,
+                    code: code.to_owned(),
+                    partial_response: partial,
+                }))
+            }
+            other => ApiError::from(other).into(),
+        }
+    }
+}
 
 api_errors!(
     /// Errors of reading playbooks.
@@ -204,6 +292,11 @@ impl ChatApi {
     /// and read tools answer from `context`. Use the WebSocket `/chat/stream` for
     /// streamed replies and live tool calls. No model configured (and no `api_key`) →
     /// 503 `llm_unavailable`.
+    ///
+    /// Bounded: the prompt is fitted to the model's context window (oldest history and
+    /// context dropped first; a message that cannot fit → 413 `message_too_long`), every
+    /// model reply has a token limit, and the turn has a deadline (504 `chat_timeout`
+    /// with `partial_response`).
     #[oai(path = "/chat", method = "post", operation_id = "chat")]
     async fn chat(
         &self,

@@ -28,6 +28,7 @@ pub use tools::{
 
 use crate::chat::tool_loop::run_tool_loop;
 pub use crate::chat::tool_loop::{AgentOutcome, ExecutedCall, MAX_TOOL_ITERATIONS};
+use crate::chat::window::{ContextWindow, estimate_tokens, items_to_drop, message_tokens};
 use crate::chat::{ChatRequest, ToolExecutor};
 use crate::ports::llm::{ChatModel, LlmError, Message, Role, ToolDefinition};
 
@@ -54,6 +55,11 @@ pub struct AgentContext<'a> {
     pub text_sink: Option<&'a tokio::sync::mpsc::UnboundedSender<String>>,
     /// Current time, ms since the Unix epoch.
     pub now_ms: i64,
+    /// The most tokens each of the agent's model replies may have (`None`: the
+    /// provider's default).
+    pub max_tokens: Option<u32>,
+    /// The model's context window every prompt is fitted to (`None`: no fitting).
+    pub window: Option<ContextWindow>,
 }
 
 impl<'a> AgentContext<'a> {
@@ -74,6 +80,8 @@ impl<'a> AgentContext<'a> {
             previous_results: &[],
             text_sink: None,
             now_ms,
+            max_tokens: None,
+            window: None,
         }
     }
 }
@@ -87,6 +95,8 @@ impl std::fmt::Debug for AgentContext<'_> {
             .field("previous_results", &self.previous_results.len())
             .field("streaming", &self.text_sink.is_some())
             .field("now_ms", &self.now_ms)
+            .field("max_tokens", &self.max_tokens)
+            .field("window", &self.window)
             .finish_non_exhaustive()
     }
 }
@@ -113,7 +123,9 @@ pub trait ChatAgent: Send + Sync {
     /// Answers `query`: composes the messages and runs the tool loop with this agent's
     /// tools, at most [`MAX_TOOL_ITERATIONS`] rounds.
     async fn handle(&self, query: &str, ctx: &AgentContext<'_>) -> Result<AgentOutcome, LlmError> {
-        let messages = compose_messages(self.system_prompt(), query, ctx);
+        let definitions: Vec<ToolDefinition> =
+            self.tools().iter().map(ToolSpec::definition).collect();
+        let messages = compose_messages(self.system_prompt(), query, &definitions, ctx)?;
         run_tool_loop(ctx, messages, self.tools(), MAX_TOOL_ITERATIONS).await
     }
 }
@@ -129,30 +141,153 @@ const MAX_FIELD_CHARS: usize = 4_000;
 /// The messages of an agent turn: one system message (the prompt, then the device's
 /// context summarised), earlier turns from `conversation_history` (user/assistant only,
 /// the last 20), then `query` as the user message.
-pub fn compose_messages(system_prompt: &str, query: &str, ctx: &AgentContext<'_>) -> Vec<Message> {
+///
+/// With `ctx.window` set, the prompt is fitted to it (rule and estimate in
+/// [`crate::chat::window`]), reserving `ctx.max_tokens` for the reply and room for
+/// `tools`. The system prompt, the time, the profile, the scope and `query` are never
+/// dropped; the rest goes in this order until the prompt fits: history turns, oldest
+/// first; relevant documents, then recent tasks, each list from its end (devices list
+/// the most relevant and most recent first); results of earlier pipeline steps, oldest
+/// first. If even the undroppable parts do not fit: [`LlmError::PromptTooLong`], before
+/// any model call.
+pub fn compose_messages(
+    system_prompt: &str,
+    query: &str,
+    tools: &[ToolDefinition],
+    ctx: &AgentContext<'_>,
+) -> Result<Vec<Message>, LlmError> {
+    let c = &ctx.request.context;
+    let history: Vec<Message> = {
+        let turns = &c.conversation_history;
+        let start = turns.len().saturating_sub(MAX_HISTORY_TURNS);
+        turns[start..]
+            .iter()
+            .filter_map(|turn| {
+                let role = match turn.get("role").and_then(|r| r.as_str()) {
+                    Some("user") => Role::User,
+                    Some("assistant") => Role::Assistant,
+                    _ => return None,
+                };
+                let content = turn.get("content").and_then(|c| c.as_str())?;
+                (!content.trim().is_empty())
+                    .then(|| message(role, truncate(content, MAX_TURN_CHARS)))
+            })
+            .collect()
+    };
+    let documents: Vec<String> = c
+        .relevant_documents
+        .iter()
+        .take(MAX_DOCUMENTS)
+        .map(|d| format!("\n- {}", truncate(d, MAX_DOCUMENT_CHARS)))
+        .collect();
+    let tasks: Vec<String> = c
+        .recent_tasks
+        .iter()
+        .take(MAX_TASKS)
+        .map(|t| format!("\n- {}", truncate(&t.to_string(), MAX_FIELD_CHARS)))
+        .collect();
+    let previous: Vec<String> = ctx
+        .previous_results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("\n{}. {}", i + 1, truncate(r, MAX_FIELD_CHARS)))
+        .collect();
+
     let mut system = String::from(system_prompt);
     system.push_str("\n\n");
-    system.push_str(&context_block(ctx));
+    system.push_str(&context_header(ctx));
+    let query_message = message(Role::User, query.to_owned());
+
+    // What may be dropped, in the order it is dropped.
+    let mut order: Vec<(Slot, usize)> = Vec::new();
+    order.extend(
+        history
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (Slot::History(i), message_tokens(m))),
+    );
+    order.extend(
+        documents
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, d)| (Slot::Document(i), estimate_tokens(d))),
+    );
+    order.extend(
+        tasks
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, t)| (Slot::Task(i), estimate_tokens(t))),
+    );
+    order.extend(
+        previous
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (Slot::Previous(i), estimate_tokens(p))),
+    );
+    let dropped = match ctx.window {
+        None => 0,
+        Some(window) => {
+            let budget = window.prompt_budget(ctx.max_tokens, tools);
+            // The section headings count as fixed, kept or not: a little conservative.
+            let fixed = message_tokens(&message(Role::System, system.clone()))
+                + estimate_tokens(&format!("{DOCUMENTS}{TASKS}{PREVIOUS}"))
+                + message_tokens(&query_message);
+            let costs: Vec<usize> = order.iter().map(|(_, cost)| *cost).collect();
+            items_to_drop(budget, fixed, &costs)?
+        }
+    };
+    let gone: std::collections::HashSet<Slot> =
+        order[..dropped].iter().map(|(slot, _)| *slot).collect();
+    if dropped > 0 {
+        tracing::debug!(
+            dropped,
+            "prompt fitted to the context window: dropped the oldest history and context items"
+        );
+    }
+
+    let section =
+        |system: &mut String, heading: &str, items: &[String], slot: fn(usize) -> Slot| {
+            let kept: Vec<&String> = items
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !gone.contains(&slot(*i)))
+                .map(|(_, item)| item)
+                .collect();
+            if !kept.is_empty() {
+                system.push_str(heading);
+                kept.into_iter().for_each(|item| system.push_str(item));
+            }
+        };
+    section(&mut system, DOCUMENTS, &documents, Slot::Document);
+    section(&mut system, TASKS, &tasks, Slot::Task);
+    section(&mut system, PREVIOUS, &previous, Slot::Previous);
 
     let mut messages = vec![message(Role::System, system)];
-    let history = &ctx.request.context.conversation_history;
-    let start = history.len().saturating_sub(MAX_HISTORY_TURNS);
-    for turn in &history[start..] {
-        let role = match turn.get("role").and_then(|r| r.as_str()) {
-            Some("user") => Role::User,
-            Some("assistant") => Role::Assistant,
-            _ => continue,
-        };
-        let Some(content) = turn.get("content").and_then(|c| c.as_str()) else {
-            continue;
-        };
-        if !content.trim().is_empty() {
-            messages.push(message(role, truncate(content, MAX_TURN_CHARS)));
-        }
-    }
-    messages.push(message(Role::User, query.to_owned()));
-    messages
+    messages.extend(
+        history
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !gone.contains(&Slot::History(*i)))
+            .map(|(_, m)| m),
+    );
+    messages.push(query_message);
+    Ok(messages)
 }
+
+/// A droppable item of an agent's prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Slot {
+    History(usize),
+    Document(usize),
+    Task(usize),
+    Previous(usize),
+}
+
+const DOCUMENTS: &str = "\n\nRelevant documents:";
+const TASKS: &str = "\n\nRecent tasks:";
+const PREVIOUS: &str = "\n\nResults from earlier steps of this request:";
 
 fn message(role: Role, content: String) -> Message {
     Message {
@@ -163,8 +298,9 @@ fn message(role: Role, content: String) -> Message {
     }
 }
 
-/// The device's context as text for the system message.
-fn context_block(ctx: &AgentContext<'_>) -> String {
+/// The part of the device's context that is never dropped: the time, the profile and
+/// the scope (each capped).
+fn context_header(ctx: &AgentContext<'_>) -> String {
     let c = &ctx.request.context;
     let mut out = format!(
         "{FRAGMENT_CONTEXT_INTRO}\n\nCurrent time: {} (Unix ms {}).",
@@ -179,26 +315,6 @@ fn context_block(ctx: &AgentContext<'_>) -> String {
     if let Some(scope) = &ctx.request.scope {
         out.push_str("\n\nThe user is looking at: ");
         out.push_str(&truncate(&scope.to_string(), MAX_FIELD_CHARS));
-    }
-    if !c.relevant_documents.is_empty() {
-        out.push_str("\n\nRelevant documents:");
-        for doc in c.relevant_documents.iter().take(MAX_DOCUMENTS) {
-            out.push_str("\n- ");
-            out.push_str(&truncate(doc, MAX_DOCUMENT_CHARS));
-        }
-    }
-    if !c.recent_tasks.is_empty() {
-        out.push_str("\n\nRecent tasks:");
-        for task in c.recent_tasks.iter().take(MAX_TASKS) {
-            out.push_str("\n- ");
-            out.push_str(&truncate(&task.to_string(), MAX_FIELD_CHARS));
-        }
-    }
-    if !ctx.previous_results.is_empty() {
-        out.push_str("\n\nResults from earlier steps of this request:");
-        for (i, r) in ctx.previous_results.iter().enumerate() {
-            out.push_str(&format!("\n{}. {}", i + 1, truncate(r, MAX_FIELD_CHARS)));
-        }
     }
     out
 }
