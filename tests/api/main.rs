@@ -3,6 +3,7 @@
 mod auth;
 mod backups;
 mod chat;
+mod connections;
 mod errors;
 mod helpers;
 mod openapi;

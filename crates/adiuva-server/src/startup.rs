@@ -13,7 +13,6 @@ use adiuva_adapters::rate_limit::{MemoryRateLimiter, RedisRateLimiter};
 use adiuva_core::Adiuva;
 use adiuva_core::chat::orchestrator::Orchestrator;
 use adiuva_core::ports::{ChatModel, RateLimiter};
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::{EndpointExt, IntoEndpoint, Route};
 
 use crate::api::{API_PREFIX, api_service};
@@ -131,7 +130,7 @@ impl Backend {
 
 /// A bound, ready-to-serve server.
 pub struct Application {
-    acceptor: TcpAcceptor,
+    listener: tokio::net::TcpListener,
     port: u16,
     backend: Backend,
     settings: Arc<Settings>,
@@ -157,20 +156,16 @@ impl Application {
         model: Option<Arc<dyn ChatModel>>,
     ) -> Result<Self, StartupError> {
         let backend = Backend::connect_with_model(&settings, model).await?;
-        let acceptor = TcpListener::bind(settings.bind)
-            .into_acceptor()
+        let bind_error = |source| StartupError::Bind {
+            addr: settings.bind,
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(settings.bind)
             .await
-            .map_err(|source| StartupError::Bind {
-                addr: settings.bind,
-                source,
-            })?;
-        let port = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().map(|s| s.port()))
-            .unwrap_or(settings.bind.port());
+            .map_err(bind_error)?;
+        let port = listener.local_addr().map_err(bind_error)?.port();
         Ok(Self {
-            acceptor,
+            listener,
             port,
             backend,
             settings: Arc::new(settings),
@@ -208,9 +203,14 @@ impl Application {
         let app = routes(&self.settings, &self.backend);
         let housekeeping = tokio::spawn(housekeeping(self.backend.adiuva.clone()));
         let timeout = Duration::from_secs(self.settings.shutdown_timeout_secs);
-        let result = poem::Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(app, shutdown, Some(timeout))
-            .await;
+        let result = crate::conn::serve(
+            self.listener,
+            app,
+            self.settings.conn_limits(),
+            shutdown,
+            timeout,
+        )
+        .await;
         housekeeping.abort();
         self.backend.database.close().await;
         tracing::info!("adiuva stopped");
