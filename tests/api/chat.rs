@@ -201,7 +201,7 @@ pub async fn token_on(app: &TestApp, tier: adiuva_core::domain::Tier) -> String 
     t["access_token"].as_str().expect("access").to_owned()
 }
 
-type Socket =
+pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub async fn connect(app: &TestApp, token: &str) -> Socket {

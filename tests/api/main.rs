@@ -13,3 +13,4 @@ mod records;
 mod system;
 mod vector_backends;
 mod vectors;
+mod ws_limits;

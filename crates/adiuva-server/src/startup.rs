@@ -267,13 +267,19 @@ pub fn routes(settings: &Settings, backend: &Backend) -> impl poem::Endpoint + '
     let timings = crate::ws::WsTimings {
         tool_timeout: Duration::from_secs(settings.chat_tool_timeout_secs.max(1)),
         ping_every: Duration::from_secs(settings.chat_ping_interval_secs.max(1)),
+        pong_timeout: Duration::from_secs(settings.chat_pong_timeout_secs.max(1)),
     };
+    let ws_limits = crate::ws::WsLimits::new(
+        settings.chat_max_message_bytes.max(1024),
+        settings.chat_max_sockets_per_user,
+    );
     Route::new()
         .nest(API_PREFIX, api.into_endpoint())
         .at(
             format!("{API_PREFIX}/chat/stream"),
             poem::get(crate::ws::chat_stream)
                 .data(timings)
+                .data(ws_limits)
                 .data(crate::ws::WsBudget(
                     limits_on.then(|| backend.rate_limiter.clone()),
                 )),
