@@ -106,9 +106,11 @@ async fn oversized_messages_and_fragments_close_with_1009() {
     let piece = vec![b'a'; 40 * 1024];
     let first = Frame::message(piece.clone(), OpCode::Data(Data::Text), false);
     ws.send(WsMessage::Frame(first)).await.expect("send");
-    let mut cont = FrameHeader::default();
-    cont.is_final = false;
-    cont.opcode = OpCode::Data(Data::Continue);
+    let cont = FrameHeader {
+        is_final: false,
+        opcode: OpCode::Data(Data::Continue),
+        ..FrameHeader::default()
+    };
     ws.send(WsMessage::Frame(Frame::from_payload(cont, piece.into())))
         .await
         .expect("send");
