@@ -3,7 +3,8 @@
 //!
 //! The model is an in-process zero-latency stand-in (router → `task_agent`; agent → one
 //! `list_tasks` call, then a short text), so the figures are the backend's own work:
-//! prompt composition, routing, the tool loop, sanitizing, framing.
+//! prompt composition, routing, the tool loop, sanitizing, framing. It also measures the
+//! memory an idle authenticated socket costs.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -34,6 +35,9 @@ pub struct BenchChatArgs {
     /// Concurrent WebSocket chats.
     #[arg(long, default_value_t = 1000)]
     sockets: usize,
+    /// Idle authenticated sockets held open at once to measure memory per socket.
+    #[arg(long, default_value_t = 1000)]
+    idle_sockets: usize,
 }
 
 /// Answers instantly: the router names `task_agent`; an agent calls `list_tasks` once,
@@ -106,6 +110,18 @@ fn percentile(sorted_us: &[u64], p: f64) -> f64 {
     sorted_us.get(i).copied().unwrap_or(0) as f64 / 1000.0
 }
 
+/// This process's resident memory now (VmRSS), in KiB.
+fn rss_kib() -> Option<f64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+}
+
 fn peak_rss_mb() -> String {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -156,6 +172,10 @@ pub async fn run(args: &BenchChatArgs) -> CliResult {
     settings.database_url = None;
     settings.blob_url = None;
     settings.rate_limit_enabled = false;
+    // Every benchmark socket is one user on 127.0.0.1: lift the caps meant for the
+    // open internet (per-IP connections, sockets per user).
+    settings.max_connections_per_ip = 0;
+    settings.chat_max_sockets_per_user = usize::MAX;
     settings.bind = "127.0.0.1:0".parse()?;
     let app = Application::build_with_model(settings, model).await?;
     let port = app.port();
@@ -172,6 +192,7 @@ pub async fn run(args: &BenchChatArgs) -> CliResult {
         "ws://127.0.0.1:{port}/api/v1/chat/stream?token={}",
         tokens.access_token
     );
+    idle_sockets(&url, args.idle_sockets).await?;
     let rss_before = peak_rss_mb();
     let started = Instant::now();
     let chats = (0..args.sockets).map(|_| {
@@ -201,6 +222,45 @@ pub async fn run(args: &BenchChatArgs) -> CliResult {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Opens `n` authenticated sockets that stay idle, and reports the growth of this
+/// process's resident memory per socket. Server and clients share the process, so the
+/// figure includes the client's end; the clients use a 4 KiB read buffer (tungstenite
+/// allocates it up front, 128 KiB by default) to keep their share small.
+async fn idle_sockets(url: &str, n: usize) -> CliResult {
+    if n == 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+    config.read_buffer_size = 4 * 1024;
+    config.write_buffer_size = 4 * 1024;
+    // Warm up: the first socket pulls in code paths and pools every later one shares.
+    let (warm, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kib();
+    let mut open = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (ws, _) =
+            tokio_tungstenite::connect_async_with_config(url, Some(config), false).await?;
+        open.push(ws);
+    }
+    // Let every session task start and settle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib();
+    match (before, after) {
+        (Some(b), Some(a)) => println!(
+            "{n} idle authenticated WebSocket sockets: RSS {:.1} → {:.1} MB, {:.1} KiB per socket (server and client ends)",
+            b / 1024.0,
+            a / 1024.0,
+            (a - b) / n as f64
+        ),
+        _ => println!("{n} idle sockets opened; RSS is not readable on this system"),
+    }
+    drop(open);
+    drop(warm);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn one_chat(url: &str) -> Result<Duration, String> {

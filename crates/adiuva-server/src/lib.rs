@@ -8,6 +8,7 @@
 //! call [`adiuva_core::Adiuva`], and shape the answer.
 
 pub mod api;
+pub mod conn;
 pub mod error;
 pub mod middleware;
 pub mod settings;

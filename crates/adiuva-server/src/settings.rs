@@ -118,6 +118,24 @@ pub struct Settings {
     pub agent_max_tokens: u32,
     /// Most tokens of a pipeline's synthesis.
     pub synthesis_max_tokens: u32,
+    /// Seconds a chat socket may go without sending anything (a pong included).
+    pub chat_pong_timeout_secs: u64,
+    /// Largest chat WebSocket message (and frame) a client may send, in bytes.
+    pub chat_max_message_bytes: usize,
+    /// Open chat sockets per user on this instance.
+    pub chat_max_sockets_per_user: usize,
+    /// Seconds to receive a request head (from the accept, or from its first byte).
+    pub header_read_timeout_secs: u64,
+    /// Seconds an idle kept-alive connection waits for its next request.
+    pub keep_alive_timeout_secs: u64,
+    /// Seconds a response write may make no progress before the connection is cut.
+    pub send_timeout_secs: u64,
+    /// Bytes per second a request body must average.
+    pub min_body_rate_bytes_per_sec: u64,
+    /// Most seconds the server waits, in total, for a slow request body.
+    pub body_read_timeout_secs: u64,
+    /// Open connections per client IP (0: no cap).
+    pub max_connections_per_ip: usize,
     /// Redis for shared rate limits and the device bus.
     pub redis_url: Option<RedactedUrl>,
     /// Stripe API key.
@@ -360,6 +378,60 @@ pub const KEYS: &[KeyDoc] = &[
         doc: "Most tokens of the reply that merges a multi-agent pipeline's results.",
     },
     KeyDoc {
+        key: "chat_pong_timeout_secs",
+        env: &["ADIUVA_CHAT_PONG_TIMEOUT_SECS"],
+        default: "60",
+        doc: "A chat WebSocket from which nothing arrives (not even a pong to the pings) for this long is closed (1001).",
+    },
+    KeyDoc {
+        key: "chat_max_message_bytes",
+        env: &["ADIUVA_CHAT_MAX_MESSAGE_BYTES"],
+        default: "1048576",
+        doc: "Largest chat WebSocket message (and frame) a client may send; larger: the socket is closed with 1009.",
+    },
+    KeyDoc {
+        key: "chat_max_sockets_per_user",
+        env: &["ADIUVA_CHAT_MAX_SOCKETS_PER_USER"],
+        default: "10",
+        doc: "Open chat WebSockets per user, counted per instance; one more is refused with 429 too_many_sockets.",
+    },
+    KeyDoc {
+        key: "header_read_timeout_secs",
+        env: &["ADIUVA_HEADER_READ_TIMEOUT_SECS"],
+        default: "15",
+        doc: "Time to receive a complete request head: from the accept on a new connection, from its first byte on a kept-alive one. A deadline, not an inactivity timer.",
+    },
+    KeyDoc {
+        key: "keep_alive_timeout_secs",
+        env: &["ADIUVA_KEEP_ALIVE_TIMEOUT_SECS"],
+        default: "75",
+        doc: "An idle kept-alive connection is closed when no new request starts within this. Keep it above a load balancer's idle timeout.",
+    },
+    KeyDoc {
+        key: "send_timeout_secs",
+        env: &["ADIUVA_SEND_TIMEOUT_SECS"],
+        default: "60",
+        doc: "A response write that makes no progress for this long (the client stopped reading) closes the connection.",
+    },
+    KeyDoc {
+        key: "min_body_rate_bytes_per_sec",
+        env: &["ADIUVA_MIN_BODY_RATE_BYTES_PER_SEC"],
+        default: "500",
+        doc: "Average rate a request body must keep; a slower or stalled body (a backup too) is cut off and nothing is kept.",
+    },
+    KeyDoc {
+        key: "body_read_timeout_secs",
+        env: &["ADIUVA_BODY_READ_TIMEOUT_SECS"],
+        default: "20",
+        doc: "Longest the server waits for a request body's bytes in total; each min_body_rate_bytes_per_sec bytes received earn a second back (up to this).",
+    },
+    KeyDoc {
+        key: "max_connections_per_ip",
+        env: &["ADIUVA_MAX_CONNECTIONS_PER_IP"],
+        default: "256",
+        doc: "Open connections per client IP (0: no cap); more are answered 429 too_many_connections and closed. Behind a reverse proxy every connection comes from the proxy: raise it or set 0.",
+    },
+    KeyDoc {
         key: "redis_url",
         env: &["ADIUVA_REDIS_URL", "REDIS_URL"],
         default: "",
@@ -537,6 +609,15 @@ impl Settings {
             model_context_tokens: adiuva_core::chat::window::DEFAULT_CONTEXT_TOKENS,
             agent_max_tokens: 1024,
             synthesis_max_tokens: 1024,
+            chat_pong_timeout_secs: 60,
+            chat_max_message_bytes: 1 << 20,
+            chat_max_sockets_per_user: 10,
+            header_read_timeout_secs: 15,
+            keep_alive_timeout_secs: 75,
+            send_timeout_secs: 60,
+            min_body_rate_bytes_per_sec: 500,
+            body_read_timeout_secs: 20,
+            max_connections_per_ip: 256,
             redis_url: None,
             stripe_secret_key: None,
             stripe_webhook_secret: None,
@@ -677,6 +758,15 @@ impl Settings {
                     ));
                 }
             }
+            "chat_pong_timeout_secs" => self.chat_pong_timeout_secs = number(key, v)?,
+            "chat_max_message_bytes" => self.chat_max_message_bytes = number(key, v)?,
+            "chat_max_sockets_per_user" => self.chat_max_sockets_per_user = number(key, v)?,
+            "header_read_timeout_secs" => self.header_read_timeout_secs = number(key, v)?,
+            "keep_alive_timeout_secs" => self.keep_alive_timeout_secs = number(key, v)?,
+            "send_timeout_secs" => self.send_timeout_secs = number(key, v)?,
+            "min_body_rate_bytes_per_sec" => self.min_body_rate_bytes_per_sec = number(key, v)?,
+            "body_read_timeout_secs" => self.body_read_timeout_secs = number(key, v)?,
+            "max_connections_per_ip" => self.max_connections_per_ip = number(key, v)?,
             "redis_url" => self.redis_url = opt(v).map(RedactedUrl),
             "stripe_secret_key" => self.stripe_secret_key = secret(v),
             "stripe_webhook_secret" => self.stripe_webhook_secret = secret(v),
@@ -850,6 +940,24 @@ impl Settings {
         cfg.cerebras_base_url = self.cerebras_base_url.clone();
         cfg.cerebras_api_key = self.cerebras_api_key.as_ref().map(|s| s.expose().clone());
         cfg
+    }
+
+    /// The connection layer's timeouts and caps (a zero timeout counts as one second:
+    /// zero would close every connection at once).
+    pub fn conn_limits(&self) -> crate::conn::ConnLimits {
+        let secs = |s: u64| std::time::Duration::from_secs(s.max(1));
+        crate::conn::ConnLimits {
+            io: crate::conn::IoTimeouts {
+                header_read: secs(self.header_read_timeout_secs),
+                keep_alive: secs(self.keep_alive_timeout_secs),
+                write_stall: secs(self.send_timeout_secs),
+            },
+            body: crate::conn::BodyRate {
+                min_rate: self.min_body_rate_bytes_per_sec,
+                patience: secs(self.body_read_timeout_secs),
+            },
+            max_per_ip: self.max_connections_per_ip,
+        }
     }
 
     /// S3 connection options from `s3_region`, `s3_endpoint` and the AWS keys.

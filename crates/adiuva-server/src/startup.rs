@@ -14,7 +14,6 @@ use adiuva_core::Adiuva;
 use adiuva_core::auth::LoginLimit;
 use adiuva_core::chat::orchestrator::Orchestrator;
 use adiuva_core::ports::{ChatModel, RateLimiter};
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::{EndpointExt, IntoEndpoint, Route};
 
 use crate::api::{API_PREFIX, api_service};
@@ -140,7 +139,7 @@ impl Backend {
 
 /// A bound, ready-to-serve server.
 pub struct Application {
-    acceptor: TcpAcceptor,
+    listener: tokio::net::TcpListener,
     port: u16,
     backend: Backend,
     settings: Arc<Settings>,
@@ -166,20 +165,16 @@ impl Application {
         model: Option<Arc<dyn ChatModel>>,
     ) -> Result<Self, StartupError> {
         let backend = Backend::connect_with_model(&settings, model).await?;
-        let acceptor = TcpListener::bind(settings.bind)
-            .into_acceptor()
+        let bind_error = |source| StartupError::Bind {
+            addr: settings.bind,
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(settings.bind)
             .await
-            .map_err(|source| StartupError::Bind {
-                addr: settings.bind,
-                source,
-            })?;
-        let port = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().map(|s| s.port()))
-            .unwrap_or(settings.bind.port());
+            .map_err(bind_error)?;
+        let port = listener.local_addr().map_err(bind_error)?.port();
         Ok(Self {
-            acceptor,
+            listener,
             port,
             backend,
             settings: Arc::new(settings),
@@ -217,9 +212,14 @@ impl Application {
         let app = routes(&self.settings, &self.backend);
         let housekeeping = tokio::spawn(housekeeping(self.backend.adiuva.clone()));
         let timeout = Duration::from_secs(self.settings.shutdown_timeout_secs);
-        let result = poem::Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(app, shutdown, Some(timeout))
-            .await;
+        let result = crate::conn::serve(
+            self.listener,
+            app,
+            self.settings.conn_limits(),
+            shutdown,
+            timeout,
+        )
+        .await;
         housekeeping.abort();
         self.backend.database.close().await;
         tracing::info!("adiuva stopped");
@@ -276,13 +276,19 @@ pub fn routes(settings: &Settings, backend: &Backend) -> impl poem::Endpoint + '
     let timings = crate::ws::WsTimings {
         tool_timeout: Duration::from_secs(settings.chat_tool_timeout_secs.max(1)),
         ping_every: Duration::from_secs(settings.chat_ping_interval_secs.max(1)),
+        pong_timeout: Duration::from_secs(settings.chat_pong_timeout_secs.max(1)),
     };
+    let ws_limits = crate::ws::WsLimits::new(
+        settings.chat_max_message_bytes.max(1024),
+        settings.chat_max_sockets_per_user,
+    );
     Route::new()
         .nest(API_PREFIX, api.into_endpoint())
         .at(
             format!("{API_PREFIX}/chat/stream"),
             poem::get(crate::ws::chat_stream)
                 .data(timings)
+                .data(ws_limits)
                 .data(crate::ws::WsBudget(
                     limits_on.then(|| backend.rate_limiter.clone()),
                 )),

@@ -15,6 +15,15 @@
 //! and the socket stays usable. Every text frame passes through the sanitizer. A client
 //! that disconnects cancels the chat (the model call is dropped). The server pings every
 //! 30 s.
+//!
+//! Limits (issue #9, item 4), so no client can make a socket hold unbounded memory: a
+//! message or frame over `chat_max_message_bytes` (1 MiB) closes the socket with 1009
+//! before it is buffered; the outgoing queue holds [`OUTBOX_FRAMES`] frames, and a
+//! client that lets it fill (it does not read) is disconnected; error frames never echo
+//! more than [`MAX_DETAIL_CHARS`] characters of what the client sent; a socket from
+//! which nothing arrives (not even a pong) for `chat_pong_timeout_secs` is closed; a
+//! user may hold `chat_max_sockets_per_user` sockets on one instance (one more: 429
+//! `too_many_sockets` before the upgrade).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,10 +34,11 @@ use adiuva_core::Adiuva;
 use adiuva_core::auth::Principal;
 use adiuva_core::chat::orchestrator::{ChatOutcome, Orchestrator, answering, navigation_for};
 use adiuva_core::chat::{ChatRequest, ToolExecutor};
+use adiuva_core::domain::UserId;
 use async_trait::async_trait;
 use futures::{SinkExt as _, StreamExt as _};
 use poem::http::StatusCode;
-use poem::web::websocket::{Message, WebSocket, WebSocketStream};
+use poem::web::websocket::{CloseCode, Message, WebSocket, WebSocketConfig, WebSocketStream};
 use poem::web::{Data, Query};
 use poem::{IntoResponse, Request, Response, handler};
 use serde::Deserialize;
@@ -49,6 +59,8 @@ pub struct WsTimings {
     pub tool_timeout: Duration,
     /// Interval of WebSocket pings.
     pub ping_every: Duration,
+    /// A socket from which nothing (a pong included) arrives for this long is closed.
+    pub pong_timeout: Duration,
 }
 
 impl Default for WsTimings {
@@ -56,6 +68,124 @@ impl Default for WsTimings {
         Self {
             tool_timeout: Duration::from_secs(30),
             ping_every: Duration::from_secs(30),
+            pong_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Frames the server may have queued for one socket; a client that lets more pile up
+/// is not reading and is disconnected. A chat produces frames as fast as the model
+/// streams, which a reading client drains long before this.
+pub const OUTBOX_FRAMES: usize = 256;
+
+/// Longest `detail` of an error frame, in characters: details quote what the client sent
+/// (ids, types, parse errors), and the client decides how long that is.
+pub const MAX_DETAIL_CHARS: usize = 300;
+
+/// How long a closing socket's last frames may take to leave before it is dropped.
+const CLOSE_DRAIN: Duration = Duration::from_secs(5);
+
+/// Size caps of the chat socket, and its open sockets per user.
+#[derive(Clone)]
+pub struct WsLimits {
+    /// Largest message (and frame) a client may send, in bytes.
+    pub max_message_bytes: usize,
+    /// Open sockets per user on this instance.
+    pub max_sockets_per_user: usize,
+    open: Arc<Mutex<HashMap<UserId, usize>>>,
+}
+
+impl WsLimits {
+    /// The caps, with no socket open yet.
+    pub fn new(max_message_bytes: usize, max_sockets_per_user: usize) -> Self {
+        Self {
+            max_message_bytes,
+            max_sockets_per_user,
+            open: Arc::default(),
+        }
+    }
+
+    fn config(&self) -> WebSocketConfig {
+        let mut c = WebSocketConfig::default();
+        // tungstenite's defaults (64 MiB messages, 16 MiB frames) let one socket buffer
+        // that much of an unfinished message; a chat frame needs far less.
+        c.max_message_size = Some(self.max_message_bytes);
+        c.max_frame_size = Some(self.max_message_bytes);
+        // Allocated up front per socket (128 KiB by default); reads of larger frames
+        // still work, in more steps.
+        c.read_buffer_size = 8 * 1024;
+        c.write_buffer_size = 8 * 1024;
+        // The writer flushes every frame, so this only bounds a failing socket's buffer.
+        c.max_write_buffer_size = 8 * 1024 + self.max_message_bytes.max(1 << 20);
+        c
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, usize>> {
+        // Only counters live here; a panic elsewhere cannot leave them half-updated.
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn try_open(&self, user: UserId) -> Option<OpenSocket> {
+        let mut open = self.lock();
+        let n = open.entry(user).or_insert(0);
+        if *n >= self.max_sockets_per_user {
+            return None;
+        }
+        *n += 1;
+        Some(OpenSocket {
+            limits: self.clone(),
+            user,
+        })
+    }
+}
+
+/// One socket counted against its user until dropped (also when the upgrade fails).
+struct OpenSocket {
+    limits: WsLimits,
+    user: UserId,
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        let mut open = self.limits.lock();
+        if let Some(n) = open.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// Why the server ends a session on its own.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// The outgoing queue is full: the client does not read.
+    NotReading,
+    /// Nothing arrived for `pong_timeout`.
+    Unresponsive,
+}
+
+/// The socket's bounded outgoing queue. Sending never waits: a full queue means the
+/// client stopped reading, and the session is stopped instead.
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::Sender<Message>,
+    stop: mpsc::Sender<Stop>,
+}
+
+impl Outbox {
+    /// Queues `m`; false when the socket is gone or the client is not reading.
+    fn send(&self, m: Message) -> bool {
+        match self.tx.try_send(m) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let _ = self.stop.try_send(Stop::NotReading);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 }
@@ -89,6 +219,7 @@ pub async fn chat_stream(
     Data(app): Data<&Adiuva>,
     Data(timings): Data<&WsTimings>,
     Data(budget): Data<&WsBudget>,
+    Data(ws_limits): Data<&WsLimits>,
 ) -> Response {
     let header = crate::api::bearer_token(req).map(str::to_owned);
     let Some(token) = header.or(q.token) else {
@@ -104,9 +235,29 @@ pub async fn chat_stream(
         Ok(o) => o,
         Err(e) => return reject(e),
     };
+    let user = principal.id();
+    let Some(slot) = ws_limits.try_open(user) else {
+        tracing::warn!(user_id = %user, "refused a chat socket: too many open");
+        let e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sockets",
+            format!(
+                "at most {} chat sockets per user may be open at once; close one first",
+                ws_limits.max_sockets_per_user
+            ),
+        );
+        return Response::builder()
+            .status(e.status)
+            .content_type("application/json")
+            .body(serde_json::to_vec(&e.body).unwrap_or_default());
+    };
     let timings = *timings;
     let (limiter, app) = (budget.0.clone(), app.clone());
-    ws.on_upgrade(move |socket| session(orchestrator, principal, socket, timings, limiter, app))
+    ws.config(ws_limits.config())
+        .on_upgrade(move |socket| async move {
+            let _slot = slot;
+            session(orchestrator, principal, socket, timings, limiter, app).await;
+        })
         .into_response()
 }
 
@@ -115,7 +266,7 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Value, String>>>
 /// Runs tool calls on the device: sends the frame, waits for the matching result.
 struct WsExecutor {
     orchestrator: Arc<Orchestrator>,
-    out: mpsc::UnboundedSender<Message>,
+    out: Outbox,
     pending: Pending,
     next: AtomicU64,
     timeout: Duration,
@@ -137,7 +288,7 @@ impl ToolExecutor for WsExecutor {
         }
         let arguments = self.orchestrator.clean_value(arguments);
         let frame = json!({"type": "tool_call", "id": id, "name": name, "arguments": arguments});
-        if self.out.send(Message::Text(frame.to_string())).is_err() {
+        if !self.out.send(Message::Text(frame.to_string())) {
             return Err("the device disconnected".into());
         }
         let outcome = tokio::time::timeout(self.timeout, rx).await;
@@ -155,12 +306,21 @@ impl ToolExecutor for WsExecutor {
     }
 }
 
-fn send(out: &mpsc::UnboundedSender<Message>, frame: Value) {
-    let _ = out.send(Message::Text(frame.to_string()));
+fn send(out: &Outbox, frame: Value) {
+    out.send(Message::Text(frame.to_string()));
 }
 
+/// An error frame; its detail is cut to [`MAX_DETAIL_CHARS`] (it may quote the client).
 fn error_frame(code: &str, detail: impl Into<String>) -> Value {
-    json!({"type": "error", "code": code, "detail": detail.into()})
+    json!({"type": "error", "code": code, "detail": bounded(detail.into())})
+}
+
+fn bounded(mut s: String) -> String {
+    if let Some((cut, _)) = s.char_indices().nth(MAX_DETAIL_CHARS) {
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
 }
 
 /// What the client asked, and in which protocol.
@@ -208,8 +368,13 @@ async fn session(
 ) {
     let user = principal.id();
     let (mut sink, mut stream) = socket.split();
-    let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
-    let writer = tokio::spawn(async move {
+    let (tx, mut out_rx) = mpsc::channel::<Message>(OUTBOX_FRAMES);
+    let (stop, mut stopped) = mpsc::channel::<Stop>(2);
+    let out = Outbox { tx, stop };
+    // When anything last arrived from the client, in ms since `opened`.
+    let opened = tokio::time::Instant::now();
+    let last_seen = Arc::new(AtomicU64::new(0));
+    let mut writer = tokio::spawn(async move {
         while let Some(m) = out_rx.recv().await {
             if sink.send(m).await.is_err() {
                 break;
@@ -218,13 +383,20 @@ async fn session(
         let _ = sink.close().await;
     });
     let pinger = {
-        let out = out.clone();
+        let (out, last_seen) = (out.clone(), last_seen.clone());
         tokio::spawn(async move {
             let mut every = tokio::time::interval(timings.ping_every);
             every.tick().await;
             loop {
                 every.tick().await;
-                if out.send(Message::Ping(Vec::new())).is_err() {
+                let silent = opened
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(last_seen.load(Ordering::Relaxed)));
+                if silent >= timings.pong_timeout {
+                    let _ = out.stop.try_send(Stop::Unresponsive);
+                    break;
+                }
+                if !out.send(Message::Ping(Vec::new())) {
                     break;
                 }
             }
@@ -241,10 +413,32 @@ async fn session(
     let mut running: Option<tokio::task::JoinHandle<Option<(ChatRequest, String)>>> = None;
     let mut awaiting_answer: Option<(ChatRequest, String)> = None;
     tracing::info!(user_id = %user, "chat socket opened");
-    while let Some(frame) = stream.next().await {
+    let mut stopped_by: Option<Stop> = None;
+    loop {
+        let frame = tokio::select! {
+            frame = stream.next() => frame,
+            why = stopped.recv() => {
+                stopped_by = why;
+                break;
+            }
+        };
+        let Some(frame) = frame else { break };
+        let seen = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        last_seen.store(seen, Ordering::Relaxed);
         let text = match frame {
             Ok(Message::Text(t)) => t,
-            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(Message::Close(_)) => break,
+            Err(e) => {
+                // poem passes tungstenite's errors on as text; a capacity error is the
+                // one that means "message too big" (1009), and is raised before the
+                // oversized frame or message is buffered.
+                if e.to_string().starts_with("Space limit exceeded") {
+                    // "Space limit exceeded: Message too long: <size> > <max>": well
+                    // under a close reason's 123 bytes.
+                    out.send(Message::close_with(CloseCode::Size, e.to_string()));
+                }
+                break;
+            }
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
             Ok(Message::Binary(_)) => {
                 send(&out, error_frame("malformed_frame", "frames are JSON text"));
@@ -339,14 +533,35 @@ async fn session(
             run_chat(&orchestrator, executor.as_ref(), incoming, &out2).await
         }));
     }
-    // The client went away: cancel the chat (dropping its model call) and stop.
+    // The client went away (or is being sent away): cancel the chat (dropping its model
+    // call) and stop.
     if let Some(h) = running.take() {
         h.abort();
     }
     pinger.abort();
+    match stopped_by {
+        Some(Stop::NotReading) => {
+            // Nothing more can reach a client that does not read: drop the socket.
+            tracing::warn!(user_id = %user, "closing a chat socket: the client does not read");
+            writer.abort();
+        }
+        Some(Stop::Unresponsive) => {
+            tracing::info!(user_id = %user, "closing a chat socket: nothing received within the pong timeout");
+            out.send(Message::close_with(
+                CloseCode::Away,
+                "no pong or frame received in time",
+            ));
+        }
+        None => {}
+    }
     drop(out);
     drop(executor);
-    let _ = writer.await;
+    if tokio::time::timeout(CLOSE_DRAIN, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
     tracing::info!(user_id = %user, "chat socket closed");
 }
 
@@ -383,7 +598,7 @@ async fn run_chat(
     orchestrator: &Orchestrator,
     executor: &dyn ToolExecutor,
     incoming: Incoming,
-    out: &mpsc::UnboundedSender<Message>,
+    out: &Outbox,
 ) -> Option<(ChatRequest, String)> {
     let Incoming { request, v2 } = incoming;
     let (text_tx, mut text_rx) = mpsc::unbounded_channel::<String>();

@@ -1,0 +1,193 @@
+//! The connection layer under slow and greedy clients (issue #9, item 3): head
+//! deadlines, idle keep-alive, slow bodies, the per-IP cap. Raw TCP, because a
+//! well-behaved HTTP client cannot misbehave on purpose.
+//!
+//! Every timeout is set to about a second and the tests only ask that the server closed
+//! the socket within a generous 10 s; before these limits the sockets stayed open for
+//! minutes.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::helpers::{TestApp, email, spawn_app_with};
+
+const BOUND: Duration = Duration::from_secs(10);
+
+async fn open(app: &TestApp) -> TcpStream {
+    TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .expect("connect")
+}
+
+/// Reads until the server closes the socket (EOF or reset) and returns what it sent;
+/// panics if it is still open after [`BOUND`].
+async fn read_until_closed(read: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    let mut got = Vec::new();
+    let outcome = tokio::time::timeout(BOUND, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        outcome.is_ok(),
+        "the server did not close the socket within {BOUND:?} (it sent {:?})",
+        String::from_utf8_lossy(&got)
+    );
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A head dripped a byte every 200 ms is cut at the head deadline (1 s): the deadline
+/// is not reset by activity, so the drip does not keep the socket alive.
+#[tokio::test]
+async fn a_head_dripped_slowly_is_cut_at_the_header_deadline() {
+    let app = spawn_app_with(|s| s.header_read_timeout_secs = 1).await;
+    let (mut read, mut write) = open(&app).await.into_split();
+    let drip = tokio::spawn(async move {
+        write
+            .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        // X-Slow: aaaa… for as long as the socket takes it.
+        let _ = write.write_all(b"X-Slow: ").await;
+        while write.write_all(b"a").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let answer = read_until_closed(&mut read).await;
+    drip.abort();
+    assert!(!answer.contains("200 OK"), "{answer}");
+}
+
+/// A connection that never sends a byte is closed at the head deadline.
+#[tokio::test]
+async fn an_idle_new_connection_is_closed() {
+    let app = spawn_app_with(|s| s.header_read_timeout_secs = 1).await;
+    let mut socket = open(&app).await;
+    assert_eq!(read_until_closed(&mut socket).await, "");
+}
+
+/// A kept-alive connection that served a request and then idles is closed at the
+/// keep-alive timeout (1 s; the head deadline is 60 s, so it is the keep-alive rule).
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let app = spawn_app_with(|s| {
+        s.keep_alive_timeout_secs = 1;
+        s.header_read_timeout_secs = 60;
+    })
+    .await;
+    let mut socket = open(&app).await;
+    socket
+        .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = read_until_closed(&mut socket).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the request was served on the kept-alive connection first: {answer}"
+    );
+    assert!(!answer.contains("connection: close"), "{answer}");
+}
+
+/// A backup body dripped at 5 bytes/s (the minimum is 1,000/s with 1 s of patience) is
+/// cut: the client gets 400 `upload_incomplete`, the socket is closed, and neither a
+/// backup row nor a blob is left.
+#[tokio::test]
+async fn a_backup_body_dripped_slowly_is_cut_and_leaves_nothing() {
+    let app = spawn_app_with(|s| {
+        s.min_body_rate_bytes_per_sec = 1000;
+        s.body_read_timeout_secs = 1;
+    })
+    .await;
+    let user = email("drip");
+    let tokens = app.register_ok(&user).await;
+    app.adiuva
+        .accounts()
+        .set_tier(&user, adiuva_core::domain::Tier::Pro)
+        .await
+        .expect("tier");
+    let token = tokens["access_token"].as_str().expect("token").to_owned();
+    let body = vec![7u8; 2000];
+    let checksum = hex::encode(Sha256::digest(&body));
+    let head = format!(
+        "PUT /api/v1/backup HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         X-Backup-Version: 1\r\nX-Backup-Timestamp: 1700000000000\r\n\
+         X-Backup-Checksum: {checksum}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let (mut read, mut write) = open(&app).await.into_split();
+    let drip = tokio::spawn(async move {
+        write.write_all(head.as_bytes()).await.expect("head");
+        for b in body {
+            if write.write_all(&[b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let answer = read_until_closed(&mut read).await;
+    drip.abort();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("upload_incomplete"), "{answer}");
+    let history: Vec<Value> = app
+        .client
+        .get(app.url("/backup/history"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("history")
+        .json()
+        .await
+        .expect("json");
+    assert!(history.is_empty(), "{history:?}");
+    let blobs = adiuva_core::ports::BlobStore::list(&app.blobs, "")
+        .await
+        .expect("list blobs");
+    assert!(blobs.is_empty(), "no blob is left: {blobs:?}");
+}
+
+/// With a cap of 2 connections per IP, a third is answered 429 `too_many_connections`
+/// and closed at once; the server keeps serving, and once one of the two closes a fresh
+/// connection gets `/health`.
+#[tokio::test]
+async fn connections_over_the_per_ip_cap_are_refused() {
+    let app = spawn_app_with(|s| s.max_connections_per_ip = 2).await;
+    let first = open(&app).await;
+    let mut second = open(&app).await;
+    // The second is served: the cap counts open connections, not requests.
+    second
+        .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 12];
+    second.read_exact(&mut buf).await.expect("answer");
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    let mut third = open(&app).await;
+    let answer = read_until_closed(&mut third).await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    let body: Value =
+        serde_json::from_str(answer.split("\r\n\r\n").nth(1).expect("body")).expect("JSON body");
+    assert_eq!(body["code"], "too_many_connections");
+    drop(first);
+    // The server notices the close when it reads EOF; give it a moment.
+    let fresh = reqwest::Client::new();
+    let mut status = None;
+    for _ in 0..50 {
+        if let Ok(r) = fresh.get(app.url("/health")).send().await {
+            status = Some(r.status().as_u16());
+            if status == Some(200) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, Some(200));
+}
