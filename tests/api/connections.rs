@@ -191,3 +191,120 @@ async fn connections_over_the_per_ip_cap_are_refused() {
     }
     assert_eq!(status, Some(200));
 }
+
+/// A connection from a given loopback address (all of 127.0.0.0/8 is this machine), so a
+/// test can be several clients at once for the per-IP rules.
+async fn open_from(app: &TestApp, ip: [u8; 4], recv_buffer: Option<u32>) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::from((ip, 0)))
+        .expect("bind a loopback source address");
+    if let Some(size) = recv_buffer {
+        // A small fixed receive buffer (no autotuning), so a client that does not read
+        // stalls the server's writes quickly.
+        socket.set_recv_buffer_size(size).expect("SO_RCVBUF");
+    }
+    socket
+        .connect(std::net::SocketAddr::from(([127, 0, 0, 1], app.port)))
+        .await
+        .expect("connect")
+}
+
+/// Three hundred idle sockets from one address (once, before these limits, they made
+/// `/health` time out) do not starve anyone else: past the per-IP cap (default 256) that
+/// address's connections are refused, and a client at another address is answered.
+#[tokio::test]
+async fn three_hundred_idle_sockets_from_one_address_starve_no_one_else() {
+    let app = spawn_app_with(|s| s.header_read_timeout_secs = 60).await;
+    let cap = adiuva_server::settings::Settings::for_data_dir(".").max_connections_per_ip;
+    assert!(
+        cap > 0 && cap < 300,
+        "the test exercises the default cap ({cap})"
+    );
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(open_from(&app, [127, 0, 0, 2], None).await);
+    }
+    // The ones over the cap are answered 429 and closed; the first 256 stay open.
+    let mut refused = 0;
+    for socket in idle.iter_mut().skip(cap) {
+        let answer = read_until_closed(socket).await;
+        assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+        refused += 1;
+    }
+    assert_eq!(refused, 300 - cap);
+    // Another client is served at once (within the bound), while the 256 still idle.
+    let mut other = open_from(&app, [127, 0, 0, 3], None).await;
+    other
+        .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = read_until_closed(&mut other).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(idle);
+}
+
+/// A client that asks for a large download and never reads stalls the server's writes;
+/// the connection is closed after `send_timeout_secs` (1 s here) instead of being held
+/// with its buffers for as long as the client likes. Seen from the client: the body
+/// stops short of its length and the socket is closed.
+#[tokio::test]
+async fn a_client_that_does_not_read_a_download_is_cut_off() {
+    let app = spawn_app_with(|s| s.send_timeout_secs = 1).await;
+    let user = email("stall");
+    let tokens = app.register_ok(&user).await;
+    app.adiuva
+        .accounts()
+        .set_tier(&user, adiuva_core::domain::Tier::Pro)
+        .await
+        .expect("tier");
+    let token = tokens["access_token"].as_str().expect("token").to_owned();
+    // Larger than what the kernel buffers on both ends (the server's send buffer grows
+    // to a few MiB; the client's is pinned at 4 KiB).
+    let body: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
+    let checksum = hex::encode(Sha256::digest(&body));
+    let put = app
+        .client
+        .put(app.url("/backup"))
+        .bearer_auth(&token)
+        .header("x-backup-version", "1")
+        .header("x-backup-timestamp", "1700000000000")
+        .header("x-backup-checksum", &checksum)
+        .body(body.clone())
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(put.status(), 200);
+    let mut socket = open_from(&app, [127, 0, 0, 4], Some(4096)).await;
+    socket
+        .write_all(
+            format!(
+                "GET /api/v1/backup HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write");
+    // Not reading for a while: the server's write makes no progress for > 1 s.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut got = 0usize;
+    let outcome = tokio::time::timeout(BOUND, async {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(
+        outcome.is_ok(),
+        "the connection was still open {BOUND:?} after the client started reading ({got} bytes read)"
+    );
+    assert!(
+        got < body.len(),
+        "the server gave up before sending the whole body ({got} of {} bytes arrived)",
+        body.len()
+    );
+}
