@@ -28,6 +28,19 @@ async fn put_backup(
         .expect("req")
 }
 
+/// `GET /backup` as `token`, optionally with `If-Modified-Since`.
+async fn get_backup(
+    app: &TestApp,
+    token: &str,
+    if_modified_since: Option<&str>,
+) -> reqwest::Response {
+    let mut req = app.client.get(app.url("/backup")).bearer_auth(token);
+    if let Some(date) = if_modified_since {
+        req = req.header("if-modified-since", date);
+    }
+    req.send().await.expect("the server answers")
+}
+
 async fn history(app: &TestApp, token: &str) -> Vec<Value> {
     app.client
         .get(app.url("/backup/history"))
@@ -42,17 +55,7 @@ async fn history(app: &TestApp, token: &str) -> Vec<Value> {
 
 pub async fn backup_flow(app: &TestApp) {
     let token = user_on(app, Tier::Pro).await;
-    assert_error(
-        app.client
-            .get(app.url("/backup"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("req"),
-        404,
-        "not_found",
-    )
-    .await;
+    assert_error(get_backup(app, &token, None).await, 404, "not_found").await;
     let first = b"backup one".to_vec();
     let resp = put_backup(app, &token, 1_700_000_000_000, first.clone(), &sha(&first)).await;
     assert_eq!(resp.status(), 200);
@@ -70,13 +73,7 @@ pub async fn backup_flow(app: &TestApp) {
         200
     );
 
-    let latest = app
-        .client
-        .get(app.url("/backup"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("req");
+    let latest = get_backup(app, &token, None).await;
     assert_eq!(latest.status(), 200);
     assert_eq!(latest.headers()["x-backup-timestamp"], "1700000100000");
     assert_eq!(latest.headers()["x-backup-version"], "3");
@@ -88,24 +85,10 @@ pub async fn backup_flow(app: &TestApp) {
     assert_eq!(latest.bytes().await.expect("body").len(), second.len());
 
     // If-Modified-Since: the latest backup's own date → 304; an earlier date → 200.
-    let not_modified = app
-        .client
-        .get(app.url("/backup"))
-        .bearer_auth(&token)
-        .header("if-modified-since", &last_modified)
-        .send()
-        .await
-        .expect("req");
+    let not_modified = get_backup(app, &token, Some(&last_modified)).await;
     assert_eq!(not_modified.status(), 304);
     let earlier = "Tue, 14 Nov 2023 22:13:20 GMT"; // 1_700_000_000 s: before the latest
-    let modified = app
-        .client
-        .get(app.url("/backup"))
-        .bearer_auth(&token)
-        .header("if-modified-since", earlier)
-        .send()
-        .await
-        .expect("req");
+    let modified = get_backup(app, &token, Some(earlier)).await;
     assert_eq!(modified.status(), 200);
 
     let h = history(app, &token).await;
@@ -140,13 +123,7 @@ pub async fn backup_flow(app: &TestApp) {
         .await
         .expect("req");
     assert_eq!(del.status(), 200);
-    let latest = app
-        .client
-        .get(app.url("/backup"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("req");
+    let latest = get_backup(app, &token, None).await;
     assert_eq!(
         latest.bytes().await.expect("body").as_ref(),
         first.as_slice(),
@@ -279,13 +256,7 @@ async fn a_backup_larger_than_any_buffer_streams_through() {
     assert_eq!(resp.status(), 200);
     let h = history(&app, &token).await;
     assert_eq!(h[0]["size_bytes"], 40 * 1024 * 1024);
-    let got = app
-        .client
-        .get(app.url("/backup"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("req");
+    let got = get_backup(&app, &token, None).await;
     assert_eq!(got.headers()["x-backup-checksum"], checksum.as_str());
     let body = got.bytes().await.expect("body");
     assert_eq!(sha(&body), checksum);
@@ -351,17 +322,7 @@ async fn another_users_backup_cannot_be_deleted() {
         "not_found",
     )
     .await;
-    assert_error(
-        app.client
-            .get(app.url("/backup"))
-            .bearer_auth(&bob)
-            .send()
-            .await
-            .expect("req"),
-        404,
-        "not_found",
-    )
-    .await;
+    assert_error(get_backup(&app, &bob, None).await, 404, "not_found").await;
     assert!(history(&app, &bob).await.is_empty());
     assert_eq!(history(&app, &alice).await.len(), 1);
 }
@@ -511,13 +472,7 @@ async fn same_timestamp_uploads_one_wins_and_what_is_served_matches() {
         assert_eq!(body["code"], "conflict", "{body}");
         kept += winner.len() as i64;
 
-        let got = app
-            .client
-            .get(app.url("/backup"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("req");
+        let got = get_backup(&app, &token, None).await;
         assert_eq!(got.status(), 200);
         let checksum = got.headers()["x-backup-checksum"]
             .to_str()
@@ -579,40 +534,20 @@ async fn far_future_timestamps_are_422_and_get_backup_keeps_working() {
             .status(),
         200
     );
-    let got = app
-        .client
-        .get(app.url("/backup"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("the server answers");
+    let got = get_backup(&app, &token, None).await;
     assert_eq!(got.status(), 200);
     assert_eq!(
         got.headers()["last-modified"],
         "Fri, 31 Dec 9999 23:59:59 GMT"
     );
-    let not_modified = app
-        .client
-        .get(app.url("/backup"))
-        .bearer_auth(&token)
-        .header("if-modified-since", "Fri, 31 Dec 9999 23:59:59 GMT")
-        .send()
-        .await
-        .expect("req");
+    let not_modified = get_backup(&app, &token, Some("Fri, 31 Dec 9999 23:59:59 GMT")).await;
     assert_eq!(not_modified.status(), 304);
     for junk in [
         "Sat, 01 Jan 10000 00:00:00 GMT",
         "yesterday",
         "Thu, 01 Jan 1969 00:00:00 GMT",
     ] {
-        let ignored = app
-            .client
-            .get(app.url("/backup"))
-            .bearer_auth(&token)
-            .header("if-modified-since", junk)
-            .send()
-            .await
-            .expect("req");
+        let ignored = get_backup(&app, &token, Some(junk)).await;
         assert_eq!(ignored.status(), 200, "an invalid date is ignored: {junk}");
     }
 
@@ -649,13 +584,7 @@ async fn far_future_timestamps_are_422_and_get_backup_keeps_working() {
             .await
             .expect("row")
     );
-    let got = app
-        .client
-        .get(app.url("/backup"))
-        .bearer_auth(&old)
-        .send()
-        .await
-        .expect("the server answers instead of dropping the connection");
+    let got = get_backup(&app, &old, None).await;
     assert_eq!(got.status(), 200);
     assert!(got.headers().get("last-modified").is_none());
     assert_eq!(got.headers()["x-backup-timestamp"], "300000000000000");
