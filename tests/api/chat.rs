@@ -95,14 +95,14 @@ pub fn tools() -> Vec<(&'static str, &'static str, Value)> {
     ]
 }
 
-fn system_text(body: &Value) -> String {
+pub(crate) fn system_text(body: &Value) -> String {
     body["messages"][0]["content"]
         .as_str()
         .unwrap_or("")
         .to_owned()
 }
 
-fn last_user(body: &Value) -> String {
+pub(crate) fn last_user(body: &Value) -> String {
     body["messages"]
         .as_array()
         .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
@@ -111,7 +111,7 @@ fn last_user(body: &Value) -> String {
         .to_owned()
 }
 
-fn is_router(body: &Value) -> bool {
+pub(crate) fn is_router(body: &Value) -> bool {
     system_text(body).contains("intent classifier")
 }
 

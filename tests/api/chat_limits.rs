@@ -9,7 +9,9 @@ use adiuva_adapters::llm::fake::{FakeOpenAi, Reply};
 use adiuva_server::settings::Settings;
 use serde_json::{Value, json};
 
-use crate::chat::{SERVER_KEY, connect, fake_with, next, post_chat, send, token};
+use crate::chat::{
+    SERVER_KEY, connect, fake_with, is_router, last_user, next, post_chat, send, system_text, token,
+};
 use crate::helpers::{TestApp, assert_error, spawn_app_with};
 
 /// Distinct from the defaults, so a request that carries them got them from settings.
@@ -21,28 +23,8 @@ const ROUTER_MAX: u64 = 24;
 /// Not a timing assertion: the deadline under test is 1 s.
 const NO_HANG: Duration = Duration::from_secs(30);
 
-fn system_text(body: &Value) -> String {
-    body["messages"][0]["content"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned()
-}
-
-fn is_router(body: &Value) -> bool {
-    system_text(body).contains("intent classifier")
-}
-
 fn is_synthesis(body: &Value) -> bool {
     system_text(body).starts_with("You merge the results")
-}
-
-fn last_user(body: &Value) -> String {
-    body["messages"]
-        .as_array()
-        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("")
-        .to_owned()
 }
 
 /// Characters of every message's content: what a provider counts against its window.
