@@ -90,7 +90,7 @@ fn config_example_documents_every_key() {
     }
     // The committed .env.example is exactly what the command prints.
     let committed =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.env.example"))
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.env.example"))
             .expect(".env.example");
     assert_eq!(
         committed, env,
