@@ -20,6 +20,7 @@
 
 use std::sync::Arc;
 
+use adiuva_core::Secret;
 use adiuva_core::ports::blob::{
     BlobError, BlobInfo, BlobStore, ByteStream, StoredBlob, UnfinishedUpload,
 };
@@ -49,9 +50,9 @@ pub struct S3Options {
     /// Endpoint of an S3-compatible service (MinIO, moto, R2…); unset: AWS.
     pub endpoint: Option<String>,
     /// Access key id (unset: the environment's AWS credentials chain).
-    pub access_key_id: Option<String>,
-    /// Secret key.
-    pub secret_access_key: Option<String>,
+    pub access_key_id: Option<Secret<String>>,
+    /// Secret key (`Debug` prints `***`).
+    pub secret_access_key: Option<Secret<String>>,
 }
 
 /// A [`BlobStore`] over any `object_store` backend.
@@ -114,7 +115,9 @@ impl ObjectBlobs {
                 .with_allow_http(endpoint.starts_with("http://"));
         }
         if let (Some(id), Some(secret)) = (&options.access_key_id, &options.secret_access_key) {
-            b = b.with_access_key_id(id).with_secret_access_key(secret);
+            b = b
+                .with_access_key_id(id.expose())
+                .with_secret_access_key(secret.expose());
         }
         let store = b.build().map_err(|e| {
             AdapterError::Unsupported(format!(
@@ -434,6 +437,20 @@ pub async fn check_blob_url(url: &str, s3: &S3Options) -> Result<String, Adapter
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn s3_options_debug_prints_no_key() {
+        let options = S3Options {
+            region: None,
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            access_key_id: Some(Secret::new("AKIDEXAMPLEID".into())),
+            secret_access_key: Some(Secret::new("wJalrXUtnFEMI-secret".into())),
+        };
+        let printed = format!("{options:?}");
+        assert!(!printed.contains("AKIDEXAMPLEID"), "{printed}");
+        assert!(!printed.contains("wJalrXUtnFEMI-secret"), "{printed}");
+        assert!(printed.contains("***"), "{printed}");
+    }
     use super::*;
 
     fn prefix() -> String {
@@ -554,8 +571,12 @@ mod tests {
         let options = S3Options {
             region: var("REGION"),
             endpoint: Some(endpoint),
-            access_key_id: Some(var("ACCESS_KEY_ID").unwrap_or_else(|| "test".into())),
-            secret_access_key: Some(var("SECRET_ACCESS_KEY").unwrap_or_else(|| "test".into())),
+            access_key_id: Some(Secret::new(
+                var("ACCESS_KEY_ID").unwrap_or_else(|| "test".into()),
+            )),
+            secret_access_key: Some(Secret::new(
+                var("SECRET_ACCESS_KEY").unwrap_or_else(|| "test".into()),
+            )),
         };
         Some(
             ObjectBlobs::s3(

@@ -965,11 +965,8 @@ impl Settings {
         adiuva_adapters::blobs::S3Options {
             region: self.s3_region.clone(),
             endpoint: self.s3_endpoint.clone(),
-            access_key_id: self.aws_access_key_id.as_ref().map(|s| s.expose().clone()),
-            secret_access_key: self
-                .aws_secret_access_key
-                .as_ref()
-                .map(|s| s.expose().clone()),
+            access_key_id: self.aws_access_key_id.clone(),
+            secret_access_key: self.aws_secret_access_key.clone(),
         }
     }
 
