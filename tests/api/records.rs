@@ -661,3 +661,73 @@ pub fn stored_files(app: &TestApp) -> Vec<(std::path::PathBuf, u64)> {
     walk(&app.blob_dir(), &mut out);
     out
 }
+
+/// `GET /storage/records/{id}` with `If-None-Match` naming the current `ETag` (alone, in a
+/// list, weak, or `*`) answers 304 with the `ETag` and no bytes; after an update the old
+/// tag gets the new bytes; another user's id is 404 whatever the header says.
+#[tokio::test]
+async fn if_none_match_answers_304_while_the_record_is_unchanged() {
+    let app = spawn_app().await;
+    let token = user_on(&app, Tier::Pro).await;
+    let created: Value = create(&app, &token, "notes", b"version one")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let path = format!("/storage/records/{}", created["id"].as_str().expect("id"));
+    let first = verb(&app, "GET", &path, &token).send().await.expect("req");
+    assert_eq!(first.status(), 200);
+    let tag = first.headers()["etag"].to_str().expect("ascii").to_owned();
+    assert_eq!(tag, format!("\"{}\"", sha(b"version one")));
+    for header in [
+        tag.clone(),
+        format!("\"other\", {tag}"),
+        format!("W/{tag}"),
+        "*".to_owned(),
+    ] {
+        let again = verb(&app, "GET", &path, &token)
+            .header("if-none-match", &header)
+            .send()
+            .await
+            .expect("req");
+        assert_eq!(again.status(), 304, "If-None-Match: {header}");
+        assert_eq!(again.headers()["etag"], tag.as_str());
+        assert!(again.bytes().await.expect("body").is_empty());
+    }
+    let other_tag = verb(&app, "GET", &path, &token)
+        .header("if-none-match", "\"something else\"")
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(other_tag.status(), 200);
+    assert_eq!(
+        other_tag.bytes().await.expect("body").as_ref(),
+        b"version one"
+    );
+
+    let updated = verb(&app, "PUT", &path, &token)
+        .json(&json!({"blob": b64(b"version two"), "checksum": sha(b"version two")}))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(updated.status(), 200);
+    let after = verb(&app, "GET", &path, &token)
+        .header("if-none-match", &tag)
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(after.status(), 200, "the old tag no longer matches");
+    assert_eq!(
+        after.headers()["etag"],
+        format!("\"{}\"", sha(b"version two")).as_str()
+    );
+    assert_eq!(after.bytes().await.expect("body").as_ref(), b"version two");
+
+    let stranger = user_on(&app, Tier::Pro).await;
+    let theirs = verb(&app, "GET", &path, &stranger)
+        .header("if-none-match", "*")
+        .send()
+        .await
+        .expect("req");
+    assert_error(theirs, 404, "not_found").await;
+}

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use poem::Body;
 use poem::web::Data;
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{Binary, Json};
 use poem_openapi::types::Base64;
 use poem_openapi::{ApiResponse, Object, OpenApi};
@@ -88,6 +88,28 @@ pub enum RecordDownload {
         #[oai(header = "ETag")]
         String,
     ),
+    /// `If-None-Match` names the record's current `ETag`: the bytes the client holds are
+    /// still the record's. No body.
+    #[oai(status = 304)]
+    NotModified(
+        /// The current `ETag`.
+        #[oai(header = "ETag")]
+        String,
+    ),
+}
+
+/// The record's `ETag`: its checksum, quoted.
+fn etag(checksum: &str) -> String {
+    format!("\"{checksum}\"")
+}
+
+/// Whether an `If-None-Match` header names `etag` (RFC 9110 §13.1.2: a list of entity
+/// tags or `*`, compared weakly, so `W/"…"` matches too).
+fn none_match(header: &str, etag: &str) -> bool {
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
 }
 
 api_errors!(
@@ -185,11 +207,20 @@ impl StorageApi {
         app: Data<&Adiuva>,
         auth: BearerAuth,
         id: Path<String>,
+        /// `ETag`s of copies the client holds: a match answers 304 without the bytes.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
     ) -> Result<RecordDownload, RecordReadError> {
-        let (meta, mut stream) = app
-            .records()?
-            .download(auth.0, path_id(&id.0, "record")?)
-            .await?;
+        let records = app.records()?;
+        let id = path_id(&id.0, "record")?;
+        if let Some(header) = if_none_match.0.as_deref() {
+            // Only the row is read: an unchanged record costs no blob read.
+            let current = etag(&records.meta(auth.0, id).await?.checksum);
+            if none_match(header, &current) {
+                return Ok(RecordDownload::NotModified(current));
+            }
+        }
+        let (meta, mut stream) = records.download(auth.0, id).await?;
         // Records are small (bounded by the JSON body limit): answer with one
         // Content-Length body. A chunked stream of small writes meets delayed ACKs and
         // costs ~40 ms a request on loopback.
@@ -201,7 +232,7 @@ impl StorageApi {
             bytes.extend_from_slice(&chunk);
         }
         let body = Body::from_vec(bytes);
-        let etag = format!("\"{}\"", meta.checksum);
+        let etag = etag(&meta.checksum);
         Ok(RecordDownload::Ok(Binary(body), meta.checksum, etag))
     }
 
@@ -255,4 +286,20 @@ fn default_page() -> u64 {
 
 fn default_limit() -> u64 {
     50
+}
+
+#[cfg(test)]
+mod tests {
+    use super::none_match;
+
+    #[test]
+    fn if_none_match_lists_wildcards_and_weak_tags() {
+        let tag = "\"abc\"";
+        assert!(none_match("\"abc\"", tag));
+        assert!(none_match("\"x\", W/\"abc\"", tag));
+        assert!(none_match("*", tag));
+        assert!(!none_match("\"abd\"", tag));
+        assert!(!none_match("abc", tag), "an unquoted tag is not the tag");
+        assert!(!none_match("", tag));
+    }
 }
