@@ -24,7 +24,7 @@ use crate::error::Error;
 use crate::ports::blob::{BlobError, BlobStore, ByteStream};
 use crate::ports::db::BackupMeta;
 use crate::ports::{Clock, Database};
-use crate::storage::{MAX_RACE_RETRIES, blob_error, discard_blob};
+use crate::storage::{MAX_RACE_RETRIES, blob_error, busy, discard_blob, named};
 use crate::tiers::{Feature, TierManager};
 
 /// Backups kept per user when not configured.
@@ -347,9 +347,7 @@ impl BackupService {
                 Err(e) => return Err(blob_error(e)),
             }
         }
-        Err(Error::Conflict(
-            "the backups changed too often while this request ran; try again".into(),
-        ))
+        Err(busy("backups"))
     }
 
     /// Deletes one of the user's backups with its blob.
@@ -358,10 +356,7 @@ impl BackupService {
             .db
             .delete_backup(user, id)
             .await
-            .map_err(|e| match Error::from(e) {
-                Error::NotFound(_) => Error::NotFound("backup"),
-                other => other,
-            })?;
+            .map_err(named("backup"))?;
         self.discard_blob(&meta.blob_key).await;
         Ok(())
     }

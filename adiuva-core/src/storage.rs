@@ -45,10 +45,19 @@ fn version_key(user: UserId, table: &str, id: Uuid) -> String {
     format!("{user}/{table}/{id}.{}", Uuid::now_v7().simple())
 }
 
-fn busy(what: &str) -> Error {
+pub(crate) fn busy(what: &str) -> Error {
     Error::Conflict(format!(
         "the {what} changed too often while this request ran; try again"
     ))
+}
+
+/// A repository error, with a missing row named `what` (the port's `NotFound` does not
+/// say what was missing).
+pub(crate) fn named(what: &'static str) -> impl FnOnce(crate::ports::RepoError) -> Error {
+    move |e| match Error::from(e) {
+        Error::NotFound(_) => Error::NotFound(what),
+        other => other,
+    }
 }
 
 /// Records for one deployment.
@@ -283,10 +292,7 @@ impl RecordService {
                 },
                 Err(e) => {
                     self.discard_blob(&new_key).await;
-                    return Err(match Error::from(e) {
-                        Error::NotFound(_) => Error::NotFound("record"),
-                        other => other,
-                    });
+                    return Err(named("record")(e));
                 }
             }
         }
@@ -300,10 +306,7 @@ impl RecordService {
             .db
             .delete_record(user, id)
             .await
-            .map_err(|e| match Error::from(e) {
-                Error::NotFound(_) => Error::NotFound("record"),
-                other => other,
-            })?;
+            .map_err(named("record"))?;
         self.discard_blob(&gone.blob_key).await;
         Ok(())
     }
