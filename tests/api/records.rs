@@ -63,6 +63,14 @@ async fn create(app: &TestApp, token: &str, table: &str, blob: &[u8]) -> reqwest
         .expect("req")
 }
 
+/// Creates a record (which must succeed) and returns its id.
+async fn create_ok(app: &TestApp, token: &str, table: &str, blob: &[u8]) -> String {
+    let resp = create(app, token, table, blob).await;
+    assert_eq!(resp.status(), 200, "create");
+    let created: Value = resp.json().await.expect("json");
+    created["id"].as_str().expect("id").to_owned()
+}
+
 fn verb(app: &TestApp, method: &str, path: &str, token: &str) -> reqwest::RequestBuilder {
     app.client
         .request(
@@ -200,12 +208,7 @@ async fn a_wrong_checksum_is_400_and_stores_nothing() {
     assert!(left.is_empty(), "no blob either: {left:?}");
 
     // An update with a wrong checksum leaves the old bytes.
-    let created: Value = create(&app, &token, "notes", b"keep me")
-        .await
-        .json()
-        .await
-        .expect("json");
-    let id = created["id"].as_str().expect("id");
+    let id = create_ok(&app, &token, "notes", b"keep me").await;
     let bad = verb(&app, "PUT", &format!("/storage/records/{id}"), &token)
         .json(&json!({"blob": b64(b"new"), "checksum": sha(b"not new")}))
         .send()
@@ -286,12 +289,8 @@ async fn another_users_record_is_404_on_every_verb() {
     let app = spawn_app().await;
     let alice = user_on(&app, Tier::Pro).await;
     let bob = user_on(&app, Tier::Pro).await;
-    let created: Value = create(&app, &alice, "notes", b"alice's")
-        .await
-        .json()
-        .await
-        .expect("json");
-    let path = format!("/storage/records/{}", created["id"].as_str().expect("id"));
+    let id = create_ok(&app, &alice, "notes", b"alice's").await;
+    let path = format!("/storage/records/{}", id);
     assert_error(
         verb(&app, "GET", &path, &bob).send().await.expect("req"),
         404,
@@ -359,11 +358,7 @@ async fn the_free_tier_cannot_store() {
 async fn gc_finds_and_deletes_blobs_without_rows() {
     let app = spawn_app().await;
     let token = user_on(&app, Tier::Pro).await;
-    let created: Value = create(&app, &token, "notes", b"kept")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let id = create_ok(&app, &token, "notes", b"kept").await;
     // A blob left behind by a write that died between blob and row.
     let me: Value = app.me(&token).await.json().await.expect("me");
     let orphan_key = format!(
@@ -395,15 +390,10 @@ async fn gc_finds_and_deletes_blobs_without_rows() {
     );
     assert_eq!(gc(&app, true).await.orphans, vec![orphan_key.clone()]);
     assert!(orphans(&app).await.is_empty());
-    let got = verb(
-        &app,
-        "GET",
-        &format!("/storage/records/{}", created["id"].as_str().expect("id")),
-        &token,
-    )
-    .send()
-    .await
-    .expect("req");
+    let got = verb(&app, "GET", &format!("/storage/records/{}", id), &token)
+        .send()
+        .await
+        .expect("req");
     assert_eq!(
         got.bytes().await.expect("body").as_ref(),
         b"kept",
@@ -497,12 +487,7 @@ async fn get_consistent(app: &TestApp, token: &str, id: &str) -> Vec<u8> {
 /// record is updated again and again with blobs of different sizes (64 KiB–1 MiB).
 pub async fn readers_during_updates_get_matching_bytes(app: &TestApp) {
     let token = user_on(app, Tier::Pro).await;
-    let created: Value = create(app, &token, "notes", &patterned(64 * 1024, 0))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let id = created["id"].as_str().expect("id").to_owned();
+    let id = create_ok(app, &token, "notes", &patterned(64 * 1024, 0)).await;
     let done = std::sync::atomic::AtomicBool::new(false);
     let sizes = [64 * 1024, 1024 * 1024, 300 * 1024, 900 * 1024, 128 * 1024];
     let mut sent = Vec::new();
@@ -547,12 +532,7 @@ pub async fn readers_during_updates_get_matching_bytes(app: &TestApp) {
 /// behind or deleted from under the winner.
 pub async fn concurrent_updates_leave_one_consistent_version(app: &TestApp) {
     let token = user_on(app, Tier::Pro).await;
-    let created: Value = create(app, &token, "notes", b"first")
-        .await
-        .json()
-        .await
-        .expect("json");
-    let id = created["id"].as_str().expect("id").to_owned();
+    let id = create_ok(app, &token, "notes", b"first").await;
     for round in 0..4u8 {
         let blobs: Vec<Vec<u8>> = (0..6u8)
             .map(|i| patterned(100 * 1024 + usize::from(i) * 37 * 1024, round * 10 + i))
@@ -669,12 +649,8 @@ pub fn stored_files(app: &TestApp) -> Vec<(std::path::PathBuf, u64)> {
 async fn if_none_match_answers_304_while_the_record_is_unchanged() {
     let app = spawn_app().await;
     let token = user_on(&app, Tier::Pro).await;
-    let created: Value = create(&app, &token, "notes", b"version one")
-        .await
-        .json()
-        .await
-        .expect("json");
-    let path = format!("/storage/records/{}", created["id"].as_str().expect("id"));
+    let id = create_ok(&app, &token, "notes", b"version one").await;
+    let path = format!("/storage/records/{}", id);
     let first = verb(&app, "GET", &path, &token).send().await.expect("req");
     assert_eq!(first.status(), 200);
     let tag = first.headers()["etag"].to_str().expect("ascii").to_owned();
