@@ -379,8 +379,18 @@ fn ordinary_replies_come_out_unchanged() {
     }
 }
 
-/// A minimal subscriber recording every event's fields as text.
-struct Capture(Arc<Mutex<Vec<String>>>);
+/// The subscriber for this test binary: installed once as the global default, it records
+/// every event's fields as text into the buffer of the thread that emitted it, if that
+/// thread asked for one. A scoped `with_default` was flaky here: when another test thread
+/// registered the sanitizer's callsite first, with no subscriber, the callsite cached
+/// "never" and the capture saw nothing (CI, stop 16). A global default is part of every
+/// callsite's interest from the start, so no registration order can lose an event.
+struct Capture;
+
+thread_local! {
+    static CAPTURED: std::cell::RefCell<Option<Arc<Mutex<Vec<String>>>>> =
+        const { std::cell::RefCell::new(None) };
+}
 
 struct Fields<'a>(&'a mut String);
 
@@ -391,6 +401,12 @@ impl tracing::field::Visit for Fields<'_> {
 }
 
 impl tracing::Subscriber for Capture {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::always()
+    }
     fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
         true
     }
@@ -400,29 +416,44 @@ impl tracing::Subscriber for Capture {
     fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
     fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
     fn event(&self, event: &tracing::Event<'_>) {
-        let mut s = format!("{} ", event.metadata().level());
-        event.record(&mut Fields(&mut s));
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(s);
+        CAPTURED.with(|c| {
+            if let Some(buffer) = c.borrow().as_ref() {
+                let mut s = format!("{} ", event.metadata().level());
+                event.record(&mut Fields(&mut s));
+                buffer
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(s);
+            }
+        });
     }
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
+/// Runs `f` with every event this thread emits recorded, and returns the records.
+fn capture_events(f: impl FnOnce()) -> Vec<String> {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        tracing::subscriber::set_global_default(Capture)
+            .expect("no other global subscriber in this test binary");
+    });
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    CAPTURED.with(|c| *c.borrow_mut() = Some(buffer.clone()));
+    f();
+    CAPTURED.with(|c| *c.borrow_mut() = None);
+    let events = buffer.lock().unwrap().clone();
+    events
+}
+
 #[test]
 fn each_firing_is_logged_with_lengths_and_never_the_text() {
     let s = sanitizer();
-    let events = Arc::new(Mutex::new(Vec::new()));
     let reply = format!("<think>secret plan</think>ok. {SYSTEM_PROMPT}");
-    tracing::subscriber::with_default(Capture(events.clone()), || {
-        // Other tests may have hit the callsite first, with no subscriber.
-        tracing::callsite::rebuild_interest_cache();
+    let events = capture_events(|| {
         s.sanitize(&reply);
         s.sanitize("Nothing to see here.");
     });
-    let events = events.lock().unwrap();
     assert_eq!(events.len(), 2, "{events:?}");
     assert!(events.iter().all(|e| e.starts_with("WARN")));
     assert!(events[0].contains("prompt_fragment") && events[0].contains("removed_bytes="));
