@@ -48,7 +48,7 @@ impl Settings {
                 k.key,
                 env.join(", "),
                 k.doc.replace('|', "\\|"),
-                if k.secret { " Secret." } else { "" },
+                if k.secret { " Secret (printed as `***`)." } else { "" },
             ));
         }
         out
