@@ -296,10 +296,10 @@ impl Settings {
         }
         for k in KEYS {
             // The first variable set wins, and the error names it and the key.
-            if let Some((name, v)) = k.env.iter().find_map(|n| env(n).map(|v| (n, v))) {
-                if let Err(SetError::Invalid(why)) = s.set_text(k.key, &v) {
-                    return Err(ConfigError(format!("{} (from ${name}) {why}", k.key)));
-                }
+            if let Some((name, v)) = k.env.iter().find_map(|n| env(n).map(|v| (n, v)))
+                && let Err(SetError::Invalid(why)) = s.set_text(k.key, &v)
+            {
+                return Err(ConfigError(format!("{} (from ${name}) {why}", k.key)));
             }
         }
         if let Some(dir) = &overrides.data_dir {

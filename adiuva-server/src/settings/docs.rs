@@ -48,7 +48,11 @@ impl Settings {
                 k.key,
                 env.join(", "),
                 k.doc.replace('|', "\\|"),
-                if k.secret { " Secret (printed as `***`)." } else { "" },
+                if k.secret {
+                    " Secret (printed as `***`)."
+                } else {
+                    ""
+                },
             ));
         }
         out
