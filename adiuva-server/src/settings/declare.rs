@@ -37,13 +37,18 @@ pub trait Value: Sized {
     fn show(&self) -> Option<String>;
 }
 
+/// The trimmed text through `FromStr`, or why not ("must be {what} (got '…')").
+fn parsed<T: std::str::FromStr>(v: &str, what: &str) -> Result<T, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("must be {what} (got '{v}')"))
+}
+
 macro_rules! numbers {
     ($($t:ty),+) => {$(
         impl Value for $t {
             fn parse(v: &str) -> Result<Self, String> {
-                v.trim()
-                    .parse()
-                    .map_err(|_| format!("must be a non-negative whole number (got '{v}')"))
+                parsed(v, "a non-negative whole number")
             }
             fn show(&self) -> Option<String> {
                 Some(self.to_string())
@@ -91,9 +96,7 @@ impl Value for PathBuf {
 
 impl Value for SocketAddr {
     fn parse(v: &str) -> Result<Self, String> {
-        v.trim()
-            .parse()
-            .map_err(|_| format!("must be an address like 127.0.0.1:8080 (got '{v}')"))
+        parsed(v, "an address like 127.0.0.1:8080")
     }
     fn show(&self) -> Option<String> {
         Some(self.to_string())

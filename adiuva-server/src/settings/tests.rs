@@ -13,6 +13,11 @@ fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     move |k| map.get(k).cloned()
 }
 
+/// Defaults and these variables (no file, no flags).
+fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    Settings::load_from(&Overrides::default(), env(pairs))
+}
+
 #[test]
 fn every_default_parses() {
     let mut s = Settings::defaults();
@@ -86,27 +91,19 @@ fn layers_file_then_env_then_flags() {
 
 #[test]
 fn adiuva_prefixed_names_beat_plan_names() {
-    let s = Settings::load_from(
-        &Overrides::default(),
-        env(&[
-            ("DATABASE_URL", "sqlite://a.db"),
-            ("ADIUVA_DATABASE_URL", "sqlite://b.db"),
-        ]),
-    )
+    let s = load(&[
+        ("DATABASE_URL", "sqlite://a.db"),
+        ("ADIUVA_DATABASE_URL", "sqlite://b.db"),
+    ])
     .expect("load");
     assert_eq!(s.database_url(), "sqlite://b.db");
 }
 
 #[test]
 fn bad_values_name_the_key() {
-    let e =
-        Settings::load_from(&Overrides::default(), env(&[("JWT_ALGORITHM", "RS256")])).unwrap_err();
+    let e = load(&[("JWT_ALGORITHM", "RS256")]).unwrap_err();
     assert!(e.to_string().contains("JWT_ALGORITHM"), "{e}");
-    let e = Settings::load_from(
-        &Overrides::default(),
-        env(&[("ADIUVA_BODY_LIMIT_BYTES", "lots")]),
-    )
-    .unwrap_err();
+    let e = load(&[("ADIUVA_BODY_LIMIT_BYTES", "lots")]).unwrap_err();
     assert!(e.to_string().contains("body_limit_bytes"), "{e}");
     let over = Overrides {
         config_file: Some("/nonexistent/adiuva.toml".into()),
@@ -117,14 +114,11 @@ fn bad_values_name_the_key() {
 
 #[test]
 fn secrets_never_print() {
-    let s = Settings::load_from(
-        &Overrides::default(),
-        env(&[
-            ("JWT_SECRET", "topsecret-value-123"),
-            ("OPENAI_API_KEY", "sk-live-abc"),
-            ("DATABASE_URL", "postgres://u:pw-xyz@db/adiuva"),
-        ]),
-    )
+    let s = load(&[
+        ("JWT_SECRET", "topsecret-value-123"),
+        ("OPENAI_API_KEY", "sk-live-abc"),
+        ("DATABASE_URL", "postgres://u:pw-xyz@db/adiuva"),
+    ])
     .expect("load");
     let dbg = format!("{s:?}");
     for leaked in ["topsecret-value-123", "sk-live-abc", "pw-xyz"] {
@@ -208,7 +202,7 @@ fn show_prints_every_key_and_never_a_secret() {
     pairs.push(("DATABASE_URL", "postgres://u:pw-xyz@db/adiuva"));
     pairs.push(("REDIS_URL", "redis://:redis-pw@cache:6379"));
     pairs.push(("ADIUVA_BODY_LIMIT_BYTES", "4096"));
-    let s = Settings::load_from(&Overrides::default(), env(&pairs)).expect("load");
+    let s = load(&pairs).expect("load");
     let shown = s.show();
     for (_, leaked) in &pairs[..secrets.len()] {
         assert!(!shown.contains(leaked), "{leaked} leaked: {shown}");
@@ -251,9 +245,7 @@ fn parse_errors_name_the_key_from_env_and_file() {
             continue;
         }
         typed += 1;
-        let e = Settings::load_from(&Overrides::default(), env(&[(k.env[0], "not a value!")]))
-            .unwrap_err()
-            .to_string();
+        let e = load(&[(k.env[0], "not a value!")]).unwrap_err().to_string();
         assert!(
             e.starts_with(&format!("{} (from ${}) must be", k.key, k.env[0])),
             "{e}"
@@ -273,12 +265,9 @@ fn parse_errors_name_the_key_from_env_and_file() {
         );
     }
     assert!(typed >= 25, "numbers, flags, addresses and enums: {typed}");
-    let e = Settings::load_from(
-        &Overrides::default(),
-        env(&[("ADIUVA_MODEL_CONTEXT_TOKENS", "100")]),
-    )
-    .unwrap_err()
-    .to_string();
+    let e = load(&[("ADIUVA_MODEL_CONTEXT_TOKENS", "100")])
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("model_context_tokens (from $ADIUVA_MODEL_CONTEXT_TOKENS) must be at least 512 (the assistant's"),
         "{e}"
