@@ -77,13 +77,13 @@ declare::settings! {
     /// Directory for the embedded database, blobs and the generated dev secret (`--data-dir`).
     data_dir: PathBuf = "./data", env ["ADIUVA_DATA_DIR"];
     /// Database URL: sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DB. Unset:
-    /// sqlite://<data_dir>/adiuva.db.
+    /// `sqlite://<data_dir>/adiuva.db`.
     database_url: Option<RedactedUrl> = "", env ["ADIUVA_DATABASE_URL", "DATABASE_URL"];
     /// Blob store URL: file://DIR, s3://BUCKET (see s3_*) or memory://. Unset:
-    /// file://<data_dir>/blobs.
+    /// `file://<data_dir>/blobs`.
     blob_url: Option<String> = "", env ["ADIUVA_BLOB_URL"];
     /// HMAC secret for access tokens, at least 32 bytes. Unset in dev: generated once into
-    /// <data_dir>/jwt_secret. Required in prod.
+    /// `<data_dir>/jwt_secret`. Required in prod.
     jwt_secret: Option<Secret<String>> = "", env ["ADIUVA_JWT_SECRET", "JWT_SECRET"];
     /// HS256, HS384 or HS512.
     jwt_algorithm: JwtAlgorithm = "HS256", env ["ADIUVA_JWT_ALGORITHM", "JWT_ALGORITHM"];
@@ -91,7 +91,7 @@ declare::settings! {
     access_token_ttl_secs: i64 = "900", env ["ADIUVA_ACCESS_TOKEN_TTL_SECS"];
     /// Refresh-token lifetime in days.
     refresh_token_ttl_days: i64 = "30", env ["ADIUVA_REFRESH_TOKEN_TTL_DAYS"];
-    /// Extra allowed origins, comma-separated. app://… and http://localhost:<port> are always
+    /// Extra allowed origins, comma-separated. app://… and `http://localhost:<port>` are always
     /// allowed.
     cors_origins: Vec<String> = "", env ["ADIUVA_CORS_ORIGINS", "CORS_ORIGINS"];
     /// Largest JSON request body in bytes (larger: 413). Backups stream and are limited by the
@@ -126,9 +126,9 @@ declare::settings! {
     /// (BYOK) or a keyless openai_base_url; otherwise 503 llm_unavailable.
     openai_api_key: Option<Secret<String>> = "", env ["ADIUVA_OPENAI_API_KEY", "OPENAI_API_KEY"];
     /// Any OpenAI-compatible endpoint (Ollama, vLLM, llama.cpp, LM Studio); a non-OpenAI URL
-    /// may need no key. Unset: https://api.openai.com/v1.
+    /// may need no key. Unset: `https://api.openai.com/v1`.
     openai_base_url: Option<String> = "", env ["ADIUVA_OPENAI_BASE_URL", "OPENAI_BASE_URL"];
-    /// Key for models named cerebras/<model>, sent to cerebras_base_url.
+    /// Key for models named `cerebras/<model>`, sent to cerebras_base_url.
     cerebras_api_key: Option<Secret<String>> = "",
         env ["ADIUVA_CEREBRAS_API_KEY", "CEREBRAS_API_KEY"];
     /// Cerebras's OpenAI-compatible endpoint.
@@ -137,7 +137,7 @@ declare::settings! {
     /// Model that classifies a message's intent (which agent answers).
     router_model: String = adiuva_core::chat::orchestrator::DEFAULT_MODEL,
         env ["ADIUVA_ROUTER_MODEL", "ROUTER_MODEL"], parse trimmed;
-    /// Model that runs the agents and their tools (cerebras/<model> for Cerebras).
+    /// Model that runs the agents and their tools (`cerebras/<model>` for Cerebras).
     agent_model: String = adiuva_core::chat::orchestrator::DEFAULT_MODEL,
         env ["ADIUVA_AGENT_MODEL", "AGENT_MODEL"], parse trimmed;
     /// Model that merges a multi-agent pipeline's results into one answer.
@@ -205,7 +205,7 @@ declare::settings! {
     /// Stripe webhook signing secret (not used by this build yet).
     stripe_webhook_secret: Option<Secret<String>> = "",
         env ["ADIUVA_STRIPE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET"];
-    /// S3 bucket; with blob_url unset, selects s3://<bucket> as the blob store.
+    /// S3 bucket; with blob_url unset, selects `s3://<bucket>` as the blob store.
     s3_bucket: Option<String> = "", env ["ADIUVA_S3_BUCKET", "S3_BUCKET"];
     /// Region for s3:// blob URLs (default us-east-1).
     s3_region: Option<String> = "", env ["ADIUVA_S3_REGION", "S3_REGION"];
@@ -238,7 +238,7 @@ declare::settings! {
     qdrant_url: Option<String> = "", env ["ADIUVA_QDRANT_URL", "QDRANT_URL"];
     /// Qdrant API key.
     qdrant_api_key: Option<Secret<String>> = "", env ["ADIUVA_QDRANT_API_KEY", "QDRANT_API_KEY"];
-    /// Qdrant collection prefix: one shared collection per dimension (<prefix>_<dim>), users
+    /// Qdrant collection prefix: one shared collection per dimension (`<prefix>_<dim>`), users
     /// told apart by a payload filter.
     qdrant_collection: String = "adiuva_vectors",
         env ["ADIUVA_QDRANT_COLLECTION", "QDRANT_COLLECTION"];
