@@ -23,10 +23,11 @@
 //!   "no limit" on many of them — llama.cpp only learned it in 2026). OpenAI's own API
 //!   (`api.openai.com`) gets `max_completion_tokens` instead: it deprecated
 //!   `max_tokens`, and its reasoning models refuse it.
-//! - **Retries:** only what can change on retry: 429, 408, 502, 503, 504, connection
-//!   errors and timeouts, with exponential backoff (a `Retry-After`/`retry-after-ms`
-//!   header is honoured, capped by [`OpenAiConfig::max_retry_delay`]). Everything else is
-//!   answered at once ([`classify`]): a prompt too long for the model's context window
+//! - **Retries** (through [`crate::http`], which also scrubs keys and reads error bodies):
+//!   only what can change on retry: 429, 408, 502, 503, 504, connection errors and
+//!   timeouts, with exponential backoff and jitter (a `Retry-After`/`retry-after-ms`
+//!   header is honoured, capped by [`OpenAiConfig::max_retry_delay`]); a completion is
+//!   safe to send again. Everything else is answered at once ([`classify`]): a prompt too long for the model's context window
 //!   — whatever the status: OpenAI says 400 `context_length_exceeded`, vLLM 400
 //!   "maximum context length", llama.cpp 500 `exceed_context_size_error` — is
 //!   [`LlmError::ContextLengthExceeded`]; 401/403 [`LlmError::Unauthorized`]; other 4xx
@@ -40,9 +41,9 @@
 //!   silent for that long.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::time::Duration;
 
+use adiuva_core::Secret;
 use adiuva_core::ports::llm::{
     ChatModel, Completion, CompletionRequest, Embedder, LlmError, Message, Role, StreamEvent,
     ToolCall, ToolDefinition,
@@ -51,12 +52,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
-use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::AdapterError;
+use crate::http::{HttpClient, HttpConfig, HttpError, RetrySchedule, message_of, shorten};
 
 /// OpenAI's API, the default `base_url`.
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
@@ -76,26 +78,24 @@ const KEYED_HOSTS: &[(&str, &str)] = &[
     ("api.openai.com", "an OpenAI API key"),
     ("api.cerebras.ai", "a Cerebras API key"),
 ];
-/// Longest part of a provider's error message quoted in our errors.
-const MAX_MESSAGE: usize = 300;
 /// Texts per embeddings request (OpenAI allows 2,048 but also limits tokens per request).
 const EMBED_BATCH: usize = 256;
 /// Longest SSE line we buffer; a provider that never sends a newline is not speaking SSE.
 const MAX_SSE_LINE: usize = 16 * 1024 * 1024;
 
 /// How to reach the model providers. `Default` is OpenAI's API with no keys.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct OpenAiConfig {
     /// Where every model not prefixed `cerebras/` goes (`OPENAI_BASE_URL`): OpenAI's API
     /// or a local OpenAI-compatible server (Ollama `http://localhost:11434/v1`, vLLM,
     /// llama.cpp, LM Studio).
     pub base_url: String,
     /// The server's key for `base_url` (optional for local servers).
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret<String>>,
     /// Where `cerebras/…` models go.
     pub cerebras_base_url: String,
     /// The server's Cerebras key.
-    pub cerebras_api_key: Option<String>,
+    pub cerebras_api_key: Option<Secret<String>>,
     /// The model [`Embedder::embed`] uses (routed like chat models).
     pub embedding_model: String,
     /// The length of its vectors; an answer of another length is an error.
@@ -130,43 +130,11 @@ impl Default for OpenAiConfig {
     }
 }
 
-/// `Some("***")` for a set key, so `Debug` shows whether a key is there but never what it is.
-fn redacted(key: &Option<String>) -> Option<&'static str> {
-    key.as_ref().map(|_| "***")
-}
-
-impl fmt::Debug for OpenAiConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Not derived: the keys must not reach logs through `{:?}`.
-        f.debug_struct("OpenAiConfig")
-            .field("base_url", &self.base_url)
-            .field("api_key", &redacted(&self.api_key))
-            .field("cerebras_base_url", &self.cerebras_base_url)
-            .field("cerebras_api_key", &redacted(&self.cerebras_api_key))
-            .field("embedding_model", &self.embedding_model)
-            .field("embedding_dimension", &self.embedding_dimension)
-            .field("timeout", &self.timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("max_retries", &self.max_retries)
-            .field("retry_base_delay", &self.retry_base_delay)
-            .field("max_retry_delay", &self.max_retry_delay)
-            .finish()
-    }
-}
-
 /// A [`ChatModel`] and [`Embedder`] over OpenAI-compatible APIs (see the module docs).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct OpenAiCompatible {
-    http: reqwest::Client,
+    http: HttpClient,
     cfg: OpenAiConfig,
-}
-
-impl fmt::Debug for OpenAiCompatible {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OpenAiCompatible")
-            .field("config", &self.cfg)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Where one call goes and with which key.
@@ -215,13 +183,22 @@ impl OpenAiCompatible {
     pub fn new(cfg: OpenAiConfig) -> Result<Self, AdapterError> {
         check_base_url("model base URL", &cfg.base_url)?;
         check_base_url("Cerebras base URL", &cfg.cerebras_base_url)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(cfg.connect_timeout)
-            // Per read, so a long stream is fine while tokens keep coming; non-streamed
-            // requests also get a total deadline (see `post`).
-            .read_timeout(cfg.timeout)
-            .build()
-            .map_err(|e| AdapterError::Connect(format!("cannot set up an HTTP client: {e}")))?;
+        let http = HttpClient::new(
+            HttpConfig {
+                connect_timeout: cfg.connect_timeout,
+                timeout: cfg.timeout,
+                retry: RetrySchedule {
+                    max_retries: cfg.max_retries,
+                    base_delay: cfg.retry_base_delay,
+                    max_delay: cfg.max_retry_delay,
+                },
+            },
+            HeaderMap::new(),
+            [&cfg.api_key, &cfg.cerebras_api_key]
+                .into_iter()
+                .flatten()
+                .cloned(),
+        )?;
         Ok(Self { http, cfg })
     }
 
@@ -238,12 +215,15 @@ impl OpenAiCompatible {
             Some(bare) => (
                 self.cfg.cerebras_base_url.as_str(),
                 bare,
-                self.cfg.cerebras_api_key.as_deref(),
+                self.cfg
+                    .cerebras_api_key
+                    .as_ref()
+                    .map(|k| k.expose().as_str()),
             ),
             None => (
                 self.cfg.base_url.as_str(),
                 model,
-                self.cfg.api_key.as_deref(),
+                self.cfg.api_key.as_ref().map(|k| k.expose().as_str()),
             ),
         };
         if wire_model.trim().is_empty() {
@@ -269,22 +249,9 @@ impl OpenAiCompatible {
         })
     }
 
-    /// Replaces every key we know of in `text` (a provider may echo what it was sent).
-    fn scrub(&self, text: &str, route: &Route<'_>) -> String {
-        let mut text = text.to_owned();
-        let keys = [
-            present(route.key),
-            present(self.cfg.api_key.as_deref()),
-            present(self.cfg.cerebras_api_key.as_deref()),
-        ];
-        for key in keys.into_iter().flatten() {
-            text = text.replace(key, "***");
-        }
-        text
-    }
-
-    /// POSTs `body` to `{base}/{path}` with retries. A non-streamed call returns the
-    /// whole 2xx body; a streamed one the response whose body is still to be read.
+    /// POSTs `body` to `{base}/{path}` with retries (see [`crate::http`]). A
+    /// non-streamed call returns the whole 2xx body; a streamed one the response whose
+    /// body is still to be read.
     async fn post(
         &self,
         route: &Route<'_>,
@@ -292,9 +259,15 @@ impl OpenAiCompatible {
         body: Bytes,
         streaming: bool,
     ) -> Result<Answer, LlmError> {
-        let url = format!("{}/{path}", route.base);
-        let auth = match route.key {
-            Some(key) => Some(bearer(key).ok_or_else(|| {
+        let mut call = self
+            .http
+            .call(Method::POST, format!("{}/{path}", route.base))
+            .json(body)
+            // A completion or an embedding changes nothing at the provider.
+            .replay_safe()
+            .retry_when(|status, body| classify(status, body) == Class::Retry);
+        if let Some(key) = route.key {
+            let auth = crate::http::bearer(key).ok_or_else(|| {
                 if route.byok {
                     // The user's key cannot be right if it cannot even be sent.
                     LlmError::Unauthorized
@@ -303,130 +276,20 @@ impl OpenAiCompatible {
                         "the server's API key holds characters an HTTP header cannot carry".into(),
                     )
                 }
-            })?),
-            None => None,
+            })?;
+            call = call.header(AUTHORIZATION, auth).secret(key);
+        }
+        let answer = if streaming {
+            let accept = HeaderValue::from_static("text/event-stream");
+            call.header(ACCEPT, accept)
+                .stream()
+                .await
+                .map(Answer::Stream)
+        } else {
+            call.send().await.map(Answer::Body)
         };
-        let attempts = self.cfg.max_retries.saturating_add(1);
-        let mut attempt = 1;
-        loop {
-            let mut req = self
-                .http
-                .post(&url)
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.clone());
-            req = if streaming {
-                req.header(ACCEPT, "text/event-stream")
-            } else {
-                req.timeout(self.cfg.timeout)
-            };
-            if let Some(auth) = &auth {
-                req = req.header(AUTHORIZATION, auth.clone());
-            }
-            let failure = match req.send().await {
-                Ok(resp) if resp.status().is_success() => {
-                    if streaming {
-                        return Ok(Answer::Stream(resp));
-                    }
-                    match resp.bytes().await {
-                        Ok(b) => return Ok(Answer::Body(b)),
-                        Err(e) => Failure::Transport(self.transport_message(&e, route)),
-                    }
-                }
-                Ok(resp) => {
-                    let status = resp.status();
-                    let wait = retry_after(resp.headers());
-                    let body = resp.bytes().await.ok();
-                    let message = match &body {
-                        Some(b) => self.scrub(&error_message(b), route),
-                        None => "(the error body could not be read)".into(),
-                    };
-                    let body = body.unwrap_or_default();
-                    match classify(status, &body) {
-                        Class::Retry if status == StatusCode::TOO_MANY_REQUESTS => {
-                            Failure::RateLimited { wait, message }
-                        }
-                        Class::Retry => Failure::Server {
-                            status,
-                            wait,
-                            message,
-                        },
-                        Class::ContextLength => {
-                            return Err(LlmError::ContextLengthExceeded(format!(
-                                "HTTP {status}: {message}"
-                            )));
-                        }
-                        Class::Unauthorized => return Err(LlmError::Unauthorized),
-                        Class::Rejected => {
-                            return Err(LlmError::Rejected(format!("HTTP {status}: {message}")));
-                        }
-                        Class::Failed => {
-                            return Err(LlmError::Unavailable(format!("HTTP {status}: {message}")));
-                        }
-                    }
-                }
-                Err(e) if e.is_builder() => {
-                    return Err(LlmError::NotConfigured(format!(
-                        "cannot build a request to {}: {}",
-                        adiuva_core::secret::redact_url(&url),
-                        self.transport_message(&e, route)
-                    )));
-                }
-                Err(e) => Failure::Transport(self.transport_message(&e, route)),
-            };
-            if attempt >= attempts {
-                return Err(failure.into_error(attempt));
-            }
-            let backoff = self
-                .cfg
-                .retry_base_delay
-                .saturating_mul(1 << (attempt - 1).min(16));
-            let delay = failure
-                .retry_after()
-                .unwrap_or(backoff)
-                .min(self.cfg.max_retry_delay);
-            tracing::debug!(
-                attempt,
-                delay_ms = delay.as_millis() as u64,
-                why = %failure.short(),
-                "retrying a model provider request"
-            );
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        }
+        answer.map_err(llm_error)
     }
-
-    /// A reqwest error with its causes, without any key.
-    fn transport_message(&self, e: &reqwest::Error, route: &Route<'_>) -> String {
-        if e.is_timeout() {
-            let limit = if e.is_connect() {
-                self.cfg.connect_timeout
-            } else {
-                self.cfg.timeout
-            };
-            return format!(
-                "no answer from {} within {limit:?}",
-                adiuva_core::secret::redact_url(route.base)
-            );
-        }
-        let mut text = e.to_string();
-        if let Some(url) = e.url() {
-            text = text.replace(url.as_str(), &adiuva_core::secret::redact_url(url.as_str()));
-        }
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        self.scrub(&text, route)
-    }
-}
-
-/// `Bearer <key>`, marked sensitive so reqwest and hyper never print or index it.
-fn bearer(key: &str) -> Option<HeaderValue> {
-    let mut value = HeaderValue::from_str(&format!("Bearer {}", key.trim())).ok()?;
-    value.set_sensitive(true);
-    Some(value)
 }
 
 /// What a successful exchange produced.
@@ -435,73 +298,33 @@ enum Answer {
     Stream(reqwest::Response),
 }
 
-/// Why one attempt failed in a way worth retrying.
-enum Failure {
-    RateLimited {
-        wait: Option<Duration>,
-        message: String,
-    },
-    Server {
-        status: StatusCode,
-        wait: Option<Duration>,
-        message: String,
-    },
-    Transport(String),
-}
-
-impl Failure {
-    fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Failure::RateLimited { wait, .. } | Failure::Server { wait, .. } => *wait,
-            Failure::Transport(_) => None,
-        }
-    }
-
-    /// For the retry log line.
-    fn short(&self) -> String {
-        match self {
-            Failure::RateLimited { .. } => "HTTP 429".into(),
-            Failure::Server { status, .. } => format!("HTTP {}", status.as_u16()),
-            Failure::Transport(e) => e.clone(),
-        }
-    }
-
-    fn into_error(self, attempts: u32) -> LlmError {
-        let after = if attempts > 1 {
-            format!(" (after {attempts} attempts)")
-        } else {
-            String::new()
+/// A failed exchange as the port's error (see the module docs).
+fn llm_error(e: HttpError) -> LlmError {
+    let HttpError::Status {
+        status,
+        message,
+        body,
+        attempts,
+        ..
+    } = &e
+    else {
+        return match e {
+            HttpError::Invalid(m) => LlmError::NotConfigured(m),
+            other => LlmError::Unavailable(other.to_string()),
         };
-        match self {
-            Failure::RateLimited { message, .. } => {
-                tracing::debug!(%message, attempts, "the model provider kept rate limiting");
-                LlmError::RateLimited
-            }
-            Failure::Server {
-                status, message, ..
-            } => LlmError::Unavailable(format!("HTTP {status}: {message}{after}")),
-            Failure::Transport(e) => LlmError::Unavailable(format!("{e}{after}")),
-        }
-    }
-}
-
-/// `retry-after-ms` (OpenAI's finer header) or `Retry-After` in seconds; an HTTP date is
-/// ignored (backoff applies).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let number = |name| {
-        headers
-            .get(name)?
-            .to_str()
-            .ok()?
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite() && *v >= 0.0)
     };
-    if let Some(ms) = number(reqwest::header::HeaderName::from_static("retry-after-ms")) {
-        return Some(Duration::from_secs_f64(ms.min(86_400_000.0) / 1000.0));
+    let quoted = || format!("HTTP {status}: {message}");
+    match classify(*status, body.as_bytes()) {
+        Class::Retry if *status == StatusCode::TOO_MANY_REQUESTS => {
+            tracing::debug!(%message, attempts, "the model provider kept rate limiting");
+            LlmError::RateLimited
+        }
+        Class::Retry => LlmError::Unavailable(e.to_string()),
+        Class::ContextLength => LlmError::ContextLengthExceeded(quoted()),
+        Class::Unauthorized => LlmError::Unauthorized,
+        Class::Rejected => LlmError::Rejected(quoted()),
+        Class::Failed => LlmError::Unavailable(quoted()),
     }
-    number(RETRY_AFTER).map(|s| Duration::from_secs_f64(s.min(86_400.0)))
 }
 
 /// What to do about a provider's error answer.
@@ -571,38 +394,6 @@ fn is_context_length_error(body: &[u8]) -> bool {
         Err(_) => texts.push(String::from_utf8_lossy(body).to_ascii_lowercase()),
     }
     texts.iter().any(|t| MARKERS.iter().any(|m| t.contains(m)))
-}
-
-/// The message of an error body: OpenAI's `{"error":{"message"}}`, Ollama's
-/// `{"error":"…"}`, vLLM's `{"message"}`, or the text itself; shortened.
-fn error_message(body: &[u8]) -> String {
-    let text = match serde_json::from_slice::<Value>(body) {
-        Ok(v) => message_of(&v).unwrap_or_else(|| v.to_string()),
-        Err(_) => String::from_utf8_lossy(body).trim().to_owned(),
-    };
-    shorten(if text.is_empty() {
-        "(no message)".into()
-    } else {
-        text
-    })
-}
-
-fn message_of(v: &Value) -> Option<String> {
-    let error = v.get("error");
-    error
-        .and_then(|e| e.get("message"))
-        .or_else(|| error.filter(|e| e.is_string()))
-        .or_else(|| v.get("message"))
-        .or_else(|| v.get("detail"))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-}
-
-fn shorten(text: String) -> String {
-    match text.char_indices().nth(MAX_MESSAGE) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1333,35 +1124,6 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_headers() {
-        let mut h = HeaderMap::new();
-        assert_eq!(retry_after(&h), None);
-        h.insert(RETRY_AFTER, HeaderValue::from_static("2"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
-        h.insert("retry-after-ms", HeaderValue::from_static("150"));
-        assert_eq!(retry_after(&h), Some(Duration::from_millis(150)));
-        let mut date = HeaderMap::new();
-        date.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
-        assert_eq!(retry_after(&date), None);
-    }
-
-    #[test]
-    fn error_messages_from_the_usual_shapes() {
-        assert_eq!(error_message(br#"{"error":{"message":"bad"}}"#), "bad");
-        assert_eq!(
-            error_message(br#"{"error":"model not found"}"#),
-            "model not found"
-        );
-        assert_eq!(error_message(br#"{"object":"error","message":"m"}"#), "m");
-        assert_eq!(error_message(b" plain text "), "plain text");
-        assert_eq!(error_message(b""), "(no message)");
-        assert!(error_message("x".repeat(1000).as_bytes()).chars().count() <= MAX_MESSAGE + 1);
-    }
-
-    #[test]
     fn provider_errors_are_classified_by_body_then_status() {
         let llama_cpp = br#"{"error":{"code":500,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error","n_prompt_tokens":5000,"n_ctx":4096}}"#;
         let llama_cpp_old = br#"{"error":{"code":500,"message":"Context size has been exceeded.","type":"server_error"}}"#;
@@ -1432,7 +1194,7 @@ mod tests {
         let adapter = |api_key: Option<&str>, base: &str| {
             OpenAiCompatible::new(OpenAiConfig {
                 base_url: base.into(),
-                api_key: api_key.map(str::to_owned),
+                api_key: api_key.map(|k| Secret::new(k.to_owned())),
                 ..OpenAiConfig::default()
             })
             .expect("adapter")
