@@ -158,6 +158,7 @@ mod tests {
         assert_eq!(db.migrate().await.expect("migrate").len(), 5);
         assert!(db.migrate().await.expect("again").is_empty(), "idempotent");
         adiuva_core::testing::database::run_all(&db).await;
+        crate::repos::quota_writes_of_an_unknown_user_are_not_found(&db).await;
         db.close().await;
         test_db.drop_now().await;
     }

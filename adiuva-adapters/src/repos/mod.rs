@@ -129,3 +129,58 @@ macro_rules! subscription_columns {
 pub(crate) use {
     backup_columns, record_columns, subscription_columns, sum_of, token_columns, user_columns,
 };
+
+/// Both dialects: a quota-checked write for a user that does not exist is `NotFound`
+/// (the lock it takes is the user's), and writes nothing.
+#[cfg(test)]
+pub(crate) async fn quota_writes_of_an_unknown_user_are_not_found(
+    db: &dyn adiuva_core::ports::Database,
+) {
+    use adiuva_core::domain::UserId;
+    use adiuva_core::ports::db::{BackupMeta, RecordMeta, RepoError};
+
+    let ghost = UserId::new();
+    let id = uuid::Uuid::now_v7();
+    let record = RecordMeta {
+        id,
+        user_id: ghost,
+        table: "tasks".into(),
+        blob_key: format!("{ghost}/tasks/{id}"),
+        checksum: "ab".repeat(32),
+        size_bytes: 1,
+        created_at: 1,
+        updated_at: 1,
+    };
+    for quota in [None, Some(100)] {
+        assert!(matches!(
+            db.insert_record_within_quota(&record, quota).await,
+            Err(RepoError::NotFound)
+        ));
+        assert!(matches!(
+            db.replace_record_blob(&record, &record.blob_key, quota)
+                .await,
+            Err(RepoError::NotFound)
+        ));
+        let backup = BackupMeta {
+            id,
+            user_id: ghost,
+            blob_key: format!("{ghost}/backup-{id}"),
+            version: 1,
+            timestamp: 1,
+            checksum: "ab".repeat(32),
+            size_bytes: 1,
+            created_at: 1,
+        };
+        assert!(matches!(
+            db.insert_backup_within_quota(&backup, quota).await,
+            Err(RepoError::NotFound)
+        ));
+        assert!(matches!(
+            db.reserve_vector_items(ghost, &[("v".into(), 1)], quota, 1)
+                .await,
+            Err(RepoError::NotFound)
+        ));
+    }
+    assert_eq!(db.stored_bytes(ghost).await.expect("sum"), 0);
+    assert_eq!(db.vector_bytes(ghost).await.expect("sum"), 0);
+}

@@ -189,6 +189,12 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn quota_writes_of_an_unknown_user_are_not_found() {
+        let (_dir, db) = fresh().await;
+        crate::repos::quota_writes_of_an_unknown_user_are_not_found(&db).await;
+    }
+
+    #[tokio::test]
     async fn migrations_are_idempotent_and_wal_is_on() {
         let (_dir, db) = fresh().await;
         assert!(db.pending_migrations().await.expect("pending").is_empty());
