@@ -225,7 +225,7 @@ impl TierManager {
         feature: Feature,
     ) -> Result<(), Error> {
         match quota {
-            Some(q) if used.saturating_add(adding) > q => Err(Error::Forbidden {
+            Some(q) if !crate::quota::fits(quota, used, 0, adding) => Err(Error::Forbidden {
                 code: "quota_exceeded",
                 detail: format!(
                     "{} quota exceeded: {used} bytes stored, {adding} more requested, {q} allowed",

@@ -13,6 +13,7 @@ use crate::ports::db::{
     RefreshTokenRepo, RepoError, RepoResult, Subscription, SubscriptionRepo, User, UserRepo,
     VectorItemSize, VectorUsageRepo,
 };
+use crate::quota::CloudUsage;
 
 #[derive(Default)]
 struct State {
@@ -200,9 +201,12 @@ fn vector_bytes(s: &State, user: UserId) -> i64 {
         .sum()
 }
 
-/// What counts against `cloud_storage_gb`: records and vector items.
-fn used(s: &State, user: UserId) -> i64 {
-    record_bytes(s, user) + vector_bytes(s, user)
+/// What counts against `cloud_storage_gb` (the rule is `CloudUsage`'s).
+fn usage(s: &State, user: UserId) -> CloudUsage {
+    CloudUsage {
+        records: record_bytes(s, user),
+        vectors: vector_bytes(s, user),
+    }
 }
 
 #[async_trait]
@@ -226,7 +230,7 @@ impl VectorUsageRepo for MemoryDb {
                 .collect();
             let freed: i64 = previous.iter().filter_map(|(_, b)| *b).sum();
             let adding: i64 = items.iter().map(|(_, b)| b).sum();
-            if quota.is_some_and(|q| used(s, user_id) - freed + adding > q) {
+            if !usage(s, user_id).admits(quota, freed, adding) {
                 return None;
             }
             for (id, b) in items {
@@ -282,7 +286,7 @@ impl RecordRepo for MemoryDb {
             {
                 return Err(RepoError::Conflict("storage_records".into()));
             }
-            if quota.is_some_and(|q| used(s, m.user_id) + m.size_bytes > q) {
+            if !usage(s, m.user_id).admits(quota, 0, m.size_bytes) {
                 return Ok(false);
             }
             s.records.push(m.clone());
@@ -328,7 +332,7 @@ impl RecordRepo for MemoryDb {
         quota: Option<i64>,
     ) -> RepoResult<RecordSwap> {
         self.with(|s| {
-            let total = used(s, m.user_id);
+            let usage = usage(s, m.user_id);
             let Some(r) = s
                 .records
                 .iter_mut()
@@ -339,7 +343,7 @@ impl RecordRepo for MemoryDb {
             if r.blob_key != previous_blob_key {
                 return Ok(RecordSwap::Stale);
             }
-            if quota.is_some_and(|q| total - r.size_bytes + m.size_bytes > q) {
+            if !usage.admits(quota, r.size_bytes, m.size_bytes) {
                 return Ok(RecordSwap::OverQuota);
             }
             r.blob_key = m.blob_key.clone();
@@ -389,7 +393,7 @@ impl BackupRepo for MemoryDb {
                 .filter(|b| b.user_id == m.user_id)
                 .map(|b| b.size_bytes)
                 .sum();
-            if quota.is_some_and(|q| used + m.size_bytes > q) {
+            if !crate::quota::fits(quota, used, 0, m.size_bytes) {
                 return Ok(false);
             }
             s.backups.push(m.clone());

@@ -31,9 +31,9 @@ impl Settings {
         adiuva_adapters::vector::VectorSettings {
             url: self.vector_url.clone(),
             qdrant_url: self.qdrant_url.clone(),
-            qdrant_api_key: self.qdrant_api_key.as_ref().map(|s| s.expose().clone()),
+            qdrant_api_key: self.qdrant_api_key.clone(),
             qdrant_collection: self.qdrant_collection.clone(),
-            pinecone_api_key: self.pinecone_api_key.as_ref().map(|s| s.expose().clone()),
+            pinecone_api_key: self.pinecone_api_key.clone(),
             pinecone_index: self.pinecone_index.clone(),
             pinecone_host: self.pinecone_host.clone(),
             pinecone_controller_url: self.pinecone_controller_url.clone(),
@@ -67,9 +67,9 @@ impl Settings {
         if let Some(url) = &self.openai_base_url {
             cfg.base_url = url.clone();
         }
-        cfg.api_key = self.openai_api_key.as_ref().map(|s| s.expose().clone());
+        cfg.api_key = self.openai_api_key.clone();
         cfg.cerebras_base_url = self.cerebras_base_url.clone();
-        cfg.cerebras_api_key = self.cerebras_api_key.as_ref().map(|s| s.expose().clone());
+        cfg.cerebras_api_key = self.cerebras_api_key.clone();
         cfg
     }
 
