@@ -74,7 +74,7 @@ const CHANNELS: &[Channel] = &[Channel {
         ),
         (
             "error",
-            "ServerFrame_Error",
+            "ServerFrame_ErrorFrame",
             "A refused frame or a failed chat.",
         ),
     ],

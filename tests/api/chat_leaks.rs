@@ -47,12 +47,20 @@ fn words(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// Every system prompt the model was sent, as 8-word runs.
+/// Every system prompt the model was sent, as 8-word runs. A system message ends with
+/// the device's own data for the request (from `Current time:` on: the time, the profile,
+/// the popup's scope); that is the user's, not the server's, and is left out.
 fn prompt_runs(fake: &FakeOpenAi) -> HashSet<Vec<String>> {
     let runs: HashSet<Vec<String>> = fake
         .requests()
         .iter()
-        .map(|r| system_text(&r.body))
+        .map(|r| {
+            let system = system_text(&r.body);
+            match system.split_once("\n\nCurrent time:") {
+                Some((prompt, _)) => prompt.to_owned(),
+                None => system,
+            }
+        })
         .flat_map(|p| {
             let w = words(&p);
             w.windows(RUN).map(<[String]>::to_vec).collect::<Vec<_>>()
