@@ -75,7 +75,7 @@ fn assert_no_prompt(fake: &FakeOpenAi, what: &str, sent: &Value) {
     let runs = prompt_runs(fake);
     let text = sent.to_string().replace("\\n", " ");
     let w = words(&text);
-    if let Some(run) = w.windows(RUN).find(|r| runs.contains(&r.to_vec())) {
+    if let Some(run) = w.windows(RUN).find(|r| runs.contains(*r)) {
         panic!("{what} carries prompt text \"{}\": {sent}", run.join(" "));
     }
 }
@@ -147,4 +147,43 @@ async fn websocket_v2_mutations_carry_no_prompt_text() {
         last["navigation"][0]["filter"]["project_id"], "p2",
         "{last}"
     );
+}
+
+/// A provider whose refusal quotes the prompt it was sent: the error's detail reaches
+/// neither a REST client nor a socket with the prompt in it.
+#[tokio::test]
+async fn error_details_carry_no_prompt_text() {
+    let fake = fake_with(|body: &Value| {
+        if is_router(body) {
+            return Some(Reply::Text("note_agent".into()));
+        }
+        let system = system_text(body);
+        Some(Reply::error(
+            400,
+            &format!("invalid request near: {system}"),
+        ))
+    })
+    .await;
+    let app = chat_app(&fake, Some(SERVER_KEY)).await;
+    let t = token(&app).await;
+    let resp = post_chat(&app, &t, json!({"message": "save a note"})).await;
+    assert_eq!(resp.status(), 502);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["code"], "llm_rejected", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("invalid request near")),
+        "the provider's words are kept: {body}"
+    );
+    assert_no_prompt(&fake, "POST /chat error", &body);
+    let mut ws = connect(&app, &t).await;
+    send(
+        &mut ws,
+        json!({"type": "chat_request", "message": "save a note"}),
+    )
+    .await;
+    let (_, _, last) = play_device(&mut ws, |_, _| json!(null)).await;
+    assert_eq!(last["code"], "llm_rejected", "{last}");
+    assert_no_prompt(&fake, "error frame", &last);
 }
