@@ -2,9 +2,7 @@
 //! `/chat/stream` lives in `crate::ws` (OpenAPI cannot describe it).
 
 use adiuva_core::Adiuva;
-use adiuva_core::chat::agents::RestExecutor;
-use adiuva_core::chat::orchestrator::ChatOutcome;
-use adiuva_core::chat::{ChatContext, ChatRequest, ExecutionMode};
+use adiuva_core::chat::{ChatContext, ChatRequest, ExecutionMode, RestAnswer};
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
@@ -305,31 +303,12 @@ impl ChatApi {
         body: Json<ChatRequestIn>,
     ) -> Result<Json<ChatAnswer>, ChatError> {
         let req = to_core_request(body.0)?;
-        let orchestrator = app.chat()?;
-        let executor = RestExecutor::new(
-            orchestrator.registry(),
-            req.context.clone(),
-            orchestrator.now_ms(),
-        );
-        match orchestrator
-            .orchestrate(&req, &executor, None, false)
-            .await?
-        {
-            ChatOutcome::Response(reply) => Ok(Json(ChatAnswer::Response(ChatResponseOut {
-                response: reply.response.response,
-                actions: executor
-                    .take_actions()
-                    .into_iter()
-                    .map(Into::into)
-                    .collect(),
+        match app.chat_service()?.rest_turn(&req).await? {
+            RestAnswer::Reply(reply) => Ok(Json(ChatAnswer::Response(ChatResponseOut {
+                response: reply.response,
+                actions: reply.actions.into_iter().map(Into::into).collect(),
             }))),
-            ChatOutcome::Plan(plan) => Ok(Json(ChatAnswer::Plan(plan.into()))),
-            ChatOutcome::Clarification(question) => {
-                Ok(Json(ChatAnswer::Response(ChatResponseOut {
-                    response: question,
-                    actions: Vec::new(),
-                })))
-            }
+            RestAnswer::Plan(plan) => Ok(Json(ChatAnswer::Plan(plan.into()))),
         }
     }
 
