@@ -9,6 +9,22 @@ use crate::ports::db::{
     BackupMeta, RecordMeta, RecordSwap, RefreshToken, RepoError, Subscription, User,
 };
 
+/// Asserts `result` is `Err(NotFound)`; `why` names the check.
+fn assert_not_found<T: std::fmt::Debug>(result: Result<T, RepoError>, why: &str) {
+    assert!(
+        matches!(result, Err(RepoError::NotFound)),
+        "{why} (NotFound expected): {result:?}"
+    );
+}
+
+/// Asserts `result` is `Err(Conflict(_))`; `why` names the check.
+fn assert_conflict<T: std::fmt::Debug>(result: Result<T, RepoError>, why: &str) {
+    assert!(
+        matches!(result, Err(RepoError::Conflict(_))),
+        "{why} (Conflict expected): {result:?}"
+    );
+}
+
 /// Runs every check below against `db`. The database may be shared with other runs:
 /// every check makes its own users.
 pub async fn run_all(db: &dyn Database) {
@@ -178,14 +194,14 @@ pub async fn users_set_tier_and_role(db: &dyn Database) {
         (got.tier, got.role, got.updated_at),
         (Tier::Power, Role::Admin, 30)
     );
-    assert!(matches!(
+    assert_not_found(
         db.set_tier(UserId::new(), Tier::Pro, 1).await,
-        Err(RepoError::NotFound)
-    ));
-    assert!(matches!(
+        "set_tier of an unknown user",
+    );
+    assert_not_found(
         db.set_role(UserId::new(), Role::User, 1).await,
-        Err(RepoError::NotFound)
-    ));
+        "set_role of an unknown user",
+    );
 }
 
 /// Deleting a user removes the row and its refresh tokens; twice is `NotFound`.
@@ -203,10 +219,7 @@ pub async fn users_delete_cascades_tokens(db: &dyn Database) {
         None,
         "tokens go with the user"
     );
-    assert!(matches!(
-        db.delete_user(user.id).await,
-        Err(RepoError::NotFound)
-    ));
+    assert_not_found(db.delete_user(user.id).await, "deleting twice");
 }
 
 /// Tokens are found by hash; `mark_refresh_token_used` succeeds once.
@@ -221,12 +234,9 @@ pub async fn tokens_insert_find_and_use_once(db: &dyn Database) {
             .expect("find"),
         Some(token.clone())
     );
-    assert!(
-        matches!(
-            db.insert_refresh_token(&token).await,
-            Err(RepoError::Conflict(_))
-        ),
-        "same hash twice conflicts"
+    assert_conflict(
+        db.insert_refresh_token(&token).await,
+        "same hash twice conflicts",
     );
     assert!(
         db.mark_refresh_token_used(token.id, 2_000)
@@ -424,12 +434,9 @@ pub async fn records_are_scoped_listed_and_deleted(db: &dyn Database) {
         db.stored_bytes(alice.id).await.expect("sum"),
         10 + 11 + 12 + 13
     );
-    assert!(
-        matches!(
-            db.delete_record(bob.id, made[0].id).await,
-            Err(RepoError::NotFound)
-        ),
-        "not bob's to delete"
+    assert_not_found(
+        db.delete_record(bob.id, made[0].id).await,
+        "not bob's to delete",
     );
     assert_eq!(
         db.delete_record(alice.id, made[0].id)
@@ -438,20 +445,17 @@ pub async fn records_are_scoped_listed_and_deleted(db: &dyn Database) {
         made[0],
         "delete returns the row as it was"
     );
-    assert!(matches!(
+    assert_not_found(
         db.delete_record(alice.id, made[0].id).await,
-        Err(RepoError::NotFound)
-    ));
+        "deleting twice",
+    );
     let mut changed = made[1].clone();
     changed.user_id = bob.id;
     changed.blob_key = format!("{}.next", made[1].blob_key);
-    assert!(
-        matches!(
-            db.replace_record_blob(&changed, &made[1].blob_key, None)
-                .await,
-            Err(RepoError::NotFound)
-        ),
-        "update is scoped"
+    assert_not_found(
+        db.replace_record_blob(&changed, &made[1].blob_key, None)
+            .await,
+        "update is scoped",
     );
 }
 
@@ -563,33 +567,24 @@ pub async fn backups_are_scoped_ordered_and_within_quota(db: &dyn Database) {
             .expect("insert"),
         "full"
     );
-    assert!(
-        matches!(
-            db.insert_backup_within_quota(&sample_backup(alice.id, 300, 1), None)
-                .await,
-            Err(RepoError::Conflict(_))
-        ),
-        "one backup per timestamp"
+    assert_conflict(
+        db.insert_backup_within_quota(&sample_backup(alice.id, 300, 1), None)
+            .await,
+        "one backup per timestamp",
     );
     assert_eq!(db.backup_bytes(alice.id).await.expect("sum"), 120);
     assert!(db.list_backups(bob.id).await.expect("list").is_empty());
-    assert!(
-        matches!(
-            db.delete_backup(bob.id, made[0].id).await,
-            Err(RepoError::NotFound)
-        ),
-        "not bob's"
-    );
+    assert_not_found(db.delete_backup(bob.id, made[0].id).await, "not bob's");
     assert_eq!(
         db.delete_backup(alice.id, made[0].id)
             .await
             .expect("delete"),
         made[0]
     );
-    assert!(matches!(
+    assert_not_found(
         db.delete_backup(alice.id, made[0].id).await,
-        Err(RepoError::NotFound)
-    ));
+        "deleting twice",
+    );
     // Concurrent inserts never exceed the quota together.
     let racers: Vec<BackupMeta> = (0..8)
         .map(|i| sample_backup(bob.id, 1000 + i, 30))
@@ -674,11 +669,11 @@ pub async fn record_blob_swap_is_compare_and_swap(db: &dyn Database) {
     );
     let mut missing = late.clone();
     missing.id = Uuid::now_v7();
-    assert!(matches!(
+    assert_not_found(
         db.replace_record_blob(&missing, &won[0].blob_key, None)
             .await,
-        Err(RepoError::NotFound)
-    ));
+        "swapping a record that is gone",
+    );
 }
 
 /// Concurrent inserts of one timestamp: exactly one row, the others `Conflict`.
