@@ -572,6 +572,20 @@ async fn until_unanswered(mut nth: impl FnMut(u64) -> reqwest::RequestBuilder) -
     answered
 }
 
+/// Registers `email` on `server` over HTTP; returns the access token.
+async fn register(http: &reqwest::Client, server: &Server, email: &str, password: &str) -> String {
+    let tokens: serde_json::Value = http
+        .post(format!("{}/api/v1/auth/register", server.url))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("tokens");
+    tokens["access_token"].as_str().expect("access").to_owned()
+}
+
 /// A client of one crash-test server.
 struct Client {
     http: reqwest::Client,
@@ -715,18 +729,7 @@ fn kill_9_mid_writes_leaves_consistent_rows_and_gc_collects_the_rest() {
     let mut server = serve(dir.path(), &env);
     let email = "crash@example.com";
     let http = reqwest::Client::new();
-    let token = rt.block_on(async {
-        let v: serde_json::Value = http
-            .post(format!("{}/api/v1/auth/register", server.url))
-            .json(&serde_json::json!({"email": email, "password": "correct horse battery"}))
-            .send()
-            .await
-            .expect("register")
-            .json()
-            .await
-            .expect("tokens");
-        v["access_token"].as_str().expect("token").to_owned()
-    });
+    let token = rt.block_on(register(&http, &server, email, "correct horse battery"));
     let o = run(adiuva(dir.path()).args(["user", "set-tier", email, "team"]));
     assert!(o.status.success(), "{}", stderr(&o));
     let mut client = Client {
@@ -876,16 +879,8 @@ fn trace_logging_never_prints_a_frames_api_key() {
         .build()
         .expect("rt");
     let access = rt.block_on(async {
-        let tokens: serde_json::Value = reqwest::Client::new()
-            .post(format!("{}/api/v1/auth/register", server.url))
-            .json(&serde_json::json!({"email": "trace@example.com", "password": PASSWORD}))
-            .send()
-            .await
-            .expect("register")
-            .json()
-            .await
-            .expect("tokens");
-        let access = tokens["access_token"].as_str().expect("access").to_owned();
+        let http = reqwest::Client::new();
+        let access = register(&http, &server, "trace@example.com", PASSWORD).await;
         let ws_url = format!(
             "{}/api/v1/chat/stream?token={access}",
             server.url.replacen("http://", "ws://", 1)
