@@ -1,5 +1,8 @@
 //! The [`Database`] conformance suite: users, refresh tokens, records, backups, blob
 //! keys, subscriptions and vector usage.
+//!
+//! Longer than the ~600-line rule on purpose: it is test support, one flat list of
+//! checks that every backend runs through [`run_all`], and reads best as that one list.
 
 use uuid::Uuid;
 
