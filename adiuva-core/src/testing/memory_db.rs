@@ -193,6 +193,21 @@ fn record_bytes(s: &State, user: UserId) -> i64 {
         .sum()
 }
 
+fn backup_bytes(s: &State, user: UserId) -> i64 {
+    s.backups
+        .iter()
+        .filter(|b| b.user_id == user)
+        .map(|b| b.size_bytes)
+        .sum()
+}
+
+/// Removes and returns the one row `is_it` picks (a row of this user with this id), or
+/// `NotFound`: the delete of every per-user table.
+fn remove_where<T>(rows: &mut Vec<T>, is_it: impl Fn(&T) -> bool) -> RepoResult<T> {
+    let i = rows.iter().position(is_it).ok_or(RepoError::NotFound)?;
+    Ok(rows.remove(i))
+}
+
 fn vector_bytes(s: &State, user: UserId) -> i64 {
     s.vector_items
         .iter()
@@ -355,16 +370,7 @@ impl RecordRepo for MemoryDb {
     }
 
     async fn delete_record(&self, user_id: UserId, id: Uuid) -> RepoResult<RecordMeta> {
-        self.with(|s| {
-            match s
-                .records
-                .iter()
-                .position(|r| r.id == id && r.user_id == user_id)
-            {
-                Some(i) => Ok(s.records.remove(i)),
-                None => Err(RepoError::NotFound),
-            }
-        })?
+        self.with(|s| remove_where(&mut s.records, |r| r.id == id && r.user_id == user_id))?
     }
 
     async fn stored_bytes(&self, user_id: UserId) -> RepoResult<i64> {
@@ -387,13 +393,7 @@ impl BackupRepo for MemoryDb {
             }) {
                 return Err(RepoError::Conflict("backups".into()));
             }
-            let used: i64 = s
-                .backups
-                .iter()
-                .filter(|b| b.user_id == m.user_id)
-                .map(|b| b.size_bytes)
-                .sum();
-            if !crate::quota::fits(quota, used, 0, m.size_bytes) {
+            if !crate::quota::fits(quota, backup_bytes(s, m.user_id), 0, m.size_bytes) {
                 return Ok(false);
             }
             s.backups.push(m.clone());
@@ -415,26 +415,11 @@ impl BackupRepo for MemoryDb {
     }
 
     async fn delete_backup(&self, user_id: UserId, id: Uuid) -> RepoResult<BackupMeta> {
-        self.with(|s| {
-            match s
-                .backups
-                .iter()
-                .position(|b| b.id == id && b.user_id == user_id)
-            {
-                Some(i) => Ok(s.backups.remove(i)),
-                None => Err(RepoError::NotFound),
-            }
-        })?
+        self.with(|s| remove_where(&mut s.backups, |b| b.id == id && b.user_id == user_id))?
     }
 
     async fn backup_bytes(&self, user_id: UserId) -> RepoResult<i64> {
-        self.with(|s| {
-            s.backups
-                .iter()
-                .filter(|b| b.user_id == user_id)
-                .map(|b| b.size_bytes)
-                .sum()
-        })
+        self.with(|s| backup_bytes(s, user_id))
     }
 }
 
