@@ -47,10 +47,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
 
-/// Counts each chat on a socket against its user's per-minute budget, like an HTTP
-/// request (`None`: rate limits are off).
+/// Counts each chat on a socket against its user's per-minute budget, through the same
+/// core policy as HTTP requests (`None`: rate limits are off).
 #[derive(Clone)]
-pub struct WsBudget(pub Option<Arc<dyn adiuva_core::ports::RateLimiter>>);
+pub struct WsBudget(pub Option<adiuva_core::rate::RatePolicy>);
 
 /// How long the server waits for a tool result, and how often it pings.
 #[derive(Debug, Clone, Copy)]
@@ -363,7 +363,7 @@ async fn session(
     principal: Principal,
     socket: WebSocketStream,
     timings: WsTimings,
-    limiter: Option<Arc<dyn adiuva_core::ports::RateLimiter>>,
+    limiter: Option<adiuva_core::rate::RatePolicy>,
     app: Adiuva,
 ) {
     let user = principal.id();
@@ -519,8 +519,8 @@ async fn session(
                 break;
             }
         };
-        if let Some(limiter) = &limiter
-            && let Some(frame) = over_budget(limiter.as_ref(), &current).await
+        if let Some(policy) = &limiter
+            && let Some(frame) = over_budget(policy, &current).await
         {
             send(&out, frame);
             continue;
@@ -565,30 +565,27 @@ async fn session(
     tracing::info!(user_id = %user, "chat socket closed");
 }
 
-/// A chat counts like an HTTP request against the user's tier budget (the same key as
-/// the HTTP middleware's): over it, an error frame with `retry_after` seconds.
+/// A chat spends the user's budget like an HTTP request (one [`RatePolicy`] for both):
+/// over it, an error frame with `retry_after` seconds.
+///
+/// [`RatePolicy`]: adiuva_core::rate::RatePolicy
 async fn over_budget(
-    limiter: &dyn adiuva_core::ports::RateLimiter,
+    policy: &adiuva_core::rate::RatePolicy,
     principal: &Principal,
 ) -> Option<Value> {
-    let limit = adiuva_core::tiers::rate_limit_per_minute(principal.user.tier);
-    match limiter
-        .check(
-            &format!("user:{}", principal.id()),
-            limit,
-            Duration::from_secs(60),
-        )
+    match policy
+        .check(principal, adiuva_core::rate::Cost::Chat)
         .await
     {
-        adiuva_core::ports::rate_limit::RateDecision::Limited { retry_after } => {
-            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            Some(json!({
-                "type": "error",
-                "code": "rate_limited",
-                "detail": format!("too many requests: the limit is {limit} per minute; retry in {secs} s"),
-                "retry_after": secs.max(1),
-            }))
-        }
+        Err(adiuva_core::Error::RateLimited {
+            detail,
+            retry_after_secs,
+        }) => Some(json!({
+            "type": "error",
+            "code": "rate_limited",
+            "detail": detail,
+            "retry_after": retry_after_secs,
+        })),
         _ => None,
     }
 }

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use adiuva_core::Adiuva;
+use adiuva_core::testing::CountingDb;
 use adiuva_server::settings::{LogFormat, Settings};
 use adiuva_server::startup::Application;
 use serde_json::{Value, json};
@@ -79,6 +80,22 @@ pub async fn spawn_app() -> TestApp {
 
 /// A server with settings adjusted by `adjust`.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn(adjust, false).await.0
+}
+
+/// A server whose every database call is counted by the returned [`CountingDb`] (the
+/// real database underneath); `app.adiuva` goes through it too.
+pub async fn spawn_app_counting_db(
+    adjust: impl FnOnce(&mut Settings),
+) -> (TestApp, Arc<CountingDb>) {
+    let (app, counting) = spawn(adjust, true).await;
+    (app, counting.expect("wrapped"))
+}
+
+async fn spawn(
+    adjust: impl FnOnce(&mut Settings),
+    count_db: bool,
+) -> (TestApp, Option<Arc<CountingDb>>) {
     adiuva_adapters::install_crypto_provider();
     capture();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -87,9 +104,15 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     settings.jwt_secret = Some(adiuva_core::Secret::new(JWT_SECRET.to_owned()));
     adjust(&mut settings);
     let (blob_url, s3) = (settings.blob_url(), settings.s3_options());
-    let app = Application::build(settings)
+    let mut app = Application::build(settings)
         .await
         .expect("the server builds");
+    let counting = count_db.then(|| {
+        let backend = app.backend_mut();
+        let db = Arc::new(CountingDb::new(backend.adiuva.database().clone()));
+        backend.adiuva = backend.adiuva.with_database(db.clone());
+        db
+    });
     let port = app.port();
     let adiuva = app.backend().adiuva.clone();
     let database = app.backend().database.clone();
@@ -98,7 +121,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let handle = tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
     }));
-    TestApp {
+    let app = TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
         client: reqwest::Client::builder()
@@ -112,7 +135,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         handle: Some(handle),
         _dir: dir,
         _pg: None,
-    }
+    };
+    (app, counting)
 }
 
 /// A server on a fresh PostgreSQL database (from `ADIUVA_TEST_POSTGRES_URL`), or `None`

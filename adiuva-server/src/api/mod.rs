@@ -50,15 +50,24 @@ impl Ok {
 
 /// `Authorization: Bearer <access token>`: a JWT from `/auth/login`, `/auth/register` or
 /// `/auth/refresh`. Verified for signature, algorithm and expiry, and that its account
-/// still exists and its session has not been revoked; carries only the user id.
+/// still exists and its session has not been revoked; the token carries only the user id.
+///
+/// Holds the request's [`Principal`]: the user's row as read once for this request
+/// (tier and role included), which handlers pass on instead of reading it again.
 #[derive(SecurityScheme)]
 #[oai(ty = "bearer", bearer_format = "JWT", checker = "check_bearer")]
-pub struct BearerAuth(pub UserId);
+pub struct BearerAuth(pub Principal);
 
-async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<UserId> {
+impl BearerAuth {
+    /// The caller's user id.
+    pub fn id(&self) -> UserId {
+        self.0.id()
+    }
+}
+
+async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
     authenticate(req, &bearer.token)
         .await
-        .map(|p| p.id())
         .map_err(|e| ApiError::from(e).into())
 }
 

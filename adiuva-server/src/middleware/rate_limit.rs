@@ -18,41 +18,36 @@
 //! raise the per-IP budget.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use adiuva_core::Adiuva;
 use adiuva_core::auth::Principal;
-use adiuva_core::ports::RateLimiter;
-use adiuva_core::ports::rate_limit::RateDecision;
-use adiuva_core::tiers::rate_limit_per_minute;
+use adiuva_core::rate::{Cost, RatePolicy};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
 
 use crate::error::ApiError;
 
-const MINUTE: Duration = Duration::from_secs(60);
-
-/// The rate-limit middleware.
+/// The rate-limit middleware: asks the core [`RatePolicy`] (the same one the chat
+/// socket asks), so the two cannot disagree on keys or limits.
 #[derive(Clone)]
 pub struct RateLimit {
-    limiter: Arc<dyn RateLimiter>,
+    policy: Option<RatePolicy>,
     adiuva: Adiuva,
-    ip_per_minute: u32,
     authenticated: Arc<crate::api::AuthenticatedRoutes>,
 }
 
 impl RateLimit {
-    /// Budgets counted by `limiter`; unauthenticated clients get `ip_per_minute`.
-    pub fn new(limiter: Arc<dyn RateLimiter>, adiuva: Adiuva, ip_per_minute: u32) -> Self {
+    /// Budgets decided by `adiuva`'s [`RatePolicy`] (none: requests pass uncounted).
+    pub fn new(adiuva: Adiuva) -> Self {
         Self {
-            limiter,
+            policy: adiuva.rate_policy().cloned(),
             adiuva,
-            ip_per_minute,
             authenticated: Arc::new(crate::api::AuthenticatedRoutes::from_spec()),
         }
     }
 }
 
-/// A principal established for this request, with the token it came from.
+/// A principal established for this request, with the token it came from. Handlers
+/// take it from the request's extensions (see [`crate::api::authenticate`]).
 #[derive(Clone)]
 pub(crate) struct Authenticated {
     pub(crate) token: String,
@@ -77,24 +72,18 @@ pub struct RateLimitEndpoint<E> {
 }
 
 impl<E: Endpoint> RateLimitEndpoint<E> {
-    /// The budget key and size for this request, and the principal when the route
-    /// takes a token and the token is good.
-    async fn budget(&self, req: &Request) -> (String, u32, Option<Authenticated>) {
-        let token = crate::api::bearer_token(req);
-        if let Some(token) = token
-            && self.config.authenticated.contains(req.uri().path())
-            && let Ok(principal) = self.config.adiuva.auth().authenticate(token).await
-        {
-            let key = format!("user:{}", principal.id());
-            let limit = rate_limit_per_minute(principal.user.tier);
-            let token = token.to_owned();
-            return (key, limit, Some(Authenticated { token, principal }));
+    /// The principal, when the route takes a token and the token is good: the one
+    /// authentication of this request.
+    async fn principal(&self, req: &Request) -> Option<Authenticated> {
+        let token = crate::api::bearer_token(req)?;
+        if !self.config.authenticated.contains(req.uri().path()) {
+            return None;
         }
-        let ip = req
-            .remote_addr()
-            .as_socket_addr()
-            .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
-        (format!("ip:{ip}"), self.config.ip_per_minute, None)
+        let principal = self.config.adiuva.auth().authenticate(token).await.ok()?;
+        Some(Authenticated {
+            token: token.to_owned(),
+            principal,
+        })
     }
 }
 
@@ -103,28 +92,28 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
 
     async fn call(&self, mut req: Request) -> Result<Self::Output> {
         let path = req.uri().path();
+        let Some(policy) = &self.config.policy else {
+            return self.inner.call(req).await.map(IntoResponse::into_response);
+        };
         if !path.starts_with("/api/") || path == "/api/v1/health" {
             return self.inner.call(req).await.map(IntoResponse::into_response);
         }
-        let (key, limit, authenticated) = self.budget(&req).await;
-        match self.config.limiter.check(&key, limit, MINUTE).await {
-            RateDecision::Allowed { .. } => {
+        let authenticated = self.principal(&req).await;
+        let decision = match &authenticated {
+            Some(a) => policy.check(&a.principal, Cost::Request).await,
+            None => {
+                let ip = req.remote_addr().as_socket_addr().map(|a| a.ip());
+                policy.check_ip(ip).await
+            }
+        };
+        match decision {
+            Ok(()) => {
                 if let Some(a) = authenticated {
                     req.extensions_mut().insert(a);
                 }
                 self.inner.call(req).await.map(IntoResponse::into_response)
             }
-            RateDecision::Limited { retry_after } => {
-                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                tracing::info!(budget = %key.split(':').next().unwrap_or(""), limit, retry_after_secs = secs, "rate limited");
-                let err = ApiError::rate_limited(
-                    format!(
-                        "too many requests: the limit is {limit} per minute; retry in {secs} s"
-                    ),
-                    secs,
-                );
-                Ok(poem::error::ResponseError::as_response(&err))
-            }
+            Err(e) => Ok(poem::error::ResponseError::as_response(&ApiError::from(e))),
         }
     }
 }
