@@ -154,6 +154,29 @@ async fn the_one_read_sees_a_tier_change_at_once() {
     assert_eq!(db.user_reads(), 1, "{:?}", db.snapshot());
 }
 
+/// A refusal is decided once too: the token of a deleted account costs one read, and
+/// the answer is the same 401 whichever check reached it.
+#[tokio::test]
+async fn a_refused_token_costs_one_read_too() {
+    for limits_on in [true, false] {
+        let (app, db) = spawn_app_counting_db(|s| s.rate_limit_enabled = limits_on).await;
+        let (e, token) = signed_in(&app, Tier::Pro).await;
+        app.adiuva.accounts().delete(&e).await.expect("delete");
+        db.reset();
+        let resp = verb(&app, "GET", "/storage/records", &token)
+            .send()
+            .await
+            .expect("list");
+        assert_error(resp, 401, "unauthorized").await;
+        assert_eq!(
+            db.user_reads(),
+            1,
+            "limits on: {limits_on}; {:?}",
+            db.snapshot()
+        );
+    }
+}
+
 /// A chat that answers "ok" (the router picks the note agent).
 async fn ok_chat_app() -> (adiuva_adapters::llm::fake::FakeOpenAi, TestApp) {
     use adiuva_adapters::llm::fake::Reply;

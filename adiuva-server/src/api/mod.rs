@@ -71,16 +71,19 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> 
         .map_err(|e| ApiError::from(e).into())
 }
 
-/// The one door for every authenticated route, REST and WebSocket:
-/// [`AuthService::authenticate`](adiuva_core::auth::AuthService::authenticate), or the
-/// principal the rate-limit middleware already established for this request's token
-/// (so a request reads the account once).
+/// The one door for every authenticated route, REST and WebSocket: the outcome the
+/// rate-limit middleware already reached for this request's token (so a request
+/// verifies the token and reads the account once), else
+/// [`AuthService::authenticate`](adiuva_core::auth::AuthService::authenticate).
 pub async fn authenticate(req: &Request, token: &str) -> Result<Principal, adiuva_core::Error> {
     let token = token.trim();
     if let Some(done) = req.extensions().get::<Authenticated>()
         && done.token == token
     {
-        return Ok(done.principal.clone());
+        return done
+            .outcome
+            .clone()
+            .map_err(adiuva_core::Error::Unauthorized);
     }
     let app = req
         .data::<Adiuva>()

@@ -1,8 +1,9 @@
-//! Per-user and per-IP request budgets (plan 9b): a request to a route that requires a
-//! bearer token, carrying a token that [`AuthService::authenticate`] accepts, counts
-//! against its user's tier budget per minute (20 / 60 / 120 / 200); any other request
-//! against its client IP's budget. Over budget: 429 `{"code": "rate_limited"}` with
-//! `Retry-After` in seconds. `/api/v1/health` is exempt so load-balancer probes never
+//! Authenticate once, then spend a request budget (plan 9b). A request to a route that
+//! requires a bearer token, carrying a token that [`AuthService::authenticate`] accepts,
+//! counts against its user's tier budget per minute (20 / 60 / 120 / 200); any other
+//! request against its client IP's budget. Which budget and how big is core's
+//! [`RatePolicy`] — the one the chat socket asks for each chat. Over budget: 429
+//! `{"code": "rate_limited"}` with `Retry-After` in seconds. `/api/v1/health` is exempt so load-balancer probes never
 //! starve.
 //!
 //! Which routes take a token is read from the OpenAPI document (operations that declare
@@ -11,8 +12,11 @@
 //! so a client cannot move its password guesses onto the budgets of accounts it owns.
 //! Login attempts are also counted per target email, in core (`AuthService::login`).
 //!
-//! The principal this middleware authenticated is left in the request's extensions, so
-//! the route's own bearer check does not read the database a second time.
+//! The outcome of this authentication (the principal, or the 401) is left in the
+//! request's extensions, so the route's own bearer check neither verifies the token nor
+//! reads the database a second time.
+//!
+//! [`AuthService::authenticate`]: adiuva_core::auth::AuthService::authenticate
 //!
 //! The client IP is the socket's peer address: behind a proxy, limit at the proxy or
 //! raise the per-IP budget.
@@ -46,12 +50,15 @@ impl RateLimit {
     }
 }
 
-/// A principal established for this request, with the token it came from. Handlers
-/// take it from the request's extensions (see [`crate::api::authenticate`]).
+/// This request's one authentication, with the token it judged. Handlers take it from
+/// the request's extensions (see [`crate::api::authenticate`]) instead of verifying
+/// and reading again. A refusal is kept too (its 401 text), so a dead account's token
+/// costs one read, not two; a failure to check (the database is down) is not kept, and
+/// the route's own check answers it.
 #[derive(Clone)]
 pub(crate) struct Authenticated {
     pub(crate) token: String,
-    pub(crate) principal: Principal,
+    pub(crate) outcome: Result<Principal, &'static str>,
 }
 
 impl<E: Endpoint> Middleware<E> for RateLimit {
@@ -72,17 +79,21 @@ pub struct RateLimitEndpoint<E> {
 }
 
 impl<E: Endpoint> RateLimitEndpoint<E> {
-    /// The principal, when the route takes a token and the token is good: the one
-    /// authentication of this request.
-    async fn principal(&self, req: &Request) -> Option<Authenticated> {
+    /// The one authentication of this request, when the route takes a token and one
+    /// was sent.
+    async fn authenticate(&self, req: &Request) -> Option<Authenticated> {
         let token = crate::api::bearer_token(req)?;
         if !self.config.authenticated.contains(req.uri().path()) {
             return None;
         }
-        let principal = self.config.adiuva.auth().authenticate(token).await.ok()?;
+        let outcome = match self.config.adiuva.auth().authenticate(token).await {
+            Ok(principal) => Ok(principal),
+            Err(adiuva_core::Error::Unauthorized(why)) => Err(why),
+            Err(_) => return None,
+        };
         Some(Authenticated {
             token: token.to_owned(),
-            principal,
+            outcome,
         })
     }
 }
@@ -98,10 +109,10 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
         if !path.starts_with("/api/") || path == "/api/v1/health" {
             return self.inner.call(req).await.map(IntoResponse::into_response);
         }
-        let authenticated = self.principal(&req).await;
-        let decision = match &authenticated {
-            Some(a) => policy.check(&a.principal, Cost::Request).await,
-            None => {
+        let authenticated = self.authenticate(&req).await;
+        let decision = match authenticated.as_ref().map(|a| &a.outcome) {
+            Some(Ok(principal)) => policy.check(principal, Cost::Request).await,
+            _ => {
                 let ip = req.remote_addr().as_socket_addr().map(|a| a.ip());
                 policy.check_ip(ip).await
             }
