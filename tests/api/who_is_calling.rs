@@ -154,6 +154,31 @@ async fn the_one_read_sees_a_tier_change_at_once() {
     assert_eq!(db.user_reads(), 1, "{:?}", db.snapshot());
 }
 
+/// One bearer parser: however the header is spelled (scheme case, extra spaces), the
+/// middleware and the route's check judge the same token, so the route finds the
+/// middleware's outcome and the user is read once.
+#[tokio::test]
+async fn every_spelling_of_the_header_is_parsed_once() {
+    let (app, db) = spawn_app_counting_db(|_| {}).await;
+    let (_, token) = signed_in(&app, Tier::Free).await;
+    for header in [
+        format!("Bearer {token}"),
+        format!("bearer {token}"),
+        format!("BEARER   {token}  "),
+    ] {
+        db.reset();
+        let resp = app
+            .client
+            .get(app.url("/auth/me"))
+            .header("authorization", &header)
+            .send()
+            .await
+            .expect("me");
+        assert_eq!(resp.status(), 200, "{header:?}");
+        assert_eq!(db.user_reads(), 1, "{header:?}: {:?}", db.snapshot());
+    }
+}
+
 /// A refusal is decided once too: the token of a deleted account costs one read, and
 /// the answer is the same 401 whichever check reached it.
 #[tokio::test]

@@ -65,8 +65,12 @@ impl BearerAuth {
     }
 }
 
+/// poem-openapi has parsed the header already; the token is still taken from
+/// [`bearer_token`], the parser the rate-limit middleware used, so the two cannot judge
+/// different strings (and the middleware's outcome is found for this request).
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
-    authenticate(req, &bearer.token)
+    let token = bearer_token(req).unwrap_or(&bearer.token);
+    authenticate(req, token)
         .await
         .map_err(|e| ApiError::from(e).into())
 }
