@@ -73,12 +73,28 @@ pub struct LoginLimit {
 
 /// Who an access token speaks for, established by [`AuthService::authenticate`]: the
 /// user's current row (tier and role included) and the session that issued the token.
-#[derive(Debug, Clone)]
+///
+/// A request authenticates once and carries this to every decision that needs the
+/// caller (tier gates, quotas, the rate budget) — the tier is as fresh as the request.
+#[derive(Clone)]
 pub struct Principal {
     /// The user as the database has it now.
     pub user: User,
     /// The refresh-token family the token belongs to (`None` for tokens without one).
     pub session: Option<Uuid>,
+}
+
+/// Names who, never the row's password hash or email: a principal travels through
+/// handlers and services, and may end up in a log line.
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Principal")
+            .field("user_id", &self.user.id)
+            .field("tier", &self.user.tier)
+            .field("role", &self.user.role)
+            .field("session", &self.session)
+            .finish()
+    }
 }
 
 impl Principal {
