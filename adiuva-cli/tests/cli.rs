@@ -103,6 +103,91 @@ fn config_example_documents_every_key() {
 }
 
 #[test]
+fn readme_settings_table_is_the_generated_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = run(adiuva(dir.path()).args(["config", "example", "--format", "markdown"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = stdout(&o);
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
+    let header = table.lines().next().expect("a header row");
+    assert_eq!(
+        readme.matches(header).count(),
+        1,
+        "one settings table in README"
+    );
+    let start = readme.find(header).expect("README has the settings table");
+    let end = readme[start..]
+        .find("\n\n")
+        .map_or(readme.len(), |i| start + i + 1);
+    assert_eq!(
+        &readme[start..end],
+        table,
+        "README's settings table is stale: replace it with `adiuva config example --format markdown`"
+    );
+    // (Other README tables may name a key, e.g. `vector_url`'s values.)
+    for k in adiuva_server::settings::KEYS {
+        assert_eq!(
+            readme[start..end]
+                .matches(&format!("\n| `{}` |", k.key))
+                .count(),
+            1,
+            "{} has one row in README's settings table",
+            k.key
+        );
+    }
+}
+
+#[test]
+fn config_show_prints_the_settings_in_effect_without_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("adiuva.toml"), "backup_retention = 3\n").expect("write");
+    let o = run(adiuva(dir.path())
+        .args(["config", "show"])
+        .env("JWT_SECRET", "jwt-secret-never-shown-0123456789abcdef")
+        .env("OPENAI_API_KEY", "sk-never-shown")
+        .env("AWS_SECRET_ACCESS_KEY", "aws-never-shown")
+        .env("DATABASE_URL", "postgres://u:db-pw-never-shown@db/adiuva")
+        .env("ADIUVA_BODY_LIMIT_BYTES", "2048"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for secret in [
+        "jwt-secret-never-shown",
+        "sk-never-shown",
+        "aws-never-shown",
+        "db-pw-never-shown",
+    ] {
+        assert!(!out.contains(secret), "{secret} printed: {out}");
+    }
+    for line in [
+        "jwt_secret = \"***\"",
+        "openai_api_key = \"***\"",
+        "aws_secret_access_key = \"***\"",
+        "database_url = \"postgres://u:***@db/adiuva\"",
+        "body_limit_bytes = 2048",
+        "backup_retention = 3",
+        "# stripe_secret_key (unset)",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line} in {out}");
+    }
+    assert_eq!(out.lines().count(), adiuva_server::settings::KEYS.len());
+    assert!(!dir.path().join("data").exists(), "showing touches no data");
+
+    assert_one_line_error(
+        &run(adiuva(dir.path())
+            .args(["config", "show"])
+            .env("ADIUVA_CHAT_TURN_TIMEOUT_SECS", "soon")),
+        "chat_turn_timeout_secs (from $ADIUVA_CHAT_TURN_TIMEOUT_SECS) must be a non-negative whole number (got 'soon')",
+    );
+    std::fs::write(dir.path().join("adiuva.toml"), "log_format = \"xml\"\n").expect("write");
+    assert_one_line_error(
+        &run(adiuva(dir.path()).args(["config", "show"])),
+        "adiuva.toml: log_format must be auto, text or json (got 'xml')",
+    );
+}
+
+#[test]
 fn migrate_applies_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let first = run(adiuva(dir.path()).args(["--data-dir", "d", "migrate"]));
