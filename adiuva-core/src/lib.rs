@@ -18,6 +18,7 @@ mod facade;
 pub mod gc;
 pub mod ports;
 pub mod quota;
+pub mod rate;
 pub mod secret;
 pub mod storage;
 #[cfg(feature = "testing")]

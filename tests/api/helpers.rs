@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use adiuva_core::Adiuva;
 use adiuva_core::domain::Tier;
+use adiuva_core::testing::CountingDb;
 use adiuva_server::settings::{LogFormat, Settings};
 use adiuva_server::startup::Application;
 use reqwest::{Method, RequestBuilder, Response};
@@ -81,6 +82,22 @@ pub async fn spawn_app() -> TestApp {
 
 /// A server with settings adjusted by `adjust`.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn(adjust, false).await.0
+}
+
+/// A server whose every database call is counted by the returned [`CountingDb`] (the
+/// real database underneath); `app.adiuva` goes through it too.
+pub async fn spawn_app_counting_db(
+    adjust: impl FnOnce(&mut Settings),
+) -> (TestApp, Arc<CountingDb>) {
+    let (app, counting) = spawn(adjust, true).await;
+    (app, counting.expect("wrapped"))
+}
+
+async fn spawn(
+    adjust: impl FnOnce(&mut Settings),
+    count_db: bool,
+) -> (TestApp, Option<Arc<CountingDb>>) {
     adiuva_adapters::install_crypto_provider();
     capture();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -89,9 +106,15 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     settings.jwt_secret = Some(adiuva_core::Secret::new(JWT_SECRET.to_owned()));
     adjust(&mut settings);
     let (blob_url, s3) = (settings.blob_url(), settings.s3_options());
-    let app = Application::build(settings)
+    let mut app = Application::build(settings)
         .await
         .expect("the server builds");
+    let counting = count_db.then(|| {
+        let backend = app.backend_mut();
+        let db = Arc::new(CountingDb::new(backend.adiuva.database().clone()));
+        backend.adiuva = backend.adiuva.with_database(db.clone());
+        db
+    });
     let port = app.port();
     let adiuva = app.backend().adiuva.clone();
     let database = app.backend().database.clone();
@@ -100,7 +123,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let handle = tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
     }));
-    TestApp {
+    let app = TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
         client: reqwest::Client::builder()
@@ -114,7 +137,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         handle: Some(handle),
         _dir: dir,
         _pg: None,
-    }
+    };
+    (app, counting)
 }
 
 /// A server on a fresh PostgreSQL database (from `ADIUVA_TEST_POSTGRES_URL`), or `None`

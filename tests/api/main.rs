@@ -19,4 +19,5 @@ mod sessions;
 mod system;
 mod vector_backends;
 mod vectors;
+mod who_is_calling;
 mod ws_limits;
