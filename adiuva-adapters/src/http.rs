@@ -292,9 +292,14 @@ impl<'a> Call<'a> {
     }
 
     /// A JSON body.
-    pub fn json(mut self, body: Bytes) -> Self {
+    pub fn json(self, body: Bytes) -> Self {
+        self.body("application/json", body)
+    }
+
+    /// A body of any type (`application/x-www-form-urlencoded` for OAuth and Stripe).
+    pub fn body(mut self, content_type: &'static str, body: Bytes) -> Self {
         self.headers
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         self.body = Some(body);
         self
     }

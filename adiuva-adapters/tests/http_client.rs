@@ -262,6 +262,23 @@ async fn a_post_is_retried_only_when_it_is_safe_to_send_again() {
         .expect_err("503");
     assert_eq!(server.requests(), 7, "PUT is idempotent");
     assert!(server.seen.lock().expect("seen")[0].ends_with("{\"charge\":1}"));
+    // A form body (OAuth, Stripe) with an idempotency key is safe to send again.
+    http.call(Method::POST, server.url.clone())
+        .body(
+            "application/x-www-form-urlencoded",
+            Bytes::from_static(b"amount=1"),
+        )
+        .replay_safe()
+        .send()
+        .await
+        .expect_err("503");
+    assert_eq!(server.requests(), 10);
+    let seen = server.seen.lock().expect("seen")[9].to_ascii_lowercase();
+    assert!(
+        seen.contains("content-type: application/x-www-form-urlencoded"),
+        "{seen}"
+    );
+    assert!(seen.ends_with("amount=1"), "{seen}");
 }
 
 #[tokio::test]
