@@ -15,6 +15,7 @@ mod records;
 mod secrets;
 mod sessions;
 mod system;
+mod typescript_client;
 mod vector_backends;
 mod vectors;
 mod ws_limits;

@@ -105,6 +105,64 @@ async fn every_operation_is_documented() {
     assert_eq!(scheme["scheme"], "bearer");
 }
 
+/// The codes the document lists for `method path` answering `status`.
+fn documented_codes(spec: &Value, method: &str, path: &str, status: u16) -> Vec<String> {
+    let response = &spec["paths"][path][method]["responses"][status.to_string()];
+    let schema = response["content"]["application/json; charset=utf-8"]["schema"]["$ref"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{method} {path} documents {status}"));
+    let name = schema.trim_start_matches("#/components/schemas/");
+    spec["components"]["schemas"][name]["properties"]["code"]["enum"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{name} lists its codes"))
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Real error answers of each kind (core errors, poem's parse and auth errors, the body
+/// limit's) carry a code their operation's document lists for that status.
+#[tokio::test]
+async fn error_codes_are_the_documented_ones() {
+    let app = spawn_app().await;
+    let spec: Value = app.get("/openapi.json").await.json().await.expect("json");
+    let user = crate::helpers::email("codes");
+    let token = app.register_ok(&user).await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let id = uuid::Uuid::new_v4();
+    let c = &app.client;
+    let cases: Vec<(&str, &str, reqwest::RequestBuilder)> = vec![
+        ("post", "/auth/register", c.post(app.url("/auth/register")).json(&json!({"email": user, "password": crate::helpers::PASSWORD}))),
+        ("post", "/auth/register", c.post(app.url("/auth/register")).header("content-type", "application/json").body("{")),
+        ("post", "/auth/register", c.post(app.url("/auth/register")).header("content-type", "text/plain").body("x")),
+        ("post", "/auth/login", c.post(app.url("/auth/login")).json(&json!({"email": user, "password": "wrong password!"}))),
+        ("get", "/auth/me", c.get(app.url("/auth/me"))),
+        ("post", "/storage/records", c.post(app.url("/storage/records")).bearer_auth(&token).json(&json!({"table": "notes", "blob": "AA==", "checksum": "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"}))),
+        ("get", "/storage/records", c.get(app.url("/storage/records?limit=0")).bearer_auth(&token)),
+        ("get", "/storage/records/{id}", c.get(app.url(&format!("/storage/records/{id}"))).bearer_auth(&token)),
+        ("delete", "/storage/records/{id}", c.delete(app.url(&format!("/storage/records/{id}"))).bearer_auth(&token)),
+        ("post", "/storage/vectors/search", c.post(app.url("/storage/vectors/search")).bearer_auth(&token).json(&json!({}))),
+        ("get", "/backup", c.get(app.url("/backup")).bearer_auth(&token)),
+        ("delete", "/backup/{id}", c.delete(app.url(&format!("/backup/{id}"))).bearer_auth(&token)),
+        ("post", "/chat", c.post(app.url("/chat")).bearer_auth(&token).json(&json!({"message": "hi"}))),
+        ("post", "/chat", c.post(app.url("/chat")).bearer_auth(&token).json(&json!({"message": "hi", "context": []}))),
+    ];
+    for (method, path, req) in cases {
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.expect("JSON error body");
+        assert!(status >= 400, "{method} {path}: {status} {body}");
+        let code = body["code"].as_str().expect("code");
+        let listed = documented_codes(&spec, method, path, status);
+        assert!(
+            listed.iter().any(|c| c == code),
+            "{method} {path} {status}: `{code}` is not among {listed:?}"
+        );
+    }
+}
+
 fn skip(what: &str) {
     adiuva_core::testing::services::missing(what, "not found; run .ci/run or install it");
 }
@@ -125,7 +183,7 @@ fn find_on_path(bin: &str) -> Option<PathBuf> {
 
 fn node_tools() -> PathBuf {
     std::env::var_os("ADIUVA_TEST_NODE_TOOLS").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/tools/node_modules/.bin"),
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/typescript/node_modules/.bin"),
         PathBuf::from,
     )
 }
@@ -154,7 +212,9 @@ fn a_generated_typescript_client_type_checks() {
     let bin = node_tools();
     let (generator, tsc) = (bin.join("openapi-typescript"), bin.join("tsc"));
     if !generator.is_file() || !tsc.is_file() {
-        return skip("openapi-typescript and tsc (npm, installed by .ci/run into .ci/tools)");
+        return skip(
+            "openapi-typescript and tsc (npm, installed by .ci/run into clients/typescript)",
+        );
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = write_spec(dir.path());
@@ -186,10 +246,14 @@ const tokens: Tokens = { access_token: "a", refresh_token: "r", expires_at: 1 };
 const me: MeOk = { id: "x", email: "a@example.com", tier: "free", role: "user", created_at: 1 };
 const profile: Profile = me;
 const err: ErrorBody = { detail: "d", code: "c" };
-const conflict: Conflict = err;
+// Each response's codes are a closed set; a coded body is still an ErrorBody.
+const conflict: Conflict = { detail: "d", code: "conflict" };
+const asError: ErrorBody = conflict;
+// @ts-expect-error a code the operation does not answer with
+const badCode: Conflict["code"] = "teapot";
 // @ts-expect-error tiers are a closed set
 const badTier: Profile["tier"] = "gold";
-export { login, tokens, profile, conflict, badTier };
+export { login, tokens, profile, err, conflict, asError, badCode, badTier };
 "#,
     )
     .expect("write client");

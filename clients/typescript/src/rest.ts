@@ -18,12 +18,13 @@ export function done(what: string): void {
 }
 
 /** The data of a successful call (and `ok <op>` printed), or a thrown error. */
-function ok<T, E>(op: string, r: Outcome<T, E>): T {
-  if (r.data === undefined) {
+function ok<T, E>(op: string, r: Outcome<T, E>): NonNullable<T> {
+  const data = r.data;
+  if (data === undefined || data === null) {
     throw new Error(`${op}: HTTP ${r.response.status} ${JSON.stringify(r.error)}`);
   }
   done(op);
-  return r.data;
+  return data;
 }
 
 function check(cond: boolean, what: string): void {
