@@ -67,6 +67,10 @@ pub async fn run(cli: Cli) -> CliResult {
             println!("{}", adiuva_server::api::openapi_json());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Asyncapi => {
+            println!("{}", adiuva_server::asyncapi::asyncapi_json());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config {
             command: ConfigCommand::Example { format },
         } => {

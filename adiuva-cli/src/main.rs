@@ -37,6 +37,8 @@ enum Command {
     Migrate,
     /// Print the OpenAPI document the server serves.
     Openapi,
+    /// Print the AsyncAPI document of the WebSockets the server serves.
+    Asyncapi,
     /// Configuration helpers.
     Config {
         #[command(subcommand)]

@@ -212,6 +212,12 @@ impl Adiuva {
         })
     }
 
+    /// Chat turns (REST and sockets) as sanitized events; `Unavailable`
+    /// (`llm_unavailable`) when no orchestrator was given.
+    pub fn chat_service(&self) -> Result<crate::chat::ChatService, Error> {
+        Ok(crate::chat::ChatService::new(self.chat()?, self.auth.clone()))
+    }
+
     /// The database port, for health checks.
     pub fn database(&self) -> &Arc<dyn Database> {
         &self.db

@@ -289,11 +289,15 @@ pub fn routes(settings: &Settings, backend: &Backend) -> impl poem::Endpoint + '
             poem::get(crate::ws::chat_stream)
                 .data(timings)
                 .data(ws_limits)
-                .data(crate::ws::WsBudget(
-                    limits_on.then(|| backend.rate_limiter.clone()),
-                )),
+                .data(crate::ws::WsBudget(limits_on.then(|| {
+                    adiuva_core::chat::ChatBudget::new(backend.rate_limiter.clone())
+                }))),
         )
         .at(format!("{API_PREFIX}/openapi.json"), spec)
+        .at(
+            format!("{API_PREFIX}/asyncapi.json"),
+            poem::get(crate::asyncapi::asyncapi_endpoint),
+        )
         .nest("/docs", docs)
         .data(adiuva)
         .with(BodyLimit::new(

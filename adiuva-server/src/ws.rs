@@ -12,9 +12,11 @@
 //! `{"type": "ai_response", "response", "navigation", "mutations", "context"}` (v2). A v2
 //! router may ask `{"type": "ask_user_clarification", "question"}`; the next
 //! `user_request` answers it. Malformed frames get `{"type": "error", "code", "detail"}`
-//! and the socket stays usable. Every text frame passes through the sanitizer. A client
-//! that disconnects cancels the chat (the model call is dropped). The server pings every
-//! 30 s.
+//! and the socket stays usable. The frames are typed in [`crate::frames`] (and described
+//! by `/api/v1/asyncapi.json`); this module only serializes the events of core's
+//! [`ChatSession`], which are sanitized before they get here, and the session owns the
+//! clarification state and the per-chat rate budget. A client that disconnects cancels
+//! the chat (the model call is dropped). The server pings every 30 s.
 //!
 //! Limits (issue #9, item 4), so no client can make a socket hold unbounded memory: a
 //! message or frame over `chat_max_message_bytes` (1 MiB) closes the socket with 1009
@@ -31,9 +33,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use adiuva_core::Adiuva;
-use adiuva_core::auth::Principal;
-use adiuva_core::chat::orchestrator::{ChatOutcome, Orchestrator, answering, navigation_for};
-use adiuva_core::chat::{ChatRequest, ToolExecutor};
+use adiuva_core::chat::service::Refused;
+use adiuva_core::chat::{ChatBudget, ChatEvent, ChatPeer, ChatSession, Protocol, ToolCall};
 use adiuva_core::domain::UserId;
 use async_trait::async_trait;
 use futures::{SinkExt as _, StreamExt as _};
@@ -42,15 +43,17 @@ use poem::web::websocket::{CloseCode, Message, WebSocket, WebSocketConfig, WebSo
 use poem::web::{Data, Query};
 use poem::{IntoResponse, Request, Response, handler};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
+pub use crate::frames::MAX_DETAIL_CHARS;
+use crate::frames::{self, ClientFrame, ServerFrame};
 
 /// Counts each chat on a socket against its user's per-minute budget, like an HTTP
-/// request (`None`: rate limits are off).
+/// request (`None`: rate limits are off). The rule is core's [`ChatBudget`].
 #[derive(Clone)]
-pub struct WsBudget(pub Option<Arc<dyn adiuva_core::ports::RateLimiter>>);
+pub struct WsBudget(pub Option<ChatBudget>);
 
 /// How long the server waits for a tool result, and how often it pings.
 #[derive(Debug, Clone, Copy)]
@@ -77,10 +80,6 @@ impl Default for WsTimings {
 /// is not reading and is disconnected. A chat produces frames as fast as the model
 /// streams, which a reading client drains long before this.
 pub const OUTBOX_FRAMES: usize = 256;
-
-/// Longest `detail` of an error frame, in characters: details quote what the client sent
-/// (ids, types, parse errors), and the client decides how long that is.
-pub const MAX_DETAIL_CHARS: usize = 300;
 
 /// How long a closing socket's last frames may take to leave before it is dropped.
 const CLOSE_DRAIN: Duration = Duration::from_secs(5);
@@ -231,11 +230,11 @@ pub async fn chat_stream(
         Ok(p) => p,
         Err(e) => return reject(e),
     };
-    let orchestrator = match app.chat() {
-        Ok(o) => o,
+    let user = principal.id();
+    let chat = match app.chat_service() {
+        Ok(c) => c.with_budget(budget.0.clone()).session(principal),
         Err(e) => return reject(e),
     };
-    let user = principal.id();
     let Some(slot) = ws_limits.try_open(user) else {
         tracing::warn!(user_id = %user, "refused a chat socket: too many open");
         let e = ApiError::new(
@@ -252,43 +251,45 @@ pub async fn chat_stream(
             .body(serde_json::to_vec(&e.body).unwrap_or_default());
     };
     let timings = *timings;
-    let (limiter, app) = (budget.0.clone(), app.clone());
     ws.config(ws_limits.config())
         .on_upgrade(move |socket| async move {
             let _slot = slot;
-            session(orchestrator, principal, socket, timings, limiter, app).await;
+            session(chat, user, socket, timings).await;
         })
         .into_response()
 }
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Value, String>>>>>;
 
-/// Runs tool calls on the device: sends the frame, waits for the matching result.
-struct WsExecutor {
-    orchestrator: Arc<Orchestrator>,
+/// The socket's side of a chat turn: serializes the turn's events into frames and runs
+/// tool calls on the device (sends the frame, waits for the matching result).
+struct WsPeer {
     out: Outbox,
     pending: Pending,
-    next: AtomicU64,
+    next: Arc<AtomicU64>,
     timeout: Duration,
+    protocol: Protocol,
 }
 
 #[async_trait]
-impl ToolExecutor for WsExecutor {
-    async fn execute(
-        &self,
-        _call_id: &str,
-        name: &str,
-        arguments: &Value,
-    ) -> Result<Value, String> {
+impl ChatPeer for WsPeer {
+    fn event(&self, event: ChatEvent) {
+        send(&self.out, &event_frame(event, self.protocol));
+    }
+
+    async fn run_tool(&self, call: ToolCall) -> Result<Value, String> {
         // Our own ids: a model may reuse its call ids across turns.
         let id = format!("tc_{}", self.next.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
         if let Ok(mut p) = self.pending.lock() {
             p.insert(id.clone(), tx);
         }
-        let arguments = self.orchestrator.clean_value(arguments);
-        let frame = json!({"type": "tool_call", "id": id, "name": name, "arguments": arguments});
-        if !self.out.send(Message::Text(frame.to_string())) {
+        let frame = ServerFrame::ToolCall(frames::ToolCall {
+            id: id.clone(),
+            name: call.name,
+            arguments: call.arguments.into_iter().collect(),
+        });
+        if !self.out.send(Message::Text(frame.to_text())) {
             return Err("the device disconnected".into());
         }
         let outcome = tokio::time::timeout(self.timeout, rx).await;
@@ -306,67 +307,76 @@ impl ToolExecutor for WsExecutor {
     }
 }
 
-fn send(out: &Outbox, frame: Value) {
-    out.send(Message::Text(frame.to_string()));
+fn send(out: &Outbox, frame: &ServerFrame) {
+    out.send(Message::Text(frame.to_text()));
 }
 
-/// An error frame; its detail is cut to [`MAX_DETAIL_CHARS`] (it may quote the client).
-fn error_frame(code: &str, detail: impl Into<String>) -> Value {
-    json!({"type": "error", "code": code, "detail": bounded(detail.into())})
-}
-
-fn bounded(mut s: String) -> String {
-    if let Some((cut, _)) = s.char_indices().nth(MAX_DETAIL_CHARS) {
-        s.truncate(cut);
-        s.push('…');
+/// The frame of an error: its code and (bounded) detail, and `retry_after` when rate
+/// limited.
+fn error_frame(e: adiuva_core::Error) -> ServerFrame {
+    let e = ApiError::from(e);
+    let mut frame = ServerFrame::error(&e.body.code, e.body.detail);
+    if let ServerFrame::Error(f) = &mut frame {
+        f.retry_after = e.retry_after;
     }
-    s
+    frame
 }
 
-/// What the client asked, and in which protocol.
-struct Incoming {
-    request: ChatRequest,
-    v2: bool,
-}
-
-/// Parses one client frame into a chat request, or says why not.
-fn parse_request(v: Value) -> Result<Incoming, (&'static str, String)> {
-    let Value::Object(mut map) = v else {
-        return Err(("malformed_frame", "a frame must be a JSON object".into()));
-    };
-    let kind = map.remove("type");
-    let v2 = match kind.as_ref().and_then(Value::as_str) {
-        None | Some("chat_request") => false,
-        Some("user_request") => true,
-        Some(other) => {
-            return Err((
-                "unknown_frame_type",
-                format!(
-                    "'{other}' is not a frame a client sends here (chat_request, user_request, tool_result)"
-                ),
-            ));
+/// A turn's event as the frame of its protocol.
+fn event_frame(event: ChatEvent, protocol: Protocol) -> ServerFrame {
+    match event {
+        ChatEvent::Text(text) => ServerFrame::TextChunk(frames::TextChunk { text }),
+        ChatEvent::Final(reply) if protocol == Protocol::V2 => {
+            ServerFrame::AiResponse(frames::AiResponse {
+                response: frames::AiReply {
+                    text: reply.response,
+                    ui_directive: reply.ui_directive,
+                    data: None,
+                },
+                context: frames::ScopeContext {
+                    scope_changed: !reply.navigation.is_empty(),
+                    new_scope: reply.new_scope.map(|s| s.into_iter().collect()),
+                },
+                navigation: reply
+                    .navigation
+                    .into_iter()
+                    .map(|n| frames::Navigation {
+                        action: frames::NavigationAction::Navigate,
+                        target: n.target,
+                        filter: n.filter.into_iter().collect(),
+                    })
+                    .collect(),
+                mutations: reply
+                    .mutations
+                    .into_iter()
+                    .map(|m| frames::Mutation {
+                        action: m.action,
+                        table: m.table,
+                        data: m.data,
+                    })
+                    .collect(),
+            })
         }
-    };
-    if !map.contains_key("message") {
-        return Err(("malformed_frame", "a chat request needs `message`".into()));
+        ChatEvent::Final(reply) => ServerFrame::Final(frames::Final {
+            done: true,
+            response: reply.response,
+            actions: crate::api::chat::actions_out(reply.actions),
+            plan: None,
+        }),
+        ChatEvent::Plan(plan) => ServerFrame::Final(frames::Final {
+            done: true,
+            response: String::new(),
+            actions: Vec::new(),
+            plan: Some(plan.into()),
+        }),
+        ChatEvent::Clarification(question) => {
+            ServerFrame::AskUserClarification(frames::AskUserClarification { question })
+        }
+        ChatEvent::Error(e) => error_frame(e),
     }
-    let request: ChatRequest = serde_json::from_value(Value::Object(map))
-        .map_err(|e| ("malformed_frame", format!("not a chat request: {e}")))?;
-    if request.message.trim().is_empty() {
-        return Err(("validation_error", "message must not be empty".into()));
-    }
-    Ok(Incoming { request, v2 })
 }
 
-async fn session(
-    orchestrator: Arc<Orchestrator>,
-    principal: Principal,
-    socket: WebSocketStream,
-    timings: WsTimings,
-    limiter: Option<Arc<dyn adiuva_core::ports::RateLimiter>>,
-    app: Adiuva,
-) {
-    let user = principal.id();
+async fn session(chat: ChatSession, user: UserId, socket: WebSocketStream, timings: WsTimings) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut out_rx) = mpsc::channel::<Message>(OUTBOX_FRAMES);
     let (stop, mut stopped) = mpsc::channel::<Stop>(2);
@@ -403,15 +413,9 @@ async fn session(
         })
     };
     let pending: Pending = Arc::default();
-    let executor = Arc::new(WsExecutor {
-        orchestrator: orchestrator.clone(),
-        out: out.clone(),
-        pending: pending.clone(),
-        next: AtomicU64::new(1),
-        timeout: timings.tool_timeout,
-    });
-    let mut running: Option<tokio::task::JoinHandle<Option<(ChatRequest, String)>>> = None;
-    let mut awaiting_answer: Option<(ChatRequest, String)> = None;
+    // Tool call ids count up over the socket's life, across turns.
+    let next_call = Arc::new(AtomicU64::new(1));
+    let mut running: Option<tokio::task::JoinHandle<()>> = None;
     tracing::info!(user_id = %user, "chat socket opened");
     let mut stopped_by: Option<Stop> = None;
     loop {
@@ -441,97 +445,69 @@ async fn session(
             }
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
             Ok(Message::Binary(_)) => {
-                send(&out, error_frame("malformed_frame", "frames are JSON text"));
-                continue;
-            }
-        };
-        let value: Value = match serde_json::from_str(&text) {
-            Ok(v) => v,
-            Err(e) => {
                 send(
                     &out,
-                    error_frame("malformed_frame", format!("not JSON: {e}")),
+                    &ServerFrame::error("malformed_frame", "frames are JSON text"),
                 );
                 continue;
             }
         };
-        if value.get("type").and_then(Value::as_str) == Some("tool_result") {
-            let Some(id) = value.get("id").and_then(Value::as_str) else {
-                send(
-                    &out,
-                    error_frame("malformed_frame", "tool_result needs `id`"),
-                );
+        let parsed = match ClientFrame::parse(&text) {
+            Ok(ClientFrame::Request(_)) if running.as_ref().is_some_and(|h| !h.is_finished()) => {
+                send(&out, &in_progress());
                 continue;
-            };
-            let result = match (value.get("error"), value.get("result")) {
-                (Some(e), _) if !e.is_null() => {
-                    Err(e.as_str().map_or_else(|| e.to_string(), str::to_owned))
-                }
-                (_, Some(r)) => Ok(r.clone()),
-                _ => Ok(Value::Null),
-            };
-            let waiting = pending.lock().ok().and_then(|mut p| p.remove(id));
-            match waiting {
-                Some(tx) => {
-                    let _ = tx.send(result);
-                }
-                None => send(
-                    &out,
-                    error_frame(
-                        "unknown_tool_call",
-                        format!("no tool call '{id}' is waiting"),
+            }
+            other => other,
+        };
+        let (request, v2) = match parsed {
+            Ok(ClientFrame::ToolResult { id, result }) => {
+                let waiting = pending.lock().ok().and_then(|mut p| p.remove(&id));
+                match waiting {
+                    Some(tx) => {
+                        let _ = tx.send(result);
+                    }
+                    None => send(
+                        &out,
+                        &ServerFrame::error(
+                            "unknown_tool_call",
+                            format!("no tool call '{id}' is waiting"),
+                        ),
                     ),
-                ),
+                }
+                continue;
             }
-            continue;
-        }
-        if let Some(h) = &running
-            && !h.is_finished()
-        {
-            send(
-                &out,
-                error_frame(
-                    "chat_in_progress",
-                    "wait for the current reply's final frame",
-                ),
-            );
-            continue;
-        }
-        if let Some(h) = running.take()
-            && let Ok(Some(question_asked)) = h.await
-        {
-            awaiting_answer = Some(question_asked);
-        }
-        let mut incoming = match parse_request(value) {
-            Ok(i) => i,
-            Err((code, detail)) => {
-                send(&out, error_frame(code, detail));
+            Ok(ClientFrame::Request(Ok(request))) => request,
+            Ok(ClientFrame::Request(Err((code, detail)))) | Err((code, detail)) => {
+                send(&out, &ServerFrame::error(code, detail));
                 continue;
             }
         };
-        // Each chat re-checks the account and session (deleted, or revoked by refresh
-        // reuse, since the socket opened): the same read gives the tier for the budget.
-        let current = match app.auth().reauthenticate(&principal).await {
-            Ok(p) => p,
+        let request = match crate::api::chat::to_core_request(request) {
+            Ok(r) => r,
             Err(e) => {
-                let e = ApiError::from(e);
-                send(&out, error_frame(&e.body.code, e.body.detail));
-                break;
+                send(&out, &error_frame(e));
+                continue;
             }
         };
-        if let Some(limiter) = &limiter
-            && let Some(frame) = over_budget(limiter.as_ref(), &current).await
-        {
-            send(&out, frame);
-            continue;
-        }
-        if let Some((earlier, question)) = awaiting_answer.take() {
-            incoming.request = answering(&earlier, &question, incoming.request);
-        }
-        let (orchestrator, executor, out2) = (orchestrator.clone(), executor.clone(), out.clone());
-        running = Some(tokio::spawn(async move {
-            run_chat(&orchestrator, executor.as_ref(), incoming, &out2).await
-        }));
+        let protocol = if v2 { Protocol::V2 } else { Protocol::V1 };
+        let turn = match chat.admit(request, protocol).await {
+            Ok(turn) => turn,
+            Err(Refused { error, close }) => {
+                send(&out, &error_frame(error));
+                if close {
+                    break;
+                }
+                continue;
+            }
+        };
+        let peer = WsPeer {
+            out: out.clone(),
+            pending: pending.clone(),
+            next: next_call.clone(),
+            timeout: timings.tool_timeout,
+            protocol,
+        };
+        running = Some(tokio::spawn(async move { turn.run(&peer).await }));
     }
     // The client went away (or is being sent away): cancel the chat (dropping its model
     // call) and stop.
@@ -555,7 +531,6 @@ async fn session(
         None => {}
     }
     drop(out);
-    drop(executor);
     if tokio::time::timeout(CLOSE_DRAIN, &mut writer)
         .await
         .is_err()
@@ -565,107 +540,9 @@ async fn session(
     tracing::info!(user_id = %user, "chat socket closed");
 }
 
-/// A chat counts like an HTTP request against the user's tier budget (the same key as
-/// the HTTP middleware's): over it, an error frame with `retry_after` seconds.
-async fn over_budget(
-    limiter: &dyn adiuva_core::ports::RateLimiter,
-    principal: &Principal,
-) -> Option<Value> {
-    let limit = adiuva_core::tiers::rate_limit_per_minute(principal.user.tier);
-    match limiter
-        .check(
-            &format!("user:{}", principal.id()),
-            limit,
-            Duration::from_secs(60),
-        )
-        .await
-    {
-        adiuva_core::ports::rate_limit::RateDecision::Limited { retry_after } => {
-            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            Some(json!({
-                "type": "error",
-                "code": "rate_limited",
-                "detail": format!("too many requests: the limit is {limit} per minute; retry in {secs} s"),
-                "retry_after": secs.max(1),
-            }))
-        }
-        _ => None,
-    }
-}
-
-/// One chat; returns the request and the question when the router asked one.
-async fn run_chat(
-    orchestrator: &Orchestrator,
-    executor: &dyn ToolExecutor,
-    incoming: Incoming,
-    out: &Outbox,
-) -> Option<(ChatRequest, String)> {
-    let Incoming { request, v2 } = incoming;
-    let (text_tx, mut text_rx) = mpsc::unbounded_channel::<String>();
-    let chat = async {
-        let r = orchestrator
-            .orchestrate_stream(&request, executor, &text_tx, v2)
-            .await;
-        drop(text_tx);
-        r
-    };
-    let forward = async {
-        let mut clean = orchestrator.stream_sanitizer();
-        while let Some(piece) = text_rx.recv().await {
-            let text = clean.push(&piece);
-            if !text.is_empty() {
-                send(out, json!({"type": "text_chunk", "text": text}));
-            }
-        }
-        let rest = clean.finish();
-        if !rest.is_empty() {
-            send(out, json!({"type": "text_chunk", "text": rest}));
-        }
-    };
-    let (result, ()) = tokio::join!(chat, forward);
-    match result {
-        Ok(ChatOutcome::Response(reply)) if v2 => {
-            let (navigation, context) = navigation_for(&request, &reply.mutations);
-            send(
-                out,
-                json!({
-                    "type": "ai_response",
-                    "response": {"text": reply.response.response, "ui_directive": null, "data": null},
-                    "navigation": navigation,
-                    "mutations": reply.mutations,
-                    "context": context,
-                }),
-            );
-            None
-        }
-        Ok(ChatOutcome::Response(reply)) => {
-            send(
-                out,
-                json!({"type": "final", "done": true, "response": reply.response.response, "actions": reply.response.actions}),
-            );
-            None
-        }
-        Ok(ChatOutcome::Plan(plan)) => {
-            send(
-                out,
-                json!({"type": "final", "done": true, "response": "", "actions": [], "plan": plan}),
-            );
-            None
-        }
-        Ok(ChatOutcome::Clarification(question)) => {
-            send(
-                out,
-                json!({"type": "ask_user_clarification", "question": question}),
-            );
-            Some((request, question))
-        }
-        Err(e) => {
-            let e = ApiError::from(e);
-            send(
-                out,
-                error_frame(&e.body.code, orchestrator.clean(&e.body.detail)),
-            );
-            None
-        }
-    }
+fn in_progress() -> ServerFrame {
+    ServerFrame::error(
+        "chat_in_progress",
+        "wait for the current reply's final frame",
+    )
 }

@@ -115,7 +115,7 @@ pub(crate) fn is_router(body: &Value) -> bool {
     system_text(body).contains("intent classifier")
 }
 
-fn last_is_tool(body: &Value) -> bool {
+pub(crate) fn last_is_tool(body: &Value) -> bool {
     body["messages"]
         .as_array()
         .and_then(|m| m.last())

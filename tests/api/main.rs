@@ -1,8 +1,10 @@
 //! The black-box suite: one binary, real server, real sockets.
 
+mod asyncapi;
 mod auth;
 mod backups;
 mod chat;
+mod chat_leaks;
 mod chat_limits;
 mod connections;
 mod errors;

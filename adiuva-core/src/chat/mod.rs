@@ -13,11 +13,16 @@ pub mod executor;
 pub mod orchestrator;
 pub mod plans;
 pub mod sanitizer;
+pub mod service;
 pub mod tool_loop;
 pub mod types;
 pub mod window;
 
 pub use executor::ToolExecutor;
+pub use service::{
+    ChatBudget, ChatEvent, ChatPeer, ChatService, ChatSession, FinalReply, Protocol, RestAnswer,
+    ToolCall,
+};
 pub use types::{
     ChatContext, ChatRequest, ChatResponse, ExecutionMode, ExecutionPlan, PlanAction, PlanStep,
 };

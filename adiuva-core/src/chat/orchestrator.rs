@@ -290,13 +290,13 @@ impl Orchestrator {
     }
 
     /// A sanitized copy of `text` (logs when a rule fires).
-    pub fn clean(&self, text: &str) -> String {
+    pub(crate) fn clean(&self, text: &str) -> String {
         self.sanitizer.sanitize(text).text
     }
 
     /// `v` with every string sanitized: tool arguments and actions leave the server too
     /// (a model could write its prompt into a note's content).
-    pub fn clean_value(&self, v: &Value) -> Value {
+    pub(crate) fn clean_value(&self, v: &Value) -> Value {
         match v {
             Value::String(s) => Value::String(self.clean(s)),
             Value::Array(items) => {
@@ -684,7 +684,7 @@ impl Orchestrator {
     }
 
     /// A fresh streaming sanitizer for one reply.
-    pub fn stream_sanitizer(&self) -> StreamSanitizer {
+    pub(crate) fn stream_sanitizer(&self) -> StreamSanitizer {
         self.sanitizer.stream()
     }
 
