@@ -13,7 +13,7 @@ use poem_openapi::types::Type;
 use serde_json::{Map, Value, json};
 
 use crate::api::API_PREFIX;
-use crate::frames::{ClientFrameSchema, ServerFrame};
+use crate::frames::{ClientFrame, ServerFrame};
 
 /// One socket: its address, what it is for, and its frames as `(message name, schema
 /// name, summary)` per direction.
@@ -36,17 +36,17 @@ const CHANNELS: &[Channel] = &[Channel {
     receives: &[
         (
             "chat_request",
-            "ClientFrameSchema_ChatRequestFrame",
+            "ClientFrame_ChatRequestFrame",
             "v1: start a chat (`type` may be omitted).",
         ),
         (
             "user_request",
-            "ClientFrameSchema_UserRequestFrame",
+            "ClientFrame_UserRequestFrame",
             "v2: start a chat, or answer the router's question.",
         ),
         (
             "tool_result",
-            "ClientFrameSchema_ToolResultFrame",
+            "ClientFrame_ToolResultFrame",
             "The device's answer to a `tool_call`.",
         ),
     ],
@@ -74,7 +74,7 @@ const CHANNELS: &[Channel] = &[Channel {
         ),
         (
             "error",
-            "ServerFrame_Error",
+            "ServerFrame_ErrorFrame",
             "A refused frame or a failed chat.",
         ),
     ],
@@ -84,7 +84,7 @@ const CHANNELS: &[Channel] = &[Channel {
 pub fn asyncapi_document() -> Value {
     let mut registry = Registry::new();
     ServerFrame::register(&mut registry);
-    ClientFrameSchema::register(&mut registry);
+    ClientFrame::register(&mut registry);
     let schemas: Map<String, Value> = registry
         .schemas
         .iter()

@@ -6,7 +6,7 @@
 //! request, actions, plans) are the REST API's types, reused rather than copied.
 //!
 //! Client frames ([`ChatRequestFrame`], [`UserRequestFrame`], [`ToolResultFrame`]) are
-//! described here; the socket reads them with [`ClientFrame::parse`], which keeps the
+//! described here; the socket reads them with [`Incoming::parse`], which keeps the
 //! socket's own error codes (`unknown_frame_type`, `malformed_frame`) and accepts a v1
 //! request without `type` (older clients send a bare `ChatRequest`).
 
@@ -49,7 +49,8 @@ pub struct Final {
     pub done: bool,
     /// The whole reply (sanitized); empty for a plan.
     pub response: String,
-    /// The writes the device ran, as actions (sanitized).
+    /// Always empty over the socket, where the device ran the writes itself (see
+    /// `tool_call`); kept for the plan's v1 shape, which `POST /chat` shares.
     pub actions: Vec<PlanActionOut>,
     /// With `execution_mode: plan`: the plan (template ids, never prompt text).
     #[oai(skip_serializing_if_is_none)]
@@ -224,7 +225,7 @@ pub struct ToolResultFrame {
 /// Every frame a client sends on `/chat/stream`, tagged by `type`.
 #[derive(Debug, Union)]
 #[oai(discriminator_name = "type", one_of)]
-pub enum ClientFrameSchema {
+pub enum ClientFrame {
     /// `chat_request` (v1).
     #[oai(mapping = "chat_request")]
     ChatRequest(ChatRequestFrame),
@@ -238,7 +239,7 @@ pub enum ClientFrameSchema {
 
 /// A client frame as the socket reads it.
 #[derive(Debug)]
-pub enum ClientFrame {
+pub enum Incoming {
     /// Anything but a `tool_result`: a chat request (`true`: v2), or why it is not one.
     Request(Result<(ChatRequestIn, bool), Refusal>),
     /// A tool's answer: `Ok(result)` or `Err(error)`.
@@ -253,7 +254,7 @@ pub enum ClientFrame {
 /// Why a client frame was refused: an error code and a detail.
 pub type Refusal = (&'static str, String);
 
-impl ClientFrame {
+impl Incoming {
     /// Reads one text frame; text that is not JSON is refused outright.
     pub fn parse(text: &str) -> Result<Self, Refusal> {
         let value: Value = serde_json::from_str(text)

@@ -48,7 +48,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
 pub use crate::frames::MAX_DETAIL_CHARS;
-use crate::frames::{self, ClientFrame, ServerFrame};
+use crate::frames::{self, Incoming, ServerFrame};
 
 /// Counts each chat on a socket against its user's per-minute budget, like an HTTP
 /// request (`None`: rate limits are off). The rule is core's [`ChatBudget`].
@@ -452,15 +452,15 @@ async fn session(chat: ChatSession, user: UserId, socket: WebSocketStream, timin
                 continue;
             }
         };
-        let parsed = match ClientFrame::parse(&text) {
-            Ok(ClientFrame::Request(_)) if running.as_ref().is_some_and(|h| !h.is_finished()) => {
+        let parsed = match Incoming::parse(&text) {
+            Ok(Incoming::Request(_)) if running.as_ref().is_some_and(|h| !h.is_finished()) => {
                 send(&out, &in_progress());
                 continue;
             }
             other => other,
         };
         let (request, v2) = match parsed {
-            Ok(ClientFrame::ToolResult { id, result }) => {
+            Ok(Incoming::ToolResult { id, result }) => {
                 let waiting = pending.lock().ok().and_then(|mut p| p.remove(&id));
                 match waiting {
                     Some(tx) => {
@@ -476,8 +476,8 @@ async fn session(chat: ChatSession, user: UserId, socket: WebSocketStream, timin
                 }
                 continue;
             }
-            Ok(ClientFrame::Request(Ok(request))) => request,
-            Ok(ClientFrame::Request(Err((code, detail)))) | Err((code, detail)) => {
+            Ok(Incoming::Request(Ok(request))) => request,
+            Ok(Incoming::Request(Err((code, detail)))) | Err((code, detail)) => {
                 send(&out, &ServerFrame::error(code, detail));
                 continue;
             }

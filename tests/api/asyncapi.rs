@@ -194,7 +194,35 @@ fn check(doc: &Value, frame: &Value, seen: &mut Vec<String>) {
     if let Err(e) = validate(doc, &schema, frame) {
         panic!("server frame {frame} does not match `{kind}`: {e}");
     }
+    // Nothing is sent that the document does not name.
+    let mut named = Vec::new();
+    property_names(doc, &schema, &mut named);
+    for key in frame.as_object().expect("object").keys() {
+        assert!(
+            named.contains(key),
+            "`{kind}` sends `{key}`, which its schema does not name"
+        );
+    }
     seen.push(kind.to_owned());
+}
+
+/// The top-level property names of `schema`, through `$ref` and `allOf`.
+fn property_names(doc: &Value, schema: &Value, out: &mut Vec<String>) {
+    if let Some(r) = schema["$ref"].as_str()
+        && let Some(target) = resolve(doc, r)
+    {
+        property_names(doc, target, out);
+    }
+    for sub in schema["allOf"].as_array().into_iter().flatten() {
+        property_names(doc, sub, out);
+    }
+    out.extend(
+        schema["properties"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k.clone()),
+    );
 }
 
 fn check_client(doc: &Value, frame: &Value) {

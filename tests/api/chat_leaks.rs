@@ -47,12 +47,20 @@ fn words(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// Every system prompt the model was sent, as 8-word runs.
+/// Every system prompt the model was sent, as 8-word runs. A system message ends with
+/// the device's own data for the request (from `Current time:` on: the time, the profile,
+/// the popup's scope); that is the user's, not the server's, and is left out.
 fn prompt_runs(fake: &FakeOpenAi) -> HashSet<Vec<String>> {
     let runs: HashSet<Vec<String>> = fake
         .requests()
         .iter()
-        .map(|r| system_text(&r.body))
+        .map(|r| {
+            let system = system_text(&r.body);
+            match system.split_once("\n\nCurrent time:") {
+                Some((prompt, _)) => prompt.to_owned(),
+                None => system,
+            }
+        })
         .flat_map(|p| {
             let w = words(&p);
             w.windows(RUN).map(<[String]>::to_vec).collect::<Vec<_>>()
@@ -67,7 +75,7 @@ fn assert_no_prompt(fake: &FakeOpenAi, what: &str, sent: &Value) {
     let runs = prompt_runs(fake);
     let text = sent.to_string().replace("\\n", " ");
     let w = words(&text);
-    if let Some(run) = w.windows(RUN).find(|r| runs.contains(&r.to_vec())) {
+    if let Some(run) = w.windows(RUN).find(|r| runs.contains(*r)) {
         panic!("{what} carries prompt text \"{}\": {sent}", run.join(" "));
     }
 }
@@ -139,4 +147,43 @@ async fn websocket_v2_mutations_carry_no_prompt_text() {
         last["navigation"][0]["filter"]["project_id"], "p2",
         "{last}"
     );
+}
+
+/// A provider whose refusal quotes the prompt it was sent: the error's detail reaches
+/// neither a REST client nor a socket with the prompt in it.
+#[tokio::test]
+async fn error_details_carry_no_prompt_text() {
+    let fake = fake_with(|body: &Value| {
+        if is_router(body) {
+            return Some(Reply::Text("note_agent".into()));
+        }
+        let system = system_text(body);
+        Some(Reply::error(
+            400,
+            &format!("invalid request near: {system}"),
+        ))
+    })
+    .await;
+    let app = chat_app(&fake, Some(SERVER_KEY)).await;
+    let t = token(&app).await;
+    let resp = post_chat(&app, &t, json!({"message": "save a note"})).await;
+    assert_eq!(resp.status(), 502);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["code"], "llm_rejected", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("invalid request near")),
+        "the provider's words are kept: {body}"
+    );
+    assert_no_prompt(&fake, "POST /chat error", &body);
+    let mut ws = connect(&app, &t).await;
+    send(
+        &mut ws,
+        json!({"type": "chat_request", "message": "save a note"}),
+    )
+    .await;
+    let (_, _, last) = play_device(&mut ws, |_, _| json!(null)).await;
+    assert_eq!(last["code"], "llm_rejected", "{last}");
+    assert_no_prompt(&fake, "error frame", &last);
 }
