@@ -8,7 +8,7 @@ import { mismatch, parseJson, type Schemas } from "./validate.js";
 
 type Frames = components["schemas"];
 type ServerFrame = Frames["ServerFrame"];
-type ClientFrame = Frames["ClientFrameSchema"];
+type ClientFrame = Frames["ClientFrame"];
 type ToolCall = Extract<ServerFrame, { type: "tool_call" }>;
 
 /** One socket: typed sends, and the server's frames in order. */
