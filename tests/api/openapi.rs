@@ -105,6 +105,171 @@ async fn every_operation_is_documented() {
     assert_eq!(scheme["scheme"], "bearer");
 }
 
+/// What a generated client needs to go without casts (issue 10, item 4): optional
+/// defaults, byte and binary formats, nullable fields, real schemas for the chat's
+/// `context` and `scope`, enums, a discriminated `ChatAnswer`, `Retry-After` on every
+/// 429, and no error response an operation never returns.
+#[tokio::test]
+async fn the_document_types_what_clients_need() {
+    let spec = served_spec().await;
+    let schemas = &spec["components"]["schemas"];
+    let prop = |schema: &str, field: &str| schemas[schema]["properties"][field].clone();
+    let required = |schema: &str, field: &str| {
+        schemas[schema]["required"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!(field)))
+    };
+    let refers = |v: &Value, to: &str| {
+        v.to_string()
+            .contains(&format!("#/components/schemas/{to}\""))
+    };
+
+    // Server defaults are optional, and carry no schema `default` (generators make a
+    // field with a default required).
+    for (schema, field) in [
+        ("VectorSearchRequest", "top_k"),
+        ("ChatRequestIn", "execution_mode"),
+    ] {
+        assert!(!required(schema, field), "{schema}.{field} is optional");
+        assert!(
+            prop(schema, field).get("default").is_none(),
+            "{schema}.{field} has no default"
+        );
+    }
+    // Base64 is `byte`; raw bodies and downloads are `binary`.
+    for (schema, field) in [
+        ("StorageRecordCreate", "blob"),
+        ("StorageRecordUpdate", "blob"),
+        ("VectorItem", "blob"),
+        ("VectorSearchRequest", "query_blob"),
+        ("VectorSearchResult", "blob"),
+    ] {
+        assert_eq!(prop(schema, field)["format"], "byte", "{schema}.{field}");
+    }
+    let octet = |v: &Value| v["content"]["application/octet-stream"]["schema"]["format"].clone();
+    assert_eq!(
+        octet(&spec["paths"]["/backup"]["put"]["requestBody"]),
+        "binary"
+    );
+    assert_eq!(
+        octet(&spec["paths"]["/backup"]["get"]["responses"]["200"]),
+        "binary"
+    );
+    assert_eq!(
+        octet(&spec["paths"]["/storage/records/{id}"]["get"]["responses"]["200"]),
+        "binary"
+    );
+    // Fields the server sends as null are nullable.
+    for (schema, field) in [
+        ("PlanActionOut", "table"),
+        ("PlanActionOut", "data"),
+        ("PlanActionOut", "agent"),
+        ("PlanStepOut", "prompt_template"),
+        ("PlanStepOut", "variables"),
+        ("PlanStepOut", "data_from_step"),
+    ] {
+        assert_eq!(prop(schema, field)["nullable"], true, "{schema}.{field}");
+    }
+    // `data` and `variables` are objects; `context` and `scope` have real schemas.
+    assert_eq!(prop("PlanActionOut", "data")["type"], "object");
+    assert_eq!(prop("PlanStepOut", "variables")["type"], "object");
+    assert!(refers(&prop("ChatRequestIn", "context"), "ChatContext"));
+    assert!(refers(&prop("ChatRequestIn", "scope"), "ChatScope"));
+    for (field, item) in [
+        ("recent_tasks", "ContextTask"),
+        ("notes", "ContextNote"),
+        ("projects", "ContextProject"),
+        ("checkpoints", "ContextCheckpoint"),
+        ("task_comments", "ContextTaskComment"),
+        ("conversation_history", "ConversationTurn"),
+    ] {
+        assert!(
+            refers(&prop("ChatContext", field)["items"], item),
+            "ChatContext.{field}"
+        );
+    }
+    // Closed sets are enums.
+    for (schema, field, enumeration) in [
+        ("PlaybookOut", "min_tier", "BillingTier"),
+        ("PlanActionOut", "type", "ActionType"),
+        ("ChatRequestIn", "source", "ChatSource"),
+        ("Health", "status", "HealthStatus"),
+        ("Health", "database", "HealthStatus"),
+    ] {
+        assert!(
+            refers(&prop(schema, field), enumeration),
+            "{schema}.{field}"
+        );
+        assert!(schemas[enumeration]["enum"].is_array(), "{enumeration}");
+    }
+    assert_eq!(
+        schemas["ActionType"]["enum"],
+        json!([
+            "create_record",
+            "update_record",
+            "delete_record",
+            "index_document",
+            "send_notification",
+            "call_agent"
+        ])
+    );
+    // The chat's answer says which one it is.
+    assert_eq!(
+        schemas["ChatAnswer"]["discriminator"]["propertyName"],
+        "mode"
+    );
+    for mode in ["direct", "plan"] {
+        assert!(
+            schemas["ChatAnswer"]["discriminator"]["mapping"][mode].is_string(),
+            "{mode}"
+        );
+    }
+    // Every 429 says when to retry; records answer 304 to If-None-Match.
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("item") {
+            if let Some(r) = op["responses"].get("429") {
+                assert!(
+                    r["headers"].get("RETRY-AFTER").is_some(),
+                    "{method} {path} 429 Retry-After"
+                );
+            }
+        }
+    }
+    let get_record = &spec["paths"]["/storage/records/{id}"]["get"];
+    assert!(
+        get_record["responses"]["304"]["headers"]
+            .get("ETAG")
+            .is_some()
+    );
+    assert!(
+        get_record["parameters"]
+            .to_string()
+            .contains("If-None-Match")
+    );
+    // No error response an operation never returns.
+    for (path, method, status) in [
+        ("/storage/records", "post", "404"),
+        ("/storage/records", "post", "409"),
+        ("/storage/records", "get", "404"),
+        ("/storage/records", "get", "409"),
+        ("/storage/records/{id}", "get", "422"),
+        ("/storage/records/{id}", "delete", "409"),
+        ("/storage/records/{id}", "delete", "422"),
+        ("/backup/history", "get", "404"),
+        ("/backup/history", "get", "409"),
+        ("/backup/{id}", "delete", "409"),
+        ("/plans/playbook", "get", "403"),
+        ("/plans/playbook", "get", "404"),
+    ] {
+        assert!(
+            spec["paths"][path][method]["responses"]
+                .get(status)
+                .is_none(),
+            "{method} {path} never answers {status}"
+        );
+    }
+}
+
 /// The codes the document lists for `method path` answering `status`.
 fn documented_codes(spec: &Value, method: &str, path: &str, status: u16) -> Vec<String> {
     let response = &spec["paths"][path][method]["responses"][status.to_string()];

@@ -153,3 +153,57 @@ async fn the_typescript_client_drives_every_operation_without_a_cast() {
         assert!(printed.contains(&extra), "printed `{extra}`:\n{stdout}");
     }
 }
+
+/// The no-casts check finds each kind of cast (and leaves comparisons, negations,
+/// strings and comments alone).
+#[test]
+fn the_no_casts_check_refuses_every_kind_of_cast() {
+    let Some(node) = node() else {
+        return adiuva_core::testing::services::missing("node", "install Node 20");
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("scripts")).expect("mkdir");
+    std::fs::create_dir_all(dir.path().join("src/generated")).expect("mkdir");
+    std::fs::copy(
+        package().join("scripts/no-casts.mjs"),
+        dir.path().join("scripts/no-casts.mjs"),
+    )
+    .expect("copy");
+    let check = |source: &str| {
+        std::fs::write(dir.path().join("src/main.ts"), source).expect("write");
+        Command::new(&node)
+            .current_dir(dir.path())
+            .arg("scripts/no-casts.mjs")
+            .output()
+            .expect("run the check")
+    };
+    // Generated code is not checked; the program's own code is.
+    std::fs::write(
+        dir.path().join("src/generated/openapi.ts"),
+        "const x = y as T;\n",
+    )
+    .expect("write");
+    let clean = check(
+        "// a comment may say x as y\nconst a = b !== c;\nif (!d) {}\nconst s = \"as is\";\n",
+    );
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+    for cast in [
+        "const a = b as string;",
+        "const a = b as unknown;",
+        "const a = <any>b;",
+        "let a: any = 1;",
+        "const a = b!.c;",
+        "const a = f()!;",
+    ] {
+        let out = check(&format!("{cast}\n"));
+        assert!(!out.status.success(), "`{cast}` is refused");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("src/main.ts:1"),
+            "{cast}"
+        );
+    }
+}
