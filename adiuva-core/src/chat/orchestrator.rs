@@ -671,8 +671,9 @@ impl Orchestrator {
     }
 
     /// [`orchestrate`](Self::orchestrate) streaming the reply's text to `sink` (plan
-    /// step 4's `orchestrate_stream`; the WebSocket's entry point).
-    pub async fn orchestrate_stream(
+    /// step 4's `orchestrate_stream`). Crate-private: the text it streams is raw, and
+    /// transports get it only through [`ChatService`](super::ChatService).
+    pub(crate) async fn orchestrate_stream(
         &self,
         req: &ChatRequest,
         executor: &dyn ToolExecutor,

@@ -392,7 +392,7 @@ impl Turn {
                 peer.event(ChatEvent::Text(rest));
             }
         };
-        let (result, ()) = tokio::join!(chat, forward);
+        let (result, ()) = futures::future::join(chat, forward).await;
         let event = match result {
             Ok(ChatOutcome::Response(reply)) => {
                 ChatEvent::Final(service.final_reply(&request, reply, Vec::new()))

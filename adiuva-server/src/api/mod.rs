@@ -33,7 +33,7 @@ pub enum ApiTags {
     /// Client-encrypted backups.
     Backup,
     /// Chat with the agents; plans and playbooks. (The WebSocket `/chat/stream` is
-    /// described in the README: OpenAPI cannot express it.)
+    /// described by the AsyncAPI document `/api/v1/asyncapi.json`.)
     Chat,
 }
 
