@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use adiuva_adapters::llm::fake::Reply;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::chat::{SERVER_KEY, chat_app, fake_with, is_router, tool_script};
+use crate::chat::{SERVER_KEY, chat_app, fake_with, is_router, last_user, tool_script};
 use crate::helpers::{PASSWORD, email};
 
 /// The package, with its `node_modules` from `npm ci` (see `.ci/run`).
@@ -68,9 +68,19 @@ async fn the_typescript_client_drives_every_operation_without_a_cast() {
             "install Node 20 and run `npm ci` in clients/typescript (.ci/run does)",
         );
     };
-    // "run <tool>" routes to the tool's agent, which calls it once; anything else (the
-    // plan request) is routed to the note agent.
+    // "run <tool>" routes to the tool's agent, which calls it once; a message asking to
+    // "clarify" gets the router's question first; anything else (the plan requests) is
+    // routed to the note agent.
     let fake = fake_with(|body: &Value| {
+        if is_router(body)
+            && last_user(body).contains("clarify")
+            && !body.to_string().contains("Which project?")
+        {
+            return Some(Reply::ToolCalls(vec![(
+                "ask_user_clarification".into(),
+                json!({"question": "Which project?"}).to_string(),
+            )]));
+        }
         tool_script(body).or_else(|| is_router(body).then(|| Reply::Text("note_agent".into())))
     })
     .await;
@@ -146,7 +156,10 @@ async fn the_typescript_client_drives_every_operation_without_a_cast() {
         "ok get_backup 304",
         "ok chat plan",
         "ok ws v1 chat_request",
+        "ok ws v1 plan",
         "ok ws v2 user_request",
+        "ok ws v2 ask_user_clarification",
+        "ok ws v2 navigation",
         "ok ws error frame",
         "all operations ok",
     ] {

@@ -145,6 +145,31 @@ export async function sockets(baseUrl: string, token: string): Promise<void> {
   if (v2.last.context.scope_changed) throw new Error("v2: a task without a project stays in scope");
   done("ws v2 user_request");
 
+  // v1 plan mode: `final` carries the plan.
+  socket.send({ type: "chat_request", message: "summarise my notes", execution_mode: "plan" });
+  const planned = await converse(socket);
+  if (planned.last.type !== "final" || planned.last.plan === undefined || planned.last.plan === null) {
+    throw new Error(`v1 plan: ended with ${JSON.stringify(planned.last)}`);
+  }
+  if (planned.last.plan.steps.length === 0) throw new Error("v1 plan: no steps");
+  done("ws v1 plan");
+
+  // v2: the router asks first; the next `user_request` answers, and a write outside the
+  // popup's project comes back with a navigation directive.
+  socket.send({ type: "user_request", message: "please clarify", source: "popup", scope: { project_id: "p2" } });
+  const asked = await converse(socket);
+  if (asked.last.type !== "ask_user_clarification") throw new Error(`v2: expected a question, got ${JSON.stringify(asked.last)}`);
+  if (asked.last.question === "") throw new Error("v2: an empty question");
+  done("ws v2 ask_user_clarification");
+  socket.send({ type: "user_request", message: "run create_checkpoint", source: "popup", scope: { project_id: "p2" } });
+  const moved = await converse(socket);
+  if (moved.last.type !== "ai_response") throw new Error(`v2 answer: ended with ${JSON.stringify(moved.last)}`);
+  const nav = moved.last.navigation[0];
+  if (nav?.action !== "navigate" || nav.filter["project_id"] !== "p1" || !moved.last.context.scope_changed) {
+    throw new Error(`v2 answer: navigation ${JSON.stringify(moved.last.navigation)}`);
+  }
+  done("ws v2 navigation");
+
   // Text that is no frame: an error frame, and the socket stays usable.
   socket.sendRaw("not json");
   const refused = await socket.next();
