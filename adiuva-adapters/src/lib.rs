@@ -7,14 +7,15 @@
 
 pub mod blobs;
 pub mod database;
+pub mod http;
 #[cfg(feature = "testing")]
 mod fake_server;
 pub mod llm;
 pub mod postgres;
 pub mod rate_limit;
+mod repos;
 mod rows;
 pub mod sqlite;
-mod user_repos;
 pub mod vector;
 
 /// Makes aws-lc-rs the process's rustls crypto provider. qdrant-client links ring (through

@@ -180,25 +180,3 @@ where
         created_at: get(row, "created_at")?,
     })
 }
-
-/// What a record's conditioned swap `UPDATE` meant: it touched the row (`Replaced`); the
-/// row exists but points elsewhere (`Stale`: another update won) or the quota refused
-/// (`OverQuota`); or there is no such record of the user's (`NotFound`). Read after the
-/// fact, so a swap refused by the quota that races another update may be reported
-/// `Stale`: the caller re-reads and tries again, and then learns the quota's answer.
-pub(crate) async fn swap_outcome(
-    db: &dyn adiuva_core::ports::RecordRepo,
-    m: &adiuva_core::ports::db::RecordMeta,
-    previous_blob_key: &str,
-    rows_affected: u64,
-) -> RepoResult<adiuva_core::ports::db::RecordSwap> {
-    use adiuva_core::ports::db::RecordSwap;
-    if rows_affected == 1 {
-        return Ok(RecordSwap::Replaced);
-    }
-    match db.record(m.user_id, m.id).await? {
-        Some(now) if now.blob_key != previous_blob_key => Ok(RecordSwap::Stale),
-        Some(_) => Ok(RecordSwap::OverQuota),
-        None => Err(RepoError::NotFound),
-    }
-}

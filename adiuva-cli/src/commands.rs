@@ -77,8 +77,19 @@ pub async fn run(cli: Cli) -> CliResult {
             match format.as_str() {
                 "env" => print!("{}", Settings::example_env()),
                 "toml" => print!("{}", Settings::example_toml()),
-                other => return Err(format!("unknown format '{other}': use env or toml").into()),
+                "markdown" => print!("{}", Settings::example_markdown()),
+                other => {
+                    return Err(
+                        format!("unknown format '{other}': use env, toml or markdown").into(),
+                    );
+                }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config {
+            command: ConfigCommand::Show,
+        } => {
+            print!("{}", load(&cli, None)?.show());
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor => doctor(&cli).await,

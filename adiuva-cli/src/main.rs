@@ -68,10 +68,12 @@ enum Command {
 enum ConfigCommand {
     /// Print every setting with its default and documentation.
     Example {
-        /// `env` (a .env file) or `toml` (an adiuva.toml).
+        /// `env` (a .env file), `toml` (an adiuva.toml) or `markdown` (README's table).
         #[arg(long, default_value = "env")]
         format: String,
     },
+    /// Print the settings in effect (defaults, file, environment, flags); secrets as ***.
+    Show,
 }
 
 #[derive(Debug, Subcommand)]

@@ -103,6 +103,91 @@ fn config_example_documents_every_key() {
 }
 
 #[test]
+fn readme_settings_table_is_the_generated_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = run(adiuva(dir.path()).args(["config", "example", "--format", "markdown"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = stdout(&o);
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
+    let header = table.lines().next().expect("a header row");
+    assert_eq!(
+        readme.matches(header).count(),
+        1,
+        "one settings table in README"
+    );
+    let start = readme.find(header).expect("README has the settings table");
+    let end = readme[start..]
+        .find("\n\n")
+        .map_or(readme.len(), |i| start + i + 1);
+    assert_eq!(
+        &readme[start..end],
+        table,
+        "README's settings table is stale: replace it with `adiuva config example --format markdown`"
+    );
+    // (Other README tables may name a key, e.g. `vector_url`'s values.)
+    for k in adiuva_server::settings::KEYS {
+        assert_eq!(
+            readme[start..end]
+                .matches(&format!("\n| `{}` |", k.key))
+                .count(),
+            1,
+            "{} has one row in README's settings table",
+            k.key
+        );
+    }
+}
+
+#[test]
+fn config_show_prints_the_settings_in_effect_without_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("adiuva.toml"), "backup_retention = 3\n").expect("write");
+    let o = run(adiuva(dir.path())
+        .args(["config", "show"])
+        .env("JWT_SECRET", "jwt-secret-never-shown-0123456789abcdef")
+        .env("OPENAI_API_KEY", "sk-never-shown")
+        .env("AWS_SECRET_ACCESS_KEY", "aws-never-shown")
+        .env("DATABASE_URL", "postgres://u:db-pw-never-shown@db/adiuva")
+        .env("ADIUVA_BODY_LIMIT_BYTES", "2048"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for secret in [
+        "jwt-secret-never-shown",
+        "sk-never-shown",
+        "aws-never-shown",
+        "db-pw-never-shown",
+    ] {
+        assert!(!out.contains(secret), "{secret} printed: {out}");
+    }
+    for line in [
+        "jwt_secret = \"***\"",
+        "openai_api_key = \"***\"",
+        "aws_secret_access_key = \"***\"",
+        "database_url = \"postgres://u:***@db/adiuva\"",
+        "body_limit_bytes = 2048",
+        "backup_retention = 3",
+        "# stripe_secret_key (unset)",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line} in {out}");
+    }
+    assert_eq!(out.lines().count(), adiuva_server::settings::KEYS.len());
+    assert!(!dir.path().join("data").exists(), "showing touches no data");
+
+    assert_one_line_error(
+        &run(adiuva(dir.path())
+            .args(["config", "show"])
+            .env("ADIUVA_CHAT_TURN_TIMEOUT_SECS", "soon")),
+        "chat_turn_timeout_secs (from $ADIUVA_CHAT_TURN_TIMEOUT_SECS) must be a non-negative whole number (got 'soon')",
+    );
+    std::fs::write(dir.path().join("adiuva.toml"), "log_format = \"xml\"\n").expect("write");
+    assert_one_line_error(
+        &run(adiuva(dir.path()).args(["config", "show"])),
+        "adiuva.toml: log_format must be auto, text or json (got 'xml')",
+    );
+}
+
+#[test]
 fn migrate_applies_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let first = run(adiuva(dir.path()).args(["--data-dir", "d", "migrate"]));
@@ -281,35 +366,24 @@ fn doctor_passes_on_defaults_and_fails_on_bad_config() {
         assert!(out.contains(check), "{check} in {out}");
     }
 
-    let o = run(adiuva(dir.path()).arg("doctor").env("ENV", "prod"));
-    assert!(!o.status.success());
-    assert!(
-        stdout(&o).contains("FAIL jwt secret: JWT_SECRET is required when ENV=prod"),
-        "{}",
-        stdout(&o)
-    );
-
-    let o = run(adiuva(dir.path())
-        .arg("doctor")
-        .env("DATABASE_URL", "mysql://localhost/adiuva"));
-    assert!(!o.status.success());
-    assert!(
-        stdout(&o).contains("FAIL database: DATABASE_URL must start with sqlite://"),
-        "{}",
-        stdout(&o)
-    );
-
-    let o = run(adiuva(dir.path())
-        .arg("doctor")
-        .env("ADIUVA_BLOB_URL", "ftp://somewhere"));
-    assert!(!o.status.success());
-    assert!(stdout(&o).contains("FAIL blob store"), "{}", stdout(&o));
-
-    let o = run(adiuva(dir.path())
-        .arg("doctor")
-        .env("JWT_ALGORITHM", "RS256"));
-    assert!(!o.status.success());
-    assert!(stdout(&o).contains("FAIL config"), "{}", stdout(&o));
+    for (key, value, says) in [
+        (
+            "ENV",
+            "prod",
+            "FAIL jwt secret: JWT_SECRET is required when ENV=prod",
+        ),
+        (
+            "DATABASE_URL",
+            "mysql://localhost/adiuva",
+            "FAIL database: DATABASE_URL must start with sqlite://",
+        ),
+        ("ADIUVA_BLOB_URL", "ftp://somewhere", "FAIL blob store"),
+        ("JWT_ALGORITHM", "RS256", "FAIL config"),
+    ] {
+        let o = run(adiuva(dir.path()).arg("doctor").env(key, value));
+        assert!(!o.status.success(), "{key}={value}");
+        assert!(stdout(&o).contains(says), "{}", stdout(&o));
+    }
 
     let o = run(adiuva(dir.path()).args(["--config", "missing.toml", "doctor"]));
     assert!(!o.status.success());
@@ -565,6 +639,38 @@ fn is_staging(p: &Path) -> bool {
         .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// The header `name` of `resp`, which must be there and ASCII.
+fn header_text(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()[name].to_str().expect("ascii").to_owned()
+}
+
+/// Sends request `n` (built by `nth`) for n = 0, 1, … until one gets no answer (the
+/// server is gone); returns how many were answered.
+async fn until_unanswered(mut nth: impl FnMut(u64) -> reqwest::RequestBuilder) -> usize {
+    let mut answered = 0;
+    for n in 0u64.. {
+        if nth(n).send().await.is_err() {
+            return answered;
+        }
+        answered += 1;
+    }
+    answered
+}
+
+/// Registers `email` on `server` over HTTP; returns the access token.
+async fn register(http: &reqwest::Client, server: &Server, email: &str, password: &str) -> String {
+    let tokens: serde_json::Value = http
+        .post(format!("{}/api/v1/auth/register", server.url))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("tokens");
+    tokens["access_token"].as_str().expect("access").to_owned()
+}
+
 /// A client of one crash-test server.
 struct Client {
     http: reqwest::Client,
@@ -573,16 +679,23 @@ struct Client {
 }
 
 impl Client {
-    fn api(&self, path: &str) -> String {
-        format!("{}/api/v1{path}", self.url)
+    /// `method` on `/api/v1` + `path` as this client's user.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}/api/v1{path}", self.url))
+            .bearer_auth(&self.token)
+    }
+
+    /// `GET path` as this client's user; panics only if the server does not answer.
+    async fn get(&self, path: &str) -> reqwest::Response {
+        let sent = self.request(reqwest::Method::GET, path).send().await;
+        sent.unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     async fn create(&self, blob: &[u8]) -> String {
         use base64::Engine as _;
         let resp = self
-            .http
-            .post(self.api("/storage/records"))
-            .bearer_auth(&self.token)
+            .request(reqwest::Method::POST, "/storage/records")
             .json(&serde_json::json!({
                 "table": "notes",
                 "blob": base64::engine::general_purpose::STANDARD.encode(blob),
@@ -600,81 +713,39 @@ impl Client {
     /// many of each were answered. Bodies are made beforehand, so the server's work is
     /// what the kill interrupts.
     async fn drive(&self, ids: &[String], load: &Load, round: u64) -> (usize, usize) {
-        let updates = async {
-            let mut answered = 0;
-            for n in 0.. {
-                let sent = self
-                    .http
-                    .put(self.api(&format!("/storage/records/{}", ids[n % ids.len()])))
-                    .bearer_auth(&self.token)
-                    .header("content-type", "application/json")
-                    .body(load.updates[n % load.updates.len()].clone())
-                    .send()
-                    .await;
-                if sent.is_err() {
-                    return answered;
-                }
-                answered += 1;
-            }
-            answered
-        };
-        let backups = async {
-            let mut answered = 0;
-            for n in 0u64.. {
-                let (body, checksum) = &load.backups[n as usize % load.backups.len()];
-                let sent = self
-                    .http
-                    .put(self.api("/backup"))
-                    .bearer_auth(&self.token)
-                    .header("x-backup-version", "1")
-                    .header("x-backup-timestamp", (round * 1000 + n).to_string())
-                    .header("x-backup-checksum", checksum)
-                    .body(body.clone())
-                    .send()
-                    .await;
-                if sent.is_err() {
-                    return answered;
-                }
-                answered += 1;
-            }
-            answered
-        };
+        let updates = until_unanswered(|n| {
+            let n = n as usize;
+            let path = format!("/storage/records/{}", ids[n % ids.len()]);
+            self.request(reqwest::Method::PUT, &path)
+                .header("content-type", "application/json")
+                .body(load.updates[n % load.updates.len()].clone())
+        });
+        let backups = until_unanswered(|n| {
+            let (body, checksum) = &load.backups[n as usize % load.backups.len()];
+            self.request(reqwest::Method::PUT, "/backup")
+                .header("x-backup-version", "1")
+                .header("x-backup-timestamp", (round * 1000 + n).to_string())
+                .header("x-backup-checksum", checksum)
+                .body(body.clone())
+        });
         tokio::join!(updates, backups)
     }
 
     /// Every record and the latest backup are served with bytes matching their checksum.
     async fn check_consistent(&self, ids: &[String]) {
         for id in ids {
-            let got = self
-                .http
-                .get(self.api(&format!("/storage/records/{id}")))
-                .bearer_auth(&self.token)
-                .send()
-                .await
-                .expect("get");
+            let got = self.get(&format!("/storage/records/{id}")).await;
             assert_eq!(got.status(), 200, "record {id} is readable");
-            let checksum = got.headers()["x-checksum"]
-                .to_str()
-                .expect("ascii")
-                .to_owned();
+            let checksum = header_text(&got, "x-checksum");
             let body = got.bytes().await.expect("body");
             assert_eq!(sha(&body), checksum, "record {id}: bytes match the row");
         }
-        let got = self
-            .http
-            .get(self.api("/backup"))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("get backup");
+        let got = self.get("/backup").await;
         if got.status() == 404 {
             return;
         }
         assert_eq!(got.status(), 200);
-        let checksum = got.headers()["x-backup-checksum"]
-            .to_str()
-            .expect("ascii")
-            .to_owned();
+        let checksum = header_text(&got, "x-backup-checksum");
         let body = got.bytes().await.expect("body");
         assert_eq!(
             sha(&body),
@@ -682,12 +753,8 @@ impl Client {
             "the latest backup's bytes match its row"
         );
         let history: Vec<serde_json::Value> = self
-            .http
-            .get(self.api("/backup/history"))
-            .bearer_auth(&self.token)
-            .send()
+            .get("/backup/history")
             .await
-            .expect("history")
             .json()
             .await
             .expect("json");
@@ -747,18 +814,7 @@ fn kill_9_mid_writes_leaves_consistent_rows_and_gc_collects_the_rest() {
     let mut server = serve(dir.path(), &env);
     let email = "crash@example.com";
     let http = reqwest::Client::new();
-    let token = rt.block_on(async {
-        let v: serde_json::Value = http
-            .post(format!("{}/api/v1/auth/register", server.url))
-            .json(&serde_json::json!({"email": email, "password": "correct horse battery"}))
-            .send()
-            .await
-            .expect("register")
-            .json()
-            .await
-            .expect("tokens");
-        v["access_token"].as_str().expect("token").to_owned()
-    });
+    let token = rt.block_on(register(&http, &server, email, "correct horse battery"));
     let o = run(adiuva(dir.path()).args(["user", "set-tier", email, "team"]));
     assert!(o.status.success(), "{}", stderr(&o));
     let mut client = Client {
@@ -908,16 +964,8 @@ fn trace_logging_never_prints_a_frames_api_key() {
         .build()
         .expect("rt");
     let access = rt.block_on(async {
-        let tokens: serde_json::Value = reqwest::Client::new()
-            .post(format!("{}/api/v1/auth/register", server.url))
-            .json(&serde_json::json!({"email": "trace@example.com", "password": PASSWORD}))
-            .send()
-            .await
-            .expect("register")
-            .json()
-            .await
-            .expect("tokens");
-        let access = tokens["access_token"].as_str().expect("access").to_owned();
+        let http = reqwest::Client::new();
+        let access = register(&http, &server, "trace@example.com", PASSWORD).await;
         let ws_url = format!(
             "{}/api/v1/chat/stream?token={access}",
             server.url.replacen("http://", "ws://", 1)

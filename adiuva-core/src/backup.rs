@@ -19,6 +19,7 @@ use futures::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
+use crate::auth::Principal;
 use crate::domain::{Checksum, Millis, UserId};
 use crate::error::Error;
 use crate::ports::blob::{BlobError, BlobStore, ByteStream};
@@ -190,12 +191,14 @@ impl BackupService {
     }
 
     /// Streams a backup to the blob store and records it.
+    /// The quota is the one of the tier `who` was read with.
     pub async fn upload(
         &self,
-        user: UserId,
+        who: &Principal,
         up: BackupUpload,
         body: ByteStream,
     ) -> Result<BackupMeta, Error> {
+        let user = who.id();
         let checksum = Checksum::parse(&up.checksum)?;
         if !(0..=MAX_TIMESTAMP_MS).contains(&up.timestamp) {
             return Err(Error::validation(
@@ -211,7 +214,9 @@ impl BackupService {
                 "must not be negative",
             ));
         }
-        let quota = self.tiers.quota_bytes(user, Feature::BackupGb).await?;
+        let quota = self
+            .tiers
+            .quota_bytes_on(who.user.tier, Feature::BackupGb)?;
         let used = self.db.backup_bytes(user).await?;
         if let Some(len) = up.declared_len {
             TierManager::check_quota(

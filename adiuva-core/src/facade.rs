@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::gc::GarbageCollector;
 use crate::ports::db::User;
 use crate::ports::{BlobStore, Clock, Database, SystemClock, VectorIndex};
+use crate::rate::RatePolicy;
 use crate::storage::RecordService;
 use crate::tiers::TierManager;
 use crate::vector::VectorService;
@@ -26,6 +27,7 @@ pub struct Adiuva {
     quota_gb_bytes: i64,
     clock: Arc<dyn Clock>,
     auth: AuthService,
+    rates: Option<RatePolicy>,
 }
 
 impl std::fmt::Debug for Adiuva {
@@ -48,6 +50,7 @@ pub struct AdiuvaBuilder {
     clock: Option<Arc<dyn Clock>>,
     auth: Option<AuthConfig>,
     login_limit: Option<LoginLimit>,
+    rates: Option<RatePolicy>,
 }
 
 impl AdiuvaBuilder {
@@ -106,6 +109,13 @@ impl AdiuvaBuilder {
         self
     }
 
+    /// The request budgets every host enforces, HTTP and WebSocket alike (without it,
+    /// requests and chats are not counted).
+    pub fn rate_policy(mut self, policy: RatePolicy) -> Self {
+        self.rates = Some(policy);
+        self
+    }
+
     /// Assembles the backend.
     pub fn build(self) -> Result<Adiuva, Error> {
         let db = self
@@ -128,6 +138,7 @@ impl AdiuvaBuilder {
             quota_gb_bytes: self.quota_gb_bytes.unwrap_or(crate::tiers::GIB),
             clock,
             auth,
+            rates: self.rates,
         })
     }
 }
@@ -138,9 +149,25 @@ impl Adiuva {
         AdiuvaBuilder::default()
     }
 
+    /// The same backend over another handle on its database: a wrapper that adds
+    /// behaviour around any [`Database`] (tests count reads with
+    /// `testing::CountingDb`). Everything else, keys and budgets included, is shared.
+    pub fn with_database(&self, db: Arc<dyn Database>) -> Adiuva {
+        Adiuva {
+            auth: self.auth.with_database(db.clone()),
+            db,
+            ..self.clone()
+        }
+    }
+
     /// Registration, login, refresh, token checks.
     pub fn auth(&self) -> &AuthService {
         &self.auth
+    }
+
+    /// The request budgets (`None`: not counted), one policy for every door.
+    pub fn rate_policy(&self) -> Option<&RatePolicy> {
+        self.rates.as_ref()
     }
 
     /// Administration of accounts (the `adiuva user` commands).
@@ -215,10 +242,8 @@ impl Adiuva {
     /// Chat turns (REST and sockets) as sanitized events; `Unavailable`
     /// (`llm_unavailable`) when no orchestrator was given.
     pub fn chat_service(&self) -> Result<crate::chat::ChatService, Error> {
-        Ok(crate::chat::ChatService::new(
-            self.chat()?,
-            self.auth.clone(),
-        ))
+        Ok(crate::chat::ChatService::new(self.chat()?, self.auth.clone())
+            .with_budget(self.rates.clone()))
     }
 
     /// The database port, for health checks.

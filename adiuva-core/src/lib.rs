@@ -17,6 +17,8 @@ pub mod error;
 mod facade;
 pub mod gc;
 pub mod ports;
+pub mod quota;
+pub mod rate;
 pub mod secret;
 pub mod storage;
 #[cfg(feature = "testing")]

@@ -25,6 +25,13 @@ impl<T> From<T> for Secret<T> {
     }
 }
 
+/// So a literal can fill a `Secret<String>` field (`api_key: "sk-…".into()`).
+impl From<&str> for Secret<String> {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
 impl<T> fmt::Debug for Secret<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")

@@ -24,6 +24,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use uuid::Uuid;
 
+use crate::auth::Principal;
 use crate::domain::{Checksum, TableName, UserId};
 use crate::error::Error;
 use crate::ports::blob::{BlobError, BlobStore, ByteStream};
@@ -137,20 +138,21 @@ impl RecordService {
         }
     }
 
-    /// Stores a new record; returns its metadata.
+    /// Stores a new record; returns its metadata. The quota is the one of the tier
+    /// `who` was read with (no second read of the user).
     pub async fn create(
         &self,
-        user: UserId,
+        who: &Principal,
         table: &str,
         blob: Bytes,
         checksum: &str,
     ) -> Result<RecordMeta, Error> {
+        let user = who.id();
         let table = TableName::parse(table)?;
         let checksum = verified(&blob, checksum)?;
         let quota = self
             .tiers
-            .quota_bytes(user, Feature::CloudStorageGb)
-            .await?;
+            .quota_bytes_on(who.user.tier, Feature::CloudStorageGb)?;
         // The quota is checked once, atomically with the insert below: a record is at most
         // a JSON body, so writing its blob before a refusal costs little.
         let size = blob.len() as i64;
@@ -239,17 +241,17 @@ impl RecordService {
     /// deletes the previous version (see the module docs for why in that order).
     pub async fn update(
         &self,
-        user: UserId,
+        who: &Principal,
         id: Uuid,
         blob: Bytes,
         checksum: &str,
     ) -> Result<RecordMeta, Error> {
+        let user = who.id();
         let mut current = self.meta(user, id).await?;
         let checksum = verified(&blob, checksum)?;
         let quota = self
             .tiers
-            .quota_bytes(user, Feature::CloudStorageGb)
-            .await?;
+            .quota_bytes_on(who.user.tier, Feature::CloudStorageGb)?;
         let new_key = version_key(user, &current.table, id);
         let size = blob.len() as i64;
         self.blobs

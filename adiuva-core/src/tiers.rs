@@ -1,5 +1,8 @@
-//! The tier manager (plan step 11): what each billing tier may do, read from the
-//! database for every decision — never from the client or the token.
+//! The tier manager (plan step 11): what each billing tier may do. The tier comes from
+//! the database — never from the client or the token: a request's tier is the one its
+//! [`Principal`](crate::auth::Principal) read when it authenticated (one read per
+//! request, fresh), and the gates below take that tier; the forms taking a `UserId` read
+//! it themselves, for callers without a principal (admin commands, embedding).
 
 use std::sync::Arc;
 
@@ -140,7 +143,8 @@ pub fn cheapest_tier_with(feature: Feature) -> Tier {
 /// Bytes in the plan's "GB".
 pub const GIB: i64 = 1024 * 1024 * 1024;
 
-/// Decisions about what a user's tier allows, read from the database each time.
+/// Decisions about what a tier allows: on a tier already read (a request's principal),
+/// or reading the user's current tier first.
 #[derive(Clone)]
 pub struct TierManager {
     db: Arc<dyn Database>,
@@ -174,17 +178,16 @@ impl TierManager {
             .ok_or(Error::Unauthorized("the account no longer exists"))
     }
 
-    /// Whether the user's tier has `feature` at all.
+    /// Whether the user's tier has `feature` at all (reads the tier).
     pub async fn check_feature(&self, user_id: UserId, feature: Feature) -> Result<bool, Error> {
         Ok(allowance(self.get_tier(user_id).await?, feature).permits())
     }
 
-    /// `Ok(tier)` if the user's tier has `feature`, else 403 `tier_required` naming the
-    /// cheapest tier that has it.
-    pub async fn require_feature(&self, user_id: UserId, feature: Feature) -> Result<Tier, Error> {
-        let tier = self.get_tier(user_id).await?;
+    /// `Ok(())` if `tier` has `feature`, else 403 `tier_required` naming the cheapest
+    /// tier that has it.
+    pub fn require(tier: Tier, feature: Feature) -> Result<(), Error> {
         if allowance(tier, feature).permits() {
-            return Ok(tier);
+            return Ok(());
         }
         let needed = cheapest_tier_with(feature);
         Err(Error::Forbidden {
@@ -196,23 +199,35 @@ impl TierManager {
         })
     }
 
-    /// The user's request budget per minute.
+    /// [`require`](Self::require) on the user's current tier (reads it); returns the tier.
+    pub async fn require_feature(&self, user_id: UserId, feature: Feature) -> Result<Tier, Error> {
+        let tier = self.get_tier(user_id).await?;
+        Self::require(tier, feature)?;
+        Ok(tier)
+    }
+
+    /// The user's request budget per minute (reads the tier).
     pub async fn get_rate_limit(&self, user_id: UserId) -> Result<u32, Error> {
         Ok(rate_limit_per_minute(self.get_tier(user_id).await?))
     }
 
-    /// The byte quota of a GB feature on the user's tier (`None` = unlimited), after
-    /// checking the feature is available at all (403 `tier_required` if not).
+    /// The byte quota of a GB feature on `tier` (`None` = unlimited), after checking the
+    /// feature is available at all (403 `tier_required` if not).
+    pub fn quota_bytes_on(&self, tier: Tier, feature: Feature) -> Result<Option<i64>, Error> {
+        Self::require(tier, feature)?;
+        Ok(match allowance(tier, feature) {
+            Allowance::Limit(Some(gb)) => Some(gb.saturating_mul(self.gb_bytes)),
+            _ => None,
+        })
+    }
+
+    /// [`quota_bytes_on`](Self::quota_bytes_on) the user's current tier (reads it).
     pub async fn quota_bytes(
         &self,
         user_id: UserId,
         feature: Feature,
     ) -> Result<Option<i64>, Error> {
-        let tier = self.require_feature(user_id, feature).await?;
-        Ok(match allowance(tier, feature) {
-            Allowance::Limit(Some(gb)) => Some(gb.saturating_mul(self.gb_bytes)),
-            _ => None,
-        })
+        self.quota_bytes_on(self.get_tier(user_id).await?, feature)
     }
 
     /// Whether `used + adding` bytes fit the quota; over → 403 `quota_exceeded`. Callers
@@ -225,7 +240,7 @@ impl TierManager {
         feature: Feature,
     ) -> Result<(), Error> {
         match quota {
-            Some(q) if used.saturating_add(adding) > q => Err(Error::Forbidden {
+            Some(q) if !crate::quota::fits(quota, used, 0, adding) => Err(Error::Forbidden {
                 code: "quota_exceeded",
                 detail: format!(
                     "{} quota exceeded: {used} bytes stored, {adding} more requested, {q} allowed",

@@ -230,3 +230,18 @@ async fn tier_gates_read_the_database() {
     );
     assert!(tiers.check_feature(id, Feature::Sso).await.unwrap());
 }
+
+/// A principal travels through handlers and services: its `Debug` names the user, the
+/// tier and the session, never the password hash or the email.
+#[tokio::test]
+async fn a_principal_debugs_without_its_hash_or_email() {
+    let (app, _) = app();
+    let tokens = app.auth().register("debug@example.com", PW).await.unwrap();
+    let who = app.auth().authenticate(&tokens.access_token).await.unwrap();
+    assert!(who.user.password_hash.starts_with("$argon2id$"));
+    let shown = format!("{who:?}");
+    assert!(shown.contains(&who.id().to_string()), "{shown}");
+    assert!(shown.contains("Free"), "{shown}");
+    assert!(!shown.contains("argon2"), "{shown}");
+    assert!(!shown.contains("example.com"), "{shown}");
+}

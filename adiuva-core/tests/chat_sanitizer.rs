@@ -442,8 +442,10 @@ fn capture_events(f: impl FnOnce()) -> Vec<String> {
     CAPTURED.with(|c| *c.borrow_mut() = Some(buffer.clone()));
     f();
     CAPTURED.with(|c| *c.borrow_mut() = None);
-    let events = buffer.lock().unwrap().clone();
-    events
+    buffer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
 }
 
 #[test]

@@ -14,6 +14,7 @@ use adiuva_core::Adiuva;
 use adiuva_core::auth::LoginLimit;
 use adiuva_core::chat::orchestrator::Orchestrator;
 use adiuva_core::ports::{ChatModel, RateLimiter};
+use adiuva_core::rate::RatePolicy;
 use poem::{EndpointExt, IntoEndpoint, Route};
 
 use crate::api::{API_PREFIX, api_service};
@@ -112,10 +113,15 @@ impl Backend {
             };
         let mut builder = Adiuva::builder();
         if settings.rate_limit_enabled {
-            builder = builder.login_limit(LoginLimit {
-                limiter: rate_limiter.clone(),
-                per_minute: settings.login_attempts_per_email_per_minute,
-            });
+            builder = builder
+                .login_limit(LoginLimit {
+                    limiter: rate_limiter.clone(),
+                    per_minute: settings.login_attempts_per_email_per_minute,
+                })
+                .rate_policy(RatePolicy::new(
+                    rate_limiter.clone(),
+                    settings.rate_limit_ip_per_minute,
+                ));
         }
         let adiuva = builder
             .chat(Arc::new(orchestrator))
@@ -191,6 +197,12 @@ impl Application {
         &self.backend
     }
 
+    /// The backend, to swap a part before serving (tests wrap the database with
+    /// [`Adiuva::with_database`] to count its calls).
+    pub fn backend_mut(&mut self) -> &mut Backend {
+        &mut self.backend
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests
     /// finish (up to `shutdown_timeout_secs`) and closes the database.
     pub async fn run_until_stopped(
@@ -264,12 +276,7 @@ async fn housekeeping(adiuva: Adiuva) {
 /// (CORS refusals) → request id.
 pub fn routes(settings: &Settings, backend: &Backend) -> impl poem::Endpoint + 'static {
     let adiuva = backend.adiuva.clone();
-    let limits = RateLimit::new(
-        backend.rate_limiter.clone(),
-        adiuva.clone(),
-        settings.rate_limit_ip_per_minute,
-    );
-    let limits_on = settings.rate_limit_enabled;
+    let limits = RateLimit::new(adiuva.clone());
     let api = api_service();
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
@@ -288,10 +295,7 @@ pub fn routes(settings: &Settings, backend: &Backend) -> impl poem::Endpoint + '
             format!("{API_PREFIX}/chat/stream"),
             poem::get(crate::ws::chat_stream)
                 .data(timings)
-                .data(ws_limits)
-                .data(crate::ws::WsBudget(limits_on.then(|| {
-                    adiuva_core::chat::ChatBudget::new(backend.rate_limiter.clone())
-                }))),
+                .data(ws_limits),
         )
         .at(format!("{API_PREFIX}/openapi.json"), spec)
         .at(
@@ -305,7 +309,7 @@ pub fn routes(settings: &Settings, backend: &Backend) -> impl poem::Endpoint + '
             vec![format!("{API_PREFIX}/backup")],
         ))
         .around(opaque_backup_bodies)
-        .with_if(limits_on, limits)
+        .with(limits)
         .catch_all_error(to_json_error)
         .with(cors(&settings.cors_origins))
         .catch_all_error(to_json_error)

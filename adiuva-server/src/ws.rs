@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use adiuva_core::Adiuva;
 use adiuva_core::chat::service::Refused;
-use adiuva_core::chat::{ChatBudget, ChatEvent, ChatPeer, ChatSession, Protocol, ToolCall};
+use adiuva_core::chat::{ChatEvent, ChatPeer, ChatSession, Protocol, ToolCall};
 use adiuva_core::domain::UserId;
 use async_trait::async_trait;
 use futures::{SinkExt as _, StreamExt as _};
@@ -49,11 +49,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::ApiError;
 pub use crate::frames::MAX_DETAIL_CHARS;
 use crate::frames::{self, Incoming, ServerFrame};
-
-/// Counts each chat on a socket against its user's per-minute budget, like an HTTP
-/// request (`None`: rate limits are off). The rule is core's [`ChatBudget`].
-#[derive(Clone)]
-pub struct WsBudget(pub Option<ChatBudget>);
 
 /// How long the server waits for a tool result, and how often it pings.
 #[derive(Debug, Clone, Copy)]
@@ -217,7 +212,6 @@ pub async fn chat_stream(
     Query(q): Query<TokenQuery>,
     Data(app): Data<&Adiuva>,
     Data(timings): Data<&WsTimings>,
-    Data(budget): Data<&WsBudget>,
     Data(ws_limits): Data<&WsLimits>,
 ) -> Response {
     let header = crate::api::bearer_token(req).map(str::to_owned);
@@ -232,7 +226,7 @@ pub async fn chat_stream(
     };
     let user = principal.id();
     let chat = match app.chat_service() {
-        Ok(c) => c.with_budget(budget.0.clone()).session(principal),
+        Ok(c) => c.session(principal),
         Err(e) => return reject(e),
     };
     let Some(slot) = ws_limits.try_open(user) else {

@@ -4,7 +4,10 @@ use adiuva_core::domain::Tier;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::helpers::{JWT_SECRET, PASSWORD, assert_error, email, spawn_app};
+use crate::helpers::{
+    JWT_SECRET, PASSWORD, TestApp, access, assert_error, assert_unauthorized,
+    assert_validation_error, detail, email, json_body, refresh_token, send, spawn_app,
+};
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -33,11 +36,9 @@ async fn register_then_me_then_login() {
         "ms, 15 min ahead: {expires_at}"
     );
 
-    let me = app
-        .me(tokens["access_token"].as_str().expect("token"))
-        .await;
+    let me = app.me(access(&tokens)).await;
     assert_eq!(me.status(), 200);
-    let me: Value = me.json().await.expect("profile");
+    let me: Value = json_body(me).await;
     assert_eq!(me["email"], raw.to_lowercase(), "trimmed and lower-cased");
     assert_eq!(me["tier"], "free");
     assert_eq!(me["role"], "user");
@@ -46,15 +47,9 @@ async fn register_then_me_then_login() {
 
     let login = app.login(&raw, PASSWORD).await;
     assert_eq!(login.status(), 200);
-    let again: Value = login.json().await.expect("tokens");
+    let again: Value = json_body(login).await;
     assert_ne!(again["refresh_token"], tokens["refresh_token"]);
-    let me2: Value = app
-        .me(again["access_token"].as_str().expect("token"))
-        .await
-        .json()
-        .await
-        .expect("profile");
-    assert_eq!(me2["id"], me["id"]);
+    assert_eq!(app.me_json(access(&again)).await["id"], me["id"]);
 }
 
 #[tokio::test]
@@ -71,6 +66,13 @@ async fn duplicate_email_is_409_whatever_the_case() {
     .await;
 }
 
+/// Registers `email` with `password`, asserts the 422, and returns its detail.
+async fn refused_registration(app: &TestApp, email: &str, password: &str) -> String {
+    let body = json!({ "email": email, "password": password });
+    let refused = assert_validation_error(app.post_json("/auth/register", &body).await).await;
+    detail(&refused).to_owned()
+}
+
 #[tokio::test]
 async fn bad_emails_and_short_passwords_are_422() {
     let app = spawn_app().await;
@@ -83,36 +85,12 @@ async fn bad_emails_and_short_passwords_are_422() {
         "a@@example.com",
         "a@example..com",
     ] {
-        let resp = app
-            .post_json(
-                "/auth/register",
-                &json!({ "email": bad, "password": PASSWORD }),
-            )
-            .await;
-        let body = assert_error(resp, 422, "validation_error").await;
-        assert!(
-            body["detail"]
-                .as_str()
-                .expect("detail")
-                .starts_with("email"),
-            "{bad:?}: {body}"
-        );
+        let detail = refused_registration(&app, bad, PASSWORD).await;
+        assert!(detail.starts_with("email"), "{bad:?}: {detail}");
     }
     for short in ["", "123456789", "ninechars"] {
-        let resp = app
-            .post_json(
-                "/auth/register",
-                &json!({ "email": email("pw"), "password": short }),
-            )
-            .await;
-        let body = assert_error(resp, 422, "validation_error").await;
-        assert!(
-            body["detail"]
-                .as_str()
-                .expect("detail")
-                .contains("at least 10"),
-            "{body}"
-        );
+        let detail = refused_registration(&app, &email("pw"), short).await;
+        assert!(detail.contains("at least 10"), "{detail}");
     }
     // Nothing was created by the failures.
     assert!(
@@ -134,13 +112,8 @@ async fn wrong_password_and_unknown_email_get_the_same_401() {
     let before = hasher.verifications();
     let wrong = app.login(&e, "not the password").await;
     let wrong_headers = wrong.headers().get("www-authenticate").cloned();
-    let wrong = assert_error(wrong, 401, "unauthorized").await;
-    let unknown = assert_error(
-        app.login(&email("nobody"), PASSWORD).await,
-        401,
-        "unauthorized",
-    )
-    .await;
+    let wrong = assert_unauthorized(wrong).await;
+    let unknown = assert_unauthorized(app.login(&email("nobody"), PASSWORD).await).await;
     assert_eq!(wrong, unknown, "indistinguishable bodies");
     assert_eq!(
         wrong_headers.as_ref().and_then(|v| v.to_str().ok()),
@@ -155,40 +128,30 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     let app = spawn_app().await;
     let e = email("rot");
     let first = app.register_ok(&e).await;
-    let r1 = first["refresh_token"].as_str().expect("token");
+    let r1 = refresh_token(&first);
 
-    let second: Value = app.refresh(r1).await.json().await.expect("tokens");
-    let r2 = second["refresh_token"].as_str().expect("rotated token");
+    let second: Value = json_body(app.refresh(r1).await).await;
+    let r2 = refresh_token(&second);
     assert_ne!(r1, r2, "rotated on every use");
-    assert_eq!(
-        app.me(second["access_token"].as_str().expect("access"))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(app.me(access(&second)).await.status(), 200);
 
-    let third: Value = app.refresh(r2).await.json().await.expect("tokens");
-    let r3 = third["refresh_token"].as_str().expect("token").to_owned();
+    let third: Value = json_body(app.refresh(r2).await).await;
+    let r3 = refresh_token(&third);
 
     // r1 was already rotated: replaying it revokes the whole family, r3 included.
-    assert_error(app.refresh(r1).await, 401, "unauthorized").await;
-    assert_error(app.refresh(&r3).await, 401, "unauthorized").await;
+    assert_unauthorized(app.refresh(r1).await).await;
+    assert_unauthorized(app.refresh(r3).await).await;
 
     // A separate login is a separate family and is unaffected.
-    let other: Value = app.login(&e, PASSWORD).await.json().await.expect("tokens");
-    assert_eq!(
-        app.refresh(other["refresh_token"].as_str().expect("token"))
-            .await
-            .status(),
-        200
-    );
+    let other: Value = json_body(app.login(&e, PASSWORD).await).await;
+    assert_eq!(app.refresh(refresh_token(&other)).await.status(), 200);
 }
 
 #[tokio::test]
 async fn concurrent_use_of_one_refresh_token_lets_at_most_one_through() {
     let app = spawn_app().await;
     let t = app.register_ok(&email("race")).await;
-    let token = t["refresh_token"].as_str().expect("token");
+    let token = refresh_token(&t);
     let results = futures::future::join_all((0..6).map(|_| app.refresh(token))).await;
     let ok = results.iter().filter(|r| r.status() == 200).count();
     assert_eq!(
@@ -203,15 +166,10 @@ async fn concurrent_use_of_one_refresh_token_lets_at_most_one_through() {
 async fn bad_refresh_tokens_are_401() {
     let app = spawn_app().await;
     let t = app.register_ok(&email("badref")).await;
-    for bad in ["", "garbage", t["access_token"].as_str().expect("access")] {
-        assert_error(app.refresh(bad).await, 401, "unauthorized").await;
+    for bad in ["", "garbage", access(&t)] {
+        assert_unauthorized(app.refresh(bad).await).await;
     }
-    assert_error(
-        app.post_json("/auth/refresh", &json!({})).await,
-        422,
-        "validation_error",
-    )
-    .await;
+    assert_validation_error(app.post_json("/auth/refresh", &json!({})).await).await;
 }
 
 fn sign(header: &Value, claims: &Value, secret: &[u8]) -> String {
@@ -231,8 +189,8 @@ fn b64(v: &Value) -> String {
 async fn forged_expired_and_malformed_access_tokens_are_401() {
     let app = spawn_app().await;
     let t = app.register_ok(&email("jwt")).await;
-    let access = t["access_token"].as_str().expect("access").to_owned();
-    let me: Value = app.me(&access).await.json().await.expect("me");
+    let access = access(&t).to_owned();
+    let me = app.me_json(&access).await;
     let sub = me["id"].as_str().expect("id").to_owned();
     let now = now_ms() / 1000;
     let hs256 = json!({"alg": "HS256"});
@@ -324,18 +282,14 @@ async fn forged_expired_and_malformed_access_tokens_are_401() {
     for (name, token) in cases {
         let resp = app.me(&token).await;
         assert_eq!(resp.status(), 401, "{name}");
-        assert_error(resp, 401, "unauthorized").await;
+        assert_unauthorized(resp).await;
     }
     // No header, another scheme.
-    assert_error(app.get("/auth/me").await, 401, "unauthorized").await;
+    assert_unauthorized(app.get("/auth/me").await).await;
     let basic = app
-        .client
-        .get(app.url("/auth/me"))
-        .header("authorization", "Basic dXNlcjpwYXNz")
-        .send()
-        .await
-        .expect("req");
-    assert_error(basic, 401, "unauthorized").await;
+        .request(reqwest::Method::GET, "/auth/me")
+        .header("authorization", "Basic dXNlcjpwYXNz");
+    assert_unauthorized(send(basic).await).await;
 }
 
 #[tokio::test]
@@ -343,13 +297,9 @@ async fn tier_and_role_come_from_the_database_not_the_token() {
     let app = spawn_app().await;
     let e = email("tier");
     let t = app.register_ok(&e).await;
-    let access = t["access_token"].as_str().expect("access");
-    app.adiuva
-        .accounts()
-        .set_tier(&e, Tier::Power)
-        .await
-        .expect("set tier");
-    let me: Value = app.me(access).await.json().await.expect("me");
+    let access = access(&t);
+    app.set_tier(&e, Tier::Power).await;
+    let me = app.me_json(access).await;
     assert_eq!(me["tier"], "power", "the same token shows the new tier");
     // The token carries no tier or role claim at all.
     let payload = access.split('.').nth(1).expect("payload");
@@ -371,17 +321,6 @@ async fn a_deleted_account_cannot_use_its_tokens() {
     let e = email("gone");
     let t = app.register_ok(&e).await;
     app.adiuva.accounts().delete(&e).await.expect("delete");
-    assert_error(
-        app.me(t["access_token"].as_str().expect("access")).await,
-        401,
-        "unauthorized",
-    )
-    .await;
-    assert_error(
-        app.refresh(t["refresh_token"].as_str().expect("refresh"))
-            .await,
-        401,
-        "unauthorized",
-    )
-    .await;
+    assert_unauthorized(app.me(access(&t)).await).await;
+    assert_unauthorized(app.refresh(refresh_token(&t)).await).await;
 }

@@ -3,54 +3,59 @@
 use std::time::Duration;
 
 use adiuva_core::domain::Tier;
+use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt as _;
 
-use crate::helpers::{TestApp, assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, assert_error, assert_pro_required, assert_validation_error, detail, header_text, send,
+    spawn_app, spawn_app_with,
+};
 use crate::records::{orphans, sha, user_on};
 
+/// `PUT /backup` as `token` with the three `X-Backup-*` headers; the caller adds the
+/// body (bytes or a stream) and sends it.
+pub fn upload(
+    app: &TestApp,
+    token: &str,
+    version: &str,
+    timestamp: &str,
+    checksum: &str,
+) -> RequestBuilder {
+    app.request_as(Method::PUT, "/backup", token)
+        .header("x-backup-version", version)
+        .header("x-backup-timestamp", timestamp)
+        .header("x-backup-checksum", checksum)
+}
+
+/// A version-3 upload of `body` taken at `timestamp`.
 async fn put_backup(
     app: &TestApp,
     token: &str,
     timestamp: i64,
     body: Vec<u8>,
     checksum: &str,
-) -> reqwest::Response {
-    app.client
-        .put(app.url("/backup"))
-        .bearer_auth(token)
-        .header("x-backup-version", "3")
-        .header("x-backup-timestamp", timestamp.to_string())
-        .header("x-backup-checksum", checksum)
-        .body(body)
-        .send()
-        .await
-        .expect("req")
+) -> Response {
+    send(upload(app, token, "3", &timestamp.to_string(), checksum).body(body)).await
 }
 
 /// `GET /backup` as `token`, optionally with `If-Modified-Since`.
-async fn get_backup(
-    app: &TestApp,
-    token: &str,
-    if_modified_since: Option<&str>,
-) -> reqwest::Response {
-    let mut req = app.client.get(app.url("/backup")).bearer_auth(token);
+async fn get_backup(app: &TestApp, token: &str, if_modified_since: Option<&str>) -> Response {
+    let mut req = app.request_as(Method::GET, "/backup", token);
     if let Some(date) = if_modified_since {
         req = req.header("if-modified-since", date);
     }
-    req.send().await.expect("the server answers")
+    send(req).await
 }
 
-async fn history(app: &TestApp, token: &str) -> Vec<Value> {
-    app.client
-        .get(app.url("/backup/history"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("req")
-        .json()
-        .await
-        .expect("json")
+/// `GET /backup/history` as `token`: the kept backups, newest first.
+pub async fn history(app: &TestApp, token: &str) -> Vec<Value> {
+    app.get_json_as("/backup/history", token).await
+}
+
+/// `DELETE /backup/{id}` as `token`.
+async fn delete_backup(app: &TestApp, token: &str, id: &str) -> Response {
+    send(app.request_as(Method::DELETE, &format!("/backup/{id}"), token)).await
 }
 
 pub async fn backup_flow(app: &TestApp) {
@@ -78,10 +83,7 @@ pub async fn backup_flow(app: &TestApp) {
     assert_eq!(latest.headers()["x-backup-timestamp"], "1700000100000");
     assert_eq!(latest.headers()["x-backup-version"], "3");
     assert_eq!(latest.headers()["x-backup-checksum"], sha(&second).as_str());
-    let last_modified = latest.headers()["last-modified"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let last_modified = header_text(&latest, "last-modified");
     assert_eq!(latest.bytes().await.expect("body").len(), second.len());
 
     // If-Modified-Since: the latest backup's own date → 304; an earlier date → 200.
@@ -115,31 +117,14 @@ pub async fn backup_flow(app: &TestApp) {
     .await;
 
     let id = h[0]["id"].as_str().expect("id");
-    let del = app
-        .client
-        .delete(app.url(&format!("/backup/{id}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("req");
-    assert_eq!(del.status(), 200);
+    assert_eq!(delete_backup(app, &token, id).await.status(), 200);
     let latest = get_backup(app, &token, None).await;
     assert_eq!(
         latest.bytes().await.expect("body").as_ref(),
         first.as_slice(),
         "the older one is now the latest"
     );
-    assert_error(
-        app.client
-            .delete(app.url(&format!("/backup/{id}")))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("req"),
-        404,
-        "not_found",
-    )
-    .await;
+    assert_error(delete_backup(app, &token, id).await, 404, "not_found").await;
 }
 
 #[tokio::test]
@@ -167,44 +152,13 @@ async fn a_wrong_checksum_keeps_nothing() {
 async fn free_tier_is_refused_and_headers_are_checked() {
     let app = spawn_app().await;
     let free = user_on(&app, Tier::Free).await;
-    let body = assert_error(
-        put_backup(&app, &free, 1, b"x".to_vec(), &sha(b"x")).await,
-        403,
-        "tier_required",
-    )
-    .await;
-    assert!(
-        body["detail"].as_str().expect("detail").contains("pro"),
-        "{body}"
-    );
+    assert_pro_required(put_backup(&app, &free, 1, b"x".to_vec(), &sha(b"x")).await).await;
     let pro = user_on(&app, Tier::Pro).await;
-    let missing = app
-        .client
-        .put(app.url("/backup"))
-        .bearer_auth(&pro)
-        .body("x")
-        .send()
-        .await
-        .expect("req");
-    assert_error(missing, 422, "validation_error").await;
-    assert_error(
-        put_backup(&app, &pro, 1, b"x".to_vec(), "not-hex").await,
-        422,
-        "validation_error",
-    )
-    .await;
-    let bad_ts = app
-        .client
-        .put(app.url("/backup"))
-        .bearer_auth(&pro)
-        .header("x-backup-version", "1")
-        .header("x-backup-timestamp", "yesterday")
-        .header("x-backup-checksum", sha(b"x"))
-        .body("x")
-        .send()
-        .await
-        .expect("req");
-    assert_error(bad_ts, 422, "validation_error").await;
+    let missing = send(app.request_as(Method::PUT, "/backup", &pro).body("x")).await;
+    assert_validation_error(missing).await;
+    assert_validation_error(put_backup(&app, &pro, 1, b"x".to_vec(), "not-hex").await).await;
+    let bad_ts = upload(&app, &pro, "1", "yesterday", &sha(b"x")).body("x");
+    assert_validation_error(send(bad_ts).await).await;
 }
 
 #[tokio::test]
@@ -242,18 +196,9 @@ async fn a_backup_larger_than_any_buffer_streams_through() {
     let checksum = hex::encode(sha2::Digest::finalize(hasher));
     let stream =
         futures::stream::iter((0..40).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
-    let resp = app
-        .client
-        .put(app.url("/backup"))
-        .bearer_auth(&token)
-        .header("x-backup-version", "1")
-        .header("x-backup-timestamp", "1")
-        .header("x-backup-checksum", &checksum)
-        .body(reqwest::Body::wrap_stream(stream))
-        .send()
-        .await
-        .expect("req");
-    assert_eq!(resp.status(), 200);
+    let streamed =
+        upload(&app, &token, "1", "1", &checksum).body(reqwest::Body::wrap_stream(stream));
+    assert_eq!(send(streamed).await.status(), 200);
     let h = history(&app, &token).await;
     assert_eq!(h[0]["size_bytes"], 40 * 1024 * 1024);
     let got = get_backup(&app, &token, None).await;
@@ -311,17 +256,7 @@ async fn another_users_backup_cannot_be_deleted() {
         .as_str()
         .expect("id")
         .to_owned();
-    assert_error(
-        app.client
-            .delete(app.url(&format!("/backup/{id}")))
-            .bearer_auth(&bob)
-            .send()
-            .await
-            .expect("req"),
-        404,
-        "not_found",
-    )
-    .await;
+    assert_error(delete_backup(&app, &bob, &id).await, 404, "not_found").await;
     assert_error(get_backup(&app, &bob, None).await, 404, "not_found").await;
     assert!(history(&app, &bob).await.is_empty());
     assert_eq!(history(&app, &alice).await.len(), 1);
@@ -348,18 +283,9 @@ async fn the_backup_quota_counts_all_kept_backups() {
     .await;
     // Streamed (no Content-Length) and too large: refused while streaming, nothing kept.
     let chunks = futures::stream::iter((0..3).map(|_| Ok::<_, std::io::Error>(vec![2u8; 1000])));
-    let resp = app
-        .client
-        .put(app.url("/backup"))
-        .bearer_auth(&token)
-        .header("x-backup-version", "1")
-        .header("x-backup-timestamp", "3")
-        .header("x-backup-checksum", sha(&[2u8; 3000]))
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .expect("req");
-    assert_error(resp, 403, "quota_exceeded").await;
+    let streamed =
+        upload(&app, &token, "1", "3", &sha(&[2u8; 3000])).body(reqwest::Body::wrap_stream(chunks));
+    assert_error(send(streamed).await, 403, "quota_exceeded").await;
     assert_eq!(history(&app, &token).await.len(), 1);
     assert!(orphans(&app).await.is_empty());
     // Concurrent uploads that each fit but not together: the quota still holds.
@@ -474,10 +400,7 @@ async fn same_timestamp_uploads_one_wins_and_what_is_served_matches() {
 
         let got = get_backup(&app, &token, None).await;
         assert_eq!(got.status(), 200);
-        let checksum = got.headers()["x-backup-checksum"]
-            .to_str()
-            .expect("ascii")
-            .to_owned();
+        let checksum = header_text(&got, "x-backup-checksum");
         let bytes = got.bytes().await.expect("body");
         assert_eq!(sha(&bytes), checksum, "round {round}: served bytes match");
         assert_eq!(bytes.as_ref(), winner.as_slice());
@@ -515,14 +438,11 @@ async fn far_future_timestamps_are_422_and_get_backup_keeps_working() {
     let token = user_on(&app, Tier::Pro).await;
     let max = adiuva_core::backup::MAX_TIMESTAMP_MS;
     for bad in [max + 1, 300_000_000_000_000, i64::MAX, -1] {
-        let body = assert_error(
-            put_backup(&app, &token, bad, b"x".to_vec(), &sha(b"x")).await,
-            422,
-            "validation_error",
-        )
-        .await;
+        let body =
+            assert_validation_error(put_backup(&app, &token, bad, b"x".to_vec(), &sha(b"x")).await)
+                .await;
         assert!(
-            body["detail"].as_str().expect("detail").contains("9999"),
+            detail(&body).contains("9999"),
             "the detail states the range: {body}"
         );
     }
@@ -554,7 +474,7 @@ async fn far_future_timestamps_are_422_and_get_backup_keeps_working() {
     // A row an older server accepted (year 11476): served, without a Last-Modified it
     // cannot have, instead of a panic that drops the connection.
     let old = user_on(&app, Tier::Pro).await;
-    let me: Value = app.me(&old).await.json().await.expect("me");
+    let me = app.me_json(&old).await;
     let user = adiuva_core::domain::UserId(me["id"].as_str().expect("id").parse().expect("uuid"));
     let key = format!("{user}/300000000000000");
     adiuva_core::ports::BlobStore::put(

@@ -9,11 +9,10 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::helpers::{TestApp, email, spawn_app_with};
+use crate::helpers::{TestApp, send, spawn_app_with};
 
 const BOUND: Duration = Duration::from_secs(10);
 
@@ -107,16 +106,9 @@ async fn a_backup_body_dripped_slowly_is_cut_and_leaves_nothing() {
         s.body_read_timeout_secs = 1;
     })
     .await;
-    let user = email("drip");
-    let tokens = app.register_ok(&user).await;
-    app.adiuva
-        .accounts()
-        .set_tier(&user, adiuva_core::domain::Tier::Pro)
-        .await
-        .expect("tier");
-    let token = tokens["access_token"].as_str().expect("token").to_owned();
+    let (_, token) = app.account_on("drip", adiuva_core::domain::Tier::Pro).await;
     let body = vec![7u8; 2000];
-    let checksum = hex::encode(Sha256::digest(&body));
+    let checksum = crate::records::sha(&body);
     let head = format!(
         "PUT /api/v1/backup HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
          X-Backup-Version: 1\r\nX-Backup-Timestamp: 1700000000000\r\n\
@@ -137,16 +129,7 @@ async fn a_backup_body_dripped_slowly_is_cut_and_leaves_nothing() {
     drip.abort();
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("upload_incomplete"), "{answer}");
-    let history: Vec<Value> = app
-        .client
-        .get(app.url("/backup/history"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("history")
-        .json()
-        .await
-        .expect("json");
+    let history = crate::backups::history(&app, &token).await;
     assert!(history.is_empty(), "{history:?}");
     let blobs = adiuva_core::ports::BlobStore::list(&app.blobs, "")
         .await
@@ -251,30 +234,15 @@ async fn three_hundred_idle_sockets_from_one_address_starve_no_one_else() {
 #[tokio::test]
 async fn a_client_that_does_not_read_a_download_is_cut_off() {
     let app = spawn_app_with(|s| s.send_timeout_secs = 1).await;
-    let user = email("stall");
-    let tokens = app.register_ok(&user).await;
-    app.adiuva
-        .accounts()
-        .set_tier(&user, adiuva_core::domain::Tier::Pro)
-        .await
-        .expect("tier");
-    let token = tokens["access_token"].as_str().expect("token").to_owned();
+    let (_, token) = app
+        .account_on("stall", adiuva_core::domain::Tier::Pro)
+        .await;
     // Larger than what the kernel buffers on both ends (the server's send buffer grows
     // to a few MiB; the client's is pinned at 4 KiB).
     let body: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
-    let checksum = hex::encode(Sha256::digest(&body));
-    let put = app
-        .client
-        .put(app.url("/backup"))
-        .bearer_auth(&token)
-        .header("x-backup-version", "1")
-        .header("x-backup-timestamp", "1700000000000")
-        .header("x-backup-checksum", &checksum)
-        .body(body.clone())
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(put.status(), 200);
+    let checksum = crate::records::sha(&body);
+    let put = crate::backups::upload(&app, &token, "1", "1700000000000", &checksum);
+    assert_eq!(send(put.body(body.clone())).await.status(), 200);
     let mut socket = open_from(&app, [127, 0, 0, 4], Some(4096)).await;
     socket
         .write_all(

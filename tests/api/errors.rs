@@ -1,20 +1,32 @@
 //! Every failure path answers `{"detail", "code"}` with the right status.
 
+use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{PASSWORD, assert_error, email, spawn_app, spawn_app_with};
+use crate::helpers::{
+    PASSWORD, TestApp, assert_error, assert_validation_error, email, send, spawn_app,
+    spawn_app_with,
+};
+
+/// POSTs `body` to `path` labelled `content_type`, bytes as given.
+async fn post_raw(
+    app: &TestApp,
+    path: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> Response {
+    let req = app
+        .request(Method::POST, path)
+        .header("content-type", content_type);
+    send(req.body(body)).await
+}
 
 #[tokio::test]
 async fn unknown_routes_are_404() {
     let app = spawn_app().await;
     for path in ["/api/v1/nope", "/api/v1/auth", "/nope", "/api/v2/health"] {
-        let resp = app
-            .client
-            .get(format!("{}{path}", app.address))
-            .send()
-            .await
-            .expect("req");
+        let resp = send(app.client.get(format!("{}{path}", app.address))).await;
         assert_error(resp, 404, "not_found").await;
     }
 }
@@ -27,13 +39,8 @@ async fn wrong_methods_are_405() {
         ("GET", "/auth/login"),
         ("PUT", "/auth/me"),
     ] {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let resp = app
-            .client
-            .request(method, app.url(path))
-            .send()
-            .await
-            .expect("req");
+        let method = Method::from_bytes(method.as_bytes()).expect("method");
+        let resp = send(app.request(method, path)).await;
         assert_error(resp, 405, "method_not_allowed").await;
     }
 }
@@ -41,20 +48,14 @@ async fn wrong_methods_are_405() {
 #[tokio::test]
 async fn malformed_json_and_wrong_shapes_are_422() {
     let app = spawn_app().await;
-    let send = |body: &'static str| {
-        app.client
-            .post(app.url("/auth/register"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-    };
+    let send_json = |body: &'static str| post_raw(&app, "/auth/register", "application/json", body);
     for broken in [
         "{",
         "{\"email\": ",
         "not json",
         "{\"email\": \"a@b.com\", \"password\": \"x\",}",
     ] {
-        assert_error(send(broken).await.expect("req"), 422, "malformed_json").await;
+        assert_error(send_json(broken).await, 422, "malformed_json").await;
     }
     for wrong in [
         "{}",
@@ -63,29 +64,19 @@ async fn malformed_json_and_wrong_shapes_are_422() {
         "{\"email\": \"a@example.com\"}",
         "null",
     ] {
-        assert_error(send(wrong).await.expect("req"), 422, "validation_error").await;
+        assert_validation_error(send_json(wrong).await).await;
     }
     let empty = app
-        .client
-        .post(app.url("/auth/login"))
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .expect("req");
-    assert_error(empty, 422, "validation_error").await;
+        .request(Method::POST, "/auth/login")
+        .header("content-type", "application/json");
+    assert_validation_error(send(empty).await).await;
 }
 
 #[tokio::test]
 async fn non_json_bodies_are_415() {
     let app = spawn_app().await;
-    let resp = app
-        .client
-        .post(app.url("/auth/register"))
-        .header("content-type", "text/plain")
-        .body(json!({"email": email("ct"), "password": PASSWORD}).to_string())
-        .send()
-        .await
-        .expect("req");
+    let body = json!({"email": email("ct"), "password": PASSWORD}).to_string();
+    let resp = post_raw(&app, "/auth/register", "text/plain", body).await;
     assert_error(resp, 415, "unsupported_media_type").await;
 }
 
@@ -94,14 +85,7 @@ async fn bodies_over_the_limit_are_413_declared_or_chunked() {
     let app = spawn_app_with(|s| s.body_limit_bytes = 1024).await;
     // Declared length over the limit.
     let big = json!({"email": email("big"), "password": "x".repeat(2000)}).to_string();
-    let resp = app
-        .client
-        .post(app.url("/auth/register"))
-        .header("content-type", "application/json")
-        .body(big.clone())
-        .send()
-        .await
-        .expect("req");
+    let resp = post_raw(&app, "/auth/register", "application/json", big.clone()).await;
     assert_error(resp, 413, "payload_too_large").await;
 
     // Chunked: no Content-Length, so the limit must be enforced while reading.
@@ -130,27 +114,13 @@ async fn bodies_over_the_limit_are_413_declared_or_chunked() {
 async fn the_default_limit_is_ten_mebibytes() {
     let app = spawn_app().await;
     let just_over = vec![b' '; 10 * 1024 * 1024 + 1];
-    let resp = app
-        .client
-        .post(app.url("/auth/login"))
-        .header("content-type", "application/json")
-        .body(just_over)
-        .send()
-        .await
-        .expect("req");
+    let resp = post_raw(&app, "/auth/login", "application/json", just_over).await;
     assert_error(resp, 413, "payload_too_large").await;
     // Exactly at the limit is read (and is then merely bad JSON).
     let mut at = vec![b' '; 10 * 1024 * 1024 - 2];
     at.extend_from_slice(b"{}");
-    let resp = app
-        .client
-        .post(app.url("/auth/login"))
-        .header("content-type", "application/json")
-        .body(at)
-        .send()
-        .await
-        .expect("req");
-    assert_error(resp, 422, "validation_error").await;
+    let resp = post_raw(&app, "/auth/login", "application/json", at).await;
+    assert_validation_error(resp).await;
 }
 
 /// Sends raw bytes and reads until the server closes.

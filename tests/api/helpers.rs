@@ -5,8 +5,11 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use adiuva_core::Adiuva;
+use adiuva_core::domain::Tier;
+use adiuva_core::testing::CountingDb;
 use adiuva_server::settings::{LogFormat, Settings};
 use adiuva_server::startup::Application;
+use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -79,6 +82,22 @@ pub async fn spawn_app() -> TestApp {
 
 /// A server with settings adjusted by `adjust`.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn(adjust, false).await.0
+}
+
+/// A server whose every database call is counted by the returned [`CountingDb`] (the
+/// real database underneath); `app.adiuva` goes through it too.
+pub async fn spawn_app_counting_db(
+    adjust: impl FnOnce(&mut Settings),
+) -> (TestApp, Arc<CountingDb>) {
+    let (app, counting) = spawn(adjust, true).await;
+    (app, counting.expect("wrapped"))
+}
+
+async fn spawn(
+    adjust: impl FnOnce(&mut Settings),
+    count_db: bool,
+) -> (TestApp, Option<Arc<CountingDb>>) {
     adiuva_adapters::install_crypto_provider();
     capture();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -87,9 +106,15 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     settings.jwt_secret = Some(adiuva_core::Secret::new(JWT_SECRET.to_owned()));
     adjust(&mut settings);
     let (blob_url, s3) = (settings.blob_url(), settings.s3_options());
-    let app = Application::build(settings)
+    let mut app = Application::build(settings)
         .await
         .expect("the server builds");
+    let counting = count_db.then(|| {
+        let backend = app.backend_mut();
+        let db = Arc::new(CountingDb::new(backend.adiuva.database().clone()));
+        backend.adiuva = backend.adiuva.with_database(db.clone());
+        db
+    });
     let port = app.port();
     let adiuva = app.backend().adiuva.clone();
     let database = app.backend().database.clone();
@@ -98,7 +123,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let handle = tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
     }));
-    TestApp {
+    let app = TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
         client: reqwest::Client::builder()
@@ -112,7 +137,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         handle: Some(handle),
         _dir: dir,
         _pg: None,
-    }
+    };
+    (app, counting)
 }
 
 /// A server on a fresh PostgreSQL database (from `ADIUVA_TEST_POSTGRES_URL`), or `None`
@@ -146,27 +172,39 @@ impl TestApp {
         format!("{}/api/v1{path}", self.address)
     }
 
+    /// `method` on `/api/v1` + `path`, without credentials; the test adds headers and a
+    /// body, then [`send`]s it.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// [`request`](Self::request) as the holder of the access token `token`.
+    pub fn request_as(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
+        self.request(method, path).bearer_auth(token)
+    }
+
     /// GETs `/api/v1` + `path` without credentials.
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request")
+    pub async fn get(&self, path: &str) -> Response {
+        send(self.request(Method::GET, path)).await
+    }
+
+    /// GETs `/api/v1` + `path` as the holder of `token`.
+    pub async fn get_as(&self, path: &str, token: &str) -> Response {
+        send(self.request_as(Method::GET, path, token)).await
+    }
+
+    /// [`get_as`](Self::get_as), the body parsed as JSON (whatever the status).
+    pub async fn get_json_as<T: serde::de::DeserializeOwned>(&self, path: &str, token: &str) -> T {
+        json_body(self.get_as(path, token).await).await
     }
 
     /// POSTs JSON.
-    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("request")
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        send(self.request(Method::POST, path).json(body)).await
     }
 
     /// Registers `email` with [`PASSWORD`].
-    pub async fn register(&self, email: &str) -> reqwest::Response {
+    pub async fn register(&self, email: &str) -> Response {
         self.post_json(
             "/auth/register",
             &json!({ "email": email, "password": PASSWORD }),
@@ -182,7 +220,7 @@ impl TestApp {
     }
 
     /// Logs in.
-    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+    pub async fn login(&self, email: &str, password: &str) -> Response {
         self.post_json(
             "/auth/login",
             &json!({ "email": email, "password": password }),
@@ -191,19 +229,36 @@ impl TestApp {
     }
 
     /// Refreshes.
-    pub async fn refresh(&self, token: &str) -> reqwest::Response {
+    pub async fn refresh(&self, token: &str) -> Response {
         self.post_json("/auth/refresh", &json!({ "refresh_token": token }))
             .await
     }
 
     /// GET /auth/me with a bearer token.
-    pub async fn me(&self, access_token: &str) -> reqwest::Response {
-        self.client
-            .get(self.url("/auth/me"))
-            .bearer_auth(access_token)
-            .send()
+    pub async fn me(&self, access_token: &str) -> Response {
+        self.get_as("/auth/me", access_token).await
+    }
+
+    /// The profile `GET /auth/me` answers for `access_token` (whatever the status).
+    pub async fn me_json(&self, access_token: &str) -> Value {
+        json_body(self.me(access_token).await).await
+    }
+
+    /// Puts the account `email` on `tier` (tests grant tiers the way an operator does).
+    pub async fn set_tier(&self, email: &str, tier: Tier) {
+        self.adiuva
+            .accounts()
+            .set_tier(email, tier)
             .await
-            .expect("request")
+            .expect("set tier");
+    }
+
+    /// A fresh account (its email tagged `tag`) on `tier`: its email and access token.
+    pub async fn account_on(&self, tag: &str, tier: Tier) -> (String, String) {
+        let e = email(tag);
+        let tokens = self.register_ok(&e).await;
+        self.set_tier(&e, tier).await;
+        (e, access(&tokens).to_owned())
     }
 
     /// Starts shutdown without waiting.
@@ -215,9 +270,29 @@ impl TestApp {
     }
 }
 
+/// Sends `req`; panics only when the server does not answer at all.
+pub async fn send(req: RequestBuilder) -> Response {
+    req.send().await.expect("the server answers")
+}
+
+/// The body of `resp` parsed as JSON (`Value` or any deserializable shape).
+pub async fn json_body<T: serde::de::DeserializeOwned>(resp: Response) -> T {
+    resp.json().await.expect("a JSON body")
+}
+
+/// The access token of a tokens answer (register, login, refresh).
+pub fn access(tokens: &Value) -> &str {
+    tokens["access_token"].as_str().expect("an access token")
+}
+
+/// The refresh token of a tokens answer.
+pub fn refresh_token(tokens: &Value) -> &str {
+    tokens["refresh_token"].as_str().expect("a refresh token")
+}
+
 /// Asserts an error response: status, JSON `{"detail", "code"}` with this code, and
 /// returns the body.
-pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) -> Value {
+pub async fn assert_error(resp: Response, status: u16, code: &str) -> Value {
     assert_eq!(resp.status().as_u16(), status, "status");
     let ct = resp
         .headers()
@@ -241,6 +316,42 @@ pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) -> V
         "exactly detail and code: {body}"
     );
     body
+}
+
+/// The `detail` of an error body.
+pub fn detail(body: &Value) -> &str {
+    body["detail"].as_str().expect("an error detail")
+}
+
+/// [`assert_error`] for the most common refusal: 422 `validation_error`.
+pub async fn assert_validation_error(resp: Response) -> Value {
+    assert_error(resp, 422, "validation_error").await
+}
+
+/// [`assert_error`] for a missing, bad or revoked token: 401 `unauthorized`.
+pub async fn assert_unauthorized(resp: Response) -> Value {
+    assert_error(resp, 401, "unauthorized").await
+}
+
+/// Asserts a free-tier refusal: 403 `tier_required`, and the detail names the tier that
+/// would do (`pro`).
+pub async fn assert_pro_required(resp: Response) {
+    let body = assert_error(resp, 403, "tier_required").await;
+    assert!(detail(&body).contains("pro"), "{body}");
+}
+
+/// The header `name` of `resp`, which must be there and ASCII.
+pub fn header_text(resp: &Response, name: &str) -> String {
+    resp.headers()[name].to_str().expect("ascii").to_owned()
+}
+
+/// How many of `responses` have each status: the outcome of concurrent requests.
+pub fn status_counts(responses: &[Response]) -> std::collections::BTreeMap<u16, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for r in responses {
+        *counts.entry(r.status().as_u16()).or_insert(0) += 1;
+    }
+    counts
 }
 
 /// A unique email for this test.

@@ -5,39 +5,21 @@
 use adiuva_core::domain::Tier;
 use serde_json::json;
 
-use crate::helpers::{PASSWORD, TestApp, assert_error, spawn_app, spawn_app_on_postgres_with};
-use crate::records::{b64, sha, user_on};
-use crate::vectors::{item, upsert};
-
-async fn delete_vectors(app: &TestApp, token: &str, ids: &[&str]) -> reqwest::Response {
-    app.client
-        .delete(app.url("/storage/vectors"))
-        .bearer_auth(token)
-        .json(&json!({ "ids": ids }))
-        .send()
-        .await
-        .expect("delete")
-}
+use crate::helpers::{
+    PASSWORD, TestApp, assert_error, assert_unauthorized, assert_validation_error, detail,
+    spawn_app, spawn_app_on_postgres_with,
+};
+use crate::records::{create, user_on};
+use crate::vectors::{delete, item, upsert};
 
 /// The same refusals on whichever database `app` runs on.
 async fn nul_and_control_characters_are_422(app: &TestApp) {
     let token = user_on(app, Tier::Pro).await;
     for bad in ["a\u{0}b", "\u{0}", "tab\there", "bell\u{7}", "c1\u{85}"] {
         let resp = upsert(app, &token, vec![item(bad, b"payload", &[1.0, 0.0])]).await;
-        let body = assert_error(resp, 422, "validation_error").await;
-        assert!(
-            body["detail"]
-                .as_str()
-                .expect("detail")
-                .contains("vectors[0].id"),
-            "{body}"
-        );
-        assert_error(
-            delete_vectors(app, &token, &["ok", bad]).await,
-            422,
-            "validation_error",
-        )
-        .await;
+        let body = assert_validation_error(resp).await;
+        assert!(detail(&body).contains("vectors[0].id"), "{body}");
+        assert_validation_error(delete(app, &token, json!(["ok", bad])).await).await;
     }
     // A good id next to a bad one: nothing is stored.
     let resp = upsert(
@@ -49,43 +31,19 @@ async fn nul_and_control_characters_are_422(app: &TestApp) {
         ],
     )
     .await;
-    assert_error(resp, 422, "validation_error").await;
+    assert_validation_error(resp).await;
     let resp = upsert(app, &token, vec![item("fine", b"x", &[1.0, 0.0])]).await;
     assert_eq!(resp.status(), 200, "the good id alone is stored");
 
     // Record table names, in the body and the query string.
-    let blob = b"record";
-    let resp = app
-        .client
-        .post(app.url("/storage/records"))
-        .bearer_auth(&token)
-        .json(&json!({"table": "notes\u{0}", "blob": b64(blob), "checksum": sha(blob)}))
-        .send()
-        .await
-        .expect("create");
-    assert_error(resp, 422, "validation_error").await;
-    let resp = app
-        .client
-        .get(app.url("/storage/records?table=notes%00"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("list");
-    assert_error(resp, 422, "validation_error").await;
+    let resp = create(app, &token, "notes\u{0}", b"record").await;
+    assert_validation_error(resp).await;
+    let resp = app.get_as("/storage/records?table=notes%00", &token).await;
+    assert_validation_error(resp).await;
 
     // Emails: registering is 422; a login with one is the usual 401.
-    assert_error(
-        app.register("nul\u{0}@example.com").await,
-        422,
-        "validation_error",
-    )
-    .await;
-    assert_error(
-        app.login("nul\u{0}@example.com", PASSWORD).await,
-        401,
-        "unauthorized",
-    )
-    .await;
+    assert_validation_error(app.register("nul\u{0}@example.com").await).await;
+    assert_unauthorized(app.login("nul\u{0}@example.com", PASSWORD).await).await;
 }
 
 #[tokio::test]

@@ -20,4 +20,5 @@ mod system;
 mod typescript_client;
 mod vector_backends;
 mod vectors;
+mod who_is_calling;
 mod ws_limits;

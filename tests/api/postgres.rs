@@ -2,7 +2,10 @@
 
 use serde_json::Value;
 
-use crate::helpers::{PASSWORD, assert_error, email, spawn_app_on_postgres};
+use crate::helpers::{
+    PASSWORD, access, assert_error, assert_unauthorized, email, json_body, refresh_token,
+    spawn_app_on_postgres, status_counts,
+};
 
 #[tokio::test]
 async fn auth_flow_on_postgres() {
@@ -12,25 +15,20 @@ async fn auth_flow_on_postgres() {
     let e = email("Pg");
     let first = app.register_ok(&format!(" {} ", e.to_uppercase())).await;
     assert_error(app.register(&e).await, 409, "conflict").await;
-    let me: Value = app
-        .me(first["access_token"].as_str().expect("access"))
-        .await
-        .json()
-        .await
-        .expect("me");
+    let me = app.me_json(access(&first)).await;
     assert_eq!(me["email"], e.to_lowercase());
     assert_eq!(me["tier"], "free");
 
     assert_eq!(app.login(&e, PASSWORD).await.status(), 200);
-    assert_error(app.login(&e, "wrong password!").await, 401, "unauthorized").await;
+    assert_unauthorized(app.login(&e, "wrong password!").await).await;
 
-    let r1 = first["refresh_token"].as_str().expect("refresh");
-    let second: Value = app.refresh(r1).await.json().await.expect("tokens");
-    let r2 = second["refresh_token"].as_str().expect("refresh");
-    assert_error(app.refresh(r1).await, 401, "unauthorized").await;
-    assert_error(app.refresh(r2).await, 401, "unauthorized").await;
+    let r1 = refresh_token(&first);
+    let second: Value = json_body(app.refresh(r1).await).await;
+    let r2 = refresh_token(&second);
+    assert_unauthorized(app.refresh(r1).await).await;
+    assert_unauthorized(app.refresh(r2).await).await;
 
-    let health: Value = app.get("/health").await.json().await.expect("health");
+    let health: Value = json_body(app.get("/health").await).await;
     assert_eq!(health["database"], "ok");
 
     // PostgreSQL + local disk.
@@ -46,17 +44,7 @@ async fn concurrent_registrations_of_one_email_on_postgres() {
     };
     let e = email("pgrace");
     let results = futures::future::join_all((0..6).map(|_| app.register(&e))).await;
-    let statuses: Vec<u16> = results.iter().map(|r| r.status().as_u16()).collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 409).count(),
-        5,
-        "{statuses:?}"
-    );
+    assert_eq!(status_counts(&results), [(200, 1), (409, 5)].into());
 }
 
 /// The SaaS shape: PostgreSQL for rows, S3 for blobs (moto_server in CI).
@@ -85,12 +73,7 @@ async fn serves_on_postgres_and_s3() {
     .await;
     assert_eq!(app.adiuva.database().backend(), "postgres");
     let t = app.register_ok(&email("s3")).await;
-    assert_eq!(
-        app.me(t["access_token"].as_str().expect("access"))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(app.me(access(&t)).await.status(), 200);
     drop(app);
     pg.drop_now().await;
 }

@@ -4,10 +4,14 @@
 use adiuva_core::domain::Tier;
 use adiuva_core::ports::BlobStore as _;
 use base64::Engine as _;
+use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use crate::helpers::{TestApp, assert_error, email, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, assert_error, assert_pro_required, assert_unauthorized, assert_validation_error,
+    header_text, json_body, send, spawn_app, spawn_app_with, status_counts,
+};
 
 pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -43,24 +47,17 @@ pub async fn gc(app: &TestApp, apply: bool) -> adiuva_core::gc::GcReport {
 
 /// A signed-in user on `tier`; returns the access token.
 pub async fn user_on(app: &TestApp, tier: Tier) -> String {
-    let e = email("rec");
-    let t = app.register_ok(&e).await;
-    app.adiuva
-        .accounts()
-        .set_tier(&e, tier)
-        .await
-        .expect("tier");
-    t["access_token"].as_str().expect("access").to_owned()
+    app.account_on("rec", tier).await.1
 }
 
-async fn create(app: &TestApp, token: &str, table: &str, blob: &[u8]) -> reqwest::Response {
-    app.client
-        .post(app.url("/storage/records"))
-        .bearer_auth(token)
-        .json(&json!({"table": table, "blob": b64(blob), "checksum": sha(blob)}))
-        .send()
-        .await
-        .expect("req")
+/// `POST /storage/records` of `blob` into `table`, with its true checksum.
+pub async fn create(app: &TestApp, token: &str, table: &str, blob: &[u8]) -> Response {
+    let body = json!({"table": table, "blob": b64(blob), "checksum": sha(blob)});
+    send(
+        app.request_as(Method::POST, "/storage/records", token)
+            .json(&body),
+    )
+    .await
 }
 
 /// Creates a record (which must succeed) and returns its id.
@@ -71,13 +68,37 @@ async fn create_ok(app: &TestApp, token: &str, table: &str, blob: &[u8]) -> Stri
     created["id"].as_str().expect("id").to_owned()
 }
 
-fn verb(app: &TestApp, method: &str, path: &str, token: &str) -> reqwest::RequestBuilder {
-    app.client
-        .request(
-            reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
-            app.url(path),
-        )
-        .bearer_auth(token)
+/// `/storage/records/{id}`.
+fn path(id: &str) -> String {
+    format!("/storage/records/{id}")
+}
+
+/// `method` on record `id` as `token`, without a body.
+async fn on_record(app: &TestApp, method: Method, id: &str, token: &str) -> Response {
+    send(app.request_as(method, &path(id), token)).await
+}
+
+/// `PUT /storage/records/{id}` with `blob` and `checksum`.
+async fn update_with(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    blob: &[u8],
+    checksum: &str,
+) -> Response {
+    let body = json!({"blob": b64(blob), "checksum": checksum});
+    send(app.request_as(Method::PUT, &path(id), token).json(&body)).await
+}
+
+/// `PUT /storage/records/{id}` with `blob` and its true checksum.
+async fn update(app: &TestApp, token: &str, id: &str, blob: &[u8]) -> Response {
+    update_with(app, token, id, blob, &sha(blob)).await
+}
+
+/// `GET /storage/records` + `query`, parsed (the listing rows).
+async fn list(app: &TestApp, token: &str, query: &str) -> Vec<Value> {
+    app.get_json_as(&format!("/storage/records{query}"), token)
+        .await
 }
 
 /// Full flow for one user on any stack.
@@ -86,14 +107,11 @@ pub async fn record_flow(app: &TestApp) {
     let blob = b"\x00\x01 client-encrypted \xff bytes".to_vec();
     let resp = create(app, &token, "notes", &blob).await;
     assert_eq!(resp.status(), 200);
-    let created: Value = resp.json().await.expect("json");
+    let created: Value = json_body(resp).await;
     let id = created["id"].as_str().expect("id").to_owned();
     assert!(created["created_at"].as_i64().is_some());
 
-    let got = verb(app, "GET", &format!("/storage/records/{id}"), &token)
-        .send()
-        .await
-        .expect("req");
+    let got = on_record(app, Method::GET, &id, &token).await;
     assert_eq!(got.status(), 200);
     assert_eq!(got.headers()["content-type"], "application/octet-stream");
     assert_eq!(got.headers()["x-checksum"], sha(&blob).as_str());
@@ -104,80 +122,31 @@ pub async fn record_flow(app: &TestApp) {
     assert_eq!(got.bytes().await.expect("body").as_ref(), blob.as_slice());
 
     create(app, &token, "tasks", b"second").await;
-    let list: Vec<Value> = verb(app, "GET", "/storage/records", &token)
-        .send()
-        .await
-        .expect("req")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(list.len(), 2);
-    assert_eq!(list[1]["id"], id.as_str(), "newest first");
+    let all = list(app, &token, "").await;
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1]["id"], id.as_str(), "newest first");
     assert!(
-        list.iter().all(|r| r.get("blob").is_none()),
+        all.iter().all(|r| r.get("blob").is_none()),
         "listing never returns blobs"
     );
-    let notes: Vec<Value> = verb(app, "GET", "/storage/records?table=notes", &token)
-        .send()
-        .await
-        .expect("req")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(notes.len(), 1);
-    let page2: Vec<Value> = verb(app, "GET", "/storage/records?page=2&limit=1", &token)
-        .send()
-        .await
-        .expect("req")
-        .json()
-        .await
-        .expect("json");
+    assert_eq!(list(app, &token, "?table=notes").await.len(), 1);
+    let page2 = list(app, &token, "?page=2&limit=1").await;
     assert_eq!(page2[0]["id"], id.as_str());
 
     let new = b"replaced".to_vec();
-    let put = verb(app, "PUT", &format!("/storage/records/{id}"), &token)
-        .json(&json!({"blob": b64(&new), "checksum": sha(&new)}))
-        .send()
-        .await
-        .expect("req");
+    let put = update(app, &token, &id, &new).await;
     assert_eq!(put.status(), 200);
-    assert_eq!(
-        put.json::<Value>().await.expect("json"),
-        json!({"ok": true})
-    );
-    let got = verb(app, "GET", &format!("/storage/records/{id}"), &token)
-        .send()
-        .await
-        .expect("req");
+    assert_eq!(json_body::<Value>(put).await, json!({"ok": true}));
+    let got = on_record(app, Method::GET, &id, &token).await;
     assert_eq!(got.headers()["x-checksum"], sha(&new).as_str());
     assert_eq!(got.bytes().await.expect("body").as_ref(), new.as_slice());
 
-    let del = verb(app, "DELETE", &format!("/storage/records/{id}"), &token)
-        .send()
-        .await
-        .expect("req");
-    assert_eq!(
-        del.json::<Value>().await.expect("json"),
-        json!({"ok": true})
-    );
-    assert_error(
-        verb(app, "GET", &format!("/storage/records/{id}"), &token)
-            .send()
-            .await
-            .expect("req"),
-        404,
-        "not_found",
-    )
-    .await;
-    assert_error(
-        verb(app, "DELETE", &format!("/storage/records/{id}"), &token)
-            .send()
-            .await
-            .expect("req"),
-        404,
-        "not_found",
-    )
-    .await;
+    let del = on_record(app, Method::DELETE, &id, &token).await;
+    assert_eq!(json_body::<Value>(del).await, json!({"ok": true}));
+    for method in [Method::GET, Method::DELETE] {
+        let gone = on_record(app, method, &id, &token).await;
+        assert_error(gone, 404, "not_found").await;
+    }
 }
 
 #[tokio::test]
@@ -190,35 +159,22 @@ async fn create_get_list_update_delete() {
 async fn a_wrong_checksum_is_400_and_stores_nothing() {
     let app = spawn_app().await;
     let token = user_on(&app, Tier::Pro).await;
-    let resp = verb(&app, "POST", "/storage/records", &token)
-        .json(&json!({"table": "notes", "blob": b64(b"real"), "checksum": sha(b"other")}))
-        .send()
-        .await
-        .expect("req");
+    let body = json!({"table": "notes", "blob": b64(b"real"), "checksum": sha(b"other")});
+    let resp = send(
+        app.request_as(Method::POST, "/storage/records", &token)
+            .json(&body),
+    )
+    .await;
     assert_error(resp, 400, "checksum_mismatch").await;
-    let list: Vec<Value> = verb(&app, "GET", "/storage/records", &token)
-        .send()
-        .await
-        .expect("req")
-        .json()
-        .await
-        .expect("json");
-    assert!(list.is_empty());
+    assert!(list(&app, &token, "").await.is_empty());
     let left = orphans(&app).await;
     assert!(left.is_empty(), "no blob either: {left:?}");
 
     // An update with a wrong checksum leaves the old bytes.
     let id = create_ok(&app, &token, "notes", b"keep me").await;
-    let bad = verb(&app, "PUT", &format!("/storage/records/{id}"), &token)
-        .json(&json!({"blob": b64(b"new"), "checksum": sha(b"not new")}))
-        .send()
-        .await
-        .expect("req");
+    let bad = update_with(&app, &token, &id, b"new", &sha(b"not new")).await;
     assert_error(bad, 400, "checksum_mismatch").await;
-    let got = verb(&app, "GET", &format!("/storage/records/{id}"), &token)
-        .send()
-        .await
-        .expect("req");
+    let got = on_record(&app, Method::GET, &id, &token).await;
     assert_eq!(got.bytes().await.expect("body").as_ref(), b"keep me");
 }
 
@@ -256,32 +212,20 @@ async fn bad_input_is_422() {
             "missing checksum",
         ),
     ] {
-        let resp = verb(&app, "POST", "/storage/records", &token)
-            .json(&body)
-            .send()
-            .await
-            .expect("req");
+        let resp = send(
+            app.request_as(Method::POST, "/storage/records", &token)
+                .json(&body),
+        )
+        .await;
         assert_eq!(resp.status(), 422, "{why}");
-        assert_error(resp, 422, "validation_error").await;
+        assert_validation_error(resp).await;
     }
-    assert_error(
-        verb(&app, "GET", "/storage/records?limit=1000", &token)
-            .send()
-            .await
-            .expect("req"),
-        422,
-        "validation_error",
-    )
-    .await;
-    assert_error(
-        verb(&app, "GET", "/storage/records?table=a/b", &token)
-            .send()
-            .await
-            .expect("req"),
-        422,
-        "validation_error",
-    )
-    .await;
+    for query in ["?limit=1000", "?table=a/b"] {
+        let resp = app
+            .get_as(&format!("/storage/records{query}"), &token)
+            .await;
+        assert_validation_error(resp).await;
+    }
 }
 
 #[tokio::test]
@@ -290,68 +234,27 @@ async fn another_users_record_is_404_on_every_verb() {
     let alice = user_on(&app, Tier::Pro).await;
     let bob = user_on(&app, Tier::Pro).await;
     let id = create_ok(&app, &alice, "notes", b"alice's").await;
-    let path = format!("/storage/records/{}", id);
-    assert_error(
-        verb(&app, "GET", &path, &bob).send().await.expect("req"),
-        404,
-        "not_found",
-    )
-    .await;
-    let put = verb(&app, "PUT", &path, &bob)
-        .json(&json!({"blob": b64(b"mine"), "checksum": sha(b"mine")}))
-        .send()
-        .await
-        .expect("req");
+    let get = on_record(&app, Method::GET, &id, &bob).await;
+    assert_error(get, 404, "not_found").await;
+    let put = update(&app, &bob, &id, b"mine").await;
     assert_error(put, 404, "not_found").await;
-    assert_error(
-        verb(&app, "DELETE", &path, &bob).send().await.expect("req"),
-        404,
-        "not_found",
-    )
-    .await;
-    let list: Vec<Value> = verb(&app, "GET", "/storage/records", &bob)
-        .send()
-        .await
-        .expect("req")
-        .json()
-        .await
-        .expect("json");
-    assert!(list.is_empty());
+    let delete = on_record(&app, Method::DELETE, &id, &bob).await;
+    assert_error(delete, 404, "not_found").await;
+    assert!(list(&app, &bob, "").await.is_empty());
     // Alice's record is untouched; a non-UUID id is the same 404.
-    let got = verb(&app, "GET", &path, &alice).send().await.expect("req");
+    let got = on_record(&app, Method::GET, &id, &alice).await;
     assert_eq!(got.bytes().await.expect("body").as_ref(), b"alice's");
-    assert_error(
-        verb(&app, "GET", "/storage/records/not-a-uuid", &alice)
-            .send()
-            .await
-            .expect("req"),
-        404,
-        "not_found",
-    )
-    .await;
+    let not_uuid = on_record(&app, Method::GET, "not-a-uuid", &alice).await;
+    assert_error(not_uuid, 404, "not_found").await;
     // No token at all.
-    assert_error(
-        app.client.get(app.url(&path)).send().await.expect("req"),
-        401,
-        "unauthorized",
-    )
-    .await;
+    assert_unauthorized(app.get(&path(&id)).await).await;
 }
 
 #[tokio::test]
 async fn the_free_tier_cannot_store() {
     let app = spawn_app().await;
     let token = user_on(&app, Tier::Free).await;
-    let body = assert_error(
-        create(&app, &token, "notes", b"x").await,
-        403,
-        "tier_required",
-    )
-    .await;
-    assert!(
-        body["detail"].as_str().expect("detail").contains("pro"),
-        "{body}"
-    );
+    assert_pro_required(create(&app, &token, "notes", b"x").await).await;
 }
 
 #[tokio::test]
@@ -360,7 +263,7 @@ async fn gc_finds_and_deletes_blobs_without_rows() {
     let token = user_on(&app, Tier::Pro).await;
     let id = create_ok(&app, &token, "notes", b"kept").await;
     // A blob left behind by a write that died between blob and row.
-    let me: Value = app.me(&token).await.json().await.expect("me");
+    let me = app.me_json(&token).await;
     let orphan_key = format!(
         "{}/notes/{}",
         me["id"].as_str().expect("id"),
@@ -390,10 +293,7 @@ async fn gc_finds_and_deletes_blobs_without_rows() {
     );
     assert_eq!(gc(&app, true).await.orphans, vec![orphan_key.clone()]);
     assert!(orphans(&app).await.is_empty());
-    let got = verb(&app, "GET", &format!("/storage/records/{}", id), &token)
-        .send()
-        .await
-        .expect("req");
+    let got = on_record(&app, Method::GET, &id, &token).await;
     assert_eq!(
         got.bytes().await.expect("body").as_ref(),
         b"kept",
@@ -409,45 +309,19 @@ async fn the_quota_holds_under_concurrent_uploads() {
     let blobs: Vec<Vec<u8>> = (0..12u8).map(|i| vec![i; 1000]).collect();
     let results =
         futures::future::join_all(blobs.iter().map(|b| create(&app, &token, "notes", b))).await;
-    let statuses: Vec<u16> = results.iter().map(|r| r.status().as_u16()).collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        5,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 403).count(),
-        7,
-        "{statuses:?}"
-    );
+    assert_eq!(status_counts(&results), [(200, 5), (403, 7)].into());
     for r in results.into_iter().filter(|r| r.status() == 403) {
         assert_error(r, 403, "quota_exceeded").await;
     }
-    let list: Vec<Value> = verb(&app, "GET", "/storage/records", &token)
-        .send()
-        .await
-        .expect("req")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(list.len(), 5);
+    let kept = list(&app, &token, "").await;
+    assert_eq!(kept.len(), 5);
     let left = orphans(&app).await;
     assert!(left.is_empty(), "refused uploads left no blobs: {left:?}");
     // Growing a record past the quota is refused too; shrinking is fine.
-    let id = list[0]["id"].as_str().expect("id");
-    let big = vec![9u8; 1001];
-    let put = verb(&app, "PUT", &format!("/storage/records/{id}"), &token)
-        .json(&json!({"blob": b64(&big), "checksum": sha(&big)}))
-        .send()
-        .await
-        .expect("req");
+    let id = kept[0]["id"].as_str().expect("id");
+    let put = update(&app, &token, id, &[9u8; 1001]).await;
     assert_error(put, 403, "quota_exceeded").await;
-    let small = vec![9u8; 10];
-    let put = verb(&app, "PUT", &format!("/storage/records/{id}"), &token)
-        .json(&json!({"blob": b64(&small), "checksum": sha(&small)}))
-        .send()
-        .await
-        .expect("req");
+    let put = update(&app, &token, id, &[9u8; 10]).await;
     assert_eq!(put.status(), 200);
 }
 
@@ -460,19 +334,10 @@ fn patterned(len: usize, seed: u8) -> Vec<u8> {
 
 /// GETs a record and checks the body against the checksum it came with; returns the body.
 async fn get_consistent(app: &TestApp, token: &str, id: &str) -> Vec<u8> {
-    let got = verb(app, "GET", &format!("/storage/records/{id}"), token)
-        .send()
-        .await
-        .expect("req");
+    let got = on_record(app, Method::GET, id, token).await;
     assert_eq!(got.status(), 200);
-    let checksum = got.headers()["x-checksum"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
-    assert_eq!(
-        got.headers()["etag"].to_str().expect("ascii"),
-        format!("\"{checksum}\"")
-    );
+    let checksum = header_text(&got, "x-checksum");
+    assert_eq!(header_text(&got, "etag"), format!("\"{checksum}\""));
     let body = got.bytes().await.expect("body").to_vec();
     assert_eq!(
         sha(&body),
@@ -494,11 +359,7 @@ pub async fn readers_during_updates_get_matching_bytes(app: &TestApp) {
     let updater = async {
         for round in 0..30u8 {
             let blob = patterned(sizes[usize::from(round) % sizes.len()], round);
-            let put = verb(app, "PUT", &format!("/storage/records/{id}"), &token)
-                .json(&json!({"blob": b64(&blob), "checksum": sha(&blob)}))
-                .send()
-                .await
-                .expect("req");
+            let put = update(app, &token, &id, &blob).await;
             assert_eq!(put.status(), 200, "update {round}");
             sent.push(sha(&blob));
         }
@@ -537,26 +398,17 @@ pub async fn concurrent_updates_leave_one_consistent_version(app: &TestApp) {
         let blobs: Vec<Vec<u8>> = (0..6u8)
             .map(|i| patterned(100 * 1024 + usize::from(i) * 37 * 1024, round * 10 + i))
             .collect();
-        let results = futures::future::join_all(blobs.iter().map(|blob| {
-            verb(app, "PUT", &format!("/storage/records/{id}"), &token)
-                .json(&json!({"blob": b64(blob), "checksum": sha(blob)}))
-                .send()
-        }))
-        .await;
+        let results =
+            futures::future::join_all(blobs.iter().map(|blob| update(app, &token, &id, blob)))
+                .await;
         for r in results {
-            assert_eq!(r.expect("req").status(), 200, "round {round}");
+            assert_eq!(r.status(), 200, "round {round}");
         }
         let body = get_consistent(app, &token, &id).await;
         assert!(blobs.contains(&body), "the row is one of the updates");
-        let list: Vec<Value> = verb(app, "GET", "/storage/records", &token)
-            .send()
-            .await
-            .expect("req")
-            .json()
-            .await
-            .expect("json");
-        assert_eq!(list[0]["size_bytes"], body.len(), "round {round}");
-        assert_eq!(list[0]["checksum"], sha(&body).as_str());
+        let rows = list(app, &token, "").await;
+        assert_eq!(rows[0]["size_bytes"], body.len(), "round {round}");
+        assert_eq!(rows[0]["checksum"], sha(&body).as_str());
         let left = orphans(app).await;
         assert!(
             left.is_empty(),
@@ -592,27 +444,10 @@ async fn record_updates_are_consistent_on_postgres() {
 #[tokio::test]
 async fn deleting_an_account_deletes_its_blobs() {
     let app = spawn_app().await;
-    let e = email("gone");
-    let t = app.register_ok(&e).await;
-    app.adiuva
-        .accounts()
-        .set_tier(&e, Tier::Pro)
-        .await
-        .expect("tier");
-    let token = t["access_token"].as_str().expect("access");
-    assert_eq!(create(&app, token, "notes", b"mine").await.status(), 200);
-    let backup = app
-        .client
-        .put(app.url("/backup"))
-        .bearer_auth(token)
-        .header("x-backup-version", "1")
-        .header("x-backup-timestamp", "5")
-        .header("x-backup-checksum", sha(b"snapshot"))
-        .body("snapshot")
-        .send()
-        .await
-        .expect("req");
-    assert_eq!(backup.status(), 200);
+    let (e, token) = app.account_on("gone", Tier::Pro).await;
+    assert_eq!(create(&app, &token, "notes", b"mine").await.status(), 200);
+    let upload = crate::backups::upload(&app, &token, "1", "5", &sha(b"snapshot"));
+    assert_eq!(send(upload.body("snapshot")).await.status(), 200);
     let other = user_on(&app, Tier::Pro).await;
     assert_eq!(create(&app, &other, "notes", b"theirs").await.status(), 200);
     assert_eq!(stored_files(&app).len(), 3);
@@ -650,10 +485,16 @@ async fn if_none_match_answers_304_while_the_record_is_unchanged() {
     let app = spawn_app().await;
     let token = user_on(&app, Tier::Pro).await;
     let id = create_ok(&app, &token, "notes", b"version one").await;
-    let path = format!("/storage/records/{}", id);
-    let first = verb(&app, "GET", &path, &token).send().await.expect("req");
+    let path = path(&id);
+    let get = |token: &str, if_none_match: &str| {
+        send(
+            app.request_as(Method::GET, &path, token)
+                .header("if-none-match", if_none_match),
+        )
+    };
+    let first = on_record(&app, Method::GET, &id, &token).await;
     assert_eq!(first.status(), 200);
-    let tag = first.headers()["etag"].to_str().expect("ascii").to_owned();
+    let tag = header_text(&first, "etag");
     assert_eq!(tag, format!("\"{}\"", sha(b"version one")));
     for header in [
         tag.clone(),
@@ -661,37 +502,21 @@ async fn if_none_match_answers_304_while_the_record_is_unchanged() {
         format!("W/{tag}"),
         "*".to_owned(),
     ] {
-        let again = verb(&app, "GET", &path, &token)
-            .header("if-none-match", &header)
-            .send()
-            .await
-            .expect("req");
+        let again = get(&token, &header).await;
         assert_eq!(again.status(), 304, "If-None-Match: {header}");
         assert_eq!(again.headers()["etag"], tag.as_str());
         assert!(again.bytes().await.expect("body").is_empty());
     }
-    let other_tag = verb(&app, "GET", &path, &token)
-        .header("if-none-match", "\"something else\"")
-        .send()
-        .await
-        .expect("req");
+    let other_tag = get(&token, "\"something else\"").await;
     assert_eq!(other_tag.status(), 200);
     assert_eq!(
         other_tag.bytes().await.expect("body").as_ref(),
         b"version one"
     );
 
-    let updated = verb(&app, "PUT", &path, &token)
-        .json(&json!({"blob": b64(b"version two"), "checksum": sha(b"version two")}))
-        .send()
-        .await
-        .expect("req");
+    let updated = update(&app, &token, &id, b"version two").await;
     assert_eq!(updated.status(), 200);
-    let after = verb(&app, "GET", &path, &token)
-        .header("if-none-match", &tag)
-        .send()
-        .await
-        .expect("req");
+    let after = get(&token, &tag).await;
     assert_eq!(after.status(), 200, "the old tag no longer matches");
     assert_eq!(
         after.headers()["etag"],
@@ -700,10 +525,6 @@ async fn if_none_match_answers_304_while_the_record_is_unchanged() {
     assert_eq!(after.bytes().await.expect("body").as_ref(), b"version two");
 
     let stranger = user_on(&app, Tier::Pro).await;
-    let theirs = verb(&app, "GET", &path, &stranger)
-        .header("if-none-match", "*")
-        .send()
-        .await
-        .expect("req");
+    let theirs = get(&stranger, "*").await;
     assert_error(theirs, 404, "not_found").await;
 }

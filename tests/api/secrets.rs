@@ -8,7 +8,9 @@ use adiuva_adapters::llm::fake::{FakeOpenAi, Reply};
 use serde_json::{Value, json};
 
 use crate::chat::{chat_app, connect, fake_with, next, post_chat, send, token};
-use crate::helpers::{assert_error, log_lines, log_text, spawn_app_on_postgres_with};
+use crate::helpers::{
+    TestApp, assert_validation_error, log_lines, log_text, spawn_app_on_postgres_with,
+};
 
 /// A provider that answers every call with an error quoting `key`, as OpenAI's
 /// "Incorrect API key provided: sk-…" does.
@@ -32,6 +34,16 @@ fn assert_absent(text: &str, key: &str, what: &str) {
     );
 }
 
+/// Sends `request` on a fresh socket as `token` and returns the answer, asserting it
+/// is an error frame.
+async fn error_frame(app: &TestApp, token: &str, request: Value) -> Value {
+    let mut ws = connect(app, token).await;
+    send(&mut ws, request).await;
+    let frame = next(&mut ws).await;
+    assert_eq!(frame["type"], "error", "{frame}");
+    frame
+}
+
 #[tokio::test]
 async fn a_padded_byok_key_echoed_by_the_provider_never_reaches_a_response_or_log() {
     const KEY: &str = "sk-byok-padded-never-echoed-0000000007";
@@ -44,24 +56,14 @@ async fn a_padded_byok_key_echoed_by_the_provider_never_reaches_a_response_or_lo
         let body = resp.text().await.expect("body");
         assert_absent(&body, KEY, "the REST response");
 
-        let mut ws = connect(&app, &t).await;
-        send(
-            &mut ws,
-            json!({"type": "user_request", "message": "hi", "api_key": padded}),
-        )
-        .await;
-        let frame = next(&mut ws).await;
-        assert_eq!(frame["type"], "error", "{frame}");
+        let request = json!({"type": "user_request", "message": "hi", "api_key": padded});
+        let frame = error_frame(&app, &t, request).await;
         assert_absent(&frame.to_string(), KEY, "the WebSocket error frame");
     }
     // What was sent is the trimmed key (so the scrubbed value is the sent value).
-    let sent: Vec<Option<String>> = fake
-        .requests()
-        .iter()
-        .map(|r| r.bearer().map(str::to_owned))
-        .collect();
+    let sent = fake.requests();
     assert!(
-        !sent.is_empty() && sent.iter().all(|k| k.as_deref() == Some(KEY)),
+        !sent.is_empty() && sent.iter().all(|r| r.bearer() == Some(KEY)),
         "every call carried the trimmed key"
     );
     assert_absent(&log_text(), KEY, "the log");
@@ -97,17 +99,11 @@ async fn malformed_byok_keys_are_422_and_not_echoed() {
         format!("sk-{}", "x".repeat(600)),
     ] {
         let resp = post_chat(&app, &t, json!({"message": "hello", "api_key": bad})).await;
-        let body = assert_error(resp, 422, "validation_error").await;
+        let body = assert_validation_error(resp).await;
         assert!(!body.to_string().contains("sk-has"), "{body}");
 
-        let mut ws = connect(&app, &t).await;
-        send(
-            &mut ws,
-            json!({"type": "chat_request", "message": "hi", "api_key": bad}),
-        )
-        .await;
-        let frame = next(&mut ws).await;
-        assert_eq!(frame["type"], "error", "{frame}");
+        let request = json!({"type": "chat_request", "message": "hi", "api_key": bad});
+        let frame = error_frame(&app, &t, request).await;
         assert!(!frame.to_string().contains("sk-has"), "{frame}");
     }
     assert!(fake.requests().is_empty(), "no model call with a bad key");

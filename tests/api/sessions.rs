@@ -9,8 +9,12 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
-use crate::chat::{SERVER_KEY, chat_app, connect, fake_with, get_as, post_chat, send, tool_script};
-use crate::helpers::{PASSWORD, TestApp, assert_error, email, spawn_app};
+use crate::chat::{
+    SERVER_KEY, chat_app, connect, fake_with, get_as, next, post_chat, send, tool_script,
+};
+use crate::helpers::{
+    PASSWORD, TestApp, access, assert_unauthorized, email, json_body, refresh_token, spawn_app,
+};
 
 /// The WebSocket upgrade's HTTP status for `token` (101 when accepted).
 async fn upgrade_status(app: &TestApp, token: &str) -> u16 {
@@ -33,16 +37,16 @@ async fn a_deleted_account_is_refused_on_every_route_and_on_an_open_socket() {
     let app = chat_app(&fake, Some(SERVER_KEY)).await;
     let e = email("deleted");
     let t = app.register_ok(&e).await;
-    let token = t["access_token"].as_str().expect("access").to_owned();
+    let token = access(&t).to_owned();
     // A socket opened while the account existed.
     let mut open = connect(&app, &token).await;
 
     app.adiuva.accounts().delete(&e).await.expect("delete");
 
     let resp = post_chat(&app, &token, json!({"message": "run list_tasks"})).await;
-    assert_error(resp, 401, "unauthorized").await;
+    assert_unauthorized(resp).await;
     for path in ["/auth/me", "/storage/records", "/plans/playbook", "/backup"] {
-        assert_error(get_as(&app, &token, path).await, 401, "unauthorized").await;
+        assert_unauthorized(get_as(&app, &token, path).await).await;
     }
     assert_eq!(
         upgrade_status(&app, &token).await,
@@ -55,18 +59,7 @@ async fn a_deleted_account_is_refused_on_every_route_and_on_an_open_socket() {
         json!({"type": "chat_request", "message": "run list_tasks"}),
     )
     .await;
-    let frame = loop {
-        let m = tokio::time::timeout(Duration::from_secs(10), open.next())
-            .await
-            .expect("an answer within 10 s")
-            .expect("a frame")
-            .expect("frame");
-        match m {
-            WsMessage::Text(t) => break serde_json::from_str::<Value>(&t).expect("JSON"),
-            WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    };
+    let frame = next(&mut open).await;
     assert_eq!(frame["type"], "error", "{frame}");
     assert_eq!(frame["code"], "unauthorized", "{frame}");
     // Then the server closes the socket.
@@ -95,17 +88,14 @@ async fn refresh_reuse_revokes_the_sessions_access_tokens_too() {
     let app = spawn_app().await;
     let e = email("reuse");
     let first = app.register_ok(&e).await;
-    let (a1, r1) = (
-        first["access_token"].as_str().expect("access"),
-        first["refresh_token"].as_str().expect("refresh"),
-    );
-    let second: Value = app.refresh(r1).await.json().await.expect("tokens");
-    let a2 = second["access_token"].as_str().expect("access");
-    let other: Value = app.login(&e, PASSWORD).await.json().await.expect("tokens");
-    let a_other = other["access_token"].as_str().expect("access");
+    let (a1, r1) = (access(&first), refresh_token(&first));
+    let second: Value = json_body(app.refresh(r1).await).await;
+    let a2 = access(&second);
+    let other: Value = json_body(app.login(&e, PASSWORD).await).await;
+    let a_other = access(&other);
     assert_eq!(app.me(a2).await.status(), 200);
 
-    assert_error(app.refresh(r1).await, 401, "unauthorized").await;
+    assert_unauthorized(app.refresh(r1).await).await;
 
     for (name, access) in [("first", a1), ("rotated", a2)] {
         let resp = app.me(access).await;
@@ -114,7 +104,7 @@ async fn refresh_reuse_revokes_the_sessions_access_tokens_too() {
             401,
             "{name} access token of the revoked session"
         );
-        assert_error(resp, 401, "unauthorized").await;
+        assert_unauthorized(resp).await;
     }
     assert_eq!(upgrade_status(&app, a2).await, 401);
     assert_eq!(

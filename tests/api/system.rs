@@ -2,10 +2,19 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{PASSWORD, email, log_lines, log_text, spawn_app, spawn_app_with};
+use crate::helpers::{
+    PASSWORD, TestApp, email, header_text, json_body, log_lines, log_text, refresh_token, send,
+    spawn_app, spawn_app_with,
+};
+
+/// `GET path` sent with the `header: value` a test is about.
+async fn get_with(app: &TestApp, path: &str, header: &str, value: &str) -> reqwest::Response {
+    send(app.request(Method::GET, path).header(header, value)).await
+}
 
 #[tokio::test]
 async fn health_reports_status_version_and_database() {
@@ -34,14 +43,11 @@ async fn health_is_503_when_the_database_is_gone() {
 async fn request_ids_are_echoed_or_generated_and_on_every_log_line() {
     let app = spawn_app().await;
     let rid = format!("test-{}", uuid::Uuid::new_v4().simple());
-    let resp = app
-        .client
-        .post(app.url("/auth/register"))
-        .header("x-request-id", &rid)
-        .json(&serde_json::json!({"email": email("rid"), "password": PASSWORD}))
-        .send()
-        .await
-        .expect("req");
+    let body = serde_json::json!({"email": email("rid"), "password": PASSWORD});
+    let register = app
+        .request(Method::POST, "/auth/register")
+        .header("x-request-id", &rid);
+    let resp = send(register.json(&body)).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-request-id"], rid.as_str(), "echoed");
 
@@ -51,25 +57,16 @@ async fn request_ids_are_echoed_or_generated_and_on_every_log_line() {
         Some("has spaces in it".to_owned()),
         Some("x".repeat(200)),
     ] {
-        let mut req = app.client.get(app.url("/health"));
+        let mut req = app.request(Method::GET, "/health");
         if let Some(s) = sent {
             req = req.header("x-request-id", s);
         }
-        let resp = req.send().await.expect("req");
-        let got = resp.headers()["x-request-id"]
-            .to_str()
-            .expect("ascii")
-            .to_owned();
+        let resp = send(req).await;
+        let got = header_text(&resp, "x-request-id");
         assert!(uuid::Uuid::parse_str(&got).is_ok(), "generated: {got}");
     }
     // Errors carry it too.
-    let resp = app
-        .client
-        .get(app.url("/missing"))
-        .header("x-request-id", "err-1")
-        .send()
-        .await
-        .expect("req");
+    let resp = get_with(&app, "/missing", "x-request-id", "err-1").await;
     assert_eq!(resp.headers()["x-request-id"], "err-1");
 
     // The request's log lines (the registration event and the access line) all carry the id.
@@ -101,30 +98,18 @@ async fn secrets_never_reach_the_logs() {
     let app = spawn_app().await;
     let e = email("secret");
     let pw = format!("pw-{}", uuid::Uuid::new_v4().simple());
-    let t: Value = app
-        .post_json(
-            "/auth/register",
-            &serde_json::json!({"email": e, "password": pw}),
-        )
-        .await
-        .json()
-        .await
-        .expect("tokens");
+    let registration = serde_json::json!({"email": e, "password": pw});
+    let t: Value = json_body(app.post_json("/auth/register", &registration).await).await;
     let _ = app.login(&e, "wrong-password-here").await;
-    let refreshed: Value = app
-        .refresh(t["refresh_token"].as_str().expect("r"))
-        .await
-        .json()
-        .await
-        .expect("tokens");
-    let _ = app.refresh(t["refresh_token"].as_str().expect("r")).await; // reuse: logged as a warning
+    let refreshed: Value = json_body(app.refresh(refresh_token(&t)).await).await;
+    let _ = app.refresh(refresh_token(&t)).await; // reuse: logged as a warning
     tokio::time::sleep(Duration::from_millis(50)).await;
     let logs = log_text();
     for secret in [
         pw.as_str(),
-        t["access_token"].as_str().expect("a"),
-        t["refresh_token"].as_str().expect("r"),
-        refreshed["refresh_token"].as_str().expect("r"),
+        crate::helpers::access(&t),
+        refresh_token(&t),
+        refresh_token(&refreshed),
         crate::helpers::JWT_SECRET,
     ] {
         assert!(!logs.contains(secret), "a secret reached the logs");
@@ -139,8 +124,7 @@ async fn secrets_never_reach_the_logs() {
 async fn cors_allows_the_app_localhost_and_configured_origins_only() {
     let app = spawn_app_with(|s| s.cors_origins = vec!["https://web.adiuva.example".into()]).await;
     let preflight = |origin: &str| {
-        app.client
-            .request(reqwest::Method::OPTIONS, app.url("/auth/login"))
+        app.request(Method::OPTIONS, "/auth/login")
             .header("origin", origin)
             .header("access-control-request-method", "POST")
             .header(
@@ -159,10 +143,7 @@ async fn cors_allows_the_app_localhost_and_configured_origins_only() {
         let resp = preflight(allowed).await.expect("req");
         assert_eq!(resp.status(), 200, "{allowed}");
         assert_eq!(resp.headers()["access-control-allow-origin"], allowed);
-        let allow_headers = resp.headers()["access-control-allow-headers"]
-            .to_str()
-            .expect("ascii")
-            .to_owned();
+        let allow_headers = header_text(&resp, "access-control-allow-headers");
         assert!(allow_headers.contains("authorization"), "{allow_headers}");
     }
     for refused in [
@@ -179,30 +160,15 @@ async fn cors_allows_the_app_localhost_and_configured_origins_only() {
         crate::helpers::assert_error(resp, 403, "cors_rejected").await;
     }
     // Simple requests get the header and expose the request id.
-    let resp = app
-        .client
-        .get(app.url("/health"))
-        .header("origin", "app://adiuva")
-        .send()
-        .await
-        .expect("req");
+    let resp = get_with(&app, "/health", "origin", "app://adiuva").await;
     assert_eq!(
         resp.headers()["access-control-allow-origin"],
         "app://adiuva"
     );
-    let exposed = resp.headers()["access-control-expose-headers"]
-        .to_str()
-        .expect("ascii")
-        .to_lowercase();
+    let exposed = header_text(&resp, "access-control-expose-headers").to_lowercase();
     assert!(exposed.contains("x-request-id"), "{exposed}");
     // Even error responses carry CORS headers, so the app can read the error.
-    let resp = app
-        .client
-        .get(app.url("/nope"))
-        .header("origin", "http://localhost:5173")
-        .send()
-        .await
-        .expect("req");
+    let resp = get_with(&app, "/nope", "origin", "http://localhost:5173").await;
     assert_eq!(resp.status(), 404);
     assert_eq!(
         resp.headers()["access-control-allow-origin"],
@@ -213,12 +179,7 @@ async fn cors_allows_the_app_localhost_and_configured_origins_only() {
 #[tokio::test]
 async fn docs_are_served() {
     let app = spawn_app().await;
-    let resp = app
-        .client
-        .get(format!("{}/docs", app.address))
-        .send()
-        .await
-        .expect("req");
+    let resp = send(app.client.get(format!("{}/docs", app.address))).await;
     assert_eq!(resp.status(), 200);
     let html = resp.text().await.expect("html");
     assert!(html.contains("swagger"), "interactive docs page");

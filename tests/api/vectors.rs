@@ -2,9 +2,13 @@
 //! [`vector_flow`], on every other backend in `postgres.rs` and `vector_backends.rs`).
 
 use adiuva_core::domain::Tier;
+use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, assert_error, assert_unauthorized, assert_validation_error, detail, json_body, send,
+    spawn_app, spawn_app_with,
+};
 use crate::records::{b64, sha, user_on};
 
 /// An item with a vector.
@@ -20,53 +24,57 @@ pub fn plane(dim: usize, a: f32, b: f32) -> Vec<f32> {
     v
 }
 
-async fn call(
-    app: &TestApp,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: &Value,
-) -> reqwest::Response {
-    app.client
-        .request(
-            reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
-            app.url(path),
-        )
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .expect("request")
+/// `method` on `path` as `token` with the JSON `body`.
+async fn call(app: &TestApp, method: Method, path: &str, token: &str, body: &Value) -> Response {
+    send(app.request_as(method, path, token).json(body)).await
 }
 
 /// `POST /storage/vectors/upsert`.
-pub async fn upsert(app: &TestApp, token: &str, items: Vec<Value>) -> reqwest::Response {
+pub async fn upsert(app: &TestApp, token: &str, items: Vec<Value>) -> Response {
+    let body = json!({"vectors": items});
+    call(app, Method::POST, "/storage/vectors/upsert", token, &body).await
+}
+
+/// `POST /storage/vectors/search`.
+pub async fn search(app: &TestApp, token: &str, body: Value) -> Response {
+    call(app, Method::POST, "/storage/vectors/search", token, &body).await
+}
+
+/// `DELETE /storage/vectors` of `ids` (a JSON array).
+pub async fn delete(app: &TestApp, token: &str, ids: Value) -> Response {
     call(
         app,
-        "POST",
-        "/storage/vectors/upsert",
+        Method::DELETE,
+        "/storage/vectors",
         token,
-        &json!({"vectors": items}),
+        &json!({"ids": ids}),
     )
     .await
 }
 
-/// `POST /storage/vectors/search`.
-pub async fn search(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
-    call(app, "POST", "/storage/vectors/search", token, &body).await
+/// The `results` of a search answer.
+async fn results(resp: Response) -> Vec<Value> {
+    let mut hits: Value = json_body(resp).await;
+    match hits["results"].take() {
+        Value::Array(results) => results,
+        other => panic!("results is an array, got {other}"),
+    }
 }
 
 /// The ids of a 200 search answer.
 pub async fn search_ids(app: &TestApp, token: &str, body: Value) -> Vec<String> {
     let resp = search(app, token, body).await;
     assert_eq!(resp.status(), 200);
-    let v: Value = resp.json().await.expect("json");
-    v["results"]
-        .as_array()
-        .expect("results")
+    results(resp)
+        .await
         .iter()
         .map(|r| r["id"].as_str().expect("id").to_owned())
         .collect()
+}
+
+/// Upserts `items`, asserting the 200.
+async fn upsert_ok(app: &TestApp, token: &str, items: Vec<Value>) {
+    assert_eq!(upsert(app, token, items).await.status(), 200);
 }
 
 /// Store, search, isolate two users, delete — with `dim`-dimensional vectors.
@@ -84,10 +92,7 @@ pub async fn vector_flow(app: &TestApp, dim: usize) {
     )
     .await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        resp.json::<Value>().await.expect("json"),
-        json!({"upserted": 3})
-    );
+    assert_eq!(json_body::<Value>(resp).await, json!({"upserted": 3}));
 
     let resp = search(
         app,
@@ -96,51 +101,43 @@ pub async fn vector_flow(app: &TestApp, dim: usize) {
     )
     .await;
     assert_eq!(resp.status(), 200);
-    let hits: Value = resp.json().await.expect("json");
-    let results = hits["results"].as_array().expect("results");
-    assert_eq!(results.len(), 2, "top_k bounds the results");
-    assert_eq!(results[0]["id"], "same");
+    let hits = results(resp).await;
+    assert_eq!(hits.len(), 2, "top_k bounds the results");
+    assert_eq!(hits[0]["id"], "same");
     assert_eq!(
-        results[0]["blob"],
+        hits[0]["blob"],
         b64(b"A: same direction"),
         "payload round-trips"
     );
-    assert!((results[0]["score"].as_f64().expect("score") - 1.0).abs() < 1e-3);
+    assert!((hits[0]["score"].as_f64().expect("score") - 1.0).abs() < 1e-3);
     let near = 1.0 / (1.0f64 + 0.09).sqrt();
     assert!(
-        (results[1]["score"].as_f64().expect("score") - near).abs() < 1e-3,
+        (hits[1]["score"].as_f64().expect("score") - near).abs() < 1e-3,
         "cosine score"
     );
 
     // B stores the same ids with other payloads: neither sees the other's.
-    let resp = upsert(
+    let mine = item("same", b"B: mine", &plane(dim, 0.0, 1.0));
+    upsert_ok(
         app,
         &b,
-        vec![
-            item("same", b"B: mine", &plane(dim, 0.0, 1.0)),
-            item("b-only", b"B: only", &plane(dim, 1.0, 0.0)),
-        ],
+        vec![mine, item("b-only", b"B: only", &plane(dim, 1.0, 0.0))],
     )
     .await;
-    assert_eq!(resp.status(), 200);
     let resp = search(
         app,
         &b,
         json!({"query_vector": plane(dim, 1.0, 0.0), "top_k": 10}),
     )
     .await;
-    let hits: Value = resp.json().await.expect("json");
-    let results = hits["results"].as_array().expect("results");
-    let ids: Vec<&str> = results
-        .iter()
-        .map(|r| r["id"].as_str().expect("id"))
-        .collect();
+    let hits = results(resp).await;
+    let ids: Vec<&str> = hits.iter().map(|r| r["id"].as_str().expect("id")).collect();
     assert_eq!(
         ids,
         ["b-only", "same"],
         "B's search never returns A's items"
     );
-    assert_eq!(results[1]["blob"], b64(b"B: mine"));
+    assert_eq!(hits[1]["blob"], b64(b"B: mine"));
     assert_eq!(
         search_ids(app, &a, json!({"query_vector": plane(dim, 1.0, 0.0)})).await,
         ["same", "near", "far"],
@@ -148,29 +145,15 @@ pub async fn vector_flow(app: &TestApp, dim: usize) {
     );
 
     // B cannot delete A's "near"; A can.
-    let resp = call(
-        app,
-        "DELETE",
-        "/storage/vectors",
-        &b,
-        &json!({"ids": ["near"]}),
-    )
-    .await;
+    let resp = delete(app, &b, json!(["near"])).await;
     assert_eq!(
-        resp.json::<Value>().await.expect("json"),
+        json_body::<Value>(resp).await,
         json!({"ok": true, "deleted": 0})
     );
-    let resp = call(
-        app,
-        "DELETE",
-        "/storage/vectors",
-        &a,
-        &json!({"ids": ["near", "unknown"]}),
-    )
-    .await;
+    let resp = delete(app, &a, json!(["near", "unknown"])).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
-        resp.json::<Value>().await.expect("json"),
+        json_body::<Value>(resp).await,
         json!({"ok": true, "deleted": 1})
     );
     assert_eq!(
@@ -198,10 +181,7 @@ async fn a_bad_checksum_refuses_the_whole_batch() {
     )
     .await;
     let body = assert_error(resp, 400, "checksum_mismatch").await;
-    assert!(
-        body["detail"].as_str().expect("detail").contains("'bad'"),
-        "{body}"
-    );
+    assert!(detail(&body).contains("'bad'"), "{body}");
     assert!(
         search_ids(&app, &t, json!({"query_vector": plane(4, 1.0, 0.0)}))
             .await
@@ -210,51 +190,22 @@ async fn a_bad_checksum_refuses_the_whole_batch() {
     );
     let mut malformed = item("m", b"x", &plane(4, 1.0, 0.0));
     malformed["checksum"] = json!("not-hex");
-    assert_error(
-        upsert(&app, &t, vec![malformed]).await,
-        422,
-        "validation_error",
-    )
-    .await;
+    assert_validation_error(upsert(&app, &t, vec![malformed]).await).await;
 }
 
 #[tokio::test]
 async fn a_different_dimension_is_422_and_stores_nothing() {
     let app = spawn_app().await;
     let t = user_on(&app, Tier::Pro).await;
-    assert_eq!(
-        upsert(&app, &t, vec![item("a", b"a", &plane(4, 1.0, 0.0))])
-            .await
-            .status(),
-        200
-    );
-    let body = assert_error(
-        upsert(&app, &t, vec![item("b", b"b", &plane(6, 1.0, 0.0))]).await,
-        422,
-        "validation_error",
-    )
-    .await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .expect("detail")
-            .contains("6 dimensions"),
-        "{body}"
-    );
-    assert_error(
-        search(&app, &t, json!({"query_vector": plane(5, 1.0, 0.0)})).await,
-        422,
-        "validation_error",
-    )
-    .await;
+    upsert_ok(&app, &t, vec![item("a", b"a", &plane(4, 1.0, 0.0))]).await;
+    let six = upsert(&app, &t, vec![item("b", b"b", &plane(6, 1.0, 0.0))]).await;
+    let body = assert_validation_error(six).await;
+    assert!(detail(&body).contains("6 dimensions"), "{body}");
+    let five = search(&app, &t, json!({"query_vector": plane(5, 1.0, 0.0)})).await;
+    assert_validation_error(five).await;
     // One request, one dimension; and an item without a vector is 32-dimensional.
     let no_vector = json!({"id": "c", "blob": b64(b"c"), "checksum": sha(b"c")});
-    assert_error(
-        upsert(&app, &t, vec![no_vector]).await,
-        422,
-        "validation_error",
-    )
-    .await;
+    assert_validation_error(upsert(&app, &t, vec![no_vector]).await).await;
     assert_eq!(
         search_ids(&app, &t, json!({"query_vector": plane(4, 1.0, 0.0)})).await,
         ["a"]
@@ -268,7 +219,7 @@ async fn caps_and_bad_input_are_422() {
     let many: Vec<Value> = (0..101)
         .map(|i| item(&format!("i{i}"), b"x", &plane(4, 1.0, 0.0)))
         .collect();
-    assert_error(upsert(&app, &t, many).await, 422, "validation_error").await;
+    assert_validation_error(upsert(&app, &t, many).await).await;
     let hundred: Vec<Value> = (0..100)
         .map(|i| item(&format!("i{i}"), b"x", &plane(4, 1.0, 0.0)))
         .collect();
@@ -278,46 +229,20 @@ async fn caps_and_bad_input_are_422() {
         "100 items is the cap, not over it"
     );
     let big = vec![7u8; 24 * 1024 + 1];
-    assert_error(
-        upsert(&app, &t, vec![item("big", &big, &plane(4, 1.0, 0.0))]).await,
-        422,
-        "validation_error",
-    )
-    .await;
-    let long = vec![0.5f32; 2001];
-    assert_error(
-        upsert(&app, &t, vec![item("long", b"x", &long)]).await,
-        422,
-        "validation_error",
-    )
-    .await;
-    assert_error(
-        upsert(&app, &t, vec![item("zero", b"x", &[0.0; 4])]).await,
-        422,
-        "validation_error",
-    )
-    .await;
-    assert_error(
-        upsert(&app, &t, vec![item("", b"x", &plane(4, 1.0, 0.0))]).await,
-        422,
-        "validation_error",
-    )
-    .await;
     let long_id = "x".repeat(257);
-    assert_error(
-        upsert(&app, &t, vec![item(&long_id, b"x", &plane(4, 1.0, 0.0))]).await,
-        422,
-        "validation_error",
-    )
-    .await;
+    for bad in [
+        item("big", &big, &plane(4, 1.0, 0.0)),
+        item("long", b"x", &[0.5f32; 2001]),
+        item("zero", b"x", &[0.0; 4]),
+        item("", b"x", &plane(4, 1.0, 0.0)),
+        item(&long_id, b"x", &plane(4, 1.0, 0.0)),
+    ] {
+        assert_validation_error(upsert(&app, &t, vec![bad]).await).await;
+    }
     let q = plane(4, 1.0, 0.0);
     for top_k in [0, 101] {
-        assert_error(
-            search(&app, &t, json!({"query_vector": q, "top_k": top_k})).await,
-            422,
-            "validation_error",
-        )
-        .await;
+        let resp = search(&app, &t, json!({"query_vector": q, "top_k": top_k})).await;
+        assert_validation_error(resp).await;
     }
     assert_eq!(
         search_ids(&app, &t, json!({"query_vector": q, "top_k": 100}))
@@ -325,25 +250,14 @@ async fn caps_and_bad_input_are_422() {
             .len(),
         100
     );
-    assert_error(
-        search(&app, &t, json!({"top_k": 3})).await,
-        422,
-        "validation_error",
-    )
-    .await;
-    assert_error(
-        search(&app, &t, json!({"query_blob": "***", "top_k": 3})).await,
-        422,
-        "validation_error",
-    )
-    .await;
+    for bad in [
+        json!({"top_k": 3}),
+        json!({"query_blob": "***", "top_k": 3}),
+    ] {
+        assert_validation_error(search(&app, &t, bad).await).await;
+    }
     let ids: Vec<String> = (0..1001).map(|i| format!("i{i}")).collect();
-    assert_error(
-        call(&app, "DELETE", "/storage/vectors", &t, &json!({"ids": ids})).await,
-        422,
-        "validation_error",
-    )
-    .await;
+    assert_validation_error(delete(&app, &t, json!(ids)).await).await;
     assert_eq!(
         search_ids(&app, &t, json!({"query_vector": q, "top_k": 100}))
             .await
@@ -351,14 +265,10 @@ async fn caps_and_bad_input_are_422() {
         100,
         "refused requests changed nothing"
     );
-    let resp = app
-        .client
-        .post(app.url("/storage/vectors/search"))
-        .json(&json!({"query_vector": q}))
-        .send()
-        .await
-        .expect("req");
-    assert_error(resp, 401, "unauthorized").await;
+    let anonymous = app
+        .post_json("/storage/vectors/search", &json!({"query_vector": q}))
+        .await;
+    assert_unauthorized(anonymous).await;
 }
 
 /// Plan-era clients send no vector: the server derives one from the ciphertext, and a
@@ -373,15 +283,14 @@ async fn blob_only_items_work_as_the_plan_describes() {
             json!({"id": format!("n{i}"), "blob": b64(&blob), "checksum": sha(&blob)})
         })
         .collect();
-    assert_eq!(upsert(&app, &t, items).await.status(), 200);
+    upsert_ok(&app, &t, items).await;
     let resp = search(&app, &t, json!({"query_blob": b64(b"ciphertext 3")})).await;
     assert_eq!(resp.status(), 200);
-    let hits: Value = resp.json().await.expect("json");
-    let results = hits["results"].as_array().expect("results");
-    assert_eq!(results.len(), 5, "default top_k 10 returns all five");
-    assert_eq!(results[0]["id"], "n3");
-    assert_eq!(results[0]["blob"], b64(b"ciphertext 3"));
-    assert!((results[0]["score"].as_f64().expect("score") - 1.0).abs() < 1e-5);
+    let hits = results(resp).await;
+    assert_eq!(hits.len(), 5, "default top_k 10 returns all five");
+    assert_eq!(hits[0]["id"], "n3");
+    assert_eq!(hits[0]["blob"], b64(b"ciphertext 3"));
+    assert!((hits[0]["score"].as_f64().expect("score") - 1.0).abs() < 1e-5);
 }
 
 #[tokio::test]
@@ -411,25 +320,12 @@ async fn vectors_count_against_the_storage_quota() {
     let items: Vec<Value> = (0..3)
         .map(|i| item(&format!("v{i}"), &[1u8; 1000], &plane(4, 1.0, i as f32)))
         .collect();
-    assert_eq!(upsert(&app, &t, items).await.status(), 200);
+    upsert_ok(&app, &t, items).await;
     // A 2,000-byte record would make 5,048.
-    let blob = vec![2u8; 2000];
-    let resp = app
-        .client
-        .post(app.url("/storage/records"))
-        .bearer_auth(&t)
-        .json(&json!({"table": "notes", "blob": b64(&blob), "checksum": sha(&blob)}))
-        .send()
-        .await
-        .expect("req");
-    assert_error(resp, 403, "quota_exceeded").await;
+    let record = crate::records::create(&app, &t, "notes", &[2u8; 2000]).await;
+    assert_error(record, 403, "quota_exceeded").await;
     // Replacing v0 by a smaller item frees room; a new 2,000-byte item does not fit.
-    assert_eq!(
-        upsert(&app, &t, vec![item("v0", b"tiny", &plane(4, 1.0, 0.0))])
-            .await
-            .status(),
-        200
-    );
+    upsert_ok(&app, &t, vec![item("v0", b"tiny", &plane(4, 1.0, 0.0))]).await;
     assert_error(
         upsert(
             &app,
@@ -453,44 +349,21 @@ async fn vectors_count_against_the_storage_quota() {
         "the refused item was not stored"
     );
     // Deleting frees the bytes.
-    call(
+    delete(&app, &t, json!(["v1", "v2"])).await;
+    upsert_ok(
         &app,
-        "DELETE",
-        "/storage/vectors",
         &t,
-        &json!({"ids": ["v1", "v2"]}),
+        vec![item("v3", &[3u8; 3000], &plane(4, 0.0, 1.0))],
     )
     .await;
-    assert_eq!(
-        upsert(
-            &app,
-            &t,
-            vec![item("v3", &[3u8; 3000], &plane(4, 0.0, 1.0))]
-        )
-        .await
-        .status(),
-        200
-    );
 }
 
 /// Deleting an account empties its namespace, so a new account never inherits it.
 #[tokio::test]
 async fn deleting_an_account_deletes_its_vectors() {
     let app = spawn_app().await;
-    let e = crate::helpers::email("vecdel");
-    let tokens = app.register_ok(&e).await;
-    app.adiuva
-        .accounts()
-        .set_tier(&e, Tier::Pro)
-        .await
-        .expect("tier");
-    let t = tokens["access_token"].as_str().expect("access").to_owned();
-    assert_eq!(
-        upsert(&app, &t, vec![item("a", b"a", &plane(4, 1.0, 0.0))])
-            .await
-            .status(),
-        200
-    );
+    let (e, t) = app.account_on("vecdel", Tier::Pro).await;
+    upsert_ok(&app, &t, vec![item("a", b"a", &plane(4, 1.0, 0.0))]).await;
     let user = app.adiuva.accounts().find(&e).await.expect("user");
     app.adiuva.accounts().delete(&e).await.expect("delete");
     let left = app

@@ -1,11 +1,5 @@
 //! PostgreSQL via sqlx: the production database, shared by every instance.
 
-mod backups;
-mod records;
-mod subscriptions;
-mod users;
-mod vectors;
-
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -100,6 +94,39 @@ pub(crate) fn redact(url: &str) -> String {
     adiuva_core::secret::redact_url(url)
 }
 
+/// What PostgreSQL does differently from SQLite; the repositories are in `crate::repos`.
+mod dialect {
+    use uuid::Uuid;
+
+    pub(crate) type Db = sqlx::Postgres;
+
+    /// Ids are native UUID columns.
+    pub(crate) fn id(id: Uuid) -> Uuid {
+        id
+    }
+
+    /// A list is an array parameter.
+    pub(crate) fn list<T: Clone>(items: &[T]) -> Vec<T> {
+        items.to_vec()
+    }
+
+    /// Quota-checked writes lock the owner's `users` row, so concurrent writes of one user
+    /// are serialised and the sums each reads include the others' (READ COMMITTED reads
+    /// what committed before each statement); other users are not blocked.
+    pub(crate) const BEGIN_QUOTA: &str = "BEGIN";
+    pub(crate) const LOCK_USER: &str = "SELECT 1 FROM users WHERE id = $1 FOR UPDATE";
+
+    pub(crate) const VECTOR_SIZES: &str =
+        "SELECT item_id, size_bytes FROM vector_items WHERE user_id = $1 AND item_id = ANY($2)";
+    pub(crate) const DELETE_VECTORS: &str =
+        "DELETE FROM vector_items WHERE user_id = $1 AND item_id = ANY($2)";
+    pub(crate) const UPSERT_VECTORS: &str = "INSERT INTO vector_items (user_id, item_id, size_bytes, updated_at) \
+         SELECT $1, i, s, $4 FROM UNNEST($2::text[], $3::bigint[]) AS t (i, s) \
+         ON CONFLICT (user_id, item_id) DO UPDATE SET size_bytes = excluded.size_bytes, updated_at = excluded.updated_at";
+}
+
+crate::repos::impl_repos!(PgDb, dialect);
+
 #[async_trait]
 impl Database for PgDb {
     fn backend(&self) -> &'static str {
@@ -131,6 +158,7 @@ mod tests {
         assert_eq!(db.migrate().await.expect("migrate").len(), 5);
         assert!(db.migrate().await.expect("again").is_empty(), "idempotent");
         adiuva_core::testing::database::run_all(&db).await;
+        crate::repos::quota_writes_of_an_unknown_user_are_not_found(&db).await;
         db.close().await;
         test_db.drop_now().await;
     }

@@ -1,12 +1,6 @@
 //! SQLite via sqlx: the embedded default. WAL journal, foreign keys on, a busy timeout
 //! so concurrent writers queue instead of failing.
 
-mod backups;
-mod records;
-mod subscriptions;
-mod users;
-mod vectors;
-
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -121,6 +115,39 @@ impl SqliteDb {
     }
 }
 
+/// What SQLite does differently from PostgreSQL; the repositories are in `crate::repos`.
+mod dialect {
+    use uuid::Uuid;
+
+    pub(crate) type Db = sqlx::Sqlite;
+
+    /// Ids are TEXT columns.
+    pub(crate) fn id(id: Uuid) -> String {
+        id.to_string()
+    }
+
+    /// A list travels as one JSON array parameter, read back with `json_each`.
+    pub(crate) fn list<T: serde::Serialize>(items: &[T]) -> String {
+        serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+    }
+
+    /// SQLite runs one writer at a time; `BEGIN IMMEDIATE` takes that lock before the
+    /// first read, so the sums a quota check reads are the ones it writes against.
+    pub(crate) const BEGIN_QUOTA: &str = "BEGIN IMMEDIATE";
+    pub(crate) const LOCK_USER: &str = "SELECT 1 FROM users WHERE id = $1";
+
+    pub(crate) const VECTOR_SIZES: &str = "SELECT item_id, size_bytes FROM vector_items \
+         WHERE user_id = $1 AND item_id IN (SELECT value FROM json_each($2))";
+    pub(crate) const DELETE_VECTORS: &str = "DELETE FROM vector_items \
+         WHERE user_id = $1 AND item_id IN (SELECT value FROM json_each($2))";
+    /// `WHERE true` resolves SQLite's parsing ambiguity of `ON CONFLICT` after a join.
+    pub(crate) const UPSERT_VECTORS: &str = "INSERT INTO vector_items (user_id, item_id, size_bytes, updated_at) \
+         SELECT $1, i.value, s.value, $4 FROM json_each($2) AS i JOIN json_each($3) AS s ON s.key = i.key WHERE true \
+         ON CONFLICT (user_id, item_id) DO UPDATE SET size_bytes = excluded.size_bytes, updated_at = excluded.updated_at";
+}
+
+crate::repos::impl_repos!(SqliteDb, dialect);
+
 #[async_trait]
 impl Database for SqliteDb {
     fn backend(&self) -> &'static str {
@@ -159,6 +186,12 @@ mod tests {
         let db = SqliteDb::connect("sqlite::memory:").await.expect("connect");
         db.migrate().await.expect("migrate");
         adiuva_core::testing::database::run_all(&db).await;
+    }
+
+    #[tokio::test]
+    async fn quota_writes_of_an_unknown_user_are_not_found() {
+        let (_dir, db) = fresh().await;
+        crate::repos::quota_writes_of_an_unknown_user_are_not_found(&db).await;
     }
 
     #[tokio::test]

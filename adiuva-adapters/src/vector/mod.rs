@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use adiuva_core::Secret;
 use adiuva_core::ports::VectorIndex;
 use adiuva_core::vector::MemoryVectorIndex;
 
@@ -15,8 +16,8 @@ pub mod pinecone;
 #[cfg(feature = "qdrant")]
 pub mod qdrant;
 
-/// What the vector index is chosen from (the server's settings, secrets exposed).
-#[derive(Clone, Default)]
+/// What the vector index is chosen from (the server's settings).
+#[derive(Clone, Debug, Default)]
 pub struct VectorSettings {
     /// `embedded`, `memory`, `pgvector`, `qdrant`, `qdrant://host:port`,
     /// `qdrant+https://host:port`, `pinecone`; `None` = inferred (see [`Self::backend`]).
@@ -24,29 +25,17 @@ pub struct VectorSettings {
     /// Qdrant's gRPC URL.
     pub qdrant_url: Option<String>,
     /// Qdrant's API key.
-    pub qdrant_api_key: Option<String>,
+    pub qdrant_api_key: Option<Secret<String>>,
     /// Qdrant collection prefix.
     pub qdrant_collection: String,
     /// Pinecone API key.
-    pub pinecone_api_key: Option<String>,
+    pub pinecone_api_key: Option<Secret<String>>,
     /// Pinecone index name.
     pub pinecone_index: Option<String>,
     /// Pinecone data-plane URL; `None` = looked up through the control plane.
     pub pinecone_host: Option<String>,
     /// Pinecone control plane.
     pub pinecone_controller_url: String,
-}
-
-impl std::fmt::Debug for VectorSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VectorSettings")
-            .field("url", &self.url)
-            .field("qdrant_url", &self.qdrant_url)
-            .field("qdrant_collection", &self.qdrant_collection)
-            .field("pinecone_index", &self.pinecone_index)
-            .field("pinecone_host", &self.pinecone_host)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The backend [`VectorSettings`] select.

@@ -5,7 +5,6 @@ mod password;
 mod tokens;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -17,7 +16,6 @@ pub use tokens::{
 use crate::domain::{Email, Millis, Password, Role, Tier, UserId};
 use crate::error::Error;
 use crate::ports::db::{RefreshToken, User};
-use crate::ports::rate_limit::RateDecision;
 use crate::ports::{Clock, Database, RateLimiter};
 use crate::secret::Secret;
 
@@ -75,12 +73,28 @@ pub struct LoginLimit {
 
 /// Who an access token speaks for, established by [`AuthService::authenticate`]: the
 /// user's current row (tier and role included) and the session that issued the token.
-#[derive(Debug, Clone)]
+///
+/// A request authenticates once and carries this to every decision that needs the
+/// caller (tier gates, quotas, the rate budget) — the tier is as fresh as the request.
+#[derive(Clone)]
 pub struct Principal {
     /// The user as the database has it now.
     pub user: User,
     /// The refresh-token family the token belongs to (`None` for tokens without one).
     pub session: Option<Uuid>,
+}
+
+/// Names who, never the row's password hash or email: a principal travels through
+/// handlers and services, and may end up in a log line.
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Principal")
+            .field("user_id", &self.user.id)
+            .field("tier", &self.user.tier)
+            .field("role", &self.user.role)
+            .field("session", &self.session)
+            .finish()
+    }
 }
 
 impl Principal {
@@ -139,6 +153,12 @@ impl AuthService {
     pub fn with_login_limit(mut self, limit: LoginLimit) -> Self {
         self.login_limit = Some(limit);
         self
+    }
+
+    /// The same service over another handle on the database (see
+    /// [`Adiuva::with_database`](crate::Adiuva::with_database)).
+    pub(crate) fn with_database(&self, db: Arc<dyn Database>) -> Self {
+        Self { db, ..self.clone() }
     }
 
     /// The hasher, for admin commands that set passwords.
@@ -249,29 +269,18 @@ impl AuthService {
             return Ok(());
         };
         let key = format!("login:{}", email.as_str());
-        match limit
-            .limiter
-            .check(&key, limit.per_minute, Duration::from_secs(60))
-            .await
-        {
-            RateDecision::Allowed { .. } => Ok(()),
-            RateDecision::Limited { retry_after } => {
-                let secs =
-                    (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
-                tracing::info!(
-                    limit = limit.per_minute,
-                    retry_after_secs = secs,
-                    "login attempts for one email over budget"
-                );
-                Err(Error::RateLimited {
-                    detail: format!(
-                        "too many sign-in attempts for this account: the limit is {} per minute; retry in {secs} s",
-                        limit.per_minute
-                    ),
-                    retry_after_secs: secs,
-                })
-            }
-        }
+        crate::rate::count(
+            limit.limiter.as_ref(),
+            &key,
+            limit.per_minute,
+            "login attempt",
+            |limit, secs| {
+                format!(
+                    "too many sign-in attempts for this account: the limit is {limit} per minute; retry in {secs} s"
+                )
+            },
+        )
+        .await
     }
 
     async fn reuse_detected(&self, token: &RefreshToken, now: Millis) -> Error {

@@ -20,7 +20,7 @@ pub mod window;
 
 pub use executor::ToolExecutor;
 pub use service::{
-    ChatBudget, ChatEvent, ChatPeer, ChatService, ChatSession, FinalReply, Protocol, RestAnswer,
+    ChatEvent, ChatPeer, ChatService, ChatSession, FinalReply, Protocol, RestAnswer,
     ToolCall,
 };
 pub use types::{

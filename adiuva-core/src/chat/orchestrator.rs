@@ -23,10 +23,19 @@ use crate::ports::{Clock, SystemClock};
 /// The agent a message goes to when the router's answer names none.
 pub const FALLBACK_AGENT: &str = "task_agent";
 
+/// The model of every part unless configured (cheap and fast); the server's
+/// `router_model`, `agent_model` and `synthesis_model` default to it.
+pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
+/// Most tokens of an agent reply and of a synthesis unless configured (the server's
+/// `agent_max_tokens` and `synthesis_max_tokens` default to it).
+pub const DEFAULT_MAX_TOKENS: u32 = 1024;
+/// Seconds a chat turn may take unless configured (the server's `chat_turn_timeout_secs`).
+pub const DEFAULT_TURN_TIMEOUT_SECS: u64 = 120;
+
 /// Which model plays which part (all configurable).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelRoles {
-    /// Classifies intents (default `gpt-4o-mini`: cheap and fast).
+    /// Classifies intents (default [`DEFAULT_MODEL`]).
     pub router: String,
     /// Runs the agents' tool loops.
     pub agent: String,
@@ -37,9 +46,9 @@ pub struct ModelRoles {
 impl Default for ModelRoles {
     fn default() -> Self {
         Self {
-            router: "gpt-4o-mini".into(),
-            agent: "gpt-4o-mini".into(),
-            synthesis: "gpt-4o-mini".into(),
+            router: DEFAULT_MODEL.into(),
+            agent: DEFAULT_MODEL.into(),
+            synthesis: DEFAULT_MODEL.into(),
         }
     }
 }
@@ -76,10 +85,10 @@ pub struct ChatLimits {
 impl Default for ChatLimits {
     fn default() -> Self {
         Self {
-            agent_max_tokens: 1024,
-            synthesis_max_tokens: 1024,
+            agent_max_tokens: DEFAULT_MAX_TOKENS,
+            synthesis_max_tokens: DEFAULT_MAX_TOKENS,
             window: ContextWindow::default(),
-            turn_timeout: Duration::from_secs(120),
+            turn_timeout: Duration::from_secs(DEFAULT_TURN_TIMEOUT_SECS),
         }
     }
 }

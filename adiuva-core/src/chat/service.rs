@@ -12,7 +12,6 @@
 //! against the user's [`ChatBudget`]).
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
@@ -23,8 +22,7 @@ use super::sanitizer::StreamSanitizer;
 use super::{ChatRequest, ExecutionPlan, PlanAction, ToolExecutor};
 use crate::auth::{AuthService, Principal};
 use crate::error::Error;
-use crate::ports::RateLimiter;
-use crate::ports::rate_limit::RateDecision;
+use crate::rate::{Cost, RatePolicy};
 
 /// Which frames a turn is answered in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,50 +113,12 @@ pub trait ChatPeer: Send + Sync {
     async fn run_tool(&self, call: ToolCall) -> Result<Value, String>;
 }
 
-/// The user's per-minute budget of chat turns on a socket: a turn counts like an HTTP
-/// request, against the same key (`user:<id>`) and the tier's limit.
-#[derive(Clone)]
-pub struct ChatBudget {
-    limiter: Arc<dyn RateLimiter>,
-}
-
-impl ChatBudget {
-    /// Counts turns with `limiter`.
-    pub fn new(limiter: Arc<dyn RateLimiter>) -> Self {
-        Self { limiter }
-    }
-
-    /// Counts one turn of `principal` (whose row is current: its tier sets the limit);
-    /// over budget: `RateLimited` with the seconds to wait.
-    pub async fn check(&self, principal: &Principal) -> Result<(), Error> {
-        let limit = crate::tiers::rate_limit_per_minute(principal.user.tier);
-        let key = format!("user:{}", principal.id());
-        match self
-            .limiter
-            .check(&key, limit, Duration::from_secs(60))
-            .await
-        {
-            RateDecision::Limited { retry_after } => {
-                let secs =
-                    (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
-                Err(Error::RateLimited {
-                    detail: format!(
-                        "too many requests: the limit is {limit} per minute; retry in {secs} s"
-                    ),
-                    retry_after_secs: secs,
-                })
-            }
-            RateDecision::Allowed { .. } => Ok(()),
-        }
-    }
-}
-
 /// Chat turns over REST and sockets.
 #[derive(Clone)]
 pub struct ChatService {
     orchestrator: Arc<Orchestrator>,
     auth: AuthService,
-    budget: Option<ChatBudget>,
+    budget: Option<RatePolicy>,
 }
 
 impl ChatService {
@@ -170,9 +130,10 @@ impl ChatService {
         }
     }
 
-    /// Counts socket turns against `budget` (`None`: rate limits are off). REST turns are
-    /// counted by the HTTP rate limit, as requests.
-    pub fn with_budget(mut self, budget: Option<ChatBudget>) -> Self {
+    /// Counts socket turns against `budget`, the one policy HTTP requests spend too
+    /// (`None`: rate limits are off). REST turns are counted by the HTTP rate limit, as
+    /// requests.
+    pub fn with_budget(mut self, budget: Option<RatePolicy>) -> Self {
         self.budget = budget;
         self
     }
@@ -325,7 +286,7 @@ impl ChatSession {
             .await
             .map_err(|error| Refused { error, close: true })?;
         if let Some(budget) = &self.service.budget {
-            budget.check(&current).await.map_err(|error| Refused {
+            budget.check(&current, Cost::Chat).await.map_err(|error| Refused {
                 error,
                 close: false,
             })?;

@@ -1,5 +1,8 @@
 //! The [`Database`] conformance suite: users, refresh tokens, records, backups, blob
 //! keys, subscriptions and vector usage.
+//!
+//! Longer than the ~600-line rule on purpose: it is test support, one flat list of
+//! checks that every backend runs through [`run_all`], and reads best as that one list.
 
 use uuid::Uuid;
 
@@ -8,6 +11,22 @@ use crate::ports::Database;
 use crate::ports::db::{
     BackupMeta, RecordMeta, RecordSwap, RefreshToken, RepoError, Subscription, User,
 };
+
+/// Asserts `result` is `Err(NotFound)`; `why` names the check.
+fn assert_not_found<T: std::fmt::Debug>(result: Result<T, RepoError>, why: &str) {
+    assert!(
+        matches!(result, Err(RepoError::NotFound)),
+        "{why} (NotFound expected): {result:?}"
+    );
+}
+
+/// Asserts `result` is `Err(Conflict(_))`; `why` names the check.
+fn assert_conflict<T: std::fmt::Debug>(result: Result<T, RepoError>, why: &str) {
+    assert!(
+        matches!(result, Err(RepoError::Conflict(_))),
+        "{why} (Conflict expected): {result:?}"
+    );
+}
 
 /// Runs every check below against `db`. The database may be shared with other runs:
 /// every check makes its own users.
@@ -50,6 +69,13 @@ pub fn sample_user(tag: &str, at: i64) -> User {
         created_at: at,
         updated_at: at,
     }
+}
+
+/// [`sample_user`], inserted into `db`.
+async fn stored_user(db: &dyn Database, tag: &str, at: i64) -> User {
+    let user = sample_user(tag, at);
+    db.insert_user(&user).await.expect("insert a user");
+    user
 }
 
 fn sample_token(user: UserId, family: Uuid, expires_at: i64) -> RefreshToken {
@@ -99,8 +125,7 @@ pub async fn users_insert_and_find(db: &dyn Database) {
 
 /// A second user with the same email is a `Conflict` and changes nothing.
 pub async fn users_duplicate_email_conflicts(db: &dyn Database) {
-    let user = sample_user("dup", 1);
-    db.insert_user(&user).await.expect("insert");
+    let user = stored_user(db, "dup", 1).await;
     let mut again = sample_user("dup", 2);
     again.email = user.email.clone();
     match db.insert_user(&again).await {
@@ -165,8 +190,7 @@ pub async fn users_list_pages_oldest_first(db: &dyn Database) {
 
 /// Tier and role updates persist and touch `updated_at`; unknown ids are `NotFound`.
 pub async fn users_set_tier_and_role(db: &dyn Database) {
-    let user = sample_user("tier", 10);
-    db.insert_user(&user).await.expect("insert");
+    let user = stored_user(db, "tier", 10).await;
     db.set_tier(user.id, Tier::Power, 20)
         .await
         .expect("set tier");
@@ -178,20 +202,19 @@ pub async fn users_set_tier_and_role(db: &dyn Database) {
         (got.tier, got.role, got.updated_at),
         (Tier::Power, Role::Admin, 30)
     );
-    assert!(matches!(
+    assert_not_found(
         db.set_tier(UserId::new(), Tier::Pro, 1).await,
-        Err(RepoError::NotFound)
-    ));
-    assert!(matches!(
+        "set_tier of an unknown user",
+    );
+    assert_not_found(
         db.set_role(UserId::new(), Role::User, 1).await,
-        Err(RepoError::NotFound)
-    ));
+        "set_role of an unknown user",
+    );
 }
 
 /// Deleting a user removes the row and its refresh tokens; twice is `NotFound`.
 pub async fn users_delete_cascades_tokens(db: &dyn Database) {
-    let user = sample_user("del", 1);
-    db.insert_user(&user).await.expect("insert");
+    let user = stored_user(db, "del", 1).await;
     let token = sample_token(user.id, Uuid::now_v7(), i64::MAX / 2);
     db.insert_refresh_token(&token).await.expect("token");
     db.delete_user(user.id).await.expect("delete");
@@ -203,16 +226,12 @@ pub async fn users_delete_cascades_tokens(db: &dyn Database) {
         None,
         "tokens go with the user"
     );
-    assert!(matches!(
-        db.delete_user(user.id).await,
-        Err(RepoError::NotFound)
-    ));
+    assert_not_found(db.delete_user(user.id).await, "deleting twice");
 }
 
 /// Tokens are found by hash; `mark_refresh_token_used` succeeds once.
 pub async fn tokens_insert_find_and_use_once(db: &dyn Database) {
-    let user = sample_user("tok", 1);
-    db.insert_user(&user).await.expect("insert");
+    let user = stored_user(db, "tok", 1).await;
     let token = sample_token(user.id, Uuid::now_v7(), 9_000);
     db.insert_refresh_token(&token).await.expect("insert token");
     assert_eq!(
@@ -221,12 +240,9 @@ pub async fn tokens_insert_find_and_use_once(db: &dyn Database) {
             .expect("find"),
         Some(token.clone())
     );
-    assert!(
-        matches!(
-            db.insert_refresh_token(&token).await,
-            Err(RepoError::Conflict(_))
-        ),
-        "same hash twice conflicts"
+    assert_conflict(
+        db.insert_refresh_token(&token).await,
+        "same hash twice conflicts",
     );
     assert!(
         db.mark_refresh_token_used(token.id, 2_000)
@@ -255,8 +271,7 @@ pub async fn tokens_insert_find_and_use_once(db: &dyn Database) {
 
 /// Of concurrent uses of one token, exactly one wins.
 pub async fn tokens_concurrent_use_one_wins(db: &dyn Database) {
-    let user = sample_user("tokrace", 1);
-    db.insert_user(&user).await.expect("insert");
+    let user = stored_user(db, "tokrace", 1).await;
     let token = sample_token(user.id, Uuid::now_v7(), 9_000);
     db.insert_refresh_token(&token).await.expect("insert token");
     let results =
@@ -268,8 +283,7 @@ pub async fn tokens_concurrent_use_one_wins(db: &dyn Database) {
 
 /// Revoking a family revokes all of its tokens and no others; revoked tokens cannot be used.
 pub async fn tokens_revoke_family_only(db: &dyn Database) {
-    let user = sample_user("fam", 1);
-    db.insert_user(&user).await.expect("insert");
+    let user = stored_user(db, "fam", 1).await;
     let (fam, other) = (Uuid::now_v7(), Uuid::now_v7());
     let a = sample_token(user.id, fam, 9_000);
     let b = sample_token(user.id, fam, 9_000);
@@ -328,8 +342,7 @@ pub async fn tokens_revoke_family_only(db: &dyn Database) {
 
 /// Expired tokens are deleted; live ones stay.
 pub async fn tokens_delete_expired(db: &dyn Database) {
-    let user = sample_user("exp", 1);
-    db.insert_user(&user).await.expect("insert");
+    let user = stored_user(db, "exp", 1).await;
     let old = sample_token(user.id, Uuid::now_v7(), 100);
     let live = sample_token(user.id, Uuid::now_v7(), i64::MAX / 2);
     db.insert_refresh_token(&old).await.expect("insert");
@@ -365,10 +378,10 @@ fn sample_record(user: UserId, table: &str, size: i64, at: i64) -> RecordMeta {
 
 /// Records are found only by their owner; listing is newest first, filtered and paged.
 pub async fn records_are_scoped_listed_and_deleted(db: &dyn Database) {
-    let (alice, bob) = (sample_user("rec-a", 1), sample_user("rec-b", 1));
-    for u in [&alice, &bob] {
-        db.insert_user(u).await.expect("user");
-    }
+    let (alice, bob) = (
+        stored_user(db, "rec-a", 1).await,
+        stored_user(db, "rec-b", 1).await,
+    );
     let made: Vec<RecordMeta> = (0..4)
         .map(|i| {
             sample_record(
@@ -424,12 +437,9 @@ pub async fn records_are_scoped_listed_and_deleted(db: &dyn Database) {
         db.stored_bytes(alice.id).await.expect("sum"),
         10 + 11 + 12 + 13
     );
-    assert!(
-        matches!(
-            db.delete_record(bob.id, made[0].id).await,
-            Err(RepoError::NotFound)
-        ),
-        "not bob's to delete"
+    assert_not_found(
+        db.delete_record(bob.id, made[0].id).await,
+        "not bob's to delete",
     );
     assert_eq!(
         db.delete_record(alice.id, made[0].id)
@@ -438,27 +448,23 @@ pub async fn records_are_scoped_listed_and_deleted(db: &dyn Database) {
         made[0],
         "delete returns the row as it was"
     );
-    assert!(matches!(
+    assert_not_found(
         db.delete_record(alice.id, made[0].id).await,
-        Err(RepoError::NotFound)
-    ));
+        "deleting twice",
+    );
     let mut changed = made[1].clone();
     changed.user_id = bob.id;
     changed.blob_key = format!("{}.next", made[1].blob_key);
-    assert!(
-        matches!(
-            db.replace_record_blob(&changed, &made[1].blob_key, None)
-                .await,
-            Err(RepoError::NotFound)
-        ),
-        "update is scoped"
+    assert_not_found(
+        db.replace_record_blob(&changed, &made[1].blob_key, None)
+            .await,
+        "update is scoped",
     );
 }
 
 /// The quota is checked atomically with the write, also under concurrent inserts.
 pub async fn record_quota_holds_under_concurrency(db: &dyn Database) {
-    let user = sample_user("quota", 1);
-    db.insert_user(&user).await.expect("user");
+    let user = stored_user(db, "quota", 1).await;
     let rows: Vec<RecordMeta> = (0..10)
         .map(|i| sample_record(user.id, "t", 100, 10 + i))
         .collect();
@@ -532,10 +538,10 @@ fn sample_backup(user: UserId, timestamp: i64, size: i64) -> BackupMeta {
 
 /// Backups: newest timestamp first, owner-scoped, one per timestamp, quota-checked.
 pub async fn backups_are_scoped_ordered_and_within_quota(db: &dyn Database) {
-    let (alice, bob) = (sample_user("bk-a", 1), sample_user("bk-b", 1));
-    for u in [&alice, &bob] {
-        db.insert_user(u).await.expect("user");
-    }
+    let (alice, bob) = (
+        stored_user(db, "bk-a", 1).await,
+        stored_user(db, "bk-b", 1).await,
+    );
     let made: Vec<BackupMeta> = [300, 100, 200]
         .iter()
         .map(|t| sample_backup(alice.id, *t, 40))
@@ -563,33 +569,24 @@ pub async fn backups_are_scoped_ordered_and_within_quota(db: &dyn Database) {
             .expect("insert"),
         "full"
     );
-    assert!(
-        matches!(
-            db.insert_backup_within_quota(&sample_backup(alice.id, 300, 1), None)
-                .await,
-            Err(RepoError::Conflict(_))
-        ),
-        "one backup per timestamp"
+    assert_conflict(
+        db.insert_backup_within_quota(&sample_backup(alice.id, 300, 1), None)
+            .await,
+        "one backup per timestamp",
     );
     assert_eq!(db.backup_bytes(alice.id).await.expect("sum"), 120);
     assert!(db.list_backups(bob.id).await.expect("list").is_empty());
-    assert!(
-        matches!(
-            db.delete_backup(bob.id, made[0].id).await,
-            Err(RepoError::NotFound)
-        ),
-        "not bob's"
-    );
+    assert_not_found(db.delete_backup(bob.id, made[0].id).await, "not bob's");
     assert_eq!(
         db.delete_backup(alice.id, made[0].id)
             .await
             .expect("delete"),
         made[0]
     );
-    assert!(matches!(
+    assert_not_found(
         db.delete_backup(alice.id, made[0].id).await,
-        Err(RepoError::NotFound)
-    ));
+        "deleting twice",
+    );
     // Concurrent inserts never exceed the quota together.
     let racers: Vec<BackupMeta> = (0..8)
         .map(|i| sample_backup(bob.id, 1000 + i, 30))
@@ -611,8 +608,7 @@ pub async fn backups_are_scoped_ordered_and_within_quota(db: &dyn Database) {
 /// concurrent swaps from one version exactly one wins, and a swap from a version that is
 /// no longer current changes nothing.
 pub async fn record_blob_swap_is_compare_and_swap(db: &dyn Database) {
-    let user = sample_user("swap", 1);
-    db.insert_user(&user).await.expect("user");
+    let user = stored_user(db, "swap", 1).await;
     let first = sample_record(user.id, "notes", 10, 5);
     assert!(
         db.insert_record_within_quota(&first, None)
@@ -674,17 +670,16 @@ pub async fn record_blob_swap_is_compare_and_swap(db: &dyn Database) {
     );
     let mut missing = late.clone();
     missing.id = Uuid::now_v7();
-    assert!(matches!(
+    assert_not_found(
         db.replace_record_blob(&missing, &won[0].blob_key, None)
             .await,
-        Err(RepoError::NotFound)
-    ));
+        "swapping a record that is gone",
+    );
 }
 
 /// Concurrent inserts of one timestamp: exactly one row, the others `Conflict`.
 pub async fn backups_of_one_timestamp_one_wins(db: &dyn Database) {
-    let user = sample_user("bk-race", 1);
-    db.insert_user(&user).await.expect("user");
+    let user = stored_user(db, "bk-race", 1).await;
     let racers: Vec<BackupMeta> = (0..6)
         .map(|i| {
             let id = Uuid::now_v7();
@@ -727,10 +722,10 @@ pub async fn backups_of_one_timestamp_one_wins(db: &dyn Database) {
 /// `referenced_blob_keys` spans records and backups (every table with blobs) and drops
 /// deleted rows; `user_blob_keys` is one user's, and both follow a record's swap.
 pub async fn blob_keys_span_every_table_with_blobs(db: &dyn Database) {
-    let (alice, bob) = (sample_user("keys-a", 1), sample_user("keys-b", 1));
-    for u in [&alice, &bob] {
-        db.insert_user(u).await.expect("user");
-    }
+    let (alice, bob) = (
+        stored_user(db, "keys-a", 1).await,
+        stored_user(db, "keys-b", 1).await,
+    );
     let record = sample_record(alice.id, "notes", 5, 1);
     let gone = sample_record(alice.id, "notes", 5, 2);
     let backup = sample_backup(alice.id, 42, 5);
@@ -774,8 +769,7 @@ pub async fn blob_keys_span_every_table_with_blobs(db: &dyn Database) {
 /// Webhooks repeat: upserting by the provider's id is idempotent; the newest subscription
 /// is the user's; deleting the user removes it.
 pub async fn subscriptions_upsert_idempotently(db: &dyn Database) {
-    let user = sample_user("sub", 1);
-    db.insert_user(&user).await.expect("user");
+    let user = stored_user(db, "sub", 1).await;
     assert_eq!(db.subscription_for_user(user.id).await.expect("get"), None);
     let first = Subscription {
         id: Uuid::now_v7(),
@@ -839,10 +833,8 @@ fn items(prefix: &str, n: usize, bytes: i64) -> Vec<(String, i64)> {
 /// Vector items and records count against one quota; replacing an item counts its new
 /// size only; restore and release undo exactly; another user is untouched.
 pub async fn vector_usage_shares_the_storage_quota(db: &dyn Database) {
-    let user = sample_user("vecquota", 1);
-    let other = sample_user("vecother", 1);
-    db.insert_user(&user).await.expect("user");
-    db.insert_user(&other).await.expect("other");
+    let user = stored_user(db, "vecquota", 1).await;
+    let other = stored_user(db, "vecother", 1).await;
     let first = db
         .reserve_vector_items(user.id, &items("a", 3, 100), Some(1000), 5)
         .await
@@ -929,8 +921,7 @@ pub async fn vector_usage_shares_the_storage_quota(db: &dyn Database) {
 
 /// Ten concurrent reservations of 100 bytes under a 350-byte quota: exactly three win.
 pub async fn vector_usage_quota_holds_under_concurrency(db: &dyn Database) {
-    let user = sample_user("vecrace", 1);
-    db.insert_user(&user).await.expect("user");
+    let user = stored_user(db, "vecrace", 1).await;
     let batches: Vec<Vec<(String, i64)>> =
         (0..10).map(|i| items(&format!("r{i}-"), 1, 100)).collect();
     let results = futures::future::join_all(

@@ -13,6 +13,7 @@ use crate::ports::db::{
     RefreshTokenRepo, RepoError, RepoResult, Subscription, SubscriptionRepo, User, UserRepo,
     VectorItemSize, VectorUsageRepo,
 };
+use crate::quota::CloudUsage;
 
 #[derive(Default)]
 struct State {
@@ -192,6 +193,21 @@ fn record_bytes(s: &State, user: UserId) -> i64 {
         .sum()
 }
 
+fn backup_bytes(s: &State, user: UserId) -> i64 {
+    s.backups
+        .iter()
+        .filter(|b| b.user_id == user)
+        .map(|b| b.size_bytes)
+        .sum()
+}
+
+/// Removes and returns the one row `is_it` picks (a row of this user with this id), or
+/// `NotFound`: the delete of every per-user table.
+fn remove_where<T>(rows: &mut Vec<T>, is_it: impl Fn(&T) -> bool) -> RepoResult<T> {
+    let i = rows.iter().position(is_it).ok_or(RepoError::NotFound)?;
+    Ok(rows.remove(i))
+}
+
 fn vector_bytes(s: &State, user: UserId) -> i64 {
     s.vector_items
         .iter()
@@ -200,9 +216,12 @@ fn vector_bytes(s: &State, user: UserId) -> i64 {
         .sum()
 }
 
-/// What counts against `cloud_storage_gb`: records and vector items.
-fn used(s: &State, user: UserId) -> i64 {
-    record_bytes(s, user) + vector_bytes(s, user)
+/// What counts against `cloud_storage_gb` (the rule is `CloudUsage`'s).
+fn usage(s: &State, user: UserId) -> CloudUsage {
+    CloudUsage {
+        records: record_bytes(s, user),
+        vectors: vector_bytes(s, user),
+    }
 }
 
 #[async_trait]
@@ -226,7 +245,7 @@ impl VectorUsageRepo for MemoryDb {
                 .collect();
             let freed: i64 = previous.iter().filter_map(|(_, b)| *b).sum();
             let adding: i64 = items.iter().map(|(_, b)| b).sum();
-            if quota.is_some_and(|q| used(s, user_id) - freed + adding > q) {
+            if !usage(s, user_id).admits(quota, freed, adding) {
                 return None;
             }
             for (id, b) in items {
@@ -282,7 +301,7 @@ impl RecordRepo for MemoryDb {
             {
                 return Err(RepoError::Conflict("storage_records".into()));
             }
-            if quota.is_some_and(|q| used(s, m.user_id) + m.size_bytes > q) {
+            if !usage(s, m.user_id).admits(quota, 0, m.size_bytes) {
                 return Ok(false);
             }
             s.records.push(m.clone());
@@ -328,7 +347,7 @@ impl RecordRepo for MemoryDb {
         quota: Option<i64>,
     ) -> RepoResult<RecordSwap> {
         self.with(|s| {
-            let total = used(s, m.user_id);
+            let usage = usage(s, m.user_id);
             let Some(r) = s
                 .records
                 .iter_mut()
@@ -339,7 +358,7 @@ impl RecordRepo for MemoryDb {
             if r.blob_key != previous_blob_key {
                 return Ok(RecordSwap::Stale);
             }
-            if quota.is_some_and(|q| total - r.size_bytes + m.size_bytes > q) {
+            if !usage.admits(quota, r.size_bytes, m.size_bytes) {
                 return Ok(RecordSwap::OverQuota);
             }
             r.blob_key = m.blob_key.clone();
@@ -351,16 +370,7 @@ impl RecordRepo for MemoryDb {
     }
 
     async fn delete_record(&self, user_id: UserId, id: Uuid) -> RepoResult<RecordMeta> {
-        self.with(|s| {
-            match s
-                .records
-                .iter()
-                .position(|r| r.id == id && r.user_id == user_id)
-            {
-                Some(i) => Ok(s.records.remove(i)),
-                None => Err(RepoError::NotFound),
-            }
-        })?
+        self.with(|s| remove_where(&mut s.records, |r| r.id == id && r.user_id == user_id))?
     }
 
     async fn stored_bytes(&self, user_id: UserId) -> RepoResult<i64> {
@@ -383,13 +393,7 @@ impl BackupRepo for MemoryDb {
             }) {
                 return Err(RepoError::Conflict("backups".into()));
             }
-            let used: i64 = s
-                .backups
-                .iter()
-                .filter(|b| b.user_id == m.user_id)
-                .map(|b| b.size_bytes)
-                .sum();
-            if quota.is_some_and(|q| used + m.size_bytes > q) {
+            if !crate::quota::fits(quota, backup_bytes(s, m.user_id), 0, m.size_bytes) {
                 return Ok(false);
             }
             s.backups.push(m.clone());
@@ -411,26 +415,11 @@ impl BackupRepo for MemoryDb {
     }
 
     async fn delete_backup(&self, user_id: UserId, id: Uuid) -> RepoResult<BackupMeta> {
-        self.with(|s| {
-            match s
-                .backups
-                .iter()
-                .position(|b| b.id == id && b.user_id == user_id)
-            {
-                Some(i) => Ok(s.backups.remove(i)),
-                None => Err(RepoError::NotFound),
-            }
-        })?
+        self.with(|s| remove_where(&mut s.backups, |b| b.id == id && b.user_id == user_id))?
     }
 
     async fn backup_bytes(&self, user_id: UserId) -> RepoResult<i64> {
-        self.with(|s| {
-            s.backups
-                .iter()
-                .filter(|b| b.user_id == user_id)
-                .map(|b| b.size_bytes)
-                .sum()
-        })
+        self.with(|s| backup_bytes(s, user_id))
     }
 }
 

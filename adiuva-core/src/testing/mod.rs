@@ -5,6 +5,7 @@
 //! message naming the rule broken.
 
 pub mod blobs;
+mod counting_db;
 pub mod database;
 pub mod llm;
 mod memory_db;
@@ -12,4 +13,5 @@ pub mod rate_limit;
 pub mod services;
 pub mod vectors;
 
+pub use counting_db::{CountingDb, USER_READS};
 pub use memory_db::MemoryDb;

@@ -78,6 +78,19 @@ fn all() -> VectorFilter {
     VectorFilter::default()
 }
 
+/// The best 10 hits in `ns` for `query`, unfiltered.
+async fn top10(index: &dyn VectorIndex, ns: &str, query: &[f32]) -> Vec<VectorHit> {
+    index.search(ns, query, 10, &all()).await.expect("search")
+}
+
+/// `n` points `{prefix}0`, `{prefix}1`, … at ever wider angles from the first axis, so a
+/// query along it ranks them by id.
+fn fan(prefix: &str, n: usize, d: usize) -> Vec<VectorPoint> {
+    (0..n)
+        .map(|i| point(&format!("{prefix}{i}"), &plane(d, 1.0, i as f32)))
+        .collect()
+}
+
 /// Runs every check below against `index`.
 pub async fn run_all(index: &dyn VectorIndex, opts: Options) {
     let d = opts.fixed_dim.unwrap_or(4);
@@ -103,10 +116,7 @@ pub async fn run_all(index: &dyn VectorIndex, opts: Options) {
 /// A namespace nobody wrote to has no hits.
 pub async fn empty_namespace_searches_empty(index: &dyn VectorIndex, d: usize) {
     let ns = namespace("empty");
-    let hits = index
-        .search(&ns, &plane(d, 1.0, 0.0), 10, &all())
-        .await
-        .expect("search of an empty namespace");
+    let hits = top10(index, &ns, &plane(d, 1.0, 0.0)).await;
     assert!(
         hits.is_empty(),
         "an unwritten namespace has no hits: {hits:?}"
@@ -130,7 +140,7 @@ pub async fn ranks_by_cosine_with_true_scores(index: &dyn VectorIndex, d: usize)
         "upsert returns how many points it took"
     );
     let q = plane(d, 0.5, 0.0);
-    let hits = index.search(&ns, &q, 10, &all()).await.expect("search");
+    let hits = top10(index, &ns, &q).await;
     assert_eq!(
         ids(&hits),
         ["same", "near", "diagonal", "orthogonal", "opposite"],
@@ -158,7 +168,7 @@ pub async fn ties_are_ordered_by_id(index: &dyn VectorIndex, d: usize) {
         .map(|id| point(id, &v))
         .collect();
     index.upsert(&ns, pts).await.expect("upsert");
-    let hits = index.search(&ns, &v, 10, &all()).await.expect("search");
+    let hits = top10(index, &ns, &v).await;
     assert_eq!(
         ids(&hits),
         ["alpha", "bravo", "charlie", "delta"],
@@ -169,10 +179,7 @@ pub async fn ties_are_ordered_by_id(index: &dyn VectorIndex, d: usize) {
 /// `top_k` bounds the hits; a larger `top_k` returns everything.
 pub async fn top_k_truncates(index: &dyn VectorIndex, d: usize) {
     let ns = namespace("topk");
-    let pts = (0..7)
-        .map(|i| point(&format!("p{i}"), &plane(d, 1.0, i as f32)))
-        .collect();
-    index.upsert(&ns, pts).await.expect("upsert");
+    index.upsert(&ns, fan("p", 7, d)).await.expect("upsert");
     let q = plane(d, 1.0, 0.0);
     let three = index.search(&ns, &q, 3, &all()).await.expect("search");
     assert_eq!(ids(&three), ["p0", "p1", "p2"], "the best three");
@@ -201,10 +208,7 @@ pub async fn upsert_replaces_and_last_in_batch_wins(index: &dyn VectorIndex, d: 
         .upsert(&ns, vec![moved, point("b", &plane(d, -1.0, 0.0)), last])
         .await
         .expect("upsert again");
-    let hits = index
-        .search(&ns, &plane(d, 1.0, 0.0), 10, &all())
-        .await
-        .expect("search");
+    let hits = top10(index, &ns, &plane(d, 1.0, 0.0)).await;
     assert_eq!(hits.len(), 2, "replacing does not add points: {hits:?}");
     assert_eq!(hits[0].id, "b", "the last of b's two vectors counts");
     assert_eq!(hits[0].payload, Bytes::from_static(b"last"));
@@ -239,10 +243,7 @@ pub async fn payload_round_trips(index: &dyn VectorIndex, d: usize) {
         },
     ];
     index.upsert(&ns, pts.clone()).await.expect("upsert");
-    let hits = index
-        .search(&ns, &plane(d, 1.0, 0.0), 10, &all())
-        .await
-        .expect("search");
+    let hits = top10(index, &ns, &plane(d, 1.0, 0.0)).await;
     for p in &pts {
         let h = hits
             .iter()
@@ -283,10 +284,7 @@ pub async fn dimension_is_fixed_per_namespace(index: &dyn VectorIndex, d: usize)
         }
         other => panic!("a longer query must be a dimension mismatch: {other:?}"),
     }
-    let hits = index
-        .search(&ns, &plane(d, 1.0, 1.0), 10, &all())
-        .await
-        .expect("search");
+    let hits = top10(index, &ns, &plane(d, 1.0, 1.0)).await;
     assert_eq!(ids(&hits), ["a"], "the refused batch stored nothing");
 }
 
@@ -324,10 +322,7 @@ pub async fn invalid_vectors_are_refused(index: &dyn VectorIndex, d: usize) {
         ),
         "an empty query is refused"
     );
-    let hits = index
-        .search(&ns, &plane(d, 1.0, 0.0), 10, &all())
-        .await
-        .expect("search");
+    let hits = top10(index, &ns, &plane(d, 1.0, 0.0)).await;
     assert_eq!(ids(&hits), ["a"], "refused points were not stored");
 }
 
@@ -348,10 +343,7 @@ pub async fn namespaces_are_isolated(index: &dyn VectorIndex, d: usize) {
         .upsert(&b, vec![point("shared-id", &plane(d, 0.0, 1.0))])
         .await
         .expect("upsert b");
-    let hits = index
-        .search(&b, &plane(d, 1.0, 0.0), 10, &all())
-        .await
-        .expect("search b");
+    let hits = top10(index, &b, &plane(d, 1.0, 0.0)).await;
     assert_eq!(ids(&hits), ["shared-id"], "b sees only its own point");
     assert_eq!(hits[0].payload, Bytes::from("payload-of-shared-id"));
     assert!(
@@ -370,10 +362,7 @@ pub async fn namespaces_are_isolated(index: &dyn VectorIndex, d: usize) {
             .expect("delete"),
         1
     );
-    let hits = index
-        .search(&a, &plane(d, 1.0, 0.0), 10, &all())
-        .await
-        .expect("search a");
+    let hits = top10(index, &a, &plane(d, 1.0, 0.0)).await;
     assert_eq!(
         ids(&hits),
         ["shared-id", "only-a"],
@@ -384,19 +373,13 @@ pub async fn namespaces_are_isolated(index: &dyn VectorIndex, d: usize) {
 /// `delete` reports how many existed, ignores unknown ids, and the points are gone.
 pub async fn delete_counts_and_removes(index: &dyn VectorIndex, d: usize) {
     let ns = namespace("delete");
-    let pts = (0..5)
-        .map(|i| point(&format!("d{i}"), &plane(d, 1.0, i as f32)))
-        .collect();
-    index.upsert(&ns, pts).await.expect("upsert");
+    index.upsert(&ns, fan("d", 5, d)).await.expect("upsert");
     let n = index
         .delete(&ns, &["d1".into(), "d3".into(), "nope".into(), "d1".into()])
         .await
         .expect("delete");
     assert_eq!(n, 2, "two of the ids existed");
-    let hits = index
-        .search(&ns, &plane(d, 1.0, 0.0), 10, &all())
-        .await
-        .expect("search");
+    let hits = top10(index, &ns, &plane(d, 1.0, 0.0)).await;
     assert_eq!(ids(&hits), ["d0", "d2", "d4"]);
     assert_eq!(index.delete(&ns, &["d1".into()]).await.expect("again"), 0);
     assert_eq!(index.delete(&ns, &[]).await.expect("nothing"), 0);
@@ -405,10 +388,7 @@ pub async fn delete_counts_and_removes(index: &dyn VectorIndex, d: usize) {
 /// An id filter restricts the candidates.
 pub async fn filter_by_ids(index: &dyn VectorIndex, d: usize) {
     let ns = namespace("filter");
-    let pts = (0..6)
-        .map(|i| point(&format!("f{i}"), &plane(d, 1.0, i as f32)))
-        .collect();
-    index.upsert(&ns, pts).await.expect("upsert");
+    index.upsert(&ns, fan("f", 6, d)).await.expect("upsert");
     let filter = VectorFilter {
         ids: Some(vec!["f5".into(), "f2".into(), "missing".into()]),
     };
@@ -521,7 +501,7 @@ pub async fn recall_against_brute_force(index: &dyn VectorIndex, opts: Options) 
     for qi in 0..20u64 {
         let q = random_vector(10_000 + qi, d);
         let truth = brute_force(&q, &pts, 10);
-        let hits = index.search(&ns, &q, 10, &all()).await.expect("search");
+        let hits = top10(index, &ns, &q).await;
         assert!(hits.len() <= 10, "at most top_k hits");
         for w in hits.windows(2) {
             assert!(

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{HASH_DIM, dedup_last, hash_vector};
+use crate::auth::Principal;
 use crate::domain::{UserId, VectorId};
 use crate::error::Error;
 use crate::ports::Clock;
@@ -144,7 +145,13 @@ impl VectorService {
 
     /// Verifies and stores items (replacing ones with the same id); returns how many.
     /// All-or-nothing: one bad checksum, vector or id refuses the whole batch.
-    pub async fn upsert(&self, user: UserId, items: Vec<VectorItemInput>) -> Result<usize, Error> {
+    /// The quota is the one of the tier `who` was read with.
+    pub async fn upsert(
+        &self,
+        who: &Principal,
+        items: Vec<VectorItemInput>,
+    ) -> Result<usize, Error> {
+        let user = who.id();
         if items.len() > MAX_BATCH {
             return Err(Error::validation(
                 "vectors",
@@ -156,8 +163,7 @@ impl VectorService {
         }
         let quota = self
             .tiers
-            .quota_bytes(user, Feature::CloudStorageGb)
-            .await?;
+            .quota_bytes_on(who.user.tier, Feature::CloudStorageGb)?;
         if items.is_empty() {
             return Ok(0);
         }

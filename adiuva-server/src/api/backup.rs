@@ -171,7 +171,7 @@ impl BackupApi {
             checksum: checksum.0,
             declared_len,
         };
-        app.backups()?.upload(auth.0, up, stream).await?;
+        app.backups()?.upload(&auth.0, up, stream).await?;
         Ok(Json(Ok::yes()))
     }
 
@@ -195,7 +195,7 @@ impl BackupApi {
             .and_then(|v| httpdate::parse_http_date(v).ok())
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .and_then(|d| i64::try_from(d.as_secs()).ok());
-        let (meta, stream) = match app.backups()?.download_latest(auth.0, since).await? {
+        let (meta, stream) = match app.backups()?.download_latest(auth.id(), since).await? {
             LatestBackup::NotModified => return Ok(BackupDownload::NotModified),
             LatestBackup::Found(meta, stream) => (meta, stream),
         };
@@ -220,7 +220,7 @@ impl BackupApi {
         app: Data<&Adiuva>,
         auth: BearerAuth,
     ) -> Result<Json<Vec<BackupMetadata>>, BackupHistoryError> {
-        let all = app.backups()?.history(auth.0).await?;
+        let all = app.backups()?.history(auth.id()).await?;
         Ok(Json(all.into_iter().map(Into::into).collect()))
     }
 
@@ -237,7 +237,7 @@ impl BackupApi {
         id: Path<String>,
     ) -> Result<Json<Ok>, BackupDeleteError> {
         app.backups()?
-            .delete(auth.0, path_id(&id.0, "backup")?)
+            .delete(auth.id(), path_id(&id.0, "backup")?)
             .await?;
         Ok(Json(Ok::yes()))
     }

@@ -437,7 +437,7 @@ impl ChatApi {
         app: Data<&Adiuva>,
         auth: BearerAuth,
     ) -> Result<Json<Vec<PlaybookOut>>, PlaybookListError> {
-        let tier = app.tiers().get_tier(auth.0).await?;
+        let tier = auth.0.user.tier;
         let orchestrator = app.chat()?;
         Ok(Json(
             orchestrator
@@ -461,7 +461,7 @@ impl ChatApi {
         auth: BearerAuth,
         id: Path<String>,
     ) -> Result<Json<PlaybookOut>, PlaybookError> {
-        let tier = app.tiers().get_tier(auth.0).await?;
+        let tier = auth.0.user.tier;
         let orchestrator = app.chat()?;
         let playbook = orchestrator
             .playbooks()

@@ -53,28 +53,44 @@ impl Ok {
 
 /// `Authorization: Bearer <access token>`: a JWT from `/auth/login`, `/auth/register` or
 /// `/auth/refresh`. Verified for signature, algorithm and expiry, and that its account
-/// still exists and its session has not been revoked; carries only the user id.
+/// still exists and its session has not been revoked; the token carries only the user id.
+///
+/// Holds the request's [`Principal`]: the user's row as read once for this request
+/// (tier and role included), which handlers pass on instead of reading it again.
 #[derive(SecurityScheme)]
 #[oai(ty = "bearer", bearer_format = "JWT", checker = "check_bearer")]
-pub struct BearerAuth(pub UserId);
+pub struct BearerAuth(pub Principal);
 
-async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<UserId> {
-    authenticate(req, &bearer.token)
+impl BearerAuth {
+    /// The caller's user id.
+    pub fn id(&self) -> UserId {
+        self.0.id()
+    }
+}
+
+/// poem-openapi has parsed the header already; the token is still taken from
+/// [`bearer_token`], the parser the rate-limit middleware used, so the two cannot judge
+/// different strings (and the middleware's outcome is found for this request).
+async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
+    let token = bearer_token(req).unwrap_or(&bearer.token);
+    authenticate(req, token)
         .await
-        .map(|p| p.id())
         .map_err(|e| ApiError::from(e).into())
 }
 
-/// The one door for every authenticated route, REST and WebSocket:
-/// [`AuthService::authenticate`](adiuva_core::auth::AuthService::authenticate), or the
-/// principal the rate-limit middleware already established for this request's token
-/// (so a request reads the account once).
+/// The one door for every authenticated route, REST and WebSocket: the outcome the
+/// rate-limit middleware already reached for this request's token (so a request
+/// verifies the token and reads the account once), else
+/// [`AuthService::authenticate`](adiuva_core::auth::AuthService::authenticate).
 pub async fn authenticate(req: &Request, token: &str) -> Result<Principal, adiuva_core::Error> {
     let token = token.trim();
     if let Some(done) = req.extensions().get::<Authenticated>()
         && done.token == token
     {
-        return Ok(done.principal.clone());
+        return done
+            .outcome
+            .clone()
+            .map_err(adiuva_core::Error::Unauthorized);
     }
     let app = req
         .data::<Adiuva>()

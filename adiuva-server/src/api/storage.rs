@@ -189,7 +189,7 @@ impl StorageApi {
         let body = body.0;
         let meta = app
             .records()?
-            .create(auth.0, &body.table, body.blob.0, &body.checksum)
+            .create(&auth.0, &body.table, body.blob.0, &body.checksum)
             .await?;
         Ok(Json(RecordCreated {
             id: meta.id.to_string(),
@@ -221,7 +221,7 @@ impl StorageApi {
     ) -> Result<Json<Vec<RecordMetaOut>>, RecordListError> {
         let rows = app
             .records()?
-            .list(auth.0, table.0.as_deref(), page.0, limit.0)
+            .list(auth.id(), table.0.as_deref(), page.0, limit.0)
             .await?;
         Ok(Json(rows.into_iter().map(Into::into).collect()))
     }
@@ -245,12 +245,12 @@ impl StorageApi {
         let id = path_id(&id.0, "record")?;
         if let Some(header) = if_none_match.0.as_deref() {
             // Only the row is read: an unchanged record costs no blob read.
-            let current = etag(&records.meta(auth.0, id).await?.checksum);
+            let current = etag(&records.meta(auth.id(), id).await?.checksum);
             if none_match(header, &current) {
                 return Ok(RecordDownload::NotModified(current));
             }
         }
-        let (meta, mut stream) = records.download(auth.0, id).await?;
+        let (meta, mut stream) = records.download(auth.id(), id).await?;
         // Records are small (bounded by the JSON body limit): answer with one
         // Content-Length body. A chunked stream of small writes meets delayed ACKs and
         // costs ~40 ms a request on loopback.
@@ -282,7 +282,7 @@ impl StorageApi {
         let body = body.0;
         app.records()?
             .update(
-                auth.0,
+                &auth.0,
                 path_id(&id.0, "record")?,
                 body.blob.0,
                 &body.checksum,
@@ -304,7 +304,7 @@ impl StorageApi {
         id: Path<String>,
     ) -> Result<Json<Ok>, RecordDeleteError> {
         app.records()?
-            .delete(auth.0, path_id(&id.0, "record")?)
+            .delete(auth.id(), path_id(&id.0, "record")?)
             .await?;
         Ok(Json(Ok::yes()))
     }

@@ -151,7 +151,7 @@ impl VectorsApi {
                 vector: v.vector,
             })
             .collect();
-        let n = app.vectors()?.upsert(auth.0, items).await?;
+        let n = app.vectors()?.upsert(&auth.0, items).await?;
         Ok(Json(VectorUpsertResponse { upserted: n as u64 }))
     }
 
@@ -185,7 +185,7 @@ impl VectorsApi {
         let hits = app
             .vectors()?
             .search(
-                auth.0,
+                auth.id(),
                 query,
                 body.top_k.map_or(DEFAULT_TOP_K, |k| k as usize),
             )
@@ -214,7 +214,7 @@ impl VectorsApi {
         auth: BearerAuth,
         body: Json<VectorDeleteRequest>,
     ) -> Result<Json<VectorDeleteResponse>, VectorReadError> {
-        let n = app.vectors()?.delete(auth.0, &body.0.ids).await?;
+        let n = app.vectors()?.delete(auth.id(), &body.0.ids).await?;
         Ok(Json(VectorDeleteResponse {
             ok: true,
             deleted: n as u64,

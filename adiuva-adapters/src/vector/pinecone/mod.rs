@@ -17,29 +17,31 @@
 //!   them locally (exact), since Pinecone's query cannot filter on ids.
 //! - **Not exact on real Pinecone:** serverless search is approximate, and Pinecone is
 //!   eventually consistent (a write may take a moment to be searchable).
-//! - Requests time out (connect 5 s, whole request 30 s) and are retried with exponential
-//!   backoff on 429, 5xx and connection errors; other failures are reported with
-//!   Pinecone's message, never with the API key.
+//! - Requests go through [`crate::http`]: they time out (connect 5 s, whole request 30 s)
+//!   and are retried with exponential backoff and jitter (or Pinecone's `Retry-After`) on
+//!   429, 5xx and connection errors — every call is safe to repeat (upserts and deletes
+//!   by id); other failures are reported with Pinecone's message, never with the API key.
 
 #[cfg(feature = "testing")]
 pub mod fake;
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::time::Duration;
 
+use adiuva_core::Secret;
 use adiuva_core::ports::vector::{VectorError, VectorFilter, VectorHit, VectorIndex, VectorPoint};
 use adiuva_core::vector::exact::validate;
 use adiuva_core::vector::{dedup_last, sort_hits};
 use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::AdapterError;
+use crate::http::{HttpClient, HttpConfig, HttpError, RetrySchedule};
 
 /// Pinecone's control plane (index management), used when no data-plane host is given.
 pub const DEFAULT_CONTROLLER_URL: &str = "https://api.pinecone.io";
@@ -62,14 +64,14 @@ const FETCH_BATCH: usize = 100;
 const FETCH_URL_BYTES: usize = 6_000;
 /// Ids per delete request (Pinecone's limit).
 const DELETE_BATCH: usize = 1_000;
-/// Longest part of a Pinecone error body quoted in our errors.
-const MAX_MESSAGE: usize = 300;
+/// Cap on one wait between attempts, including Pinecone's `Retry-After`.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(20);
 
 /// How to reach one Pinecone index.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PineconeConfig {
     /// The project's API key (sent as `Api-Key`; never logged or quoted in errors).
-    pub api_key: String,
+    pub api_key: Secret<String>,
     /// The index name.
     pub index: String,
     /// The index's data-plane URL (`https://idx-abc.svc.pinecone.io`; without a scheme,
@@ -83,22 +85,11 @@ impl PineconeConfig {
     /// An index found through the default control plane.
     pub fn new(api_key: impl Into<String>, index: impl Into<String>) -> Self {
         Self {
-            api_key: api_key.into(),
+            api_key: Secret::new(api_key.into()),
             index: index.into(),
             host: None,
             controller_url: DEFAULT_CONTROLLER_URL.into(),
         }
-    }
-}
-
-impl fmt::Debug for PineconeConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PineconeConfig")
-            .field("api_key", &"***")
-            .field("index", &self.index)
-            .field("host", &self.host)
-            .field("controller_url", &self.controller_url)
-            .finish()
     }
 }
 
@@ -121,28 +112,13 @@ impl Default for RetryPolicy {
 }
 
 /// A [`VectorIndex`] backed by one Pinecone index (see the module docs).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PineconeIndex {
-    http: reqwest::Client,
+    http: HttpClient,
     /// Data-plane base URL, without a trailing slash.
     host: String,
     index: String,
     dim: usize,
-    /// Kept only to scrub it from any text that might echo it back.
-    api_key: String,
-    retry: RetryPolicy,
-}
-
-impl fmt::Debug for PineconeIndex {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Not derived: the API key must not reach logs through `{:?}`.
-        f.debug_struct("PineconeIndex")
-            .field("host", &self.host)
-            .field("index", &self.index)
-            .field("dim", &self.dim)
-            .field("retry", &self.retry)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Why one HTTP exchange failed, before it is given the port's meaning.
@@ -152,6 +128,26 @@ enum Failure {
     Status { status: StatusCode, message: String },
     /// No usable answer: connection, timeout, or a body we could not read.
     Transport(String),
+}
+
+impl From<HttpError> for Failure {
+    fn from(e: HttpError) -> Self {
+        match e {
+            HttpError::Status {
+                status,
+                message,
+                attempts,
+                ..
+            } => Failure::Status {
+                status,
+                message: match attempts {
+                    1 => message,
+                    n => format!("{message} (after {n} attempts)"),
+                },
+            },
+            other => Failure::Transport(other.to_string()),
+        }
+    }
 }
 
 impl Failure {
@@ -395,72 +391,37 @@ fn fetch_chunks(ids: &[String]) -> Vec<&[String]> {
     chunks
 }
 
-/// The error body's message: gRPC-style `{"code","message"}`, the control plane's
-/// `{"error":{"message"}}`, or the text itself; shortened, and never the key.
-fn error_message(body: &[u8], api_key: &str) -> String {
-    let text = match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(v) => v
-            .get("message")
-            .or_else(|| v.get("error").and_then(|e| e.get("message")))
-            .and_then(|m| m.as_str())
-            .map(str::to_owned)
-            .unwrap_or_else(|| v.to_string()),
-        Err(_) => String::from_utf8_lossy(body).trim().to_owned(),
-    };
-    let text = scrub(&text, api_key);
-    if text.is_empty() {
-        return "(no message)".into();
-    }
-    match text.char_indices().nth(MAX_MESSAGE) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
-    }
-}
-
-fn scrub(text: &str, api_key: &str) -> String {
-    if api_key.is_empty() {
-        text.to_owned()
-    } else {
-        text.replace(api_key, "***")
-    }
-}
-
-/// A reqwest error with its causes ("error sending request …: connection refused").
-fn transport_message(e: &reqwest::Error, api_key: &str) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    scrub(&text, api_key)
-}
-
-fn is_transient(status: StatusCode) -> bool {
+/// Pinecone retries rate limiting and every 5xx (its 500s are transient too).
+fn transient(status: StatusCode, _body: &[u8]) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
 }
 
-fn client(api_key: &str) -> Result<reqwest::Client, AdapterError> {
-    let mut key = HeaderValue::from_str(api_key).map_err(|_| {
+fn schedule(retry: RetryPolicy) -> RetrySchedule {
+    RetrySchedule {
+        max_retries: retry.attempts.max(1) - 1,
+        base_delay: retry.base_delay,
+        max_delay: MAX_RETRY_DELAY,
+    }
+}
+
+fn client(api_key: &Secret<String>) -> Result<HttpClient, AdapterError> {
+    let key = crate::http::sensitive(api_key.expose()).ok_or_else(|| {
         AdapterError::Connect(
             "the Pinecone API key holds characters an HTTP header cannot carry".into(),
         )
     })?;
-    // Keeps the key out of reqwest's Debug output and HTTP/2 header compression tables.
-    key.set_sensitive(true);
     let mut headers = HeaderMap::new();
-    headers.insert("Api-Key", key);
+    headers.insert(HeaderName::from_static("api-key"), key);
     headers.insert(
         "X-Pinecone-API-Version",
         HeaderValue::from_static(API_VERSION),
     );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| AdapterError::Connect(format!("cannot set up an HTTP client: {e}")))
+    let cfg = HttpConfig {
+        connect_timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(30),
+        retry: schedule(RetryPolicy::default()),
+    };
+    HttpClient::new(cfg, headers, [api_key.clone()])
 }
 
 impl PineconeIndex {
@@ -469,7 +430,7 @@ impl PineconeIndex {
     /// data plane's `describe_index_stats` when a host is given) and checks that the
     /// data plane answers. Fails unless the metric is cosine and the vectors are dense.
     pub async fn connect(cfg: PineconeConfig) -> Result<Self, AdapterError> {
-        if cfg.api_key.trim().is_empty() {
+        if cfg.api_key.expose().trim().is_empty() {
             return Err(AdapterError::Connect(
                 "the Pinecone API key is empty; set it to a key of the index's project".into(),
             ));
@@ -484,8 +445,6 @@ impl PineconeIndex {
             host: String::new(),
             index: cfg.index.clone(),
             dim: 0,
-            api_key: cfg.api_key.clone(),
-            retry: RetryPolicy::default(),
         };
         let described = match &cfg.host {
             Some(host) => {
@@ -572,10 +531,7 @@ impl PineconeIndex {
 
     /// Replaces the retry schedule (tests use a short one).
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = RetryPolicy {
-            attempts: retry.attempts.max(1),
-            ..retry
-        };
+        self.http = self.http.with_retry(schedule(retry));
         self
     }
 
@@ -634,7 +590,7 @@ impl PineconeIndex {
         serde_json::from_slice(body).map_err(|e| {
             Failure::Transport(format!(
                 "unexpected response ({e}): {}",
-                error_message(body, &self.api_key)
+                self.http.message(body)
             ))
         })
     }
@@ -657,50 +613,15 @@ impl PineconeIndex {
 
     /// Sends with retries on transient failures; the body of a 2xx answer.
     async fn send(&self, method: Method, url: Url, body: Option<Bytes>) -> Result<Bytes, Failure> {
-        let mut delay = self.retry.base_delay;
-        let mut attempt = 1;
-        loop {
-            let mut req = self.http.request(method.clone(), url.clone());
-            if let Some(b) = &body {
-                req = req
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(b.clone());
-            }
-            let failure = match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    match resp.bytes().await {
-                        Ok(b) if status.is_success() => return Ok(b),
-                        Ok(b) => Failure::Status {
-                            status,
-                            message: error_message(&b, &self.api_key),
-                        },
-                        Err(e) => Failure::Transport(transport_message(&e, &self.api_key)),
-                    }
-                }
-                Err(e) => Failure::Transport(transport_message(&e, &self.api_key)),
-            };
-            let transient = match &failure {
-                Failure::Status { status, .. } => is_transient(*status),
-                Failure::Transport(_) => true,
-            };
-            if !transient || attempt >= self.retry.attempts {
-                return Err(match failure {
-                    Failure::Transport(e) if attempt > 1 => {
-                        Failure::Transport(format!("{e} (after {attempt} attempts)"))
-                    }
-                    Failure::Status { status, message } if attempt > 1 => Failure::Status {
-                        status,
-                        message: format!("{message} (after {attempt} attempts)"),
-                    },
-                    f => f,
-                });
-            }
-            tracing::debug!(attempt, ?delay, "retrying a Pinecone request");
-            tokio::time::sleep(delay).await;
-            delay *= 2;
-            attempt += 1;
+        let mut call = self
+            .http
+            .call(method, url.as_str())
+            .replay_safe()
+            .retry_when(transient);
+        if let Some(body) = body {
+            call = call.json(body);
         }
+        Ok(call.send().await?)
     }
 
     fn check_dim(&self, len: usize) -> Result<(), VectorError> {
@@ -1062,6 +983,11 @@ mod tests {
 
     #[test]
     fn error_messages_never_carry_the_key() {
+        let error_message = |body: &[u8], key: &str| {
+            client(&Secret::new(key.to_owned()))
+                .expect("client")
+                .message(body)
+        };
         let body = br#"{"code":16,"message":"Invalid API Key pcsk_secret","details":[]}"#;
         assert_eq!(error_message(body, "pcsk_secret"), "Invalid API Key ***");
         let body =

@@ -610,7 +610,10 @@ pub async fn connect(
 ) -> Result<(std::sync::Arc<dyn VectorIndex>, String), AdapterError> {
     let index = QdrantIndex::connect(
         url,
-        settings.qdrant_api_key.as_deref(),
+        settings
+            .qdrant_api_key
+            .as_ref()
+            .map(|k| k.expose().as_str()),
         &settings.qdrant_collection,
     )
     .await?;

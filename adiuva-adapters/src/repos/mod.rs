@@ -1,0 +1,186 @@
+//! The SQL repositories, written once for every dialect.
+//!
+//! Each statement is one text for SQLite and PostgreSQL: placeholders are `$N`, which
+//! sqlx's SQLite driver binds to the N-th argument as PostgreSQL does; sums are
+//! `CAST(… AS BIGINT)` (PostgreSQL's `SUM` of a `BIGINT` is `NUMERIC`). What truly differs
+//! lives in each dialect's `dialect` module, and only that:
+//!
+//! - `type Db` — the sqlx database;
+//! - `fn id(Uuid)` — how an id is bound (TEXT on SQLite, UUID on PostgreSQL);
+//! - `fn list(&[T])` — how a list is bound (one JSON array on SQLite, an array on PostgreSQL),
+//!   and the three vector statements that take lists (`VECTOR_SIZES`, `DELETE_VECTORS`,
+//!   `UPSERT_VECTORS`);
+//! - `BEGIN_QUOTA` and `LOCK_USER` — how a quota-checked write serialises with the user's
+//!   other writes: SQLite's `BEGIN IMMEDIATE` takes its single write lock before the first
+//!   read; PostgreSQL locks the owner's `users` row (`FOR UPDATE`), so other users are not
+//!   blocked. Under that lock the write reads the sums, core's [`adiuva_core::quota`]
+//!   decides, and the write follows in the same transaction.
+//!
+//! A dialect invokes [`impl_repos!`] once with its database type and its `dialect` module.
+
+mod storage;
+mod users;
+mod vectors;
+
+pub(crate) use storage::impl_storage_repos;
+pub(crate) use users::impl_user_repos;
+pub(crate) use vectors::impl_vector_repos;
+
+/// Implements every repository of the `Database` port for `$db` (which has `pool()`),
+/// with `$d` the dialect module described above.
+macro_rules! impl_repos {
+    ($db:ty, $d:ident) => {
+        impl $db {
+            /// Starts a transaction holding the user's quota lock (see the module docs of
+            /// `repos`). A missing user is `NotFound`.
+            async fn quota_tx(
+                &self,
+                user: adiuva_core::domain::UserId,
+            ) -> adiuva_core::ports::db::RepoResult<sqlx::Transaction<'static, $d::Db>> {
+                use crate::rows::repo_err;
+                let mut tx = self
+                    .pool()
+                    .begin_with($d::BEGIN_QUOTA)
+                    .await
+                    .map_err(repo_err)?;
+                sqlx::query($d::LOCK_USER)
+                    .bind($d::id(user.0))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(repo_err)?
+                    .ok_or(adiuva_core::ports::db::RepoError::NotFound)?;
+                Ok(tx)
+            }
+
+            /// What the user stores under `cloud_storage_gb`, read inside `tx`.
+            async fn cloud_usage(
+                tx: &mut sqlx::Transaction<'static, $d::Db>,
+                user: adiuva_core::domain::UserId,
+            ) -> adiuva_core::ports::db::RepoResult<adiuva_core::quota::CloudUsage> {
+                let (records, vectors): (i64, i64) = sqlx::query_as(concat!(
+                    "SELECT (",
+                    $crate::repos::sum_of!("storage_records"),
+                    "), (",
+                    $crate::repos::sum_of!("vector_items"),
+                    ")"
+                ))
+                .bind($d::id(user.0))
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(crate::rows::repo_err)?;
+                Ok(adiuva_core::quota::CloudUsage { records, vectors })
+            }
+        }
+
+        $crate::repos::impl_user_repos!($db, $d);
+        $crate::repos::impl_storage_repos!($db, $d);
+        $crate::repos::impl_vector_repos!($db, $d);
+    };
+}
+
+pub(crate) use impl_repos;
+
+/// `SELECT` of the sum of `size_bytes` of one user's rows of `$table` (user id is `$1`).
+macro_rules! sum_of {
+    ($table:literal) => {
+        concat!(
+            "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM ",
+            $table,
+            " WHERE user_id = $1"
+        )
+    };
+}
+
+/// The columns of `users`, in the order every statement lists them.
+macro_rules! user_columns {
+    () => {
+        "id, email, password_hash, role, tier, stripe_customer_id, created_at, updated_at"
+    };
+}
+
+/// The columns of `refresh_tokens`.
+macro_rules! token_columns {
+    () => {
+        "id, user_id, family_id, token_hash, expires_at, created_at, used_at, revoked_at"
+    };
+}
+
+/// The columns of `storage_records`.
+macro_rules! record_columns {
+    () => {
+        "id, user_id, table_name, blob_key, checksum, size_bytes, created_at, updated_at"
+    };
+}
+
+/// The columns of `backups`.
+macro_rules! backup_columns {
+    () => {
+        "id, user_id, blob_key, version, timestamp, checksum, size_bytes, created_at"
+    };
+}
+
+/// The columns of `subscriptions`.
+macro_rules! subscription_columns {
+    () => {
+        "id, user_id, stripe_subscription_id, tier, status, current_period_end, created_at"
+    };
+}
+
+pub(crate) use {
+    backup_columns, record_columns, subscription_columns, sum_of, token_columns, user_columns,
+};
+
+/// Both dialects: a quota-checked write for a user that does not exist is `NotFound`
+/// (the lock it takes is the user's), and writes nothing.
+#[cfg(test)]
+pub(crate) async fn quota_writes_of_an_unknown_user_are_not_found(
+    db: &dyn adiuva_core::ports::Database,
+) {
+    use adiuva_core::domain::UserId;
+    use adiuva_core::ports::db::{BackupMeta, RecordMeta, RepoError};
+
+    let ghost = UserId::new();
+    let id = uuid::Uuid::now_v7();
+    let record = RecordMeta {
+        id,
+        user_id: ghost,
+        table: "tasks".into(),
+        blob_key: format!("{ghost}/tasks/{id}"),
+        checksum: "ab".repeat(32),
+        size_bytes: 1,
+        created_at: 1,
+        updated_at: 1,
+    };
+    for quota in [None, Some(100)] {
+        assert!(matches!(
+            db.insert_record_within_quota(&record, quota).await,
+            Err(RepoError::NotFound)
+        ));
+        assert!(matches!(
+            db.replace_record_blob(&record, &record.blob_key, quota)
+                .await,
+            Err(RepoError::NotFound)
+        ));
+        let backup = BackupMeta {
+            id,
+            user_id: ghost,
+            blob_key: format!("{ghost}/backup-{id}"),
+            version: 1,
+            timestamp: 1,
+            checksum: "ab".repeat(32),
+            size_bytes: 1,
+            created_at: 1,
+        };
+        assert!(matches!(
+            db.insert_backup_within_quota(&backup, quota).await,
+            Err(RepoError::NotFound)
+        ));
+        assert!(matches!(
+            db.reserve_vector_items(ghost, &[("v".into(), 1)], quota, 1)
+                .await,
+            Err(RepoError::NotFound)
+        ));
+    }
+    assert_eq!(db.stored_bytes(ghost).await.expect("sum"), 0);
+    assert_eq!(db.vector_bytes(ghost).await.expect("sum"), 0);
+}

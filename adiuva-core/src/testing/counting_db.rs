@@ -1,0 +1,297 @@
+//! [`CountingDb`]: a [`Database`] wrapper that counts the calls of each repository
+//! method and forwards them to any database (the way `object_store`'s `ThrottledStore`
+//! wraps any store). Tests use it to prove how often a request reads the database, e.g.
+//! that a request reads its user once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::domain::{Email, Millis, Role, Tier, UserId};
+use crate::ports::Database;
+use crate::ports::db::{
+    BackupMeta, BackupRepo, BlobKeyRepo, RecordMeta, RecordRepo, RecordSwap, RefreshToken,
+    RefreshTokenRepo, RepoResult, Subscription, SubscriptionRepo, User, UserRepo, VectorItemSize,
+    VectorUsageRepo,
+};
+
+/// Forwards every call to `inner`, counting calls per method name.
+pub struct CountingDb {
+    inner: Arc<dyn Database>,
+    calls: Mutex<HashMap<&'static str, usize>>,
+}
+
+/// The methods that read a user row.
+pub const USER_READS: [&str; 3] = ["user_by_id", "user_in_session", "user_by_email"];
+
+impl CountingDb {
+    /// Counts calls on their way to `inner`.
+    pub fn new(inner: Arc<dyn Database>) -> Self {
+        Self {
+            inner,
+            calls: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn count(&self, method: &'static str) {
+        if let Ok(mut calls) = self.calls.lock() {
+            *calls.entry(method).or_default() += 1;
+        }
+    }
+
+    /// Calls of `method` since the last [`reset`](Self::reset).
+    pub fn calls(&self, method: &str) -> usize {
+        self.calls
+            .lock()
+            .map_or(0, |c| c.get(method).copied().unwrap_or(0))
+    }
+
+    /// Reads of a user row (any of [`USER_READS`]) since the last reset.
+    pub fn user_reads(&self) -> usize {
+        USER_READS.iter().map(|m| self.calls(m)).sum()
+    }
+
+    /// Every count, by method name.
+    pub fn snapshot(&self) -> HashMap<&'static str, usize> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Starts counting from zero.
+    pub fn reset(&self) {
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.clear();
+        }
+    }
+}
+
+#[async_trait]
+impl UserRepo for CountingDb {
+    async fn insert_user(&self, user: &User) -> RepoResult<()> {
+        self.count("insert_user");
+        self.inner.insert_user(user).await
+    }
+
+    async fn user_by_id(&self, id: UserId) -> RepoResult<Option<User>> {
+        self.count("user_by_id");
+        self.inner.user_by_id(id).await
+    }
+
+    async fn user_in_session(&self, id: UserId, family_id: Uuid) -> RepoResult<Option<User>> {
+        self.count("user_in_session");
+        self.inner.user_in_session(id, family_id).await
+    }
+
+    async fn user_by_email(&self, email: &Email) -> RepoResult<Option<User>> {
+        self.count("user_by_email");
+        self.inner.user_by_email(email).await
+    }
+
+    async fn list_users(&self, offset: u64, limit: u64) -> RepoResult<Vec<User>> {
+        self.count("list_users");
+        self.inner.list_users(offset, limit).await
+    }
+
+    async fn set_tier(&self, id: UserId, tier: Tier, now: Millis) -> RepoResult<()> {
+        self.count("set_tier");
+        self.inner.set_tier(id, tier, now).await
+    }
+
+    async fn set_role(&self, id: UserId, role: Role, now: Millis) -> RepoResult<()> {
+        self.count("set_role");
+        self.inner.set_role(id, role, now).await
+    }
+
+    async fn delete_user(&self, id: UserId) -> RepoResult<()> {
+        self.count("delete_user");
+        self.inner.delete_user(id).await
+    }
+}
+
+#[async_trait]
+impl RefreshTokenRepo for CountingDb {
+    async fn insert_refresh_token(&self, token: &RefreshToken) -> RepoResult<()> {
+        self.count("insert_refresh_token");
+        self.inner.insert_refresh_token(token).await
+    }
+
+    async fn refresh_token_by_hash(&self, token_hash: &str) -> RepoResult<Option<RefreshToken>> {
+        self.count("refresh_token_by_hash");
+        self.inner.refresh_token_by_hash(token_hash).await
+    }
+
+    async fn mark_refresh_token_used(&self, id: Uuid, now: Millis) -> RepoResult<bool> {
+        self.count("mark_refresh_token_used");
+        self.inner.mark_refresh_token_used(id, now).await
+    }
+
+    async fn revoke_token_family(&self, family_id: Uuid, now: Millis) -> RepoResult<u64> {
+        self.count("revoke_token_family");
+        self.inner.revoke_token_family(family_id, now).await
+    }
+
+    async fn delete_expired_refresh_tokens(&self, now: Millis) -> RepoResult<u64> {
+        self.count("delete_expired_refresh_tokens");
+        self.inner.delete_expired_refresh_tokens(now).await
+    }
+}
+
+#[async_trait]
+impl RecordRepo for CountingDb {
+    async fn insert_record_within_quota(
+        &self,
+        meta: &RecordMeta,
+        quota_bytes: Option<i64>,
+    ) -> RepoResult<bool> {
+        self.count("insert_record_within_quota");
+        self.inner
+            .insert_record_within_quota(meta, quota_bytes)
+            .await
+    }
+
+    async fn record(&self, user_id: UserId, id: Uuid) -> RepoResult<Option<RecordMeta>> {
+        self.count("record");
+        self.inner.record(user_id, id).await
+    }
+
+    async fn list_records(
+        &self,
+        user_id: UserId,
+        table: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> RepoResult<Vec<RecordMeta>> {
+        self.count("list_records");
+        self.inner.list_records(user_id, table, offset, limit).await
+    }
+
+    async fn replace_record_blob(
+        &self,
+        meta: &RecordMeta,
+        previous_blob_key: &str,
+        quota_bytes: Option<i64>,
+    ) -> RepoResult<RecordSwap> {
+        self.count("replace_record_blob");
+        self.inner
+            .replace_record_blob(meta, previous_blob_key, quota_bytes)
+            .await
+    }
+
+    async fn delete_record(&self, user_id: UserId, id: Uuid) -> RepoResult<RecordMeta> {
+        self.count("delete_record");
+        self.inner.delete_record(user_id, id).await
+    }
+
+    async fn stored_bytes(&self, user_id: UserId) -> RepoResult<i64> {
+        self.count("stored_bytes");
+        self.inner.stored_bytes(user_id).await
+    }
+}
+
+#[async_trait]
+impl BackupRepo for CountingDb {
+    async fn insert_backup_within_quota(
+        &self,
+        meta: &BackupMeta,
+        quota_bytes: Option<i64>,
+    ) -> RepoResult<bool> {
+        self.count("insert_backup_within_quota");
+        self.inner
+            .insert_backup_within_quota(meta, quota_bytes)
+            .await
+    }
+
+    async fn list_backups(&self, user_id: UserId) -> RepoResult<Vec<BackupMeta>> {
+        self.count("list_backups");
+        self.inner.list_backups(user_id).await
+    }
+
+    async fn delete_backup(&self, user_id: UserId, id: Uuid) -> RepoResult<BackupMeta> {
+        self.count("delete_backup");
+        self.inner.delete_backup(user_id, id).await
+    }
+
+    async fn backup_bytes(&self, user_id: UserId) -> RepoResult<i64> {
+        self.count("backup_bytes");
+        self.inner.backup_bytes(user_id).await
+    }
+}
+
+#[async_trait]
+impl BlobKeyRepo for CountingDb {
+    async fn referenced_blob_keys(&self) -> RepoResult<Vec<String>> {
+        self.count("referenced_blob_keys");
+        self.inner.referenced_blob_keys().await
+    }
+
+    async fn user_blob_keys(&self, user_id: UserId) -> RepoResult<Vec<String>> {
+        self.count("user_blob_keys");
+        self.inner.user_blob_keys(user_id).await
+    }
+}
+
+#[async_trait]
+impl SubscriptionRepo for CountingDb {
+    async fn upsert_subscription(&self, sub: &Subscription) -> RepoResult<()> {
+        self.count("upsert_subscription");
+        self.inner.upsert_subscription(sub).await
+    }
+
+    async fn subscription_for_user(&self, user_id: UserId) -> RepoResult<Option<Subscription>> {
+        self.count("subscription_for_user");
+        self.inner.subscription_for_user(user_id).await
+    }
+}
+
+#[async_trait]
+impl VectorUsageRepo for CountingDb {
+    async fn reserve_vector_items(
+        &self,
+        user_id: UserId,
+        items: &[(String, i64)],
+        quota_bytes: Option<i64>,
+        now: Millis,
+    ) -> RepoResult<Option<Vec<VectorItemSize>>> {
+        self.count("reserve_vector_items");
+        self.inner
+            .reserve_vector_items(user_id, items, quota_bytes, now)
+            .await
+    }
+
+    async fn restore_vector_items(
+        &self,
+        user_id: UserId,
+        previous: &[VectorItemSize],
+    ) -> RepoResult<()> {
+        self.count("restore_vector_items");
+        self.inner.restore_vector_items(user_id, previous).await
+    }
+
+    async fn release_vector_items(&self, user_id: UserId, ids: &[String]) -> RepoResult<u64> {
+        self.count("release_vector_items");
+        self.inner.release_vector_items(user_id, ids).await
+    }
+
+    async fn release_all_vector_items(&self, user_id: UserId) -> RepoResult<()> {
+        self.count("release_all_vector_items");
+        self.inner.release_all_vector_items(user_id).await
+    }
+
+    async fn vector_bytes(&self, user_id: UserId) -> RepoResult<i64> {
+        self.count("vector_bytes");
+        self.inner.vector_bytes(user_id).await
+    }
+}
+
+#[async_trait]
+impl Database for CountingDb {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn ping(&self) -> RepoResult<()> {
+        self.count("ping");
+        self.inner.ping().await
+    }
+}

@@ -1,0 +1,176 @@
+//! What the settings give the rest of the server: the URLs and adapter configurations in
+//! effect, the JWT secret (generated in dev) and the limits handed to core.
+
+use std::path::Path;
+
+use adiuva_core::Secret;
+use adiuva_core::auth::AuthConfig;
+
+use super::{ConfigError, Environment, LogFormat, Settings};
+
+impl Settings {
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.0.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("adiuva.db").display()),
+        }
+    }
+
+    /// The blob-store URL in effect.
+    pub fn blob_url(&self) -> String {
+        match (&self.blob_url, &self.s3_bucket) {
+            (Some(url), _) => url.clone(),
+            (None, Some(bucket)) => format!("s3://{bucket}"),
+            (None, None) => format!("file://{}", self.data_dir.join("blobs").display()),
+        }
+    }
+
+    /// The vector index choice and its backends' settings.
+    pub fn vector_settings(&self) -> adiuva_adapters::vector::VectorSettings {
+        adiuva_adapters::vector::VectorSettings {
+            url: self.vector_url.clone(),
+            qdrant_url: self.qdrant_url.clone(),
+            qdrant_api_key: self.qdrant_api_key.clone(),
+            qdrant_collection: self.qdrant_collection.clone(),
+            pinecone_api_key: self.pinecone_api_key.clone(),
+            pinecone_index: self.pinecone_index.clone(),
+            pinecone_host: self.pinecone_host.clone(),
+            pinecone_controller_url: self.pinecone_controller_url.clone(),
+        }
+    }
+
+    /// Which model plays which part in a chat.
+    pub fn model_roles(&self) -> adiuva_core::chat::orchestrator::ModelRoles {
+        adiuva_core::chat::orchestrator::ModelRoles {
+            router: self.router_model.clone(),
+            agent: self.agent_model.clone(),
+            synthesis: self.synthesis_model.clone(),
+        }
+    }
+
+    /// The bounds of a chat turn's model work.
+    pub fn chat_limits(&self) -> adiuva_core::chat::orchestrator::ChatLimits {
+        adiuva_core::chat::orchestrator::ChatLimits {
+            agent_max_tokens: self.agent_max_tokens,
+            synthesis_max_tokens: self.synthesis_max_tokens,
+            window: adiuva_core::chat::window::ContextWindow {
+                tokens: self.model_context_tokens,
+            },
+            turn_timeout: std::time::Duration::from_secs(self.chat_turn_timeout_secs.max(1)),
+        }
+    }
+
+    /// The OpenAI-compatible adapter's configuration (secrets exposed to it only).
+    pub fn llm_config(&self) -> adiuva_adapters::llm::openai::OpenAiConfig {
+        let mut cfg = adiuva_adapters::llm::openai::OpenAiConfig::default();
+        if let Some(url) = &self.openai_base_url {
+            cfg.base_url = url.clone();
+        }
+        cfg.api_key = self.openai_api_key.clone();
+        cfg.cerebras_base_url = self.cerebras_base_url.clone();
+        cfg.cerebras_api_key = self.cerebras_api_key.clone();
+        cfg
+    }
+
+    /// The connection layer's timeouts and caps (a zero timeout counts as one second:
+    /// zero would close every connection at once).
+    pub fn conn_limits(&self) -> crate::conn::ConnLimits {
+        let secs = |s: u64| std::time::Duration::from_secs(s.max(1));
+        crate::conn::ConnLimits {
+            io: crate::conn::IoTimeouts {
+                header_read: secs(self.header_read_timeout_secs),
+                keep_alive: secs(self.keep_alive_timeout_secs),
+                write_stall: secs(self.send_timeout_secs),
+            },
+            body: crate::conn::BodyRate {
+                min_rate: self.min_body_rate_bytes_per_sec,
+                patience: secs(self.body_read_timeout_secs),
+            },
+            max_per_ip: self.max_connections_per_ip,
+        }
+    }
+
+    /// S3 connection options from `s3_region`, `s3_endpoint` and the AWS keys.
+    pub fn s3_options(&self) -> adiuva_adapters::blobs::S3Options {
+        adiuva_adapters::blobs::S3Options {
+            region: self.s3_region.clone(),
+            endpoint: self.s3_endpoint.clone(),
+            access_key_id: self.aws_access_key_id.clone(),
+            secret_access_key: self.aws_secret_access_key.clone(),
+        }
+    }
+
+    /// The log format in effect.
+    pub fn effective_log_format(&self) -> LogFormat {
+        match (self.log_format, self.env) {
+            (LogFormat::Auto, Environment::Prod) => LogFormat::Json,
+            (LogFormat::Auto, Environment::Dev) => LogFormat::Text,
+            (f, _) => f,
+        }
+    }
+
+    /// The JWT secret: the configured one; in dev without one, the secret kept in
+    /// `<data_dir>/jwt_secret`, generated on first use; in prod without one, an error.
+    pub fn resolve_jwt_secret(&self) -> Result<Secret<String>, ConfigError> {
+        if let Some(s) = &self.jwt_secret {
+            return Ok(s.clone());
+        }
+        if self.env == Environment::Prod {
+            return Err(ConfigError(
+                "JWT_SECRET is required when ENV=prod: set it to at least 32 random bytes (for example the output of `openssl rand -hex 32`)".into(),
+            ));
+        }
+        let path = self.data_dir.join("jwt_secret");
+        match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => return Ok(Secret::new(s.trim().to_owned())),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ConfigError(format!("cannot read {}: {e}", path.display()))),
+        }
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| ConfigError(format!("no randomness for a JWT secret: {e}")))?;
+        let generated = hex::encode(bytes);
+        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
+            ConfigError(format!(
+                "cannot create the data directory {}: {e}",
+                self.data_dir.display()
+            ))
+        })?;
+        write_private(&path, &generated).map_err(|e| {
+            ConfigError(format!(
+                "cannot write the generated JWT secret to {}: {e}",
+                path.display()
+            ))
+        })?;
+        tracing::info!(path = %path.display(), "generated a JWT secret for development");
+        Ok(Secret::new(generated))
+    }
+
+    /// Session settings for the core.
+    pub fn auth_config(&self) -> Result<AuthConfig, ConfigError> {
+        let mut c = AuthConfig::new(self.resolve_jwt_secret()?);
+        c.jwt_algorithm = self.jwt_algorithm;
+        c.access_ttl_secs = self.access_token_ttl_secs;
+        c.refresh_ttl_secs = self.refresh_token_ttl_days * 24 * 3600;
+        Ok(c)
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
