@@ -7,6 +7,7 @@ use poem::http::StatusCode;
 use poem::{IntoResponse, Response};
 use poem_openapi::Object;
 use poem_openapi::payload::Json;
+use serde_json::Value;
 
 /// The body of every error response.
 #[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -234,48 +235,157 @@ pub async fn to_json_error(err: poem::Error) -> Response {
     json_response(status, &ErrorBody { detail, code })
 }
 
-/// Declares an operation's error responses: the listed statuses plus 429, 500 and 503, each
-/// with an [`ErrorBody`]. Converting an [`ApiError`] whose status is not listed is a bug:
-/// it is logged and answered as 500, and the tests catch it.
+/// The error codes one operation can answer with one status: implemented by each
+/// [`api_errors!`] enum (and [`crate::api::chat::ChatError`]) once per declared status, so
+/// the document lists, per operation and status, the closed set of `code`s.
+pub trait ErrorCodes<const STATUS: u16> {
+    /// The enum's name; the body schema is named `{NAME}{STATUS}`.
+    const NAME: &'static str;
+    /// Every `code` this status can carry.
+    const CODES: &'static [&'static str];
+}
+
+/// An [`ErrorBody`] whose schema names its possible codes (`E`'s [`ErrorCodes`] for
+/// `STATUS`). The wire is exactly `ErrorBody`'s; the schema extends it (`allOf`) with
+/// `code` as an enum, so a generated client can `switch` on codes without a cast.
+pub struct Coded<E, const STATUS: u16>(pub ErrorBody, std::marker::PhantomData<fn() -> E>);
+
+impl<E, const STATUS: u16> Coded<E, STATUS> {
+    /// Wraps a body.
+    pub fn new(body: ErrorBody) -> Self {
+        Self(body, std::marker::PhantomData)
+    }
+}
+
+impl<E, const STATUS: u16> std::fmt::Debug for Coded<E, STATUS> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<E: ErrorCodes<STATUS>, const STATUS: u16> poem_openapi::types::Type for Coded<E, STATUS> {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        format!("{}{STATUS}", E::NAME).into()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        poem_openapi::registry::MetaSchemaRef::Reference(Self::name().into_owned())
+    }
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+        ErrorBody::register(registry);
+        registry.create_schema::<Self, _>(Self::name().into_owned(), |_| {
+            let mut code = MetaSchema::new("string");
+            code.description = Some("What went wrong, for programs: one of these.");
+            code.enum_items = E::CODES.iter().map(|c| Value::from(*c)).collect();
+            let mut detail = MetaSchema::new("string");
+            detail.description = Some("A sentence for people (FastAPI-compatible).");
+            let mut schema = MetaSchema::new("object");
+            schema.description =
+                Some("An `ErrorBody` whose `code` is one of this response's codes.");
+            schema.all_of = vec![ErrorBody::schema_ref()];
+            schema.required = vec!["detail", "code"];
+            schema.properties = vec![
+                ("detail", MetaSchemaRef::Inline(Box::new(detail))),
+                ("code", MetaSchemaRef::Inline(Box::new(code))),
+            ];
+            schema
+        });
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+impl<E: ErrorCodes<STATUS>, const STATUS: u16> poem_openapi::types::ToJSON for Coded<E, STATUS> {
+    fn to_json(&self) -> Option<Value> {
+        self.0.to_json()
+    }
+}
+
+/// Lists the codes of each status of an error-response enum ([`ErrorCodes`]).
+#[macro_export]
+macro_rules! error_codes {
+    ($name:ident { $($status:literal => [$($code:ident),+ $(,)?]),* $(,)? }) => {
+        $(
+            impl $crate::error::ErrorCodes<$status> for $name {
+                const NAME: &'static str = stringify!($name);
+                const CODES: &'static [&'static str] = &[$(stringify!($code)),+];
+            }
+        )*
+    };
+}
+
+/// Declares an operation's error responses: the listed statuses, each with the codes it
+/// can carry, plus 429 (`rate_limited`), 500 (`internal_error`) and 503
+/// (`database_unavailable` and the codes after `unavailable`), each body a [`Coded`]
+/// [`ErrorBody`]. Converting an [`ApiError`] whose status is not listed is a bug: it is
+/// logged and answered as 500, and the tests catch it (`tests/api/openapi.rs` checks
+/// real error bodies of each kind against the codes the document lists).
 #[macro_export]
 macro_rules! api_errors {
-    ($(#[$meta:meta])* $name:ident { $($status:literal => $variant:ident: $desc:literal),* $(,)? }) => {
+    (
+        $(#[$meta:meta])* $name:ident {
+            $($status:literal => $variant:ident [$($code:ident),+ $(,)?]: $desc:literal),* $(,)?
+        }
+        $(unavailable [$($unavailable:ident),* $(,)?])?
+    ) => {
         $(#[$meta])*
         #[derive(poem_openapi::ApiResponse, Debug)]
         pub enum $name {
             $(
                 #[doc = $desc]
                 #[oai(status = $status)]
-                $variant(poem_openapi::payload::Json<$crate::error::ErrorBody>),
+                $variant(poem_openapi::payload::Json<$crate::error::Coded<$name, $status>>),
             )*
             /// `rate_limited`: over the per-minute budget; see `Retry-After`.
             #[oai(status = 429)]
             TooManyRequests(
-                poem_openapi::payload::Json<$crate::error::ErrorBody>,
+                poem_openapi::payload::Json<$crate::error::Coded<$name, 429>>,
                 /// Seconds until the budget has room again.
                 #[oai(header = "Retry-After")] Option<u64>,
             ),
-            /// A backend (database, model provider) is unavailable; retry later.
+            /// A backend (database, blob store, vector index, model provider) is
+            /// unavailable; retry later.
             #[oai(status = 503)]
-            Unavailable(poem_openapi::payload::Json<$crate::error::ErrorBody>),
+            Unavailable(poem_openapi::payload::Json<$crate::error::Coded<$name, 503>>),
             /// Unexpected failure; details are in the server log under the request id.
             #[oai(status = 500)]
-            Internal(poem_openapi::payload::Json<$crate::error::ErrorBody>),
+            Internal(poem_openapi::payload::Json<$crate::error::Coded<$name, 500>>),
         }
+
+        $crate::error_codes!($name {
+            $($status => [$($code),+],)*
+            429 => [rate_limited],
+            503 => [database_unavailable $($(, $unavailable)*)?],
+            500 => [internal_error],
+        });
 
         impl From<$crate::error::ApiError> for $name {
             fn from(e: $crate::error::ApiError) -> Self {
+                use $crate::error::Coded;
+                use poem_openapi::payload::Json;
                 match e.status.as_u16() {
-                    $($status => Self::$variant(poem_openapi::payload::Json(e.body)),)*
-                    429 => Self::TooManyRequests(poem_openapi::payload::Json(e.body), e.retry_after),
-                    503 => Self::Unavailable(poem_openapi::payload::Json(e.body)),
-                    500 => Self::Internal(poem_openapi::payload::Json(e.body)),
+                    $($status => Self::$variant(Json(Coded::new(e.body))),)*
+                    429 => Self::TooManyRequests(Json(Coded::new(e.body)), e.retry_after),
+                    503 => Self::Unavailable(Json(Coded::new(e.body))),
+                    500 => Self::Internal(Json(Coded::new(e.body))),
                     other => {
                         tracing::error!(status = other, code = %e.body.code, concat!("bug: status not declared for ", stringify!($name)));
-                        Self::Internal(poem_openapi::payload::Json($crate::error::ErrorBody {
+                        Self::Internal(Json(Coded::new($crate::error::ErrorBody {
                             detail: "internal server error".into(),
                             code: "internal_error".into(),
-                        }))
+                        })))
                     }
                 }
             }

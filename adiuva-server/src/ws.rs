@@ -354,7 +354,7 @@ fn event_frame(event: ChatEvent, protocol: Protocol) -> ServerFrame {
         ChatEvent::Final(reply) => ServerFrame::Final(frames::Final {
             done: true,
             response: reply.response,
-            actions: reply.actions.into_iter().map(Into::into).collect(),
+            actions: crate::api::chat::actions_out(reply.actions),
             plan: None,
         }),
         ChatEvent::Plan(plan) => ServerFrame::Final(frames::Final {

@@ -17,6 +17,7 @@ mod records;
 mod secrets;
 mod sessions;
 mod system;
+mod typescript_client;
 mod vector_backends;
 mod vectors;
 mod who_is_calling;

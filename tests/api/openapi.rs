@@ -105,6 +105,229 @@ async fn every_operation_is_documented() {
     assert_eq!(scheme["scheme"], "bearer");
 }
 
+/// What a generated client needs to go without casts (issue 10, item 4): optional
+/// defaults, byte and binary formats, nullable fields, real schemas for the chat's
+/// `context` and `scope`, enums, a discriminated `ChatAnswer`, `Retry-After` on every
+/// 429, and no error response an operation never returns.
+#[tokio::test]
+async fn the_document_types_what_clients_need() {
+    let spec = served_spec().await;
+    let schemas = &spec["components"]["schemas"];
+    let prop = |schema: &str, field: &str| schemas[schema]["properties"][field].clone();
+    let required = |schema: &str, field: &str| {
+        schemas[schema]["required"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!(field)))
+    };
+    let refers = |v: &Value, to: &str| {
+        v.to_string()
+            .contains(&format!("#/components/schemas/{to}\""))
+    };
+
+    // Server defaults are optional, and carry no schema `default` (generators make a
+    // field with a default required).
+    for (schema, field) in [
+        ("VectorSearchRequest", "top_k"),
+        ("ChatRequestIn", "execution_mode"),
+    ] {
+        assert!(!required(schema, field), "{schema}.{field} is optional");
+        assert!(
+            prop(schema, field).get("default").is_none(),
+            "{schema}.{field} has no default"
+        );
+    }
+    // Base64 is `byte`; raw bodies and downloads are `binary`.
+    for (schema, field) in [
+        ("StorageRecordCreate", "blob"),
+        ("StorageRecordUpdate", "blob"),
+        ("VectorItem", "blob"),
+        ("VectorSearchRequest", "query_blob"),
+        ("VectorSearchResult", "blob"),
+    ] {
+        assert_eq!(prop(schema, field)["format"], "byte", "{schema}.{field}");
+    }
+    let octet = |v: &Value| v["content"]["application/octet-stream"]["schema"]["format"].clone();
+    assert_eq!(
+        octet(&spec["paths"]["/backup"]["put"]["requestBody"]),
+        "binary"
+    );
+    assert_eq!(
+        octet(&spec["paths"]["/backup"]["get"]["responses"]["200"]),
+        "binary"
+    );
+    assert_eq!(
+        octet(&spec["paths"]["/storage/records/{id}"]["get"]["responses"]["200"]),
+        "binary"
+    );
+    // Fields the server sends as null are nullable.
+    for (schema, field) in [
+        ("PlanActionOut", "table"),
+        ("PlanActionOut", "data"),
+        ("PlanActionOut", "agent"),
+        ("PlanStepOut", "prompt_template"),
+        ("PlanStepOut", "variables"),
+        ("PlanStepOut", "data_from_step"),
+    ] {
+        assert_eq!(prop(schema, field)["nullable"], true, "{schema}.{field}");
+    }
+    // `data` and `variables` are objects; `context` and `scope` have real schemas.
+    assert_eq!(prop("PlanActionOut", "data")["type"], "object");
+    assert_eq!(prop("PlanStepOut", "variables")["type"], "object");
+    assert!(refers(&prop("ChatRequestIn", "context"), "ChatContext"));
+    assert!(refers(&prop("ChatRequestIn", "scope"), "ChatScope"));
+    for (field, item) in [
+        ("recent_tasks", "ContextTask"),
+        ("notes", "ContextNote"),
+        ("projects", "ContextProject"),
+        ("checkpoints", "ContextCheckpoint"),
+        ("task_comments", "ContextTaskComment"),
+        ("conversation_history", "ConversationTurn"),
+    ] {
+        assert!(
+            refers(&prop("ChatContext", field)["items"], item),
+            "ChatContext.{field}"
+        );
+    }
+    // Closed sets are enums.
+    for (schema, field, enumeration) in [
+        ("PlaybookOut", "min_tier", "BillingTier"),
+        ("PlanActionOut", "type", "ActionType"),
+        ("ChatRequestIn", "source", "ChatSource"),
+        ("Health", "status", "HealthStatus"),
+        ("Health", "database", "HealthStatus"),
+    ] {
+        assert!(
+            refers(&prop(schema, field), enumeration),
+            "{schema}.{field}"
+        );
+        assert!(schemas[enumeration]["enum"].is_array(), "{enumeration}");
+    }
+    assert_eq!(
+        schemas["ActionType"]["enum"],
+        json!([
+            "create_record",
+            "update_record",
+            "delete_record",
+            "index_document",
+            "send_notification",
+            "call_agent"
+        ])
+    );
+    // The chat's answer says which one it is.
+    assert_eq!(
+        schemas["ChatAnswer"]["discriminator"]["propertyName"],
+        "mode"
+    );
+    for mode in ["direct", "plan"] {
+        assert!(
+            schemas["ChatAnswer"]["discriminator"]["mapping"][mode].is_string(),
+            "{mode}"
+        );
+    }
+    // Every 429 says when to retry; records answer 304 to If-None-Match.
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("item") {
+            if let Some(r) = op["responses"].get("429") {
+                assert!(
+                    r["headers"].get("RETRY-AFTER").is_some(),
+                    "{method} {path} 429 Retry-After"
+                );
+            }
+        }
+    }
+    let get_record = &spec["paths"]["/storage/records/{id}"]["get"];
+    assert!(
+        get_record["responses"]["304"]["headers"]
+            .get("ETAG")
+            .is_some()
+    );
+    assert!(
+        get_record["parameters"]
+            .to_string()
+            .contains("If-None-Match")
+    );
+    // No error response an operation never returns.
+    for (path, method, status) in [
+        ("/storage/records", "post", "404"),
+        ("/storage/records", "post", "409"),
+        ("/storage/records", "get", "404"),
+        ("/storage/records", "get", "409"),
+        ("/storage/records/{id}", "get", "422"),
+        ("/storage/records/{id}", "delete", "409"),
+        ("/storage/records/{id}", "delete", "422"),
+        ("/backup/history", "get", "404"),
+        ("/backup/history", "get", "409"),
+        ("/backup/{id}", "delete", "409"),
+        ("/plans/playbook", "get", "403"),
+        ("/plans/playbook", "get", "404"),
+    ] {
+        assert!(
+            spec["paths"][path][method]["responses"]
+                .get(status)
+                .is_none(),
+            "{method} {path} never answers {status}"
+        );
+    }
+}
+
+/// The codes the document lists for `method path` answering `status`.
+fn documented_codes(spec: &Value, method: &str, path: &str, status: u16) -> Vec<String> {
+    let response = &spec["paths"][path][method]["responses"][status.to_string()];
+    let schema = response["content"]["application/json; charset=utf-8"]["schema"]["$ref"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{method} {path} documents {status}"));
+    let name = schema.trim_start_matches("#/components/schemas/");
+    spec["components"]["schemas"][name]["properties"]["code"]["enum"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{name} lists its codes"))
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Real error answers of each kind (core errors, poem's parse and auth errors, the body
+/// limit's) carry a code their operation's document lists for that status.
+#[tokio::test]
+async fn error_codes_are_the_documented_ones() {
+    let app = spawn_app().await;
+    let spec: Value = app.get("/openapi.json").await.json().await.expect("json");
+    let user = crate::helpers::email("codes");
+    let token = app.register_ok(&user).await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let id = uuid::Uuid::new_v4();
+    let c = &app.client;
+    let cases: Vec<(&str, &str, reqwest::RequestBuilder)> = vec![
+        ("post", "/auth/register", c.post(app.url("/auth/register")).json(&json!({"email": user, "password": crate::helpers::PASSWORD}))),
+        ("post", "/auth/register", c.post(app.url("/auth/register")).header("content-type", "application/json").body("{")),
+        ("post", "/auth/register", c.post(app.url("/auth/register")).header("content-type", "text/plain").body("x")),
+        ("post", "/auth/login", c.post(app.url("/auth/login")).json(&json!({"email": user, "password": "wrong password!"}))),
+        ("get", "/auth/me", c.get(app.url("/auth/me"))),
+        ("post", "/storage/records", c.post(app.url("/storage/records")).bearer_auth(&token).json(&json!({"table": "notes", "blob": "AA==", "checksum": "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"}))),
+        ("get", "/storage/records", c.get(app.url("/storage/records?limit=0")).bearer_auth(&token)),
+        ("get", "/storage/records/{id}", c.get(app.url(&format!("/storage/records/{id}"))).bearer_auth(&token)),
+        ("delete", "/storage/records/{id}", c.delete(app.url(&format!("/storage/records/{id}"))).bearer_auth(&token)),
+        ("post", "/storage/vectors/search", c.post(app.url("/storage/vectors/search")).bearer_auth(&token).json(&json!({}))),
+        ("get", "/backup", c.get(app.url("/backup")).bearer_auth(&token)),
+        ("delete", "/backup/{id}", c.delete(app.url(&format!("/backup/{id}"))).bearer_auth(&token)),
+        ("post", "/chat", c.post(app.url("/chat")).bearer_auth(&token).json(&json!({"message": "hi"}))),
+        ("post", "/chat", c.post(app.url("/chat")).bearer_auth(&token).json(&json!({"message": "hi", "context": []}))),
+    ];
+    for (method, path, req) in cases {
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.expect("JSON error body");
+        assert!(status >= 400, "{method} {path}: {status} {body}");
+        let code = body["code"].as_str().expect("code");
+        let listed = documented_codes(&spec, method, path, status);
+        assert!(
+            listed.iter().any(|c| c == code),
+            "{method} {path} {status}: `{code}` is not among {listed:?}"
+        );
+    }
+}
+
 fn skip(what: &str) {
     adiuva_core::testing::services::missing(what, "not found; run .ci/run or install it");
 }
@@ -125,7 +348,7 @@ fn find_on_path(bin: &str) -> Option<PathBuf> {
 
 fn node_tools() -> PathBuf {
     std::env::var_os("ADIUVA_TEST_NODE_TOOLS").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/tools/node_modules/.bin"),
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/typescript/node_modules/.bin"),
         PathBuf::from,
     )
 }
@@ -154,7 +377,9 @@ fn a_generated_typescript_client_type_checks() {
     let bin = node_tools();
     let (generator, tsc) = (bin.join("openapi-typescript"), bin.join("tsc"));
     if !generator.is_file() || !tsc.is_file() {
-        return skip("openapi-typescript and tsc (npm, installed by .ci/run into .ci/tools)");
+        return skip(
+            "openapi-typescript and tsc (npm, installed by .ci/run into clients/typescript)",
+        );
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = write_spec(dir.path());
@@ -186,10 +411,14 @@ const tokens: Tokens = { access_token: "a", refresh_token: "r", expires_at: 1 };
 const me: MeOk = { id: "x", email: "a@example.com", tier: "free", role: "user", created_at: 1 };
 const profile: Profile = me;
 const err: ErrorBody = { detail: "d", code: "c" };
-const conflict: Conflict = err;
+// Each response's codes are a closed set; a coded body is still an ErrorBody.
+const conflict: Conflict = { detail: "d", code: "conflict" };
+const asError: ErrorBody = conflict;
+// @ts-expect-error a code the operation does not answer with
+const badCode: Conflict["code"] = "teapot";
 // @ts-expect-error tiers are a closed set
 const badTier: Profile["tier"] = "gold";
-export { login, tokens, profile, conflict, badTier };
+export { login, tokens, profile, err, conflict, asError, badCode, badTier };
 "#,
     )
     .expect("write client");

@@ -62,6 +62,18 @@ pub enum BillingTier {
     Team,
 }
 
+impl From<adiuva_core::domain::Tier> for BillingTier {
+    fn from(t: adiuva_core::domain::Tier) -> Self {
+        use adiuva_core::domain::Tier;
+        match t {
+            Tier::Free => Self::Free,
+            Tier::Pro => Self::Pro,
+            Tier::Power => Self::Power,
+            Tier::Team => Self::Team,
+        }
+    }
+}
+
 /// Account roles.
 #[derive(Debug, poem_openapi::Enum)]
 #[oai(rename_all = "lowercase")]
@@ -89,16 +101,11 @@ pub struct UserProfile {
 
 impl From<User> for UserProfile {
     fn from(u: User) -> Self {
-        use adiuva_core::domain::{Role, Tier};
+        use adiuva_core::domain::Role;
         Self {
             id: u.id.to_string(),
             email: u.email.to_string(),
-            tier: match u.tier {
-                Tier::Free => BillingTier::Free,
-                Tier::Pro => BillingTier::Pro,
-                Tier::Power => BillingTier::Power,
-                Tier::Team => BillingTier::Team,
-            },
+            tier: u.tier.into(),
             role: match u.role {
                 Role::User => UserRole::User,
                 Role::Admin => UserRole::Admin,
@@ -111,27 +118,27 @@ impl From<User> for UserProfile {
 api_errors!(
     /// Errors of `POST /auth/register`.
     RegisterError {
-        409 => Conflict: "An account with this email already exists.",
-        413 => PayloadTooLarge: "The body is over the size limit.",
-        415 => UnsupportedMediaType: "The body is not JSON.",
-        422 => Unprocessable: "Malformed JSON, a missing field, an invalid email or a password under 10 characters.",
+        409 => Conflict [conflict]: "An account with this email already exists.",
+        413 => PayloadTooLarge [payload_too_large]: "The body is over the size limit.",
+        415 => UnsupportedMediaType [unsupported_media_type]: "The body is not JSON.",
+        422 => Unprocessable [validation_error, malformed_json]: "Malformed JSON, a missing field, an invalid email or a password under 10 characters.",
     }
 );
 
 api_errors!(
     /// Errors of `POST /auth/login` and `POST /auth/refresh`.
     LoginError {
-        401 => Unauthorized: "Wrong email or password, or an invalid, expired or reused refresh token.",
-        413 => PayloadTooLarge: "The body is over the size limit.",
-        415 => UnsupportedMediaType: "The body is not JSON.",
-        422 => Unprocessable: "Malformed JSON or a missing field.",
+        401 => Unauthorized [unauthorized]: "Wrong email or password, or an invalid, expired or reused refresh token.",
+        413 => PayloadTooLarge [payload_too_large]: "The body is over the size limit.",
+        415 => UnsupportedMediaType [unsupported_media_type]: "The body is not JSON.",
+        422 => Unprocessable [validation_error, malformed_json]: "Malformed JSON or a missing field.",
     }
 );
 
 api_errors!(
     /// Errors of authenticated reads.
     AuthedError {
-        401 => Unauthorized: "Missing, invalid or expired access token, or the account no longer exists.",
+        401 => Unauthorized [unauthorized]: "Missing, invalid or expired access token, or the account no longer exists.",
     }
 );
 

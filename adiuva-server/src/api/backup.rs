@@ -76,21 +76,40 @@ pub enum BackupDownload {
 api_errors!(
     /// Errors of uploading a backup.
     BackupUploadError {
-        400 => BadRequest: "`checksum_mismatch` (X-Backup-Checksum is not the SHA-256 of the body) or `upload_incomplete`; nothing was kept.",
-        401 => Unauthorized: "Missing or invalid access token.",
-        403 => Forbidden: "`tier_required` (the free tier has no backups) or `quota_exceeded`.",
-        409 => Conflict: "A backup with this timestamp exists, or another upload with it finished first; nothing of this upload was kept.",
-        422 => Unprocessable: "A missing or malformed X-Backup-* header, or a timestamp outside 0..=253402300799999 (the end of year 9999).",
+        400 => BadRequest [checksum_mismatch, upload_incomplete]: "`checksum_mismatch` (X-Backup-Checksum is not the SHA-256 of the body) or `upload_incomplete`; nothing was kept.",
+        401 => Unauthorized [unauthorized]: "Missing or invalid access token.",
+        403 => Forbidden [tier_required, quota_exceeded]: "`tier_required` (the free tier has no backups) or `quota_exceeded`.",
+        409 => Conflict [conflict]: "A backup with this timestamp exists, or another upload with it finished first; nothing of this upload was kept.",
+        422 => Unprocessable [validation_error]: "A missing or malformed X-Backup-* header, or a timestamp outside 0..=253402300799999 (the end of year 9999).",
     }
+    unavailable [blob_store_unavailable]
 );
 
 api_errors!(
-    /// Errors of reading or deleting backups.
-    BackupReadError {
-        401 => Unauthorized: "Missing or invalid access token.",
-        404 => NotFound: "No such backup of yours (or none at all).",
-        409 => Conflict: "The backups were deleted too often while the latest was read; try again.",
+    /// Errors of downloading the latest backup.
+    BackupGetError {
+        401 => Unauthorized [unauthorized]: "Missing or invalid access token.",
+        404 => NotFound [not_found]: "You have no backup.",
+        409 => Conflict [conflict]: "The backups were deleted too often while the latest was read; try again.",
     }
+    unavailable [blob_store_unavailable]
+);
+
+api_errors!(
+    /// Errors of listing backups.
+    BackupHistoryError {
+        401 => Unauthorized [unauthorized]: "Missing or invalid access token.",
+    }
+    unavailable [blob_store_unavailable]
+);
+
+api_errors!(
+    /// Errors of deleting a backup.
+    BackupDeleteError {
+        401 => Unauthorized [unauthorized]: "Missing or invalid access token.",
+        404 => NotFound [not_found]: "No such backup of yours.",
+    }
+    unavailable [blob_store_unavailable]
 );
 
 /// `ms` since the epoch as an HTTP date, or `None` when it has none (before 1970 or
@@ -167,7 +186,7 @@ impl BackupApi {
         /// An HTTP date; compared with the backup's timestamp at one-second precision.
         #[oai(name = "If-Modified-Since")]
         if_modified_since: Header<Option<String>>,
-    ) -> Result<BackupDownload, BackupReadError> {
+    ) -> Result<BackupDownload, BackupGetError> {
         // An unparseable date is ignored, as RFC 9110 §13.1.3 says (httpdate accepts
         // years 1970–9999 only, so parsing cannot overflow).
         let since = if_modified_since
@@ -200,7 +219,7 @@ impl BackupApi {
         &self,
         app: Data<&Adiuva>,
         auth: BearerAuth,
-    ) -> Result<Json<Vec<BackupMetadata>>, BackupReadError> {
+    ) -> Result<Json<Vec<BackupMetadata>>, BackupHistoryError> {
         let all = app.backups()?.history(auth.id()).await?;
         Ok(Json(all.into_iter().map(Into::into).collect()))
     }
@@ -216,7 +235,7 @@ impl BackupApi {
         app: Data<&Adiuva>,
         auth: BearerAuth,
         id: Path<String>,
-    ) -> Result<Json<Ok>, BackupReadError> {
+    ) -> Result<Json<Ok>, BackupDeleteError> {
         app.backups()?
             .delete(auth.id(), path_id(&id.0, "backup")?)
             .await?;

@@ -9,9 +9,11 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi, Union};
 use serde_json::Value;
 
-use super::{ApiTags, BearerAuth};
-use crate::api_errors;
-use crate::error::{ApiError, ErrorBody};
+use super::auth::BillingTier;
+use super::schema::{self, AnyObject};
+use super::{ApiTags, BearerAuth, Described};
+use crate::error::{ApiError, Coded, ErrorBody};
+use crate::{api_errors, error_codes};
 
 /// `direct` (answer) or `plan` (an execution plan of template ids).
 #[derive(Debug, Clone, Copy, Enum, Default)]
@@ -33,17 +35,68 @@ pub struct ChatRequestIn {
     /// `conversation_history`, and any other lists the device sends (`projects`,
     /// `notes`, `checkpoints`, `task_comments`), which read tools answer from. Used for
     /// this request only.
-    pub context: Option<Value>,
-    /// `direct` (default) or `plan`.
-    #[oai(default)]
-    pub execution_mode: ExecutionModeIn,
+    pub context: Option<Described<schema::ChatContext>>,
+    /// `direct` (default) or `plan`. (No schema `default`: generators would make the
+    /// field required.)
+    pub execution_mode: Option<ExecutionModeIn>,
     /// Your own model API key for this request only; never stored or logged. Trimmed;
     /// up to 512 bytes of visible ASCII (else 422). Absent or blank: the server's key.
     pub api_key: Option<String>,
     /// `home` (default) or `popup`.
-    pub source: Option<String>,
+    pub source: Option<ChatSource>,
     /// The popup's scope, e.g. `{"project_id": "…"}`.
-    pub scope: Option<Value>,
+    pub scope: Option<Described<schema::ChatScope>>,
+}
+
+/// Where the message was typed (v2).
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum ChatSource {
+    /// The main window.
+    Home,
+    /// A popup scoped to an entity (`scope`).
+    Popup,
+}
+
+impl ChatSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Home => "home",
+            Self::Popup => "popup",
+        }
+    }
+}
+
+/// What a [`PlanActionOut`] asks the client to do.
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum ActionType {
+    /// Insert `data` into `table`.
+    CreateRecord,
+    /// Update the record `data.id` of `table` with the other fields of `data`.
+    UpdateRecord,
+    /// Delete the record `data.id` of `table`.
+    DeleteRecord,
+    /// Index a document for search.
+    IndexDocument,
+    /// Show a notification.
+    SendNotification,
+    /// Hand over to `agent`.
+    CallAgent,
+}
+
+impl ActionType {
+    fn parse(kind: &str) -> Option<Self> {
+        Some(match kind {
+            "create_record" => Self::CreateRecord,
+            "update_record" => Self::UpdateRecord,
+            "delete_record" => Self::DeleteRecord,
+            "index_document" => Self::IndexDocument,
+            "send_notification" => Self::SendNotification,
+            "call_agent" => Self::CallAgent,
+            _ => return None,
+        })
+    }
 }
 
 /// What the client should do (plan `PlanAction`).
@@ -52,12 +105,15 @@ pub struct PlanActionOut {
     /// `create_record`, `update_record`, `delete_record`, `index_document`,
     /// `send_notification` or `call_agent`.
     #[oai(rename = "type")]
-    pub kind: String,
+    pub kind: ActionType,
     /// The client table.
+    #[oai(nullable)]
     pub table: Option<String>,
     /// The record's fields.
-    pub data: Option<Value>,
+    #[oai(nullable)]
+    pub data: Option<Described<AnyObject>>,
     /// For `call_agent`.
+    #[oai(nullable)]
     pub agent: Option<String>,
 }
 
@@ -76,10 +132,13 @@ pub struct PlanStepOut {
     /// What the step does.
     pub action: String,
     /// Server-side template id (`llm` steps).
+    #[oai(nullable)]
     pub prompt_template: Option<String>,
     /// Variables or parameters.
-    pub variables: Option<Value>,
+    #[oai(nullable)]
+    pub variables: Option<Described<AnyObject>>,
     /// Input from this earlier step (0-based).
+    #[oai(nullable)]
     pub data_from_step: Option<i64>,
 }
 
@@ -92,13 +151,15 @@ pub struct ExecutionPlanOut {
     pub steps: Vec<PlanStepOut>,
 }
 
-/// `ChatResponse` for `direct`, `ExecutionPlan` for `plan`.
+/// `ChatResponse` for `direct`, `ExecutionPlan` for `plan`; `mode` says which.
 #[derive(Debug, Union)]
-#[oai(one_of)]
+#[oai(one_of, discriminator_name = "mode")]
 pub enum ChatAnswer {
     /// Direct.
+    #[oai(mapping = "direct")]
     Response(ChatResponseOut),
     /// Plan.
+    #[oai(mapping = "plan")]
     Plan(ExecutionPlanOut),
 }
 
@@ -112,7 +173,7 @@ pub struct PlaybookOut {
     /// What it does.
     pub description: String,
     /// The cheapest tier that has it.
-    pub min_tier: String,
+    pub min_tier: BillingTier,
     /// The plan.
     pub plan: ExecutionPlanOut,
 }
@@ -127,7 +188,7 @@ impl From<adiuva_core::chat::ExecutionPlan> for ExecutionPlanOut {
                 .map(|s| PlanStepOut {
                     action: s.action,
                     prompt_template: s.prompt_template,
-                    variables: s.variables,
+                    variables: s.variables.map(Described::new),
                     data_from_step: s.data_from_step,
                 })
                 .collect(),
@@ -135,20 +196,38 @@ impl From<adiuva_core::chat::ExecutionPlan> for ExecutionPlanOut {
     }
 }
 
-impl From<adiuva_core::chat::PlanAction> for PlanActionOut {
-    fn from(a: adiuva_core::chat::PlanAction) -> Self {
-        Self {
-            kind: a.kind,
+impl TryFrom<adiuva_core::chat::PlanAction> for PlanActionOut {
+    type Error = String;
+
+    /// Fails only on an action type the document does not list.
+    fn try_from(a: adiuva_core::chat::PlanAction) -> Result<Self, Self::Error> {
+        let kind = ActionType::parse(&a.kind).ok_or(a.kind)?;
+        Ok(Self {
+            kind,
             table: a.table,
-            data: a.data,
+            data: a.data.map(Described::new),
             agent: a.agent,
-        }
+        })
     }
+}
+
+/// The actions as the document describes them, for `POST /chat` and the socket's `final`.
+/// The core only makes the listed types (write tools become record actions); one it did
+/// not would be a bug, logged and left out rather than sent undocumented.
+pub fn actions_out(actions: Vec<adiuva_core::chat::PlanAction>) -> Vec<PlanActionOut> {
+    actions
+        .into_iter()
+        .filter_map(|a| {
+            PlanActionOut::try_from(a)
+                .map_err(|kind| tracing::error!(kind, "bug: an action type the API does not list"))
+                .ok()
+        })
+        .collect()
 }
 
 /// The core request from the API body (`context` must be an object).
 pub fn to_core_request(body: ChatRequestIn) -> Result<ChatRequest, adiuva_core::Error> {
-    let context: ChatContext = match body.context {
+    let context: ChatContext = match body.context.map(|c| c.0) {
         None | Some(Value::Null) => ChatContext::default(),
         Some(v @ Value::Object(_)) => serde_json::from_value(v)
             .map_err(|e| adiuva_core::Error::validation("context", e.to_string()))?,
@@ -162,13 +241,13 @@ pub fn to_core_request(body: ChatRequestIn) -> Result<ChatRequest, adiuva_core::
     Ok(ChatRequest {
         message: body.message,
         context,
-        execution_mode: match body.execution_mode {
+        execution_mode: match body.execution_mode.unwrap_or_default() {
             ExecutionModeIn::Direct => ExecutionMode::Direct,
             ExecutionModeIn::Plan => ExecutionMode::Plan,
         },
         api_key: adiuva_core::domain::ByokKey::parse_optional(body.api_key.as_deref())?,
-        source: body.source,
-        scope: body.scope,
+        source: body.source.map(|s| s.as_str().to_owned()),
+        scope: body.scope.map(|s| s.0),
     })
 }
 
@@ -178,10 +257,18 @@ pub struct ChatTimeoutBody {
     /// A sentence for people.
     pub detail: String,
     /// `chat_timeout`.
-    pub code: String,
+    pub code: ChatTimeoutCode,
     /// The reply text written before the deadline (sanitized; may be empty). The
     /// turn's write actions are not included: a half-finished turn is not applied.
     pub partial_response: String,
+}
+
+/// The code of a [`ChatTimeoutBody`].
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum ChatTimeoutCode {
+    /// The turn's deadline passed.
+    ChatTimeout,
 }
 
 /// Errors of a chat. Written out rather than declared with `api_errors!` because the
@@ -190,61 +277,78 @@ pub struct ChatTimeoutBody {
 pub enum ChatError {
     /// `llm_key_rejected`: the model provider refused the API key.
     #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
+    BadRequest(Json<Coded<ChatError, 400>>),
     /// Missing or invalid access token.
     #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>),
+    Unauthorized(Json<Coded<ChatError, 401>>),
     /// The body is over the size limit, or `message_too_long`: the message cannot fit
     /// the model's context window even with all context dropped (no model was called).
     #[oai(status = 413)]
-    PayloadTooLarge(Json<ErrorBody>),
+    PayloadTooLarge(Json<Coded<ChatError, 413>>),
     /// The body is not JSON.
     #[oai(status = 415)]
-    UnsupportedMediaType(Json<ErrorBody>),
+    UnsupportedMediaType(Json<Coded<ChatError, 415>>),
     /// Malformed JSON, an empty message or a context that is not an object.
     #[oai(status = 422)]
-    Unprocessable(Json<ErrorBody>),
+    Unprocessable(Json<Coded<ChatError, 422>>),
     /// `rate_limited`: over the per-minute budget; see `Retry-After`.
     #[oai(status = 429)]
-    TooManyRequests(Json<ErrorBody>),
+    TooManyRequests(
+        Json<Coded<ChatError, 429>>,
+        /// Seconds until the budget has room again.
+        #[oai(header = "Retry-After")]
+        Option<u64>,
+    ),
     /// Unexpected failure; details are in the server log under the request id.
     #[oai(status = 500)]
-    Internal(Json<ErrorBody>),
+    Internal(Json<Coded<ChatError, 500>>),
     /// The model provider refused the request in a way a retry cannot change:
     /// `context_length_exceeded` (the prompt is longer than the model's real window:
     /// the server's `model_context_tokens` is set too high) or `llm_rejected` (e.g. an
     /// unknown model).
     #[oai(status = 502)]
-    BadGateway(Json<ErrorBody>),
+    BadGateway(Json<Coded<ChatError, 502>>),
     /// `llm_unavailable`, `llm_rate_limited`: no model, or the provider is down or
     /// rate limiting after retries; retry later.
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(Json<Coded<ChatError, 503>>),
     /// `chat_timeout`: the turn took longer than `chat_turn_timeout_secs`; the text
     /// written so far is in `partial_response`.
     #[oai(status = 504)]
     Timeout(Json<ChatTimeoutBody>),
 }
 
+error_codes!(ChatError {
+    400 => [llm_key_rejected],
+    401 => [unauthorized],
+    413 => [payload_too_large, message_too_long],
+    415 => [unsupported_media_type],
+    422 => [validation_error, malformed_json],
+    429 => [rate_limited],
+    500 => [internal_error],
+    502 => [context_length_exceeded, llm_rejected],
+    503 => [llm_unavailable, llm_rate_limited, database_unavailable],
+});
+
 impl From<ApiError> for ChatError {
     fn from(e: ApiError) -> Self {
-        let body = Json(e.body);
+        let (retry_after, body) = (e.retry_after, e.body);
         match e.status.as_u16() {
-            400 => Self::BadRequest(body),
-            401 => Self::Unauthorized(body),
-            413 => Self::PayloadTooLarge(body),
-            415 => Self::UnsupportedMediaType(body),
-            422 => Self::Unprocessable(body),
-            429 => Self::TooManyRequests(body),
-            502 => Self::BadGateway(body),
-            503 => Self::Unavailable(body),
-            500 => Self::Internal(body),
+            400 => Self::BadRequest(Json(Coded::new(body))),
+            401 => Self::Unauthorized(Json(Coded::new(body))),
+            413 => Self::PayloadTooLarge(Json(Coded::new(body))),
+            415 => Self::UnsupportedMediaType(Json(Coded::new(body))),
+            422 => Self::Unprocessable(Json(Coded::new(body))),
+            429 => Self::TooManyRequests(Json(Coded::new(body)), retry_after),
+            502 => Self::BadGateway(Json(Coded::new(body))),
+            503 => Self::Unavailable(Json(Coded::new(body))),
+            500 => Self::Internal(Json(Coded::new(body))),
             other => {
                 tracing::error!(status = other, code = %body.code, "bug: status not declared for ChatError");
-                Self::Internal(Json(ErrorBody {
+                Self::Internal(Json(Coded::new(ErrorBody {
                     detail: "internal server error".into(),
                     code: "internal_error".into(),
-                }))
+                })))
             }
         }
     }
@@ -258,10 +362,11 @@ impl From<adiuva_core::Error> for ChatError {
                 detail,
                 partial,
             } => {
+                // `chat_timeout` is the core's only timeout code.
                 tracing::warn!(code, "chat turn stopped at its deadline");
                 ChatError::Timeout(Json(ChatTimeoutBody {
                     detail,
-                    code: code.to_owned(),
+                    code: ChatTimeoutCode::ChatTimeout,
                     partial_response: partial,
                 }))
             }
@@ -271,12 +376,21 @@ impl From<adiuva_core::Error> for ChatError {
 }
 
 api_errors!(
-    /// Errors of reading playbooks.
-    PlaybookError {
-        401 => Unauthorized: "Missing or invalid access token.",
-        403 => Forbidden: "`tier_required`: the playbook needs a higher tier.",
-        404 => NotFound: "No such playbook.",
+    /// Errors of listing playbooks.
+    PlaybookListError {
+        401 => Unauthorized [unauthorized]: "Missing or invalid access token.",
     }
+    unavailable [llm_unavailable]
+);
+
+api_errors!(
+    /// Errors of reading a playbook.
+    PlaybookError {
+        401 => Unauthorized [unauthorized]: "Missing or invalid access token.",
+        403 => Forbidden [tier_required]: "`tier_required`: the playbook needs a higher tier.",
+        404 => NotFound [not_found]: "No such playbook.",
+    }
+    unavailable [llm_unavailable]
 );
 
 /// Chat and plans.
@@ -306,7 +420,7 @@ impl ChatApi {
         match app.chat_service()?.rest_turn(&req).await? {
             RestAnswer::Reply(reply) => Ok(Json(ChatAnswer::Response(ChatResponseOut {
                 response: reply.response,
-                actions: reply.actions.into_iter().map(Into::into).collect(),
+                actions: actions_out(reply.actions),
             }))),
             RestAnswer::Plan(plan) => Ok(Json(ChatAnswer::Plan(plan.into()))),
         }
@@ -322,7 +436,7 @@ impl ChatApi {
         &self,
         app: Data<&Adiuva>,
         auth: BearerAuth,
-    ) -> Result<Json<Vec<PlaybookOut>>, PlaybookError> {
+    ) -> Result<Json<Vec<PlaybookOut>>, PlaybookListError> {
         let tier = auth.0.user.tier;
         let orchestrator = app.chat()?;
         Ok(Json(
@@ -373,7 +487,7 @@ fn playbook_out(p: &adiuva_core::chat::plans::Playbook) -> PlaybookOut {
         id: p.id.to_string(),
         title: p.title.to_string(),
         description: p.description.to_string(),
-        min_tier: p.min_tier.to_string(),
+        min_tier: p.min_tier.into(),
         plan: p.plan.clone().into(),
     }
 }

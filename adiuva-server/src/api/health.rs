@@ -7,15 +7,25 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::ApiTags;
 
+/// Whether a part answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// It answers.
+    Ok,
+    /// It does not answer.
+    Unavailable,
+}
+
 /// Service health.
 #[derive(Debug, Object)]
 pub struct Health {
     /// `ok`, or `unavailable` when the database does not answer.
-    pub status: String,
+    pub status: HealthStatus,
     /// Server version.
     pub version: String,
     /// `ok` or `unavailable`.
-    pub database: String,
+    pub database: HealthStatus,
 }
 
 /// Health responses.
@@ -45,16 +55,16 @@ impl HealthApi {
         let version = env!("CARGO_PKG_VERSION").to_owned();
         match app.database().ping().await {
             Ok(()) => HealthResponse::Ok(Json(Health {
-                status: "ok".into(),
+                status: HealthStatus::Ok,
                 version,
-                database: "ok".into(),
+                database: HealthStatus::Ok,
             })),
             Err(e) => {
                 tracing::warn!(error = %e, "health check: database unavailable");
                 HealthResponse::Unavailable(Json(Health {
-                    status: "unavailable".into(),
+                    status: HealthStatus::Unavailable,
                     version,
-                    database: "unavailable".into(),
+                    database: HealthStatus::Unavailable,
                 }))
             }
         }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod backup;
 pub mod chat;
 pub mod health;
+pub mod schema;
 pub mod storage;
 pub mod vectors;
 
@@ -17,6 +18,8 @@ use poem_openapi::{OpenApiService, SecurityScheme, Tags};
 
 use crate::error::ApiError;
 use crate::middleware::rate_limit::Authenticated;
+
+pub use schema::{Base64Bytes, Described};
 
 /// Operation groups in the documentation.
 #[derive(Tags)]

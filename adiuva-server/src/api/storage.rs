@@ -3,16 +3,14 @@
 
 use adiuva_core::Adiuva;
 use adiuva_core::ports::db::RecordMeta;
-use bytes::Bytes;
 use futures::StreamExt as _;
 use poem::Body;
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{Binary, Json};
-use poem_openapi::types::Base64;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::{ApiTags, BearerAuth, Ok, path_id};
+use super::{ApiTags, Base64Bytes, BearerAuth, Ok, path_id};
 use crate::api_errors;
 
 /// A new record (plan `StorageRecordCreate`).
@@ -21,7 +19,7 @@ pub struct StorageRecordCreate {
     /// The client's table: 1-64 letters, digits or underscores, not starting with a digit.
     pub table: String,
     /// The client-encrypted bytes, standard base64.
-    pub blob: Base64<Bytes>,
+    pub blob: Base64Bytes,
     /// SHA-256 of the bytes, 64 hex digits. Verified before anything is stored.
     pub checksum: String,
 }
@@ -30,7 +28,7 @@ pub struct StorageRecordCreate {
 #[derive(Debug, Object)]
 pub struct StorageRecordUpdate {
     /// The client-encrypted bytes, standard base64.
-    pub blob: Base64<Bytes>,
+    pub blob: Base64Bytes,
     /// SHA-256 of the bytes, 64 hex digits.
     pub checksum: String,
 }
@@ -113,27 +111,59 @@ fn none_match(header: &str, etag: &str) -> bool {
 }
 
 api_errors!(
-    /// Errors of writing a record.
-    RecordWriteError {
-        400 => ChecksumMismatch: "`checksum_mismatch`: the checksum is not the SHA-256 of the blob; nothing was stored.",
-        401 => Unauthorized: "Missing or invalid access token.",
-        403 => Forbidden: "`tier_required` (the free tier has no cloud storage) or `quota_exceeded`.",
-        404 => NotFound: "No such record of yours.",
-        409 => Conflict: "Other updates of this record kept winning the race; nothing was changed, try again.",
-        413 => PayloadTooLarge: "The body is over the size limit.",
-        415 => UnsupportedMediaType: "The body is not JSON.",
-        422 => Unprocessable: "Malformed JSON, invalid base64, a bad table name or checksum.",
+    /// Errors of creating a record.
+    RecordCreateError {
+        400 => ChecksumMismatch [checksum_mismatch]: "`checksum_mismatch`: the checksum is not the SHA-256 of the blob; nothing was stored.",
+        401 => Unauthorized [unauthorized]: "Missing or invalid access token.",
+        403 => Forbidden [tier_required, quota_exceeded]: "`tier_required` (the free tier has no cloud storage) or `quota_exceeded`.",
+        413 => PayloadTooLarge [payload_too_large]: "The body is over the size limit.",
+        415 => UnsupportedMediaType [unsupported_media_type]: "The body is not JSON.",
+        422 => Unprocessable [validation_error, malformed_json]: "Malformed JSON, invalid base64, a bad table name or checksum.",
     }
+    unavailable [blob_store_unavailable]
 );
 
 api_errors!(
-    /// Errors of reading or deleting records.
-    RecordReadError {
-        401 => Unauthorized: "Missing or invalid access token.",
-        404 => NotFound: "No such record of yours.",
-        409 => Conflict: "The record was replaced too often while it was read; try again.",
-        422 => Unprocessable: "A bad table name or paging parameter.",
+    /// Errors of replacing a record's bytes.
+    RecordUpdateError {
+        400 => ChecksumMismatch [checksum_mismatch]: "`checksum_mismatch`: the checksum is not the SHA-256 of the blob; nothing was stored.",
+        401 => Unauthorized [unauthorized]: "Missing or invalid access token.",
+        403 => Forbidden [tier_required, quota_exceeded]: "`tier_required` (the free tier has no cloud storage) or `quota_exceeded`.",
+        404 => NotFound [not_found]: "No such record of yours.",
+        409 => Conflict [conflict]: "Other updates of this record kept winning the race; nothing was changed, try again.",
+        413 => PayloadTooLarge [payload_too_large]: "The body is over the size limit.",
+        415 => UnsupportedMediaType [unsupported_media_type]: "The body is not JSON.",
+        422 => Unprocessable [validation_error, malformed_json]: "Malformed JSON, invalid base64 or a bad checksum.",
     }
+    unavailable [blob_store_unavailable]
+);
+
+api_errors!(
+    /// Errors of listing records.
+    RecordListError {
+        401 => Unauthorized [unauthorized]: "Missing or invalid access token.",
+        422 => Unprocessable [validation_error]: "A bad table name or paging parameter.",
+    }
+    unavailable [blob_store_unavailable]
+);
+
+api_errors!(
+    /// Errors of downloading a record.
+    RecordGetError {
+        401 => Unauthorized [unauthorized]: "Missing or invalid access token.",
+        404 => NotFound [not_found]: "No such record of yours.",
+        409 => Conflict [conflict]: "The record was replaced too often while it was read; try again.",
+    }
+    unavailable [blob_store_unavailable]
+);
+
+api_errors!(
+    /// Errors of deleting a record.
+    RecordDeleteError {
+        401 => Unauthorized [unauthorized]: "Missing or invalid access token.",
+        404 => NotFound [not_found]: "No such record of yours.",
+    }
+    unavailable [blob_store_unavailable]
 );
 
 /// Cloud records.
@@ -155,7 +185,7 @@ impl StorageApi {
         app: Data<&Adiuva>,
         auth: BearerAuth,
         body: Json<StorageRecordCreate>,
-    ) -> Result<Json<RecordCreated>, RecordWriteError> {
+    ) -> Result<Json<RecordCreated>, RecordCreateError> {
         let body = body.0;
         let meta = app
             .records()?
@@ -188,7 +218,7 @@ impl StorageApi {
             validator(minimum(value = "1"), maximum(value = "200"))
         )]
         limit: Query<u64>,
-    ) -> Result<Json<Vec<RecordMetaOut>>, RecordReadError> {
+    ) -> Result<Json<Vec<RecordMetaOut>>, RecordListError> {
         let rows = app
             .records()?
             .list(auth.id(), table.0.as_deref(), page.0, limit.0)
@@ -210,7 +240,7 @@ impl StorageApi {
         /// `ETag`s of copies the client holds: a match answers 304 without the bytes.
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
-    ) -> Result<RecordDownload, RecordReadError> {
+    ) -> Result<RecordDownload, RecordGetError> {
         let records = app.records()?;
         let id = path_id(&id.0, "record")?;
         if let Some(header) = if_none_match.0.as_deref() {
@@ -248,7 +278,7 @@ impl StorageApi {
         auth: BearerAuth,
         id: Path<String>,
         body: Json<StorageRecordUpdate>,
-    ) -> Result<Json<Ok>, RecordWriteError> {
+    ) -> Result<Json<Ok>, RecordUpdateError> {
         let body = body.0;
         app.records()?
             .update(
@@ -272,7 +302,7 @@ impl StorageApi {
         app: Data<&Adiuva>,
         auth: BearerAuth,
         id: Path<String>,
-    ) -> Result<Json<Ok>, RecordReadError> {
+    ) -> Result<Json<Ok>, RecordDeleteError> {
         app.records()?
             .delete(auth.id(), path_id(&id.0, "record")?)
             .await?;

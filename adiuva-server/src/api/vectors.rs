@@ -3,13 +3,11 @@
 
 use adiuva_core::Adiuva;
 use adiuva_core::vector::service::{DEFAULT_TOP_K, VectorItemInput, VectorQuery};
-use bytes::Bytes;
 use poem::web::Data;
 use poem_openapi::payload::Json;
-use poem_openapi::types::Base64;
 use poem_openapi::{Object, OpenApi};
 
-use super::{ApiTags, BearerAuth};
+use super::{ApiTags, Base64Bytes, BearerAuth};
 use crate::api_errors;
 
 /// One item (plan `VectorItem`, plus the optional `vector`).
@@ -19,7 +17,7 @@ pub struct VectorItem {
     pub id: String,
     /// The client-encrypted payload (vector metadata, text…), standard base64, at most
     /// 24 KiB decoded. Returned with search hits.
-    pub blob: Base64<Bytes>,
+    pub blob: Base64Bytes,
     /// SHA-256 of the payload bytes, 64 hex digits. Verified before anything is stored.
     pub checksum: String,
     /// The item's embedding, computed on the device (optionally rotated by a secret
@@ -46,10 +44,6 @@ pub struct VectorUpsertResponse {
     pub upserted: u64,
 }
 
-fn default_top_k() -> u32 {
-    DEFAULT_TOP_K as u32
-}
-
 /// A search (plan `VectorSearchRequest`, plus `query_vector`). Send `query_vector`, or
 /// `query_blob` (plan compatibility); with both, `query_vector` is used.
 #[derive(Debug, Object)]
@@ -59,13 +53,11 @@ pub struct VectorSearchRequest {
     pub query_vector: Option<Vec<f32>>,
     /// Plan compatibility: a ciphertext whose SHA-256-derived vector is compared. Finds
     /// items stored from the identical blob; scores are otherwise meaningless.
-    pub query_blob: Option<Base64<Bytes>>,
-    /// How many results, 1 to 100 (default 10).
-    #[oai(
-        default = "default_top_k",
-        validator(minimum(value = "1"), maximum(value = "100"))
-    )]
-    pub top_k: u32,
+    pub query_blob: Option<Base64Bytes>,
+    /// How many results, 1 to 100 (default 10). Optional, and so not declared with a
+    /// schema `default`: generators make a field with a default required.
+    #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+    pub top_k: Option<u32>,
 }
 
 /// One hit (plan `VectorSearchResult`).
@@ -76,7 +68,7 @@ pub struct VectorSearchResult {
     /// Cosine similarity in [-1, 1]; higher is closer.
     pub score: f32,
     /// The item's payload, standard base64.
-    pub blob: Base64<Bytes>,
+    pub blob: Base64Bytes,
 }
 
 /// Hits, best first; equal scores by id (plan `VectorSearchResponse`).
@@ -106,23 +98,25 @@ pub struct VectorDeleteResponse {
 api_errors!(
     /// Errors of storing vectors.
     VectorWriteError {
-        400 => ChecksumMismatch: "`checksum_mismatch`: an item's checksum is not the SHA-256 of its blob; nothing was stored.",
-        401 => Unauthorized: "Missing or invalid access token.",
-        403 => Forbidden: "`tier_required` (the free tier has no cloud storage) or `quota_exceeded`.",
-        413 => PayloadTooLarge: "The body is over the size limit.",
-        415 => UnsupportedMediaType: "The body is not JSON.",
-        422 => Unprocessable: "Malformed JSON, invalid base64, too many items, a bad id, blob or vector, or a vector whose dimension differs from your stored ones.",
+        400 => ChecksumMismatch [checksum_mismatch]: "`checksum_mismatch`: an item's checksum is not the SHA-256 of its blob; nothing was stored.",
+        401 => Unauthorized [unauthorized]: "Missing or invalid access token.",
+        403 => Forbidden [tier_required, quota_exceeded]: "`tier_required` (the free tier has no cloud storage) or `quota_exceeded`.",
+        413 => PayloadTooLarge [payload_too_large]: "The body is over the size limit.",
+        415 => UnsupportedMediaType [unsupported_media_type]: "The body is not JSON.",
+        422 => Unprocessable [validation_error, malformed_json]: "Malformed JSON, invalid base64, too many items, a bad id, blob or vector, or a vector whose dimension differs from your stored ones.",
     }
+    unavailable [vector_index_unavailable]
 );
 
 api_errors!(
     /// Errors of searching or deleting vectors.
     VectorReadError {
-        401 => Unauthorized: "Missing or invalid access token.",
-        413 => PayloadTooLarge: "The body is over the size limit.",
-        415 => UnsupportedMediaType: "The body is not JSON.",
-        422 => Unprocessable: "Malformed JSON, no query, a bad `top_k`, too many ids, or a query vector whose dimension differs from your stored ones.",
+        401 => Unauthorized [unauthorized]: "Missing or invalid access token.",
+        413 => PayloadTooLarge [payload_too_large]: "The body is over the size limit.",
+        415 => UnsupportedMediaType [unsupported_media_type]: "The body is not JSON.",
+        422 => Unprocessable [validation_error, malformed_json]: "Malformed JSON, no query, a bad `top_k`, too many ids, or a query vector whose dimension differs from your stored ones.",
     }
+    unavailable [vector_index_unavailable]
 );
 
 /// The cloud vector store.
@@ -190,7 +184,11 @@ impl VectorsApi {
         };
         let hits = app
             .vectors()?
-            .search(auth.id(), query, body.top_k as usize)
+            .search(
+                auth.id(),
+                query,
+                body.top_k.map_or(DEFAULT_TOP_K, |k| k as usize),
+            )
             .await?;
         Ok(Json(VectorSearchResponse {
             results: hits
@@ -198,7 +196,7 @@ impl VectorsApi {
                 .map(|h| VectorSearchResult {
                     id: h.id,
                     score: h.score,
-                    blob: Base64(h.payload),
+                    blob: Base64Bytes(h.payload),
                 })
                 .collect(),
         }))

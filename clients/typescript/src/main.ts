@@ -1,0 +1,23 @@
+// Drives a live Adiuva server through the generated types: every REST operation, then
+// both WebSocket protocols. Exit 0 when everything answered as documented.
+//   ADIUVA_URL=http://127.0.0.1:8000 ADIUVA_EMAIL=… ADIUVA_PASSWORD=… node dist/main.js
+import { rest } from "./rest.js";
+import { sockets } from "./ws.js";
+
+function env(name: string): string {
+  const value = process.env[name];
+  if (value === undefined || value === "") throw new Error(`${name} is not set`);
+  return value;
+}
+
+async function main(): Promise<void> {
+  const baseUrl = env("ADIUVA_URL").replace(/\/$/, "");
+  const token = await rest(baseUrl, { email: env("ADIUVA_EMAIL"), password: env("ADIUVA_PASSWORD") });
+  await sockets(baseUrl, token);
+  console.log("all operations ok");
+}
+
+main().catch((e: unknown) => {
+  console.error(e instanceof Error ? (e.stack ?? e.message) : String(e));
+  process.exit(1);
+});
