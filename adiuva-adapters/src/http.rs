@@ -20,6 +20,9 @@
 //! - **Error bodies:** at most [`MAX_ERROR_BODY`] bytes are read; the message is taken from
 //!   `{"error":{"message"}}`, `{"error":"…"}`, `{"message"}`, `{"detail"}` or the text
 //!   itself, and shortened to [`MAX_MESSAGE`] characters.
+//!
+//! Past the ~600-line rule only by its unit tests (the last ~50 lines): the client is one
+//! retry/timeout/scrubbing loop that reads best whole.
 
 use std::fmt;
 use std::hash::{BuildHasher as _, Hasher as _};

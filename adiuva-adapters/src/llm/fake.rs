@@ -16,6 +16,9 @@
 //! What it answers comes from a queue of [`Reply`]s, then from an optional handler, and
 //! every request (path, JSON body, `Authorization` header) is recorded. The fake keeps
 //! keys in its records: it is a test tool, and tests assert which key was sent.
+//!
+//! Longer than the ~600-line rule on purpose: it is test support, one scripted server whose
+//! request checks mirror OpenAI's wire rules; they read best as one list.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;

@@ -6,6 +6,10 @@
 //! integer millisecond timestamps, flags are integers `0|1`, and on updates an optional
 //! integer field set to `-1` means "leave unchanged" (the plan's sentinel, which the
 //! device's tool implementations already understand).
+//!
+//! Longer than the ~600-line rule on purpose: it is the table of the 23 tools' schemas,
+//! which the device's implementations must match field for field; one table in one place
+//! is easier to check against the app than pieces spread over files.
 
 use serde_json::{Map, Value, json};
 
