@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use adiuva_core::Adiuva;
 use adiuva_core::auth::Principal;
-use adiuva_core::chat::orchestrator::{ChatOutcome, Orchestrator, answering, navigation_for};
+use adiuva_core::chat::orchestrator::{ChatOutcome, Orchestrator, answering};
 use adiuva_core::chat::{ChatRequest, ToolExecutor};
 use adiuva_core::domain::UserId;
 use async_trait::async_trait;
@@ -625,15 +625,15 @@ async fn run_chat(
     let (result, ()) = tokio::join!(chat, forward);
     match result {
         Ok(ChatOutcome::Response(reply)) if v2 => {
-            let (navigation, context) = navigation_for(&request, &reply.mutations);
+            let d = &reply.directives;
             send(
                 out,
                 json!({
                     "type": "ai_response",
-                    "response": {"text": reply.response.response, "ui_directive": null, "data": null},
-                    "navigation": navigation,
+                    "response": {"text": reply.response.response, "ui_directive": d.ui_directive, "data": null},
+                    "navigation": d.navigation,
                     "mutations": reply.mutations,
-                    "context": context,
+                    "context": d.context(),
                 }),
             );
             None

@@ -9,6 +9,7 @@
 //! from the request's context.
 
 pub mod agents;
+pub mod directives;
 pub mod executor;
 pub mod orchestrator;
 pub mod plans;

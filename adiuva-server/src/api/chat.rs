@@ -70,6 +70,42 @@ pub struct ChatResponseOut {
     pub response: String,
     /// The writes the client should apply (tools run on the device).
     pub actions: Vec<PlanActionOut>,
+    /// What the client should render beside the text (plan step 24): a `task_card`,
+    /// `chart` or `diagram` object, or null. The rules are in `ARCHITECTURE.md`.
+    pub ui_directive: Option<Value>,
+    /// `{"action": "navigate", "target", "filter"}` for each entity the answer is about
+    /// that differs from `scope`'s.
+    pub navigation: Vec<Value>,
+    /// Whether the answer moved the client away from `scope`, and where to.
+    pub context: ResponseContextOut,
+}
+
+/// Plan `ResponseContext`.
+#[derive(Debug, Object)]
+pub struct ResponseContextOut {
+    /// A navigation directive points elsewhere than `scope`.
+    pub scope_changed: bool,
+    /// The first navigation directive's `filter`, or null.
+    pub new_scope: Option<Value>,
+}
+
+impl ChatResponseOut {
+    fn new(
+        response: String,
+        actions: Vec<PlanActionOut>,
+        directives: adiuva_core::chat::directives::Directives,
+    ) -> Self {
+        Self {
+            response,
+            actions,
+            context: ResponseContextOut {
+                scope_changed: !directives.navigation.is_empty(),
+                new_scope: directives.new_scope(),
+            },
+            ui_directive: directives.ui_directive,
+            navigation: directives.navigation,
+        }
+    }
 }
 
 /// One plan step: template ids, never prompt text (plan `PlanStep`).
@@ -315,21 +351,19 @@ impl ChatApi {
             .orchestrate(&req, &executor, None, false)
             .await?
         {
-            ChatOutcome::Response(reply) => Ok(Json(ChatAnswer::Response(ChatResponseOut {
-                response: reply.response.response,
-                actions: executor
+            ChatOutcome::Response(reply) => Ok(Json(ChatAnswer::Response(ChatResponseOut::new(
+                reply.response.response,
+                executor
                     .take_actions()
                     .into_iter()
                     .map(Into::into)
                     .collect(),
-            }))),
+                reply.directives,
+            )))),
             ChatOutcome::Plan(plan) => Ok(Json(ChatAnswer::Plan(plan.into()))),
-            ChatOutcome::Clarification(question) => {
-                Ok(Json(ChatAnswer::Response(ChatResponseOut {
-                    response: question,
-                    actions: Vec::new(),
-                })))
-            }
+            ChatOutcome::Clarification(question) => Ok(Json(ChatAnswer::Response(
+                ChatResponseOut::new(question, Vec::new(), Default::default()),
+            ))),
         }
     }
 
