@@ -3,7 +3,9 @@
 mod auth;
 mod backups;
 mod chat;
+mod chat_directives;
 mod chat_limits;
+mod chat_stream;
 mod connections;
 mod errors;
 mod helpers;
