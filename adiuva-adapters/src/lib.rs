@@ -7,9 +7,9 @@
 
 pub mod blobs;
 pub mod database;
-pub mod http;
 #[cfg(feature = "testing")]
 mod fake_server;
+pub mod http;
 pub mod llm;
 pub mod postgres;
 pub mod rate_limit;

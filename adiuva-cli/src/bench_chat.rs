@@ -4,7 +4,11 @@
 //! The model is an in-process zero-latency stand-in (router → `task_agent`; agent → one
 //! `list_tasks` call, then a short text), so the figures are the backend's own work:
 //! prompt composition, routing, the tool loop, sanitizing, framing. It also measures the
-//! memory an idle authenticated socket costs.
+//! memory an idle authenticated socket costs, and the stream delay: for
+//! [`STREAM_MESSAGE`] the stand-in streams a long reply one token every
+//! `--token-interval-ms`, and each token's time from leaving the model to arriving at
+//! the client inside a `text_chunk` is taken (model and client share this process's
+//! clock), with the number of `text_chunk` frames per reply.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -38,11 +42,81 @@ pub struct BenchChatArgs {
     /// Idle authenticated sockets held open at once to measure memory per socket.
     #[arg(long, default_value_t = 1000)]
     idle_sockets: usize,
+    /// Replies streamed token by token for the stream-delay measurement (0: skip it).
+    #[arg(long, default_value_t = 3)]
+    stream_replies: usize,
+    /// Pause between two streamed tokens, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    token_interval_ms: u64,
+}
+
+/// The message for which the stand-in streams [`long_reply`] token by token.
+const STREAM_MESSAGE: &str = "tell me about my week in detail";
+
+/// An ordinary ~2,150-character reply (plain prose and a list, nothing the sanitizer
+/// removes), so the text the client receives equals what the model sent.
+fn long_reply() -> String {
+    let para = "Your week looks busy but manageable. On Monday you have the quarterly \
+        report due, and the draft is about two thirds done, so finishing it in the \
+        morning leaves the afternoon free for the design review with the platform team. ";
+    let items = [
+        "Tuesday: call the bank about the mortgage papers and send the signed copies back.",
+        "Wednesday: the dentist at nine, then the sprint planning meeting at eleven.",
+        "Thursday: prepare the slides for the customer workshop and book the meeting room.",
+        "Friday: the workshop itself, then a short retrospective with everyone involved.",
+    ];
+    let mut out = String::new();
+    while out.len() < 2_150 {
+        out.push_str(para);
+        out.push_str("\n\n");
+        for i in items {
+            out.push_str("- ");
+            out.push_str(i);
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    let cut = out[..2_150].rfind(' ').unwrap_or(2_150);
+    out.truncate(cut);
+    out.push('.');
+    out
+}
+
+/// The reply in tokens of about a word each (a word with the space before it), as an
+/// OpenAI-style model streams them.
+fn tokens_of(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for ch in text.chars() {
+        if ch.is_whitespace() && !cur.trim().is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+        cur.push(ch);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 /// Answers instantly: the router names `task_agent`; an agent calls `list_tasks` once,
-/// then replies with text.
-struct InstantModel;
+/// then replies with text. For [`STREAM_MESSAGE`] the agent instead streams
+/// [`long_reply`] one token per `interval`, noting when each token left.
+struct InstantModel {
+    interval: Duration,
+    sent: Arc<std::sync::Mutex<Vec<Instant>>>,
+}
+
+impl InstantModel {
+    fn wants_long_reply(req: &CompletionRequest) -> bool {
+        let system = req.messages.first().map_or("", |m| m.content.as_str());
+        !system.contains("intent classifier")
+            && req
+                .messages
+                .iter()
+                .any(|m| m.role == Role::User && m.content.contains(STREAM_MESSAGE))
+    }
+}
 
 fn reply(req: &CompletionRequest) -> Completion {
     let system = req.messages.first().map_or("", |m| m.content.as_str());
@@ -78,6 +152,26 @@ impl ChatModel for InstantModel {
         &self,
         req: CompletionRequest,
     ) -> Result<BoxStream<'static, Result<StreamEvent, LlmError>>, LlmError> {
+        if Self::wants_long_reply(&req) {
+            let sent = self.sent.clone();
+            if let Ok(mut s) = sent.lock() {
+                s.clear();
+            }
+            let interval = self.interval;
+            let tokens = tokens_of(&long_reply()).into_iter();
+            return Ok(futures::stream::unfold(tokens, move |mut tokens| {
+                let sent = sent.clone();
+                async move {
+                    let token = tokens.next()?;
+                    tokio::time::sleep(interval).await;
+                    if let Ok(mut s) = sent.lock() {
+                        s.push(Instant::now());
+                    }
+                    Some((Ok(StreamEvent::Text(token)), tokens))
+                }
+            })
+            .boxed());
+        }
         let c = reply(&req);
         let mut events = Vec::new();
         if !c.content.is_empty() {
@@ -135,7 +229,11 @@ fn peak_rss_mb() -> String {
 }
 
 pub async fn run(args: &BenchChatArgs) -> CliResult {
-    let model: Arc<dyn ChatModel> = Arc::new(InstantModel);
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let model: Arc<dyn ChatModel> = Arc::new(InstantModel {
+        interval: Duration::from_millis(args.token_interval_ms),
+        sent: sent.clone(),
+    });
     let orchestrator = Arc::new(Orchestrator::new(model.clone(), ModelRoles::default())?);
 
     // 1. Orchestration overhead per message (one route, one tool round trip, sanitizing).
@@ -193,6 +291,7 @@ pub async fn run(args: &BenchChatArgs) -> CliResult {
         tokens.access_token
     );
     idle_sockets(&url, args.idle_sockets).await?;
+    stream_delay(&url, args, &sent).await?;
     let rss_before = peak_rss_mb();
     let started = Instant::now();
     let chats = (0..args.sockets).map(|_| {
@@ -294,4 +393,83 @@ async fn one_chat(url: &str) -> Result<Duration, String> {
         }
     }
     Err("closed before the final frame".into())
+}
+
+/// Streams `args.stream_replies` long replies, one at a time, and prints each token's
+/// delay from leaving the model to reaching the client (p50/p99) and the `text_chunk`
+/// frames per reply.
+async fn stream_delay(
+    url: &str,
+    args: &BenchChatArgs,
+    sent: &std::sync::Mutex<Vec<Instant>>,
+) -> CliResult {
+    if args.stream_replies == 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let reply = long_reply();
+    // Where each token ends in the reply: it has arrived once that many bytes have.
+    let ends: Vec<usize> = tokens_of(&reply)
+        .iter()
+        .scan(0, |at, t| {
+            *at += t.len();
+            Some(*at)
+        })
+        .collect();
+    let mut delays_us = Vec::new();
+    let mut frames = Vec::new();
+    for _ in 0..args.stream_replies {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+        ws.send(WsMessage::Text(
+            json!({"type": "chat_request", "message": STREAM_MESSAGE})
+                .to_string()
+                .into(),
+        ))
+        .await?;
+        let mut text = String::new();
+        let mut arrived: Vec<Instant> = Vec::with_capacity(ends.len());
+        let mut chunks = 0usize;
+        while let Some(frame) = ws.next().await {
+            let WsMessage::Text(raw) = frame? else {
+                continue;
+            };
+            let now = Instant::now();
+            let f: Value = serde_json::from_str(&raw)?;
+            match f["type"].as_str() {
+                Some("text_chunk") => {
+                    chunks += 1;
+                    text.push_str(f["text"].as_str().unwrap_or_default());
+                    while arrived.len() < ends.len() && ends[arrived.len()] <= text.len() {
+                        arrived.push(now);
+                    }
+                }
+                Some("final") => break,
+                _ => return Err(format!("unexpected frame while streaming: {f}").into()),
+            }
+        }
+        let _ = ws.close(None).await;
+        if text != reply {
+            return Err("the streamed reply differs from what the model sent".into());
+        }
+        let sent = sent.lock().map(|s| s.clone()).unwrap_or_default();
+        delays_us.extend(
+            sent.iter()
+                .zip(&arrived)
+                .map(|(s, a)| a.saturating_duration_since(*s).as_micros() as u64),
+        );
+        frames.push(chunks);
+    }
+    delays_us.sort_unstable();
+    frames.sort_unstable();
+    println!(
+        "stream delay ({} replies of {} chars, {} tokens each, one token every {} ms): token leaves the model → its text_chunk reaches the client p50 {:.1} ms, p99 {:.1} ms; text_chunk frames per reply {}–{}",
+        args.stream_replies,
+        reply.chars().count(),
+        ends.len(),
+        args.token_interval_ms,
+        percentile(&delays_us, 0.5),
+        percentile(&delays_us, 0.99),
+        frames.first().copied().unwrap_or(0),
+        frames.last().copied().unwrap_or(0),
+    );
+    Ok(ExitCode::SUCCESS)
 }

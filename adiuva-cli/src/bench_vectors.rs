@@ -112,7 +112,9 @@ pub async fn run(args: &BenchVectorsArgs) -> CliResult {
         qdrant_url: std::env::var("ADIUVA_QDRANT_URL").ok(),
         qdrant_api_key: std::env::var("ADIUVA_QDRANT_API_KEY").ok().map(Into::into),
         qdrant_collection: format!("bench_{}", std::process::id()),
-        pinecone_api_key: std::env::var("ADIUVA_PINECONE_API_KEY").ok().map(Into::into),
+        pinecone_api_key: std::env::var("ADIUVA_PINECONE_API_KEY")
+            .ok()
+            .map(Into::into),
         pinecone_index: std::env::var("ADIUVA_PINECONE_INDEX").ok(),
         pinecone_host: std::env::var("ADIUVA_PINECONE_HOST").ok(),
         pinecone_controller_url: std::env::var("ADIUVA_PINECONE_CONTROLLER_URL")

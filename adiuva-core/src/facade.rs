@@ -242,8 +242,10 @@ impl Adiuva {
     /// Chat turns (REST and sockets) as sanitized events; `Unavailable`
     /// (`llm_unavailable`) when no orchestrator was given.
     pub fn chat_service(&self) -> Result<crate::chat::ChatService, Error> {
-        Ok(crate::chat::ChatService::new(self.chat()?, self.auth.clone())
-            .with_budget(self.rates.clone()))
+        Ok(
+            crate::chat::ChatService::new(self.chat()?, self.auth.clone())
+                .with_budget(self.rates.clone()),
+        )
     }
 
     /// The database port, for health checks.

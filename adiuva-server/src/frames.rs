@@ -87,6 +87,16 @@ pub struct Navigation {
     pub filter: BTreeMap<String, Value>,
 }
 
+impl From<adiuva_core::chat::service::Navigation> for Navigation {
+    fn from(n: adiuva_core::chat::service::Navigation) -> Self {
+        Self {
+            action: NavigationAction::Navigate,
+            target: n.target,
+            filter: n.filter.into_iter().collect(),
+        }
+    }
+}
+
 /// A write the device ran during the turn (sanitized).
 #[derive(Debug, Object)]
 pub struct Mutation {

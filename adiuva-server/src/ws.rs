@@ -50,7 +50,8 @@ use crate::error::ApiError;
 pub use crate::frames::MAX_DETAIL_CHARS;
 use crate::frames::{self, Incoming, ServerFrame};
 
-/// How long the server waits for a tool result, and how often it pings.
+/// How long the server waits for a tool result, and how often it pings (from the
+/// settings, their one home; `startup::routes` builds it).
 #[derive(Debug, Clone, Copy)]
 pub struct WsTimings {
     /// A tool call without a result after this becomes an error result for the model.
@@ -59,16 +60,6 @@ pub struct WsTimings {
     pub ping_every: Duration,
     /// A socket from which nothing (a pong included) arrives for this long is closed.
     pub pong_timeout: Duration,
-}
-
-impl Default for WsTimings {
-    fn default() -> Self {
-        Self {
-            tool_timeout: Duration::from_secs(30),
-            ping_every: Duration::from_secs(30),
-            pong_timeout: Duration::from_secs(60),
-        }
-    }
 }
 
 /// Frames the server may have queued for one socket; a client that lets more pile up
@@ -331,15 +322,7 @@ fn event_frame(event: ChatEvent, protocol: Protocol) -> ServerFrame {
                     scope_changed: !reply.navigation.is_empty(),
                     new_scope: reply.new_scope.map(|s| s.into_iter().collect()),
                 },
-                navigation: reply
-                    .navigation
-                    .into_iter()
-                    .map(|n| frames::Navigation {
-                        action: frames::NavigationAction::Navigate,
-                        target: n.target,
-                        filter: n.filter.into_iter().collect(),
-                    })
-                    .collect(),
+                navigation: reply.navigation.into_iter().map(Into::into).collect(),
                 mutations: reply
                     .mutations
                     .into_iter()

@@ -57,6 +57,17 @@ pub enum Reply {
     Delay(Duration, Box<Reply>),
     /// The reply with one more response header (e.g. `Retry-After`).
     Header(String, String, Box<Reply>),
+    /// Streamed: this text in pieces of `piece_chars` characters, one SSE event per
+    /// piece written on its own, `pause` apart (a model producing tokens at its pace).
+    /// Not streamed: like [`Reply::Text`].
+    Paced {
+        /// The whole text.
+        text: String,
+        /// Characters per piece.
+        piece_chars: usize,
+        /// Pause before each piece.
+        pause: Duration,
+    },
     /// A model that never stops: streamed, this text again and again, a chunk every
     /// [`ENDLESS_PAUSE`], never a `finish_reason`; not streamed, no answer at all (the
     /// connection stays open). For deadlines.
@@ -95,6 +106,15 @@ impl Reply {
             json!({"error": {"message": message, "type": kind, "param": null, "code": null}})
                 .to_string(),
         )
+    }
+
+    /// [`Reply::Paced`].
+    pub fn paced(text: &str, piece_chars: usize, pause: Duration) -> Self {
+        Reply::Paced {
+            text: text.into(),
+            piece_chars,
+            pause,
+        }
     }
 
     /// [`Reply::Endless`].
@@ -395,7 +415,15 @@ impl Shared {
                 let id = format!("chatcmpl-fake-{n}");
                 return endless(&id, &model, piece, body.get("stream") == Some(&json!(true)));
             }
-            Some(Reply::Text(t)) => (t, Vec::new()),
+            Some(Reply::Paced {
+                text,
+                piece_chars,
+                pause,
+            }) if body.get("stream").and_then(Value::as_bool) == Some(true) => {
+                let id = format!("chatcmpl-fake-{n}");
+                return paced(&id, &model, &text, piece_chars, pause);
+            }
+            Some(Reply::Text(t) | Reply::Paced { text: t, .. }) => (t, Vec::new()),
             Some(Reply::ToolCalls(c)) => (String::new(), c),
             _ => {
                 return openai_error(
@@ -603,6 +631,38 @@ fn endless(id: &str, model: &str, piece: String, streamed: bool) -> Response {
             Some((Ok(next.clone()), next))
         }),
     );
+    Response::builder()
+        .status(StatusCode::OK)
+        .content_type("text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Body::from_bytes_stream(body))
+}
+
+/// [`Reply::Paced`] streamed: one SSE event per piece, each its own write after `pause`.
+fn paced(id: &str, model: &str, text: &str, piece_chars: usize, pause: Duration) -> Response {
+    let event = |delta: Value, finish: Value| {
+        let chunk = json!({
+            "id": id, "object": "chat.completion.chunk", "created": 0, "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        });
+        Bytes::from(format!("data: {chunk}\n\n"))
+    };
+    let mut events = vec![event(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    events.extend(
+        pieces(text, piece_chars)
+            .into_iter()
+            .map(|p| event(json!({"content": p}), Value::Null)),
+    );
+    events.push(event(json!({}), json!("stop")));
+    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    let body = futures::stream::unfold(events.into_iter(), move |mut events| async move {
+        let next = events.next()?;
+        tokio::time::sleep(pause).await;
+        Some((Ok::<_, std::io::Error>(next), events))
+    });
     Response::builder()
         .status(StatusCode::OK)
         .content_type("text/event-stream")

@@ -9,6 +9,7 @@
 //! from the request's context.
 
 pub mod agents;
+pub mod directives;
 pub mod executor;
 pub mod orchestrator;
 pub mod plans;
@@ -20,8 +21,7 @@ pub mod window;
 
 pub use executor::ToolExecutor;
 pub use service::{
-    ChatEvent, ChatPeer, ChatService, ChatSession, FinalReply, Protocol, RestAnswer,
-    ToolCall,
+    ChatEvent, ChatPeer, ChatService, ChatSession, FinalReply, Protocol, RestAnswer, ToolCall,
 };
 pub use types::{
     ChatContext, ChatRequest, ChatResponse, ExecutionMode, ExecutionPlan, PlanAction, PlanStep,

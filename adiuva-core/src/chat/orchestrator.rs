@@ -12,6 +12,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::ToolExecutor;
 use super::agents::{AgentContext, AgentOutcome, AgentRegistry, ToolEffect};
+use super::directives::{self, Directives};
 use super::plans::{PlanCache, Playbooks, PromptTemplateRegistry};
 use super::sanitizer::{Sanitizer, StreamSanitizer};
 use super::types::{ChatRequest, ChatResponse, ExecutionMode, ExecutionPlan, PlanAction};
@@ -119,6 +120,8 @@ pub struct ChatReply {
     pub agents: Vec<String>,
     /// Write tools the device executed (v2 `mutations`): `{action, table, data}`.
     pub mutations: Vec<Value>,
+    /// The UI directive and navigation (plan step 24, [`directives`]), sanitized.
+    pub directives: Directives,
 }
 
 /// The orchestrator with everything it owns.
@@ -461,14 +464,36 @@ impl Orchestrator {
         sink: Option<&UnboundedSender<String>>,
     ) -> Result<ChatReply, LlmError> {
         let outcome = self.run_agent(agent, req, executor, &[], sink).await?;
-        Ok(ChatReply {
-            mutations: self.mutations(agent, &outcome),
+        let text = outcome.text.clone();
+        Ok(self.assemble(req, vec![(agent.to_owned(), outcome)], &text))
+    }
+
+    /// The final reply, assembled in this one place for REST and the WebSocket alike:
+    /// the sanitized text, the writes (`mutations`), and the directives derived from
+    /// every agent's tool calls (sanitized too: they carry model-written arguments).
+    fn assemble(
+        &self,
+        req: &ChatRequest,
+        outcomes: Vec<(String, AgentOutcome)>,
+        text: &str,
+    ) -> ChatReply {
+        let mutations = outcomes
+            .iter()
+            .flat_map(|(name, outcome)| self.mutations(name, outcome))
+            .collect();
+        let calls: Vec<_> = outcomes
+            .iter()
+            .flat_map(|(_, o)| o.tool_calls.iter().cloned())
+            .collect();
+        ChatReply {
             response: ChatResponse {
-                response: self.clean(&outcome.text),
+                response: self.clean(text),
                 actions: Vec::new(),
             },
-            agents: vec![agent.to_owned()],
-        })
+            agents: outcomes.into_iter().map(|(name, _)| name).collect(),
+            mutations,
+            directives: directives::resolve(req, &calls).map_values(|v| self.clean_value(v)),
+        }
     }
 
     /// Agents in sequence, each seeing the earlier ones' results, then one synthesis call
@@ -481,12 +506,12 @@ impl Orchestrator {
         sink: Option<&UnboundedSender<String>>,
     ) -> Result<ChatReply, LlmError> {
         let mut results: Vec<String> = Vec::new();
-        let mut mutations = Vec::new();
+        let mut outcomes = Vec::new();
         for name in agents {
             // Intermediate agents do not stream: the user sees the synthesis.
             let outcome = self.run_agent(name, req, executor, &results, None).await?;
-            mutations.extend(self.mutations(name, &outcome));
             results.push(format!("{name}: {}", outcome.text));
+            outcomes.push((name.clone(), outcome));
         }
         let max_tokens = self.limits.synthesis_max_tokens;
         let system = text_message(Role::System, SYNTHESIS_PROMPT.into());
@@ -528,14 +553,7 @@ impl Orchestrator {
             }
             None => self.model.complete(synthesis_request).await?.content,
         };
-        Ok(ChatReply {
-            response: ChatResponse {
-                response: self.clean(&text),
-                actions: Vec::new(),
-            },
-            agents: agents.to_vec(),
-            mutations,
-        })
+        Ok(self.assemble(req, outcomes, &text))
     }
 
     /// The whole chat: classify, then answer directly or return a plan. `sink` receives
@@ -734,38 +752,6 @@ fn history(req: &ChatRequest) -> Vec<Message> {
             })
         })
         .collect()
-}
-
-/// v2 navigation: when a popup scoped to one entity made a change elsewhere, tell the
-/// client where it happened.
-pub fn navigation_for(request: &ChatRequest, mutations: &[Value]) -> (Vec<Value>, Value) {
-    let scope_project = request
-        .scope
-        .as_ref()
-        .and_then(|s| s.get("project_id"))
-        .and_then(Value::as_str);
-    let mut navigation = Vec::new();
-    for m in mutations {
-        let project = m
-            .get("data")
-            .and_then(|d| d.get("project_id"))
-            .and_then(Value::as_str);
-        if let (Some(scope), Some(project)) = (scope_project, project)
-            && scope != project
-        {
-            navigation.push(json!({
-                "action": "navigate",
-                "target": "project",
-                "filter": {"project_id": project},
-            }));
-        }
-    }
-    let new_scope = navigation
-        .first()
-        .and_then(|n| n.get("filter").cloned())
-        .unwrap_or(Value::Null);
-    let context = json!({"scope_changed": !navigation.is_empty(), "new_scope": new_scope});
-    (navigation, context)
 }
 
 /// The user's answer to a clarifying question as a request: the earlier message and the

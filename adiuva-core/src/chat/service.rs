@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use super::agents::RestExecutor;
-use super::orchestrator::{ChatOutcome, Orchestrator, answering, navigation_for};
+use super::orchestrator::{ChatOutcome, Orchestrator, answering};
 use super::sanitizer::StreamSanitizer;
 use super::{ChatRequest, ExecutionPlan, PlanAction, ToolExecutor};
 use crate::auth::{AuthService, Principal};
@@ -72,9 +72,9 @@ pub struct FinalReply {
     pub actions: Vec<PlanAction>,
     /// The writes the device ran.
     pub mutations: Vec<Mutation>,
-    /// Changes outside the popup's scope.
+    /// The entities the answer is about outside the popup's scope (`chat::directives`).
     pub navigation: Vec<Navigation>,
-    /// A card, chart or diagram for the client (none yet).
+    /// A card, chart or diagram for the client (`chat::directives`).
     pub ui_directive: Option<Value>,
     /// The first navigation's filter, when the scope changed.
     pub new_scope: Option<Map<String, Value>>,
@@ -154,7 +154,7 @@ impl ChatService {
                     .into_iter()
                     .map(|a| self.clean_action(a))
                     .collect();
-                RestAnswer::Reply(self.final_reply(request, reply, actions))
+                RestAnswer::Reply(self.final_reply(reply, actions))
             }
             ChatOutcome::Plan(plan) => RestAnswer::Plan(plan),
             ChatOutcome::Clarification(question) => RestAnswer::Reply(FinalReply {
@@ -175,15 +175,19 @@ impl ChatService {
 
     fn final_reply(
         &self,
-        request: &ChatRequest,
         reply: super::orchestrator::ChatReply,
         actions: Vec<PlanAction>,
     ) -> FinalReply {
         let o = &self.orchestrator;
-        // Navigation is derived from the cleaned mutations: its filter quotes them.
-        let clean: Vec<Value> = reply.mutations.iter().map(|m| o.clean_value(m)).collect();
-        let (navigation, _) = navigation_for(request, &clean);
-        let navigation: Vec<Navigation> = navigation
+        // The directives come sanitized from the orchestrator's one assembly point
+        // (`Orchestrator::assemble`); here they only get their types.
+        let directives = reply.directives;
+        let new_scope = match directives.new_scope() {
+            Some(Value::Object(f)) => Some(f),
+            _ => None,
+        };
+        let navigation: Vec<Navigation> = directives
+            .navigation
             .into_iter()
             .map(|n| Navigation {
                 target: n["target"].as_str().unwrap_or_default().to_owned(),
@@ -196,17 +200,21 @@ impl ChatService {
         FinalReply {
             response: o.clean(&reply.response.response),
             actions,
-            mutations: clean
-                .into_iter()
-                .map(|mut m| Mutation {
-                    action: m["action"].as_str().unwrap_or_default().to_owned(),
-                    table: m["table"].as_str().unwrap_or_default().to_owned(),
-                    data: m["data"].take(),
+            mutations: reply
+                .mutations
+                .iter()
+                .map(|m| {
+                    let mut m = o.clean_value(m);
+                    Mutation {
+                        action: m["action"].as_str().unwrap_or_default().to_owned(),
+                        table: m["table"].as_str().unwrap_or_default().to_owned(),
+                        data: m["data"].take(),
+                    }
                 })
                 .collect(),
-            new_scope: navigation.first().map(|n| n.filter.clone()),
+            new_scope,
             navigation,
-            ui_directive: None,
+            ui_directive: directives.ui_directive,
         }
     }
 
@@ -286,10 +294,13 @@ impl ChatSession {
             .await
             .map_err(|error| Refused { error, close: true })?;
         if let Some(budget) = &self.service.budget {
-            budget.check(&current, Cost::Chat).await.map_err(|error| Refused {
-                error,
-                close: false,
-            })?;
+            budget
+                .check(&current, Cost::Chat)
+                .await
+                .map_err(|error| Refused {
+                    error,
+                    close: false,
+                })?;
         }
         let earlier = self
             .awaiting
@@ -356,7 +367,7 @@ impl Turn {
         let (result, ()) = futures::future::join(chat, forward).await;
         let event = match result {
             Ok(ChatOutcome::Response(reply)) => {
-                ChatEvent::Final(service.final_reply(&request, reply, Vec::new()))
+                ChatEvent::Final(service.final_reply(reply, Vec::new()))
             }
             Ok(ChatOutcome::Plan(plan)) => ChatEvent::Plan(plan),
             Ok(ChatOutcome::Clarification(question)) => {

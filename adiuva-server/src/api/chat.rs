@@ -2,7 +2,9 @@
 //! `/chat/stream` lives in `crate::ws` (OpenAPI cannot describe it).
 
 use adiuva_core::Adiuva;
-use adiuva_core::chat::{ChatContext, ChatRequest, ExecutionMode, RestAnswer};
+use std::collections::BTreeMap;
+
+use adiuva_core::chat::{ChatContext, ChatRequest, ExecutionMode, FinalReply, RestAnswer};
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
@@ -124,6 +126,40 @@ pub struct ChatResponseOut {
     pub response: String,
     /// The writes the client should apply (tools run on the device).
     pub actions: Vec<PlanActionOut>,
+    /// What the client should render beside the text (plan step 24): a `task_card`,
+    /// `chart` or `diagram` object, or null. The rules are in `ARCHITECTURE.md`.
+    #[oai(nullable)]
+    pub ui_directive: Option<Described<AnyObject>>,
+    /// One `navigate` directive for each entity the answer is about that differs from
+    /// `scope`'s.
+    pub navigation: Vec<crate::frames::Navigation>,
+    /// Whether the answer moved the client away from `scope`, and where to.
+    pub context: ResponseContextOut,
+}
+
+/// Plan `ResponseContext`.
+#[derive(Debug, Object)]
+pub struct ResponseContextOut {
+    /// A navigation directive points elsewhere than `scope`.
+    pub scope_changed: bool,
+    /// The first navigation directive's `filter`, or null.
+    #[oai(nullable)]
+    pub new_scope: Option<BTreeMap<String, Value>>,
+}
+
+impl From<FinalReply> for ChatResponseOut {
+    fn from(reply: FinalReply) -> Self {
+        Self {
+            response: reply.response,
+            actions: actions_out(reply.actions),
+            ui_directive: reply.ui_directive.map(Described::new),
+            context: ResponseContextOut {
+                scope_changed: !reply.navigation.is_empty(),
+                new_scope: reply.new_scope.map(|s| s.into_iter().collect()),
+            },
+            navigation: reply.navigation.into_iter().map(Into::into).collect(),
+        }
+    }
 }
 
 /// One plan step: template ids, never prompt text (plan `PlanStep`).
@@ -418,10 +454,7 @@ impl ChatApi {
     ) -> Result<Json<ChatAnswer>, ChatError> {
         let req = to_core_request(body.0)?;
         match app.chat_service()?.rest_turn(&req).await? {
-            RestAnswer::Reply(reply) => Ok(Json(ChatAnswer::Response(ChatResponseOut {
-                response: reply.response,
-                actions: actions_out(reply.actions),
-            }))),
+            RestAnswer::Reply(reply) => Ok(Json(ChatAnswer::Response(reply.into()))),
             RestAnswer::Plan(plan) => Ok(Json(ChatAnswer::Plan(plan.into()))),
         }
     }

@@ -42,8 +42,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::AdapterError;
 use crate::http::{HttpClient, HttpConfig, HttpError, RetrySchedule};

@@ -208,12 +208,43 @@ pub(crate) struct Knowledge {
 
 impl Knowledge {
     /// How far past a position the quoted-description rule may still look.
-    pub fn description_lookahead(&self) -> usize {
+    fn description_lookahead(&self) -> usize {
         self.tool_descriptions
             .iter()
             .map(|(_, d)| d.len() + 8)
             .max()
             .unwrap_or(0)
+    }
+
+    /// Where a quoted tool description that more text could complete starts in `text`
+    /// (its opening quote), if one may: a quote followed by the beginning of a
+    /// description, or by a whole one still waiting for its `.` or closing quote. Only
+    /// such a quote holds text back — not every quote or apostrophe of the last
+    /// description-length of text.
+    pub fn open_quoted_description(&self, text: &str) -> Option<usize> {
+        if self.tool_descriptions.is_empty() {
+            return None;
+        }
+        let mut from = text.len().saturating_sub(self.description_lookahead());
+        while !text.is_char_boundary(from) {
+            from -= 1;
+        }
+        let lower = text[from..].to_ascii_lowercase();
+        lower.char_indices().find_map(|(i, c)| {
+            if !QUOTES.contains(&c) {
+                return None;
+            }
+            let rest = &lower[i + c.len_utf8()..];
+            self.tool_descriptions
+                .iter()
+                .any(|(_, d)| {
+                    d.starts_with(rest)
+                        || rest
+                            .strip_prefix(d.as_str())
+                            .is_some_and(|r| r.is_empty() || r == ".")
+                })
+                .then_some(from + i)
+        })
     }
 }
 
@@ -379,9 +410,17 @@ fn is_agentish(v: &str, k: &Knowledge) -> bool {
 
 /// Whether an incomplete line beginning with `prefix` could still turn out to be one
 /// that a line rule removes. `false` is a promise: no completion of the line matches.
+///
+/// It answers `false` as early as the prefix allows — an ordinary line that merely
+/// starts with `Agent`, `Mode`, `Internal` or `[` is settled by the characters after
+/// that word — because the stream holds an unsettled line back whole, and a paragraph
+/// is one line.
 pub(crate) fn line_could_be_special(prefix: &str, k: &Knowledge) -> bool {
     let s = strip_decoration(prefix);
-    if s.starts_with('[') {
+    if let Some(body) = s.strip_prefix('[') {
+        return could_be_routing_header(body);
+    }
+    if could_be_reasoning_label(s) {
         return true;
     }
     // the head `is_routing_line` reads its first key from
@@ -394,13 +433,49 @@ pub(crate) fn line_could_be_special(prefix: &str, k: &Knowledge) -> bool {
         return true;
     }
     let w = word.to_lowercase();
-    AGENT_KEYS.contains(&w.as_str())
+    if k.tool_names.contains(&w) {
+        return true;
+    }
+    let key = AGENT_KEYS.contains(&w.as_str())
         || ROUTE_KEYS.contains(&w.as_str())
-        || SIDE_KEYS.contains(&w.as_str())
-        || REASONING_LABELS
-            .iter()
-            .any(|l| l.split(' ').next() == Some(w.as_str()))
-        || k.tool_names.contains(&w)
+        || SIDE_KEYS.contains(&w.as_str());
+    // `is_routing_line` needs `:` or `=` after the key (emphasis and spaces between).
+    let after = rest.trim_start_matches(['*', '_', ' ']);
+    key && (after.is_empty() || after.starts_with([':', '=']))
+}
+
+/// Whether a line whose text after `[` starts with `body` may be a `[routing]` header
+/// (`is_routing_header`: a known name, then `]` and only emphasis or spaces).
+fn could_be_routing_header(body: &str) -> bool {
+    let b = body.trim_start().to_lowercase();
+    ROUTING_HEADERS.iter().any(|h| {
+        if h.starts_with(b.as_str()) {
+            return true;
+        }
+        let Some(after) = b.strip_prefix(h) else {
+            return false;
+        };
+        let after = after.trim_start();
+        match after.strip_prefix(']') {
+            None => after.is_empty(),
+            Some(tail) => tail
+                .chars()
+                .all(|c| c == '*' || c == '_' || c.is_whitespace()),
+        }
+    })
+}
+
+/// Whether a line starting with `s` (decoration stripped) may be a reasoning label
+/// (`is_reasoning_label`).
+fn could_be_reasoning_label(s: &str) -> bool {
+    let l = s.to_lowercase();
+    REASONING_LABELS.iter().any(|label| {
+        label.starts_with(l.as_str())
+            || l.strip_prefix(label).is_some_and(|rest| {
+                let rest = rest.trim_start_matches(['*', '_', ' ', ')']);
+                rest.is_empty() || rest.starts_with(':')
+            })
+    })
 }
 
 fn is_routing_sep(c: char) -> bool {

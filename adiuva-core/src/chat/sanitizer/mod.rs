@@ -239,15 +239,30 @@ fn render(text: &str, ranges: &[Range], has_content: bool, at_end: bool) -> (Str
     (out, has)
 }
 
+/// The most a stream holds back of text no rule can still remove (prose, lists,
+/// ordinary code), in bytes: a few words, never the reply.
+///
+/// What it holds is the last `SHINGLE` (8) words, because a prompt's fingerprint run
+/// may start among them and be completed by the next chunk — or, right after removed
+/// text, `GAP + SHINGLE` (15) words, because a run within `GAP` words of it is removed
+/// together with the words between — plus the word still being written. A `<think>`
+/// opening is at most 12 bytes and a quoted tool description is held only from a quote
+/// that opens one. Fifteen words of English prose average under 100 bytes; 256 leaves
+/// room for long words. Text a rule may still remove — an open `<think>` block, an
+/// unclosed JSON object (up to 16 KiB), a `[routing]` block, a line starting like
+/// routing metadata or a tool listing — is held until it settles: releasing it would
+/// release what the one-shot pass removes.
+pub const MAX_HOLD_BACK: usize = 256;
+
 /// Window length from which a stalled stream stops re-scanning on every chunk.
 const STALL_AFTER: usize = 2048;
 
 /// Sanitizes a streamed reply chunk by chunk.
 ///
 /// It holds back only what later text could still change — the last few words (a
-/// fingerprint may straddle chunks), an open `<think>` or JSON block, an incomplete line
-/// that may turn out to be routing metadata, and enough text to see a quoted tool
-/// description whole — and releases the rest. The concatenation of everything
+/// fingerprint may straddle chunks; at most [`MAX_HOLD_BACK`] bytes of ordinary text),
+/// an open `<think>` or JSON block, an incomplete line that may turn out to be routing
+/// metadata, a quote that may open a tool's description — and releases the rest. The concatenation of everything
 /// [`push`](Self::push) and [`finish`](Self::finish) return equals
 /// [`Sanitizer::sanitize`] of the whole reply.
 #[derive(Debug)]
@@ -310,6 +325,11 @@ impl StreamSanitizer {
         out
     }
 
+    /// Bytes received and not yet released (what the stream holds back now).
+    pub fn held(&self) -> usize {
+        self.window.len()
+    }
+
     /// The rules that have removed something so far, in the order of [`Sanitized::fired`].
     pub fn fired(&self) -> Vec<&'static str> {
         self.fired.iter().map(|r| r.name()).collect()
@@ -327,7 +347,7 @@ impl StreamSanitizer {
         let limit = d
             .unresolved
             .unwrap_or(w.len())
-            .min(w.len().saturating_sub(self.k.description_lookahead()));
+            .min(self.k.open_quoted_description(w).unwrap_or(w.len()));
         // A cut point `c`: just after kept non-whitespace, just before whitespace. Then
         // everything before `c` is settled and the text after starts with whitespace
         // that follows kept text, which is exactly how the one-shot pass sees it.
@@ -372,11 +392,20 @@ impl StreamSanitizer {
             return false;
         }
         // Whether the first word after the cut is removed together with text before it
-        // (a run crossing the cut, or a gap closed over it) is settled: every fingerprint
-        // that starts within GAP words of it is whole.
+        // is settled. A run crossing the cut: every fingerprint holding the word before
+        // it is whole once SHINGLE words follow. A gap closed over the cut: only a run
+        // ending within GAP words of the first fingerprint still to come can be joined to
+        // it; with no removed text that close, SHINGLE words suffice, else GAP + SHINGLE.
         let after = d.tokens.partition_point(|t| t.end <= c);
-        if after + GAP + SHINGLE > d.complete_tokens {
+        if after + SHINGLE > d.complete_tokens {
             return false;
+        }
+        if after + GAP + SHINGLE > d.complete_tokens {
+            let first_unknown = d.complete_tokens + 1 - SHINGLE;
+            let joinable_from = d.tokens[first_unknown.saturating_sub(GAP + 1)].start;
+            if ranges.iter().any(|r| r.end > joinable_from) {
+                return false;
+            }
         }
         // Line rules: the cut's line is complete (and was judged) or cannot match.
         let ls = w[..c].rfind('\n').map_or(0, |p| p + 1);
