@@ -3,6 +3,10 @@
 //!
 //! The transport decides where tools run: the WebSocket passes an executor that asks the
 //! device; REST passes a [`RestExecutor`] that turns writes into actions.
+//!
+//! Past the ~600-line rule: routing, the single-agent and pipeline paths, plan mode, v2
+//! clarification and the one assembly point of the reply share the turn's deadline and
+//! limits; split apart, each piece would need all of them.
 
 use std::sync::Arc;
 use std::time::Duration;

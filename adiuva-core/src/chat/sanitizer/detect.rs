@@ -7,6 +7,10 @@
 //! the position from which it could still remove text. The stream sanitizer only
 //! releases text before that position, which is what makes its output equal the
 //! one-shot result.
+//!
+//! Longer than the ~600-line rule on purpose: every detection rule and its bounded
+//! look-ahead (what makes streaming equal one-shot) is in this one file, so that a rule's
+//! "unresolved" position can be checked against the others' in one read.
 
 use std::collections::HashSet;
 
