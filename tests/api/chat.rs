@@ -184,6 +184,15 @@ pub async fn get_as(app: &TestApp, token: &str, path: &str) -> reqwest::Response
         .expect("req")
 }
 
+/// A chat app on `fake` (with the server's key), a registered user and a socket of
+/// theirs; keep the app alive as long as the socket.
+pub async fn chat_socket(fake: &FakeOpenAi) -> (TestApp, Socket) {
+    let app = chat_app(fake, Some(SERVER_KEY)).await;
+    let t = token(&app).await;
+    let ws = connect(&app, &t).await;
+    (app, ws)
+}
+
 pub async fn token(app: &TestApp) -> String {
     let t = app.register_ok(&email("chat")).await;
     t["access_token"].as_str().expect("access").to_owned()
@@ -323,9 +332,7 @@ async fn an_unknown_route_falls_back_to_task_agent() {
         Some(Reply::Text(format!("tools: {}", tools.join(","))))
     })
     .await;
-    let app = chat_app(&fake, Some(SERVER_KEY)).await;
-    let t = token(&app).await;
-    let mut ws = connect(&app, &t).await;
+    let (_app, mut ws) = chat_socket(&fake).await;
     send(&mut ws, json!({"message": "what's the weather?"})).await;
     let (_, _, last) = play_device(&mut ws, |_, _| json!(null)).await;
     let response = last["response"].as_str().expect("response");
@@ -517,9 +524,7 @@ async fn byok_is_used_for_that_request_only_and_never_logged() {
 #[tokio::test]
 async fn a_tool_timeout_becomes_an_error_result() {
     let fake = fake_with(tool_script).await;
-    let app = chat_app(&fake, Some(SERVER_KEY)).await;
-    let t = token(&app).await;
-    let mut ws = connect(&app, &t).await;
+    let (_app, mut ws) = chat_socket(&fake).await;
     send(
         &mut ws,
         json!({"type": "chat_request", "message": "run list_notes"}),
@@ -537,9 +542,7 @@ async fn a_tool_timeout_becomes_an_error_result() {
 #[tokio::test]
 async fn malformed_frames_get_error_frames_and_the_socket_survives() {
     let fake = fake_with(tool_script).await;
-    let app = chat_app(&fake, Some(SERVER_KEY)).await;
-    let t = token(&app).await;
-    let mut ws = connect(&app, &t).await;
+    let (_app, mut ws) = chat_socket(&fake).await;
     ws.send(WsMessage::Text("{not json".into()))
         .await
         .expect("send");
@@ -768,9 +771,7 @@ async fn v2_clarification_then_ai_response_with_navigation() {
         )]))
     })
     .await;
-    let app = chat_app(&fake, Some(SERVER_KEY)).await;
-    let t = token(&app).await;
-    let mut ws = connect(&app, &t).await;
+    let (_app, mut ws) = chat_socket(&fake).await;
     send(
         &mut ws,
         json!({"type": "user_request", "message": "add a task", "source": "popup", "scope": {"project_id": "p1"}}),
@@ -831,9 +832,7 @@ async fn byok_falls_back_to_the_server_key() {
 #[tokio::test]
 async fn a_device_error_reaches_the_model_as_the_tool_result() {
     let fake = fake_with(tool_script).await;
-    let app = chat_app(&fake, Some(SERVER_KEY)).await;
-    let t = token(&app).await;
-    let mut ws = connect(&app, &t).await;
+    let (_app, mut ws) = chat_socket(&fake).await;
     send(
         &mut ws,
         json!({"type": "chat_request", "message": "run delete_note"}),
@@ -855,9 +854,7 @@ async fn a_device_error_reaches_the_model_as_the_tool_result() {
 #[tokio::test]
 async fn an_idle_socket_is_pinged() {
     let fake = fake_with(tool_script).await;
-    let app = chat_app(&fake, Some(SERVER_KEY)).await;
-    let t = token(&app).await;
-    let mut ws = connect(&app, &t).await;
+    let (_app, mut ws) = chat_socket(&fake).await;
     let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
         .await
         .expect("a frame within 5 s")
@@ -884,9 +881,7 @@ async fn prompt_text_in_tool_arguments_is_removed() {
         )]))
     })
     .await;
-    let app = chat_app(&fake, Some(SERVER_KEY)).await;
-    let t = token(&app).await;
-    let mut ws = connect(&app, &t).await;
+    let (_app, mut ws) = chat_socket(&fake).await;
     send(
         &mut ws,
         json!({"type": "chat_request", "message": "save a note"}),
@@ -922,9 +917,7 @@ async fn chats_on_one_socket_count_against_the_rate_limit() {
         })
     })
     .await;
-    let app = chat_app(&fake, Some(SERVER_KEY)).await;
-    let t = token(&app).await;
-    let mut ws = connect(&app, &t).await;
+    let (_app, mut ws) = chat_socket(&fake).await;
     let mut answered = 0;
     let limited = loop {
         send(&mut ws, json!({"type": "chat_request", "message": "hi"})).await;

@@ -6,7 +6,7 @@ use adiuva_adapters::llm::fake::{FakeOpenAi, Reply};
 use serde_json::{Value, json};
 
 use crate::chat::{
-    SERVER_KEY, chat_app, connect, fake_with, is_router, play_device, post_chat, send, token,
+    SERVER_KEY, chat_app, chat_socket, fake_with, is_router, play_device, post_chat, send, token,
 };
 
 fn after_tool(body: &Value) -> bool {
@@ -160,9 +160,7 @@ async fn ws_v2_ai_response_carries_the_card_and_the_navigation() {
         json!({"title": "Ship it", "project_id": "p2"}),
     )
     .await;
-    let app = chat_app(&fake, Some(SERVER_KEY)).await;
-    let t = token(&app).await;
-    let mut ws = connect(&app, &t).await;
+    let (_app, mut ws) = chat_socket(&fake).await;
     send(
         &mut ws,
         json!({"type": "user_request", "message": "add ship it to Hermes", "source": "popup", "scope": {"project_id": "p1"}}),
@@ -188,9 +186,7 @@ async fn ws_v2_ai_response_carries_the_card_and_the_navigation() {
 #[tokio::test]
 async fn ws_v2_small_talk_has_no_directives() {
     let fake = one_call("task_agent", "", json!({})).await;
-    let app = chat_app(&fake, Some(SERVER_KEY)).await;
-    let t = token(&app).await;
-    let mut ws = connect(&app, &t).await;
+    let (_app, mut ws) = chat_socket(&fake).await;
     send(
         &mut ws,
         json!({"type": "user_request", "message": "hello", "source": "popup", "scope": {"project_id": "p1"}}),

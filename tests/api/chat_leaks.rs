@@ -8,8 +8,8 @@ use adiuva_adapters::llm::fake::{FakeOpenAi, Reply};
 use serde_json::{Value, json};
 
 use crate::chat::{
-    SERVER_KEY, chat_app, connect, fake_with, is_router, last_is_tool, play_device, post_chat,
-    send, system_text, token,
+    SERVER_KEY, chat_app, chat_socket, connect, fake_with, is_router, last_is_tool, play_device,
+    post_chat, send, system_text, token,
 };
 
 /// The sanitizer's shingle length: 8 consecutive words shared with a prompt.
@@ -102,9 +102,7 @@ async fn rest_actions_carry_no_prompt_text() {
 #[tokio::test]
 async fn websocket_v1_tool_calls_and_final_carry_no_prompt_text() {
     let fake = leaking_model().await;
-    let app = chat_app(&fake, Some(SERVER_KEY)).await;
-    let t = token(&app).await;
-    let mut ws = connect(&app, &t).await;
+    let (_app, mut ws) = chat_socket(&fake).await;
     send(
         &mut ws,
         json!({"type": "chat_request", "message": "save a note"}),
@@ -122,9 +120,7 @@ async fn websocket_v1_tool_calls_and_final_carry_no_prompt_text() {
 #[tokio::test]
 async fn websocket_v2_mutations_carry_no_prompt_text() {
     let fake = leaking_model().await;
-    let app = chat_app(&fake, Some(SERVER_KEY)).await;
-    let t = token(&app).await;
-    let mut ws = connect(&app, &t).await;
+    let (_app, mut ws) = chat_socket(&fake).await;
     send(
         &mut ws,
         json!({"type": "user_request", "message": "save a note", "source": "popup", "scope": {"project_id": "p1"}}),

@@ -8,7 +8,7 @@ use adiuva_adapters::llm::fake::Reply;
 use adiuva_core::chat::sanitizer::MAX_HOLD_BACK;
 use serde_json::json;
 
-use crate::chat::{SERVER_KEY, chat_app, connect, fake_with, is_router, next, send, token};
+use crate::chat::{chat_socket, fake_with, is_router, next, send};
 
 /// An ordinary ~2,150-character reply: prose and a list, nothing the sanitizer removes.
 fn long_reply() -> String {
@@ -38,9 +38,7 @@ async fn a_long_reply_streamed_in_5_char_pieces_arrives_in_many_chunks() {
         Some(Reply::paced(&script, 5, Duration::from_millis(1)))
     })
     .await;
-    let app = chat_app(&fake, Some(SERVER_KEY)).await;
-    let t = token(&app).await;
-    let mut ws = connect(&app, &t).await;
+    let (_app, mut ws) = chat_socket(&fake).await;
     send(
         &mut ws,
         json!({"type": "chat_request", "message": "how does my week look?"}),

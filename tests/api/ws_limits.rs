@@ -10,7 +10,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 
-use crate::chat::{SERVER_KEY, chat_app, connect, fake_with, next, token, tool_script};
+use crate::chat::{
+    SERVER_KEY, chat_app, chat_socket, connect, fake_with, next, token, tool_script,
+};
 use crate::helpers::{TestApp, log_lines, spawn_app_with};
 
 const BOUND: Duration = Duration::from_secs(10);
@@ -122,9 +124,7 @@ async fn oversized_messages_and_fragments_close_with_1009() {
 #[tokio::test]
 async fn error_frames_do_not_echo_huge_client_input() {
     let fake = fake_with(tool_script).await;
-    let app = chat_app(&fake, Some(SERVER_KEY)).await;
-    let t = token(&app).await;
-    let mut ws = connect(&app, &t).await;
+    let (_app, mut ws) = chat_socket(&fake).await;
     let id = "i".repeat(1_000_000);
     for frame in [
         json!({"type": "tool_result", "id": id}),
