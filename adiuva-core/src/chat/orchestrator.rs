@@ -122,7 +122,8 @@ pub struct ChatReply {
     pub response: ChatResponse,
     /// The agents that ran, in order.
     pub agents: Vec<String>,
-    /// Write tools the device executed (v2 `mutations`): `{action, table, data}`.
+    /// Write tools the device executed (v2 `mutations`): `{action, table, data}`,
+    /// sanitized.
     pub mutations: Vec<Value>,
     /// The UI directive and navigation (plan step 24, [`directives`]), sanitized.
     pub directives: Directives,
@@ -472,9 +473,9 @@ impl Orchestrator {
         Ok(self.assemble(req, vec![(agent.to_owned(), outcome)], &text))
     }
 
-    /// The final reply, assembled in this one place for REST and the WebSocket alike:
-    /// the sanitized text, the writes (`mutations`), and the directives derived from
-    /// every agent's tool calls (sanitized too: they carry model-written arguments).
+    /// The final reply, assembled in this one place for REST and the WebSocket alike, and
+    /// sanitized here, whole: the text, the writes (`mutations`: their arguments are
+    /// model-written) and the directives derived from every agent's tool calls.
     fn assemble(
         &self,
         req: &ChatRequest,
@@ -484,6 +485,7 @@ impl Orchestrator {
         let mutations = outcomes
             .iter()
             .flat_map(|(name, outcome)| self.mutations(name, outcome))
+            .map(|m| self.clean_value(&m))
             .collect();
         let calls: Vec<_> = outcomes
             .iter()

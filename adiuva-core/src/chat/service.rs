@@ -178,9 +178,8 @@ impl ChatService {
         reply: super::orchestrator::ChatReply,
         actions: Vec<PlanAction>,
     ) -> FinalReply {
-        let o = &self.orchestrator;
-        // The directives come sanitized from the orchestrator's one assembly point
-        // (`Orchestrator::assemble`); here they only get their types.
+        // The reply comes sanitized, whole, from the orchestrator's one assembly point
+        // (`Orchestrator::assemble`); here it only gets its types.
         let directives = reply.directives;
         let new_scope = match directives.new_scope() {
             Some(Value::Object(f)) => Some(f),
@@ -198,18 +197,15 @@ impl ChatService {
             })
             .collect();
         FinalReply {
-            response: o.clean(&reply.response.response),
+            response: reply.response.response,
             actions,
             mutations: reply
                 .mutations
-                .iter()
-                .map(|m| {
-                    let mut m = o.clean_value(m);
-                    Mutation {
-                        action: m["action"].as_str().unwrap_or_default().to_owned(),
-                        table: m["table"].as_str().unwrap_or_default().to_owned(),
-                        data: m["data"].take(),
-                    }
+                .into_iter()
+                .map(|mut m| Mutation {
+                    action: m["action"].as_str().unwrap_or_default().to_owned(),
+                    table: m["table"].as_str().unwrap_or_default().to_owned(),
+                    data: m["data"].take(),
                 })
                 .collect(),
             new_scope,
