@@ -3,13 +3,14 @@
 //! Transports only serialize what this yields. Every text that leaves a turn passes the
 //! sanitizer here, by construction: the reply streams through a [`StreamSanitizer`]
 //! before it becomes [`ChatEvent::Text`], a tool call's arguments are cleaned before the
-//! [`ChatPeer`] sees the [`ToolCall`], and a [`FinalReply`] (response, actions,
-//! mutations, navigation) and every error detail are cleaned when they are built. The
-//! orchestrator's raw text never reaches a transport.
+//! [`ChatPeer`] sees the [`ToolCall`], a [`FinalReply`] is made only from the reply the
+//! orchestrator sanitized whole at its one assembly point (response, mutations,
+//! directives) plus the REST actions cleaned here, and every error detail is cleaned.
+//! The orchestrator's raw text never reaches a transport.
 //!
 //! A socket holds a [`ChatSession`]: it owns what lives between turns (the router's open
 //! question, v2) and admits each request (the account is re-checked, and the turn counts
-//! against the user's [`ChatBudget`]).
+//! against the user's budget, the [`RatePolicy`] HTTP requests spend too).
 
 use std::sync::{Arc, Mutex};
 
