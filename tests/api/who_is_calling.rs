@@ -111,6 +111,28 @@ async fn every_route_reads_its_user_once(limits_on: bool) {
     let frame = next(&mut ws).await;
     assert_eq!(frame["code"], "llm_unavailable", "{frame}");
     assert_eq!(db.user_reads(), 1, "a chat: {:?}", db.snapshot());
+
+    // A socket that sends its token as `?token=` (browsers cannot set the header): the
+    // middleware sees no header, so the upgrade's own authentication is the one read.
+    db.reset();
+    let url = format!(
+        "ws://127.0.0.1:{}/api/v1/chat/stream?token={token}",
+        app.port
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connect with ?token=");
+    assert_eq!(
+        db.user_reads(),
+        1,
+        "the ?token= upgrade: {:?}",
+        db.snapshot()
+    );
+    db.reset();
+    send(&mut ws, json!({"type": "chat_request", "message": "hi"})).await;
+    let frame = next(&mut ws).await;
+    assert_eq!(frame["code"], "llm_unavailable", "{frame}");
+    assert_eq!(db.user_reads(), 1, "a chat on it: {:?}", db.snapshot());
 }
 
 #[tokio::test]
