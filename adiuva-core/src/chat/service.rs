@@ -155,7 +155,7 @@ impl ChatService {
                     .into_iter()
                     .map(|a| self.clean_action(a))
                     .collect();
-                RestAnswer::Reply(self.final_reply(reply, actions))
+                RestAnswer::Reply(final_reply(reply, actions))
             }
             ChatOutcome::Plan(plan) => RestAnswer::Plan(plan),
             ChatOutcome::Clarification(question) => RestAnswer::Reply(FinalReply {
@@ -171,47 +171,6 @@ impl ChatService {
             service: self.clone(),
             principal,
             awaiting: Arc::default(),
-        }
-    }
-
-    fn final_reply(
-        &self,
-        reply: super::orchestrator::ChatReply,
-        actions: Vec<PlanAction>,
-    ) -> FinalReply {
-        // The reply comes sanitized, whole, from the orchestrator's one assembly point
-        // (`Orchestrator::assemble`); here it only gets its types.
-        let directives = reply.directives;
-        let new_scope = match directives.new_scope() {
-            Some(Value::Object(f)) => Some(f),
-            _ => None,
-        };
-        let navigation: Vec<Navigation> = directives
-            .navigation
-            .into_iter()
-            .map(|n| Navigation {
-                target: n["target"].as_str().unwrap_or_default().to_owned(),
-                filter: match &n["filter"] {
-                    Value::Object(f) => f.clone(),
-                    _ => Map::new(),
-                },
-            })
-            .collect();
-        FinalReply {
-            response: reply.response.response,
-            actions,
-            mutations: reply
-                .mutations
-                .into_iter()
-                .map(|mut m| Mutation {
-                    action: m["action"].as_str().unwrap_or_default().to_owned(),
-                    table: m["table"].as_str().unwrap_or_default().to_owned(),
-                    data: m["data"].take(),
-                })
-                .collect(),
-            new_scope,
-            navigation,
-            ui_directive: directives.ui_directive,
         }
     }
 
@@ -363,9 +322,7 @@ impl Turn {
         };
         let (result, ()) = futures::future::join(chat, forward).await;
         let event = match result {
-            Ok(ChatOutcome::Response(reply)) => {
-                ChatEvent::Final(service.final_reply(reply, Vec::new()))
-            }
+            Ok(ChatOutcome::Response(reply)) => ChatEvent::Final(final_reply(reply, Vec::new())),
             Ok(ChatOutcome::Plan(plan)) => ChatEvent::Plan(plan),
             Ok(ChatOutcome::Clarification(question)) => {
                 *awaiting
@@ -405,5 +362,44 @@ impl ToolExecutor for PeerExecutor<'_> {
                 arguments,
             })
             .await
+    }
+}
+
+/// The typed end of an answered turn: `reply` as the orchestrator assembled it (already
+/// sanitized whole) and the REST `actions` the service cleaned.
+fn final_reply(reply: super::orchestrator::ChatReply, actions: Vec<PlanAction>) -> FinalReply {
+    // The reply comes sanitized, whole, from the orchestrator's one assembly point
+    // (`Orchestrator::assemble`); here it only gets its types.
+    let directives = reply.directives;
+    let new_scope = match directives.new_scope() {
+        Some(Value::Object(f)) => Some(f),
+        _ => None,
+    };
+    let navigation: Vec<Navigation> = directives
+        .navigation
+        .into_iter()
+        .map(|n| Navigation {
+            target: n["target"].as_str().unwrap_or_default().to_owned(),
+            filter: match &n["filter"] {
+                Value::Object(f) => f.clone(),
+                _ => Map::new(),
+            },
+        })
+        .collect();
+    FinalReply {
+        response: reply.response.response,
+        actions,
+        mutations: reply
+            .mutations
+            .into_iter()
+            .map(|mut m| Mutation {
+                action: m["action"].as_str().unwrap_or_default().to_owned(),
+                table: m["table"].as_str().unwrap_or_default().to_owned(),
+                data: m["data"].take(),
+            })
+            .collect(),
+        new_scope,
+        navigation,
+        ui_directive: directives.ui_directive,
     }
 }
