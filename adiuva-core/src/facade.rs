@@ -6,11 +6,12 @@ use std::sync::Arc;
 use crate::auth::{AuthConfig, AuthService, LoginLimit};
 use crate::backup::{BackupService, DEFAULT_RETENTION};
 use crate::chat::orchestrator::Orchestrator;
+use crate::devices::{DeviceConfig, DeviceHub, MemoryDeviceBus};
 use crate::domain::{Email, Role, Tier};
 use crate::error::Error;
 use crate::gc::GarbageCollector;
 use crate::ports::db::User;
-use crate::ports::{BlobStore, Clock, Database, SystemClock, VectorIndex};
+use crate::ports::{BlobStore, Clock, Database, DeviceBus, SystemClock, VectorIndex};
 use crate::rate::RatePolicy;
 use crate::storage::RecordService;
 use crate::tiers::TierManager;
@@ -28,6 +29,7 @@ pub struct Adiuva {
     clock: Arc<dyn Clock>,
     auth: AuthService,
     rates: Option<RatePolicy>,
+    devices: DeviceHub,
 }
 
 impl std::fmt::Debug for Adiuva {
@@ -51,6 +53,8 @@ pub struct AdiuvaBuilder {
     auth: Option<AuthConfig>,
     login_limit: Option<LoginLimit>,
     rates: Option<RatePolicy>,
+    device_bus: Option<Arc<dyn DeviceBus>>,
+    device_config: Option<DeviceConfig>,
 }
 
 impl AdiuvaBuilder {
@@ -116,6 +120,18 @@ impl AdiuvaBuilder {
         self
     }
 
+    /// The device bus (default: in process, one instance).
+    pub fn device_bus(mut self, bus: Arc<dyn DeviceBus>) -> Self {
+        self.device_bus = Some(bus);
+        self
+    }
+
+    /// How devices are reached (default: [`DeviceConfig::default`]).
+    pub fn device_config(mut self, config: DeviceConfig) -> Self {
+        self.device_config = Some(config);
+        self
+    }
+
     /// Assembles the backend.
     pub fn build(self) -> Result<Adiuva, Error> {
         let db = self
@@ -129,7 +145,15 @@ impl AdiuvaBuilder {
         if let Some(limit) = self.login_limit {
             auth = auth.with_login_limit(limit);
         }
+        let devices = DeviceHub::new(
+            db.clone(),
+            self.device_bus
+                .unwrap_or_else(|| Arc::new(MemoryDeviceBus::new())),
+            clock.clone(),
+            self.device_config.unwrap_or_default(),
+        );
         Ok(Adiuva {
+            devices,
             db,
             blobs: self.blobs,
             vectors: self.vectors,
@@ -246,6 +270,11 @@ impl Adiuva {
             crate::chat::ChatService::new(self.chat()?, self.auth.clone())
                 .with_budget(self.rates.clone()),
         )
+    }
+
+    /// Device sockets, presence, calls and queues (one hub per instance).
+    pub fn devices(&self) -> &DeviceHub {
+        &self.devices
     }
 
     /// The database port, for health checks.

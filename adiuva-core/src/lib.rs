@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod backup;
 pub mod chat;
+pub mod devices;
 pub mod domain;
 pub mod error;
 mod facade;

@@ -18,10 +18,12 @@
 //!
 //! A dialect invokes [`impl_repos!`] once with its database type and its `dialect` module.
 
+mod devices;
 mod storage;
 mod users;
 mod vectors;
 
+pub(crate) use devices::impl_device_repos;
 pub(crate) use storage::impl_storage_repos;
 pub(crate) use users::impl_user_repos;
 pub(crate) use vectors::impl_vector_repos;
@@ -75,6 +77,7 @@ macro_rules! impl_repos {
         $crate::repos::impl_user_repos!($db, $d);
         $crate::repos::impl_storage_repos!($db, $d);
         $crate::repos::impl_vector_repos!($db, $d);
+        $crate::repos::impl_device_repos!($db, $d);
     };
 }
 

@@ -165,6 +165,22 @@ impl ChatService {
         })
     }
 
+    /// `POST /chat` with `device_id`: a turn whose tools run on that device through
+    /// `devices`, wherever it is connected (write tools are run there, not returned as
+    /// `actions`; the writes it ran are the reply's `mutations`). An offline or silent
+    /// device gives the model error results, never a hang. `NotFound("device")` for a
+    /// device the user does not have.
+    pub async fn device_turn(
+        &self,
+        principal: &Principal,
+        request: ChatRequest,
+        devices: &crate::devices::DeviceHub,
+        device_id: &str,
+    ) -> Result<RestAnswer, Error> {
+        let _ = (principal, request, devices, device_id);
+        todo!("CONTRACT: h-hub implements")
+    }
+
     /// A socket's chat state, for `principal`.
     pub fn session(&self, principal: Principal) -> ChatSession {
         ChatSession {

@@ -319,6 +319,160 @@ pub trait VectorUsageRepo: Send + Sync {
     async fn vector_bytes(&self, user_id: UserId) -> RepoResult<i64>;
 }
 
+/// A device's live socket: which session, held by which server instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceSession {
+    /// The socket's session (new at every `device_hello`).
+    pub session_id: Uuid,
+    /// The instance whose process holds the socket (its device-bus mailbox).
+    pub instance_id: Uuid,
+}
+
+/// What a device says of itself in `device_hello` (validated by core before it gets here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Display name ("Work laptop").
+    pub name: String,
+    /// `macos`, `windows`, `linux`, `ios`, `android`, …
+    pub platform: String,
+    /// The app's version.
+    pub app_version: String,
+    /// What the device can do (`tools`, `files`, …).
+    pub capabilities: Vec<String>,
+}
+
+/// A registered device of a user, with its presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// The owner.
+    pub user_id: UserId,
+    /// Chosen by the device (unique per user).
+    pub device_id: String,
+    /// As of its last hello.
+    pub info: DeviceInfo,
+    /// The live socket, while one is connected (see core's presence rule: a session
+    /// whose `last_seen` is older than the presence TTL belongs to a dead instance).
+    pub session: Option<DeviceSession>,
+    /// Last hello, heartbeat of its holder, or disconnect.
+    pub last_seen: Millis,
+    /// First hello.
+    pub created_at: Millis,
+    /// Queued frames dropped (over the queue bound, or too old) since the counter was
+    /// last taken by a hello.
+    pub expired_count: i64,
+}
+
+/// What [`DeviceRepo::connect_device`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceConnected {
+    /// The live session it replaced (to be closed by its holder), if any.
+    pub replaced: Option<DeviceSession>,
+    /// The device's `expired_count` before this hello (the counter is reset to 0).
+    pub expired: i64,
+}
+
+/// A frame waiting in a device's durable queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedFrame {
+    /// Position in the device's queue: increases with every enqueue, in commit order.
+    pub seq: i64,
+    /// The frame's id: the device acks it and drops duplicates by it.
+    pub frame_id: Uuid,
+    /// The frame's type (`agent_trigger`, `notification`).
+    pub kind: String,
+    /// The frame, serialized by core (opaque to the repository).
+    pub payload: Vec<u8>,
+    /// When it was queued.
+    pub created_at: Millis,
+    /// After this it is never delivered.
+    pub expires_at: Millis,
+}
+
+/// A frame to queue ([`DeviceRepo::enqueue_frame`] gives it its `seq`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewQueuedFrame {
+    /// The frame's id (unique).
+    pub frame_id: Uuid,
+    /// The frame's type.
+    pub kind: String,
+    /// The serialized frame.
+    pub payload: Vec<u8>,
+    /// After this it is never delivered.
+    pub expires_at: Millis,
+}
+
+/// Registered devices, their presence, and each device's durable queue of frames that
+/// must not be lost (delivered in `seq` order until acked).
+#[async_trait]
+pub trait DeviceRepo: Send + Sync {
+    /// Registers the device (or updates its info) and makes `session` its live session,
+    /// `last_seen = now`; takes and resets its `expired_count`. A device the user does not
+    /// have yet while they already have `max_devices` → `Conflict("devices.limit")`,
+    /// nothing written. An unknown user → `NotFound`.
+    async fn connect_device(
+        &self,
+        user_id: UserId,
+        device_id: &str,
+        info: &DeviceInfo,
+        session: DeviceSession,
+        max_devices: u32,
+        now: Millis,
+    ) -> RepoResult<DeviceConnected>;
+    /// Ends `session_id` if it is still the device's live session (`last_seen = now`);
+    /// false when another session replaced it or the device is gone.
+    async fn disconnect_device(
+        &self,
+        user_id: UserId,
+        device_id: &str,
+        session_id: Uuid,
+        now: Millis,
+    ) -> RepoResult<bool>;
+    /// Heartbeat: `last_seen = now` for every device whose live session `instance_id`
+    /// holds; how many.
+    async fn touch_instance_devices(&self, instance_id: Uuid, now: Millis) -> RepoResult<u64>;
+    /// Ends every live session `instance_id` holds (it is shutting down); how many.
+    async fn release_instance_devices(&self, instance_id: Uuid, now: Millis) -> RepoResult<u64>;
+    /// One device of the user.
+    async fn device(&self, user_id: UserId, device_id: &str) -> RepoResult<Option<Device>>;
+    /// The user's devices, oldest first (then by id).
+    async fn list_devices(&self, user_id: UserId) -> RepoResult<Vec<Device>>;
+    /// Forgets the device and its queue; returns it as it was (its live session is for
+    /// the caller to close). `NotFound` when the user has no such device.
+    async fn delete_device(&self, user_id: UserId, device_id: &str) -> RepoResult<Device>;
+    /// Appends a frame to the device's queue with the next `seq` (enqueues of one device
+    /// serialise, so `seq` order is commit order). When the queue then holds more than
+    /// `max_frames`, the oldest are deleted and counted into the device's
+    /// `expired_count`. `NotFound` when the user has no such device; `Conflict` when
+    /// `frame_id` is already queued. `created_at = now`.
+    async fn enqueue_frame(
+        &self,
+        user_id: UserId,
+        device_id: &str,
+        frame: &NewQueuedFrame,
+        max_frames: u32,
+        now: Millis,
+    ) -> RepoResult<QueuedFrame>;
+    /// Up to `limit` queued frames with `seq > after_seq` that have not expired at
+    /// `now`, in `seq` order.
+    async fn queued_frames(
+        &self,
+        user_id: UserId,
+        device_id: &str,
+        after_seq: i64,
+        now: Millis,
+        limit: u32,
+    ) -> RepoResult<Vec<QueuedFrame>>;
+    /// How many queued frames have not expired at `now`.
+    async fn queued_count(&self, user_id: UserId, device_id: &str, now: Millis) -> RepoResult<u64>;
+    /// Removes an acknowledged frame; false when it was not queued (acked already,
+    /// expired, or not this device's).
+    async fn ack_frame(&self, user_id: UserId, device_id: &str, frame_id: Uuid)
+    -> RepoResult<bool>;
+    /// Deletes the frames expired at `now`, counting them into their devices'
+    /// `expired_count`; how many.
+    async fn expire_frames(&self, now: Millis) -> RepoResult<u64>;
+}
+
 /// The database as the facade sees it: every implemented repository plus health.
 ///
 /// Grows a supertrait per repository as each capability lands, so an adapter cannot be
@@ -332,6 +486,7 @@ pub trait Database:
     + BlobKeyRepo
     + SubscriptionRepo
     + VectorUsageRepo
+    + DeviceRepo
     + Send
     + Sync
 {

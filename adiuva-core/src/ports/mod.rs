@@ -15,7 +15,8 @@ pub use billing::Billing;
 pub use blob::BlobStore;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::{
-    BackupRepo, BlobKeyRepo, Database, RecordRepo, RefreshTokenRepo, RepoError, UserRepo,
+    BackupRepo, BlobKeyRepo, Database, DeviceRepo, RecordRepo, RefreshTokenRepo, RepoError,
+    UserRepo,
 };
 pub use device_bus::DeviceBus;
 pub use llm::{ChatModel, Embedder};

@@ -12,7 +12,8 @@ use uuid::Uuid;
 use crate::domain::{Email, Millis, Role, Tier, UserId};
 use crate::ports::Database;
 use crate::ports::db::{
-    BackupMeta, BackupRepo, BlobKeyRepo, RecordMeta, RecordRepo, RecordSwap, RefreshToken,
+    BackupMeta, BackupRepo, BlobKeyRepo, Device, DeviceConnected, DeviceInfo, DeviceRepo,
+    DeviceSession, NewQueuedFrame, QueuedFrame, RecordMeta, RecordRepo, RecordSwap, RefreshToken,
     RefreshTokenRepo, RepoResult, Subscription, SubscriptionRepo, User, UserRepo, VectorItemSize,
     VectorUsageRepo,
 };
@@ -281,6 +282,110 @@ impl VectorUsageRepo for CountingDb {
     async fn vector_bytes(&self, user_id: UserId) -> RepoResult<i64> {
         self.count("vector_bytes");
         self.inner.vector_bytes(user_id).await
+    }
+}
+
+#[async_trait]
+impl DeviceRepo for CountingDb {
+    async fn connect_device(
+        &self,
+        user_id: UserId,
+        device_id: &str,
+        info: &DeviceInfo,
+        session: DeviceSession,
+        max_devices: u32,
+        now: Millis,
+    ) -> RepoResult<DeviceConnected> {
+        self.count("connect_device");
+        self.inner
+            .connect_device(user_id, device_id, info, session, max_devices, now)
+            .await
+    }
+
+    async fn disconnect_device(
+        &self,
+        user_id: UserId,
+        device_id: &str,
+        session_id: Uuid,
+        now: Millis,
+    ) -> RepoResult<bool> {
+        self.count("disconnect_device");
+        self.inner
+            .disconnect_device(user_id, device_id, session_id, now)
+            .await
+    }
+
+    async fn touch_instance_devices(&self, instance_id: Uuid, now: Millis) -> RepoResult<u64> {
+        self.count("touch_instance_devices");
+        self.inner.touch_instance_devices(instance_id, now).await
+    }
+
+    async fn release_instance_devices(&self, instance_id: Uuid, now: Millis) -> RepoResult<u64> {
+        self.count("release_instance_devices");
+        self.inner.release_instance_devices(instance_id, now).await
+    }
+
+    async fn device(&self, user_id: UserId, device_id: &str) -> RepoResult<Option<Device>> {
+        self.count("device");
+        self.inner.device(user_id, device_id).await
+    }
+
+    async fn list_devices(&self, user_id: UserId) -> RepoResult<Vec<Device>> {
+        self.count("list_devices");
+        self.inner.list_devices(user_id).await
+    }
+
+    async fn delete_device(&self, user_id: UserId, device_id: &str) -> RepoResult<Device> {
+        self.count("delete_device");
+        self.inner.delete_device(user_id, device_id).await
+    }
+
+    async fn enqueue_frame(
+        &self,
+        user_id: UserId,
+        device_id: &str,
+        frame: &NewQueuedFrame,
+        max_frames: u32,
+        now: Millis,
+    ) -> RepoResult<QueuedFrame> {
+        self.count("enqueue_frame");
+        self.inner
+            .enqueue_frame(user_id, device_id, frame, max_frames, now)
+            .await
+    }
+
+    async fn queued_frames(
+        &self,
+        user_id: UserId,
+        device_id: &str,
+        after_seq: i64,
+        now: Millis,
+        limit: u32,
+    ) -> RepoResult<Vec<QueuedFrame>> {
+        self.count("queued_frames");
+        self.inner
+            .queued_frames(user_id, device_id, after_seq, now, limit)
+            .await
+    }
+
+    async fn queued_count(&self, user_id: UserId, device_id: &str, now: Millis) -> RepoResult<u64> {
+        self.count("queued_count");
+        self.inner.queued_count(user_id, device_id, now).await
+    }
+
+    async fn ack_frame(
+        &self,
+        user_id: UserId,
+        device_id: &str,
+        frame_id: Uuid,
+    ) -> RepoResult<bool> {
+        self.count("ack_frame");
+        self.inner.ack_frame(user_id, device_id, frame_id).await
+    }
+
+    async fn expire_frames(&self, now: Millis) -> RepoResult<u64> {
+        self.count("expire_frames");
+        self.inner.expire_frames(now).await
     }
 }
 

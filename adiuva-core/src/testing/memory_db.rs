@@ -9,7 +9,8 @@ use uuid::Uuid;
 use crate::domain::{Email, Millis, Role, Tier, UserId};
 use crate::ports::Database;
 use crate::ports::db::{
-    BackupMeta, BackupRepo, BlobKeyRepo, RecordMeta, RecordRepo, RecordSwap, RefreshToken,
+    BackupMeta, BackupRepo, BlobKeyRepo, Device, DeviceConnected, DeviceInfo, DeviceRepo,
+    DeviceSession, NewQueuedFrame, QueuedFrame, RecordMeta, RecordRepo, RecordSwap, RefreshToken,
     RefreshTokenRepo, RepoError, RepoResult, Subscription, SubscriptionRepo, User, UserRepo,
     VectorItemSize, VectorUsageRepo,
 };
@@ -24,6 +25,10 @@ struct State {
     subscriptions: Vec<Subscription>,
     /// (user, item id) → bytes.
     vector_items: std::collections::BTreeMap<(UserId, String), i64>,
+    /// Devices with the next `seq` of their queue.
+    devices: Vec<(Device, i64)>,
+    /// (user, device id, frame).
+    queue: Vec<(UserId, String, QueuedFrame)>,
 }
 
 /// Users and tokens in a mutex.
@@ -125,6 +130,8 @@ impl UserRepo for MemoryDb {
             s.backups.retain(|b| b.user_id != id);
             s.subscriptions.retain(|x| x.user_id != id);
             s.vector_items.retain(|(u, _), _| *u != id);
+            s.devices.retain(|(d, _)| d.user_id != id);
+            s.queue.retain(|(u, _, _)| *u != id);
             Ok(())
         })?
     }
@@ -472,6 +479,251 @@ impl SubscriptionRepo for MemoryDb {
                 .filter(|x| x.user_id == user_id)
                 .max_by_key(|x| (x.created_at, x.id))
                 .cloned()
+        })
+    }
+}
+
+impl State {
+    fn device_mut(&mut self, user_id: UserId, device_id: &str) -> Option<&mut (Device, i64)> {
+        self.devices
+            .iter_mut()
+            .find(|(d, _)| d.user_id == user_id && d.device_id == device_id)
+    }
+}
+
+#[async_trait]
+impl DeviceRepo for MemoryDb {
+    async fn connect_device(
+        &self,
+        user_id: UserId,
+        device_id: &str,
+        info: &DeviceInfo,
+        session: DeviceSession,
+        max_devices: u32,
+        now: Millis,
+    ) -> RepoResult<DeviceConnected> {
+        self.with(|s| {
+            if !s.users.iter().any(|u| u.id == user_id) {
+                return Err(RepoError::NotFound);
+            }
+            if let Some((d, _)) = s.device_mut(user_id, device_id) {
+                let replaced = d.session.replace(session);
+                d.info = info.clone();
+                d.last_seen = now;
+                let expired = std::mem::take(&mut d.expired_count);
+                return Ok(DeviceConnected { replaced, expired });
+            }
+            let owned = s
+                .devices
+                .iter()
+                .filter(|(d, _)| d.user_id == user_id)
+                .count();
+            if owned >= max_devices as usize {
+                return Err(RepoError::Conflict("devices.limit".into()));
+            }
+            s.devices.push((
+                Device {
+                    user_id,
+                    device_id: device_id.to_owned(),
+                    info: info.clone(),
+                    session: Some(session),
+                    last_seen: now,
+                    created_at: now,
+                    expired_count: 0,
+                },
+                1,
+            ));
+            Ok(DeviceConnected {
+                replaced: None,
+                expired: 0,
+            })
+        })?
+    }
+
+    async fn disconnect_device(
+        &self,
+        user_id: UserId,
+        device_id: &str,
+        session_id: Uuid,
+        now: Millis,
+    ) -> RepoResult<bool> {
+        self.with(|s| match s.device_mut(user_id, device_id) {
+            Some((d, _)) if d.session.is_some_and(|x| x.session_id == session_id) => {
+                d.session = None;
+                d.last_seen = now;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    async fn touch_instance_devices(&self, instance_id: Uuid, now: Millis) -> RepoResult<u64> {
+        self.with(|s| {
+            let mut n = 0;
+            for (d, _) in &mut s.devices {
+                if d.session.is_some_and(|x| x.instance_id == instance_id) {
+                    d.last_seen = now;
+                    n += 1;
+                }
+            }
+            n
+        })
+    }
+
+    async fn release_instance_devices(&self, instance_id: Uuid, now: Millis) -> RepoResult<u64> {
+        self.with(|s| {
+            let mut n = 0;
+            for (d, _) in &mut s.devices {
+                if d.session.is_some_and(|x| x.instance_id == instance_id) {
+                    d.session = None;
+                    d.last_seen = now;
+                    n += 1;
+                }
+            }
+            n
+        })
+    }
+
+    async fn device(&self, user_id: UserId, device_id: &str) -> RepoResult<Option<Device>> {
+        self.with(|s| s.device_mut(user_id, device_id).map(|(d, _)| d.clone()))
+    }
+
+    async fn list_devices(&self, user_id: UserId) -> RepoResult<Vec<Device>> {
+        self.with(|s| {
+            let mut list: Vec<Device> = s
+                .devices
+                .iter()
+                .filter(|(d, _)| d.user_id == user_id)
+                .map(|(d, _)| d.clone())
+                .collect();
+            list.sort_by(|a, b| (a.created_at, &a.device_id).cmp(&(b.created_at, &b.device_id)));
+            list
+        })
+    }
+
+    async fn delete_device(&self, user_id: UserId, device_id: &str) -> RepoResult<Device> {
+        self.with(|s| {
+            let at = s
+                .devices
+                .iter()
+                .position(|(d, _)| d.user_id == user_id && d.device_id == device_id)
+                .ok_or(RepoError::NotFound)?;
+            let (device, _) = s.devices.remove(at);
+            s.queue
+                .retain(|(u, id, _)| !(*u == user_id && id == device_id));
+            Ok(device)
+        })?
+    }
+
+    async fn enqueue_frame(
+        &self,
+        user_id: UserId,
+        device_id: &str,
+        frame: &NewQueuedFrame,
+        max_frames: u32,
+        now: Millis,
+    ) -> RepoResult<QueuedFrame> {
+        self.with(|s| {
+            if s.queue.iter().any(|(_, _, q)| q.frame_id == frame.frame_id) {
+                return Err(RepoError::Conflict("device_queue.frame_id".into()));
+            }
+            let (_, next) = s
+                .device_mut(user_id, device_id)
+                .ok_or(RepoError::NotFound)?;
+            let seq = *next;
+            *next += 1;
+            let queued = QueuedFrame {
+                seq,
+                frame_id: frame.frame_id,
+                kind: frame.kind.clone(),
+                payload: frame.payload.clone(),
+                created_at: now,
+                expires_at: frame.expires_at,
+            };
+            s.queue
+                .push((user_id, device_id.to_owned(), queued.clone()));
+            let mine = |u: &UserId, id: &String| *u == user_id && id == device_id;
+            let held = s.queue.iter().filter(|(u, id, _)| mine(u, id)).count();
+            let over = held.saturating_sub(max_frames as usize);
+            if over > 0 {
+                // The queue is kept in seq order per device: the first `over` are oldest.
+                let mut dropped = 0;
+                s.queue.retain(|(u, id, _)| {
+                    if dropped < over && mine(u, id) {
+                        dropped += 1;
+                        false
+                    } else {
+                        true
+                    }
+                });
+                if let Some((d, _)) = s.device_mut(user_id, device_id) {
+                    d.expired_count += over as i64;
+                }
+            }
+            Ok(queued)
+        })?
+    }
+
+    async fn queued_frames(
+        &self,
+        user_id: UserId,
+        device_id: &str,
+        after_seq: i64,
+        now: Millis,
+        limit: u32,
+    ) -> RepoResult<Vec<QueuedFrame>> {
+        self.with(|s| {
+            s.queue
+                .iter()
+                .filter(|(u, id, q)| {
+                    *u == user_id && id == device_id && q.seq > after_seq && q.expires_at > now
+                })
+                .take(limit as usize)
+                .map(|(_, _, q)| q.clone())
+                .collect()
+        })
+    }
+
+    async fn queued_count(&self, user_id: UserId, device_id: &str, now: Millis) -> RepoResult<u64> {
+        self.with(|s| {
+            s.queue
+                .iter()
+                .filter(|(u, id, q)| *u == user_id && id == device_id && q.expires_at > now)
+                .count() as u64
+        })
+    }
+
+    async fn ack_frame(
+        &self,
+        user_id: UserId,
+        device_id: &str,
+        frame_id: Uuid,
+    ) -> RepoResult<bool> {
+        self.with(|s| {
+            let before = s.queue.len();
+            s.queue
+                .retain(|(u, id, q)| !(*u == user_id && id == device_id && q.frame_id == frame_id));
+            s.queue.len() < before
+        })
+    }
+
+    async fn expire_frames(&self, now: Millis) -> RepoResult<u64> {
+        self.with(|s| {
+            let mut expired: Vec<(UserId, String)> = Vec::new();
+            s.queue.retain(|(u, id, q)| {
+                if q.expires_at <= now {
+                    expired.push((*u, id.clone()));
+                    false
+                } else {
+                    true
+                }
+            });
+            for (u, id) in &expired {
+                if let Some((d, _)) = s.device_mut(*u, id) {
+                    d.expired_count += 1;
+                }
+            }
+            expired.len() as u64
         })
     }
 }
