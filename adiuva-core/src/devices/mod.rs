@@ -233,11 +233,16 @@ pub struct DeviceStatus {
     pub created_at: Millis,
 }
 
-/// The socket, as the hub writes to it. Implemented by the transport.
+/// The socket, as the hub writes to it. Implemented by the transport, whose outgoing
+/// queue is bounded.
+#[async_trait::async_trait]
 pub trait DeviceLink: Send + Sync {
-    /// Queues `frame` for the socket without waiting; false when the socket is gone or
-    /// its client does not read (the transport then closes it).
+    /// Queues `frame` without waiting (`hello_ack`, calls); false when the socket is gone
+    /// or its queue is full — the client does not read, and the transport closes it.
     fn send(&self, frame: &ToDevice) -> bool;
+    /// Queues `frame`, waiting while the queue is full (delivery of a long durable queue
+    /// goes at the pace the client reads); false when the socket is gone.
+    async fn deliver(&self, frame: &ToDevice) -> bool;
     /// Closes the socket with `reason` (another connection replaced it, the device was
     /// forgotten, the instance stops).
     fn close(&self, reason: &str);
