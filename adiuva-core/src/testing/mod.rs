@@ -7,6 +7,7 @@
 pub mod blobs;
 mod counting_db;
 pub mod database;
+pub mod device_bus;
 pub mod llm;
 mod memory_db;
 pub mod rate_limit;
