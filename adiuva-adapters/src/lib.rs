@@ -7,6 +7,7 @@
 
 pub mod blobs;
 pub mod database;
+pub mod device_bus;
 #[cfg(feature = "testing")]
 mod fake_server;
 pub mod http;
