@@ -141,12 +141,21 @@ async fn connect_serves_redis_and_the_postgres_database() {
         let (bus, location) = connect("postgres", db.url()).await.expect("postgres");
         assert_eq!(bus.backend(), "postgres");
         assert_eq!(location, adiuva_core::secret::redact_url(db.url()));
-        let mut mailbox = bus.listen(Uuid::new_v4()).await.expect("listen");
-        drop(mailbox.next());
         let (other, _) = connect(db.url(), "sqlite://unused.db")
             .await
             .expect("postgres://");
         assert_eq!(other.backend(), "postgres");
+        // `postgres` and the database's own URL are one bus.
+        let id = Uuid::new_v4();
+        let mut mailbox = bus.listen(id).await.expect("listen");
+        other
+            .send(id, Bytes::from_static(b"one bus"))
+            .await
+            .expect("send");
+        assert_eq!(
+            &next(&mut mailbox, "across the two forms").await[..],
+            b"one bus"
+        );
         drop((bus, other, mailbox));
         db.drop_now().await;
     }
