@@ -4,6 +4,11 @@
 //! by Redis itself — exactly the contract. Sends share one `ConnectionManager`
 //! (multiplexed, reconnects on its own); each mailbox has a dedicated pub/sub connection
 //! kept alive by a task that re-subscribes with backoff when it drops.
+//!
+//! A mailbox whose reader stalls stops reading its connection; Redis then buffers for it
+//! up to its `client-output-buffer-limit pubsub` (default 32 MiB hard) and closes the
+//! connection past it — the task re-subscribes and what was in flight is lost, which at
+//! most once allows.
 
 use std::time::Duration;
 
