@@ -32,9 +32,15 @@ use crate::ports::{Clock, Database, DeviceBus};
 pub(super) const OFFLINE: &str = "the device is offline";
 /// What the model reads when the socket ended before the device answered.
 const DISCONNECTED: &str = "the device disconnected before it answered";
+/// Why a socket was closed because another hello replaced it.
+const REPLACED: &str = "replaced by a newer connection";
+/// Why a socket was closed because its device was forgotten.
+const FORGOTTEN: &str = "device forgotten";
 /// Calls one socket may be answering at once: a device that stops answering cannot make
 /// its holder remember ids without bound (each entry also expires with its call).
 const MAX_CALLS_IN_FLIGHT: usize = 256;
+/// The longest one bus send may take.
+const BUS_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often queue expiry runs (on every instance; the delete is idempotent).
 const EXPIRY_EVERY: Duration = Duration::from_secs(60);
 
@@ -59,12 +65,9 @@ pub(crate) struct Inner {
     waiting: Mutex<HashMap<String, oneshot::Sender<Result<Value, String>>>>,
 }
 
-/// This instance's sockets.
-#[derive(Default)]
-struct Registry {
-    by_session: HashMap<Uuid, Arc<Socket>>,
-    by_device: HashMap<(UserId, String), Uuid>,
-}
+/// This instance's sockets, by session. Which session is a device's live one is the
+/// database's to say (the last hello wins across instances), never this map's.
+type Registry = HashMap<Uuid, Arc<Socket>>;
 
 /// One socket this instance holds. Kept small: an idle socket costs this plus the
 /// transport's buffers.
@@ -184,11 +187,7 @@ impl Inner {
     }
 
     pub(super) async fn shutdown(&self) {
-        let all: Vec<Arc<Socket>> = {
-            let mut r = lock(&self.sockets);
-            r.by_device.clear();
-            r.by_session.drain().map(|(_, s)| s).collect()
-        };
+        let all: Vec<Arc<Socket>> = lock(&self.sockets).drain().map(|(_, s)| s).collect();
         for socket in all {
             self.end(&socket, Some("server shutting down")).await;
         }
@@ -294,25 +293,27 @@ impl Inner {
             pending,
             expired: u64::try_from(connected.expired).unwrap_or(0),
         });
-        let earlier_here = {
-            let mut r = lock(&self.sockets);
-            r.by_session.insert(session_id, socket.clone());
-            let key = (user, socket.device_id.clone());
-            r.by_device
-                .insert(key, session_id)
-                .and_then(|old| r.by_session.remove(&old))
-        };
-        let reason = "replaced by a newer connection";
-        if let Some(old) = &earlier_here {
-            self.end(old, Some(reason)).await;
-        }
+        lock(&self.sockets).insert(session_id, socket.clone());
         if let Some(replaced) = connected.replaced {
-            let ended_here = earlier_here
-                .as_ref()
-                .is_some_and(|s| s.session_id == replaced.session_id);
-            if !ended_here {
-                self.close_session(replaced, reason).await;
+            self.close_session(replaced, REPLACED).await;
+        }
+        // A newer hello may have replaced this session before it was registered, and the
+        // `Close` it sent found nothing here: read it back once now that it is.
+        let ended = match self.db.device(user, &socket.device_id).await {
+            Ok(Some(d)) if d.session.is_some_and(|s| s.session_id == session_id) => None,
+            Ok(Some(_)) => Some(REPLACED),
+            Ok(None) => Some(FORGOTTEN),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not re-read a device after its hello");
+                None
             }
+        };
+        if let Some(reason) = ended {
+            // The transport sees a closed link and closes the socket.
+            if let Some(s) = self.detach(session_id) {
+                self.end(&s, Some(reason)).await;
+            }
+            return Ok(socket);
         }
         super::queue::start_delivery(self.clone(), socket.clone());
         tracing::debug!(user = %user.0, session = %session_id, "device connected");
@@ -354,18 +355,12 @@ impl Inner {
     }
 
     pub(super) fn socket(&self, session: Uuid) -> Option<Arc<Socket>> {
-        lock(&self.sockets).by_session.get(&session).cloned()
+        lock(&self.sockets).get(&session).cloned()
     }
 
     /// Takes the socket out of the registry (the caller ends it).
     fn detach(&self, session: Uuid) -> Option<Arc<Socket>> {
-        let mut r = lock(&self.sockets);
-        let socket = r.by_session.remove(&session)?;
-        let key = (socket.user, socket.device_id.clone());
-        if r.by_device.get(&key) == Some(&session) {
-            r.by_device.remove(&key);
-        }
-        Some(socket)
+        lock(&self.sockets).remove(&session)
     }
 
     /// Stops a detached socket: its delivery, its link (with `reason`, unless the
@@ -397,7 +392,7 @@ impl Inner {
             reason: reason.to_owned(),
         };
         // A holder that is gone has no socket left to close.
-        if let Err(e) = self.bus.send(session.instance_id, message.encode()).await {
+        if let Err(e) = self.send_bus(session.instance_id, &message).await {
             tracing::warn!(error = %e, "could not ask another instance to close a device socket");
         }
     }
@@ -454,14 +449,31 @@ impl Inner {
                 other => other.into(),
             })?;
         if let Some(session) = device.session {
-            self.close_session(session, "device forgotten").await;
+            self.close_session(session, FORGOTTEN).await;
         }
         Ok(())
     }
 
     // ---- calls -------------------------------------------------------------------------
 
+    /// The whole call — lookup, the bus, the device — is bounded by `call_timeout`.
     pub(super) async fn call(
+        &self,
+        user: UserId,
+        device_id: &str,
+        request: DeviceRequest,
+    ) -> Result<Value, String> {
+        let timeout = self.config.call_timeout;
+        match tokio::time::timeout(timeout, self.ask(user, device_id, request)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!(
+                "the device did not answer within {}",
+                human(timeout)
+            )),
+        }
+    }
+
+    async fn ask(
         &self,
         user: UserId,
         device_id: &str,
@@ -512,8 +524,7 @@ impl Inner {
                 frame,
                 reply_to: self.instance_id,
             };
-            self.bus
-                .send(session.instance_id, message.encode())
+            self.send_bus(session.instance_id, &message)
                 .await
                 .map_err(|e| match e {
                     BusError::TooLarge(_) => "the request is too large to send to the device",
@@ -523,15 +534,8 @@ impl Inner {
                     }
                 })?;
         }
-        match tokio::time::timeout(self.config.call_timeout, rx).await {
-            Ok(Ok(outcome)) => outcome,
-            // The sender is only dropped with its entry, i.e. never before an answer.
-            Ok(Err(_)) => Err(DISCONNECTED.into()),
-            Err(_) => Err(format!(
-                "the device did not answer within {}",
-                human(self.config.call_timeout)
-            )),
-        }
+        // The sender is only dropped with its entry, i.e. never before an answer.
+        rx.await.unwrap_or_else(|_| Err(DISCONNECTED.into()))
     }
 
     /// Writes a call to a socket this instance holds, remembering who waits for it.
@@ -571,7 +575,7 @@ impl Inner {
             return;
         }
         let message = BusMessage::Answer { call_id, outcome };
-        match self.bus.send(reply_to, message.encode()).await {
+        match self.send_bus(reply_to, &message).await {
             Ok(()) => {}
             Err(BusError::TooLarge(n)) => {
                 let BusMessage::Answer { call_id, .. } = message else {
@@ -582,11 +586,19 @@ impl Inner {
                     call_id,
                     outcome: Err("the device's answer is too large".into()),
                 };
-                let _ = self.bus.send(reply_to, refusal.encode()).await;
+                let _ = self.send_bus(reply_to, &refusal).await;
             }
             // The caller times out.
             Err(e) => tracing::warn!(error = %e, "could not route a device's answer"),
         }
+    }
+
+    /// Sends on the bus, bounded in time: a stalled backend must not hold a socket's
+    /// close or a device's answer (the messages are at most once anyway).
+    pub(super) async fn send_bus(&self, to: Uuid, message: &BusMessage) -> Result<(), BusError> {
+        tokio::time::timeout(BUS_SEND_TIMEOUT, self.bus.send(to, message.encode()))
+            .await
+            .unwrap_or_else(|_| Err(BusError::Unavailable("send timed out".into())))
     }
 
     fn resolve(&self, call_id: &str, outcome: Result<Value, String>) {

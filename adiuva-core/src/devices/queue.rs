@@ -154,7 +154,7 @@ impl Inner {
         let message = BusMessage::Drain {
             session: session.session_id,
         };
-        if let Err(e) = self.bus.send(session.instance_id, message.encode()).await {
+        if let Err(e) = self.send_bus(session.instance_id, &message).await {
             // The frame is stored: the device gets it at its next hello.
             tracing::warn!(error = %e, "could not wake a device's holder");
         }

@@ -2,6 +2,7 @@
 
 use adiuva_core::Error;
 use adiuva_core::devices::{DeviceConfig, DeviceRequest, Hello, Queued};
+use adiuva_core::ports::db::DeviceRepo;
 use serde_json::{Map, json};
 
 use super::support::*;
@@ -281,4 +282,51 @@ async fn shutdown_closes_the_sockets_and_other_instances_see_them_offline_at_onc
     assert_eq!(d.closed_reason().await, "server shutting down");
     assert!(!env.a.require(u.user.id, "desk").await.unwrap().online);
     d.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_hellos_for_one_device_leave_exactly_the_live_session_open() {
+    let env = Env::new(config()).await;
+    let u = env.user().await;
+    let mut kept = Vec::new();
+    for round in 0..20 {
+        let (x, y) = futures::join!(
+            connect(&env.a, &u, "desk"),
+            connect(if round % 2 == 0 { &env.b } else { &env.a }, &u, "desk"),
+        );
+        let live = env
+            .db
+            .device(u.user.id, "desk")
+            .await
+            .unwrap()
+            .and_then(|d| d.session)
+            .expect("a live session")
+            .session_id;
+        let (winner, loser) = if x.conn.session_id == live {
+            (x, y)
+        } else {
+            (y, x)
+        };
+        assert_eq!(winner.conn.session_id, live);
+        assert_eq!(
+            loser.closed_reason().await,
+            "replaced by a newer connection"
+        );
+        assert!(
+            !winner.is_closed(),
+            "round {round}: the live session stays open"
+        );
+        loser.close().await;
+        kept.push(winner);
+    }
+    // Each round's winner was replaced by the next round's hellos.
+    let last = kept.pop().expect("a last winner");
+    for earlier in &kept {
+        assert_eq!(
+            earlier.closed_reason().await,
+            "replaced by a newer connection"
+        );
+    }
+    assert!(!last.is_closed());
+    assert!(env.a.require(u.user.id, "desk").await.unwrap().online);
 }
