@@ -41,6 +41,9 @@ const FORGOTTEN: &str = "device forgotten";
 const MAX_CALLS_IN_FLIGHT: usize = 256;
 /// The longest one bus send may take.
 const BUS_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// A session end the database refused is tried again this many times, this far apart.
+const DISCONNECT_RETRIES: u32 = 5;
+const DISCONNECT_RETRY_AFTER: Duration = Duration::from_secs(2);
 /// How often queue expiry runs (on every instance; the delete is idempotent).
 const EXPIRY_EVERY: Duration = Duration::from_secs(60);
 
@@ -344,14 +347,42 @@ impl Inner {
             self.end(&s, None).await;
         }
         let now = self.clock.now_ms();
+        let (user, session) = (socket.user, socket.session_id);
         if let Err(e) = self
             .db
-            .disconnect_device(socket.user, &socket.device_id, socket.session_id, now)
+            .disconnect_device(user, &socket.device_id, session, now)
             .await
         {
-            // The heartbeat stops touching it anyway: it goes offline after the TTL.
-            tracing::warn!(error = %e, "could not end a device session");
+            // The heartbeat touches every session this instance holds in the database, so
+            // a session left there would look online for as long as we run: try again.
+            tracing::warn!(error = %e, "could not end a device session; retrying");
+            let (db, clock, device) = (
+                self.db.clone(),
+                self.clock.clone(),
+                socket.device_id.clone(),
+            );
+            tokio::spawn(async move {
+                for _ in 0..DISCONNECT_RETRIES {
+                    tokio::time::sleep(DISCONNECT_RETRY_AFTER).await;
+                    let now = clock.now_ms();
+                    if db
+                        .disconnect_device(user, &device, session, now)
+                        .await
+                        .is_ok()
+                    {
+                        return;
+                    }
+                }
+                tracing::error!(
+                    "gave up ending a device session: it shows online until this instance stops"
+                );
+            });
         }
+    }
+
+    /// Whether the socket has ended (replaced, forgotten, closed, shut down).
+    pub(super) fn has_ended(socket: &Socket) -> bool {
+        lock(&socket.answering).is_none()
     }
 
     pub(super) fn socket(&self, session: Uuid) -> Option<Arc<Socket>> {
@@ -366,10 +397,11 @@ impl Inner {
     /// Stops a detached socket: its delivery, its link (with `reason`, unless the
     /// transport closed it), and the calls it was answering, which fail at once.
     async fn end(&self, socket: &Socket, reason: Option<&str>) {
+        // Marked ended first: a delivery starting meanwhile sees it (`start_delivery`).
+        let calls = lock(&socket.answering).take().unwrap_or_default();
         if let Some(task) = lock(&socket.delivery).take() {
             task.abort();
         }
-        let calls = lock(&socket.answering).take().unwrap_or_default();
         if let Some(reason) = reason {
             socket.link.close(reason);
         }
