@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use adiuva_core::devices::{DeviceConfig, FromDevice, Queued, ToDevice};
+use adiuva_core::Error;
+use adiuva_core::devices::{DeviceConfig, FromDevice, MAX_QUEUED_FRAME_BYTES, Queued, ToDevice};
 use adiuva_core::ports::db::DeviceRepo;
 use serde_json::json;
 
@@ -182,4 +183,21 @@ async fn ten_thousand_frames_reach_a_slow_reader_in_order() {
         N as f64 / took.as_secs_f64()
     );
     assert!(d.try_next().is_none(), "nothing more");
+}
+
+#[tokio::test]
+async fn a_frame_over_the_size_cap_is_refused_and_nothing_is_queued() {
+    let env = Env::new(config()).await;
+    let u = env.user().await;
+    connect(&env.a, &u, "desk").await.close().await;
+    let big = Queued::Notification {
+        kind: "message".into(),
+        payload: json!({ "text": "x".repeat(MAX_QUEUED_FRAME_BYTES) }),
+    };
+    match env.a.enqueue(u.user.id, "desk", big).await {
+        Err(Error::TooLarge { code, .. }) => assert_eq!(code, "frame_too_large"),
+        other => panic!("expected frame_too_large, got {other:?}"),
+    }
+    let mut d = connect(&env.b, &u, "desk").await;
+    assert_eq!(d.hello_ack().await, (0, 0));
 }
