@@ -95,6 +95,39 @@ pub(super) fn ms(d: Duration) -> Millis {
     Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
 }
 
+/// A hello that did not finish (an error, or its future dropped): its socket is ended
+/// and its session closed in the background. Disarmed by taking `inner`.
+struct Abandoned {
+    inner: Option<Arc<Inner>>,
+    user: UserId,
+    device_id: String,
+    session_id: Uuid,
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        let (user, session_id) = (self.user, self.session_id);
+        let device_id = std::mem::take(&mut self.device_id);
+        tokio::spawn(async move {
+            if let Some(s) = inner.detach(session_id) {
+                s.link.close("the connection could not be set up");
+                inner.end(&s, None).await;
+            }
+            let now = inner.clock.now_ms();
+            if let Err(e) = inner
+                .db
+                .disconnect_device(user, &device_id, session_id, now)
+                .await
+            {
+                tracing::warn!(error = %e, "could not end an abandoned device session");
+            }
+        });
+    }
+}
+
 impl Inner {
     pub(super) fn new(
         instance_id: Uuid,
@@ -244,16 +277,15 @@ impl Inner {
                 RepoError::NotFound => Error::Unauthorized("the account no longer exists"),
                 other => other.into(),
             })?;
-        let pending = match self.db.queued_count(user, &device_id, now).await {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = self
-                    .db
-                    .disconnect_device(user, &device_id, session_id, now)
-                    .await;
-                return Err(e.into());
-            }
+        // From here until it returns the connection, a failure or a transport that gives
+        // up waiting must not leave a session the heartbeat would keep online.
+        let mut guard = Abandoned {
+            inner: Some(self.clone()),
+            user,
+            device_id: device_id.clone(),
+            session_id,
         };
+        let pending = self.db.queued_count(user, &device_id, now).await?;
         let socket = Arc::new(Socket {
             user,
             device_id,
@@ -291,9 +323,11 @@ impl Inner {
             if let Some(s) = self.detach(session_id) {
                 self.end(&s, Some(reason)).await;
             }
+            guard.inner = None;
             return Ok(socket);
         }
         super::queue::start_delivery(self.clone(), socket.clone());
+        guard.inner = None;
         tracing::debug!(user = %user.0, session = %session_id, "device connected");
         Ok(socket)
     }
