@@ -263,3 +263,31 @@ async fn an_answer_nothing_waits_for_is_a_bad_request_and_the_socket_stays_usabl
     let r = within("call", env.a.call(u.user.id, "desk", tool("list_tasks"))).await;
     assert_eq!(r.unwrap()["tool"], "list_tasks");
 }
+
+#[tokio::test]
+async fn a_thousand_calls_across_instances_are_each_answered_to_their_caller() {
+    let env = Env::new(config()).await;
+    let u = env.user().await;
+    let _device = connect(&env.b, &u, "desk").await.answer_calls(echo);
+    let mut took = Vec::new();
+    for n in 0..1000 {
+        let started = std::time::Instant::now();
+        let r = within(
+            "call",
+            env.a.call(
+                u.user.id,
+                "desk",
+                with_args("get_task", json!({ "task_id": n })),
+            ),
+        )
+        .await;
+        took.push(started.elapsed());
+        assert_eq!(r.unwrap()["arguments"]["task_id"], n);
+    }
+    took.sort();
+    println!(
+        "round trip A → bus → B → device → B → bus → A (MemoryDeviceBus, MemoryDb, debug): p50 {:?}, p99 {:?}",
+        took[took.len() / 2],
+        took[took.len() * 99 / 100]
+    );
+}
