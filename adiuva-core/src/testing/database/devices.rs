@@ -15,7 +15,9 @@ use uuid::Uuid;
 use super::{assert_conflict, assert_not_found, stored_user};
 use crate::domain::UserId;
 use crate::ports::Database;
-use crate::ports::db::{Device, DeviceConnected, DeviceInfo, DeviceSession, NewQueuedFrame};
+use crate::ports::db::{
+    Device, DeviceConnected, DeviceInfo, DeviceSession, NewQueuedFrame, RepoError,
+};
 
 /// An `expires_at` no check reaches.
 const FOREVER: i64 = 9_000_000_000_000;
@@ -157,10 +159,12 @@ pub async fn devices_limit_admits_known_devices_only(db: &dyn Database) {
             .await
             .expect("within the limit");
     }
-    assert_conflict(
-        db.connect_device(user.id, "c", &info("c"), session(), 2, 20)
-            .await,
-        "a third device over a limit of two",
+    let refused = db
+        .connect_device(user.id, "c", &info("c"), session(), 2, 20)
+        .await;
+    assert!(
+        matches!(&refused, Err(RepoError::Conflict(rule)) if rule == "devices.limit"),
+        "a third device over a limit of two is Conflict(\"devices.limit\"): {refused:?}"
     );
     assert_eq!(db.device(user.id, "c").await.expect("read"), None);
     assert_eq!(
@@ -178,6 +182,10 @@ pub async fn devices_limit_admits_known_devices_only(db: &dyn Database) {
             .await,
         "over a limit lowered below the count",
     );
+    db.delete_device(user.id, "b").await.expect("delete");
+    db.connect_device(user.id, "c", &info("c"), session(), 2, 50)
+        .await
+        .expect("a deleted device frees its place");
 }
 
 /// Concurrent hellos of new devices of one user never exceed the limit.
@@ -194,7 +202,7 @@ pub async fn devices_concurrent_hellos_respect_the_limit(db: &dyn Database) {
     let ok = results.iter().filter(|r| r.is_ok()).count();
     let refused = results
         .iter()
-        .filter(|r| matches!(r, Err(crate::ports::db::RepoError::Conflict(_))))
+        .filter(|r| matches!(r, Err(RepoError::Conflict(_))))
         .count();
     assert_eq!(
         (ok, refused),
