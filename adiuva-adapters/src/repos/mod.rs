@@ -16,6 +16,9 @@
 //!   blocked. Under that lock the write reads the sums, core's [`adiuva_core::quota`]
 //!   decides, and the write follows in the same transaction.
 //!
+//! The devices repository (`devices`) reuses that lock for a hello's device limit, and
+//! `BEGIN_QUOTA` for its queue writes, which lock the device's row before its queue rows.
+//!
 //! A dialect invokes [`impl_repos!`] once with its database type and its `dialect` module.
 
 mod devices;
@@ -129,8 +132,24 @@ macro_rules! subscription_columns {
     };
 }
 
+/// The columns of `devices` that make a `Device` (`next_seq` is the repository's own).
+macro_rules! device_columns {
+    () => {
+        "user_id, device_id, name, platform, app_version, capabilities, session_id, \
+         instance_id, last_seen, created_at, expired_count"
+    };
+}
+
+/// The columns of `device_queue` that make a `QueuedFrame`.
+macro_rules! frame_columns {
+    () => {
+        "seq, frame_id, kind, payload, created_at, expires_at"
+    };
+}
+
 pub(crate) use {
-    backup_columns, record_columns, subscription_columns, sum_of, token_columns, user_columns,
+    backup_columns, device_columns, frame_columns, record_columns, subscription_columns, sum_of,
+    token_columns, user_columns,
 };
 
 /// Both dialects: a quota-checked write for a user that does not exist is `NotFound`
