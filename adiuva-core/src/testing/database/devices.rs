@@ -598,6 +598,34 @@ pub async fn device_queue_bound_drops_the_oldest(db: &dyn Database) {
         [4, 5, 6],
         "a hello does not touch the queue"
     );
+    // The bound counts frames, not seqs: an acked frame leaves room.
+    hello(db, user.id, "h", session(), 10).await;
+    let first = db
+        .enqueue_frame(user.id, "h", &frame(FOREVER), 3, 5)
+        .await
+        .expect("enqueue");
+    let second = db
+        .enqueue_frame(user.id, "h", &frame(FOREVER), 3, 5)
+        .await
+        .expect("enqueue");
+    enqueue(db, user.id, "h", 3).await;
+    assert!(
+        db.ack_frame(user.id, "h", second.frame_id)
+            .await
+            .expect("ack")
+    );
+    enqueue(db, user.id, "h", 3).await;
+    assert_eq!(seqs(db, user.id, "h").await, [1, 3, 4], "three frames fit");
+    assert_eq!(get(db, user.id, "h").await.expired_count, 0);
+    enqueue(db, user.id, "h", 3).await;
+    assert_eq!(seqs(db, user.id, "h").await, [3, 4, 5]);
+    assert!(
+        !db.ack_frame(user.id, "h", first.frame_id)
+            .await
+            .expect("ack"),
+        "a dropped frame is not queued"
+    );
+    assert_eq!(get(db, user.id, "h").await.expired_count, 1);
 }
 
 /// `expire_frames` deletes what expired at `now` and counts it into each device's
