@@ -10,6 +10,8 @@ use uuid::Uuid;
 pub(crate) trait IdColumn {
     /// The UUID in column `col`.
     fn uuid(&self, col: &str) -> RepoResult<Uuid>;
+    /// The UUID in the nullable column `col`.
+    fn opt_uuid(&self, col: &str) -> RepoResult<Option<Uuid>>;
 }
 
 /// Converts a driver error into the port's error; unique violations become `Conflict`
@@ -113,10 +115,20 @@ impl IdColumn for sqlx::sqlite::SqliteRow {
         let s: String = self.try_get(col).map_err(repo_err)?;
         Uuid::parse_str(&s).map_err(|e| invalid(col, e))
     }
+
+    fn opt_uuid(&self, col: &str) -> RepoResult<Option<Uuid>> {
+        let s: Option<String> = self.try_get(col).map_err(repo_err)?;
+        s.map(|s| Uuid::parse_str(&s).map_err(|e| invalid(col, e)))
+            .transpose()
+    }
 }
 
 impl IdColumn for sqlx::postgres::PgRow {
     fn uuid(&self, col: &str) -> RepoResult<Uuid> {
+        self.try_get(col).map_err(repo_err)
+    }
+
+    fn opt_uuid(&self, col: &str) -> RepoResult<Option<Uuid>> {
         self.try_get(col).map_err(repo_err)
     }
 }
@@ -178,5 +190,60 @@ where
         status: get(row, "status")?,
         current_period_end: get(row, "current_period_end")?,
         created_at: get(row, "created_at")?,
+    })
+}
+
+/// A `devices` row. The live session is both of `session_id` and `instance_id` (the
+/// table's CHECK keeps them set together).
+pub(crate) fn device_from_row<R>(row: &R) -> RepoResult<adiuva_core::ports::db::Device>
+where
+    R: Row + IdColumn,
+    for<'c> &'c str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    use adiuva_core::ports::db::{Device, DeviceInfo, DeviceSession};
+
+    let capabilities: String = get(row, "capabilities")?;
+    let session = match (row.opt_uuid("session_id")?, row.opt_uuid("instance_id")?) {
+        (Some(session_id), Some(instance_id)) => Some(DeviceSession {
+            session_id,
+            instance_id,
+        }),
+        _ => None,
+    };
+    Ok(Device {
+        user_id: UserId(row.uuid("user_id")?),
+        device_id: get(row, "device_id")?,
+        info: DeviceInfo {
+            name: get(row, "name")?,
+            platform: get(row, "platform")?,
+            app_version: get(row, "app_version")?,
+            capabilities: serde_json::from_str(&capabilities)
+                .map_err(|e| invalid("devices.capabilities", e))?,
+        },
+        session,
+        last_seen: get(row, "last_seen")?,
+        created_at: get(row, "created_at")?,
+        expired_count: get(row, "expired_count")?,
+    })
+}
+
+/// A `device_queue` row.
+pub(crate) fn queued_frame_from_row<R>(row: &R) -> RepoResult<adiuva_core::ports::db::QueuedFrame>
+where
+    R: Row + IdColumn,
+    for<'c> &'c str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(adiuva_core::ports::db::QueuedFrame {
+        seq: get(row, "seq")?,
+        frame_id: row.uuid("frame_id")?,
+        kind: get(row, "kind")?,
+        payload: get(row, "payload")?,
+        created_at: get(row, "created_at")?,
+        expires_at: get(row, "expires_at")?,
     })
 }

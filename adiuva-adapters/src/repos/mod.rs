@@ -129,8 +129,24 @@ macro_rules! subscription_columns {
     };
 }
 
+/// The columns of `devices` that make a `Device` (`next_seq` is the repository's own).
+macro_rules! device_columns {
+    () => {
+        "user_id, device_id, name, platform, app_version, capabilities, session_id, \
+         instance_id, last_seen, created_at, expired_count"
+    };
+}
+
+/// The columns of `device_queue` that make a `QueuedFrame`.
+macro_rules! frame_columns {
+    () => {
+        "seq, frame_id, kind, payload, created_at, expires_at"
+    };
+}
+
 pub(crate) use {
-    backup_columns, record_columns, subscription_columns, sum_of, token_columns, user_columns,
+    backup_columns, device_columns, frame_columns, record_columns, subscription_columns, sum_of,
+    token_columns, user_columns,
 };
 
 /// Both dialects: a quota-checked write for a user that does not exist is `NotFound`

@@ -177,8 +177,34 @@ impl ChatService {
         devices: &crate::devices::DeviceHub,
         device_id: &str,
     ) -> Result<RestAnswer, Error> {
-        let _ = (principal, request, devices, device_id);
-        todo!("CONTRACT: h-hub implements")
+        let user = principal.user.id;
+        devices.require(user, device_id).await?;
+        // No second admission: the HTTP middleware already counted this request and
+        // authenticated it. V1: a REST answer cannot carry a router's question.
+        let turn = Turn {
+            service: self.clone(),
+            request,
+            protocol: Protocol::V1,
+            awaiting: Arc::default(),
+        };
+        let peer = devices.chat_peer(user, device_id);
+        turn.run(&peer).await;
+        match peer.take_outcome() {
+            // The device ran the writes: they are the reply's mutations, not actions.
+            Some(ChatEvent::Final(reply)) => Ok(RestAnswer::Reply(FinalReply {
+                actions: Vec::new(),
+                ..reply
+            })),
+            Some(ChatEvent::Plan(plan)) => Ok(RestAnswer::Plan(plan)),
+            Some(ChatEvent::Clarification(question)) => Ok(RestAnswer::Reply(FinalReply {
+                response: question,
+                ..FinalReply::default()
+            })),
+            Some(ChatEvent::Error(e)) => Err(e),
+            Some(ChatEvent::Text(_)) | None => {
+                Err(Error::internal("a device turn ended without an outcome"))
+            }
+        }
     }
 
     /// A socket's chat state, for `principal`.

@@ -21,7 +21,12 @@
 //! The transport (the server's socket) only parses frames into [`FromDevice`] and writes
 //! [`ToDevice`]; every rule lives here.
 
+mod bus_protocol;
+mod hello;
+mod hub;
 pub mod memory_bus;
+mod peer;
+mod queue;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +39,8 @@ use crate::auth::Principal;
 use crate::domain::{Millis, UserId};
 use crate::error::Error;
 use crate::ports::{Clock, Database, DeviceBus};
+
+use hub::{Inner, Socket};
 
 pub use memory_bus::MemoryDeviceBus;
 
@@ -254,26 +261,27 @@ pub struct DeviceHub {
     inner: Arc<Inner>,
 }
 
-/// CONTRACT: h-hub adds what it needs (local sockets, waiting calls, …).
-#[allow(dead_code)]
-struct Inner {
-    instance_id: Uuid,
-    db: Arc<dyn Database>,
-    bus: Arc<dyn DeviceBus>,
-    clock: Arc<dyn Clock>,
-    config: DeviceConfig,
-}
-
 impl std::fmt::Debug for DeviceHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceHub").finish_non_exhaustive()
+        f.debug_struct("DeviceHub")
+            .field("instance_id", &self.inner.instance_id)
+            .finish_non_exhaustive()
     }
 }
 
-/// The hub's background work; stops when dropped.
+/// The hub's background work (bus listener, presence heartbeat, queue expiry); stops
+/// when dropped.
 #[derive(Debug)]
 pub struct HubTask {
-    _private: (),
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for HubTask {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
 
 impl DeviceHub {
@@ -285,13 +293,7 @@ impl DeviceHub {
         config: DeviceConfig,
     ) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                instance_id: Uuid::new_v4(),
-                db,
-                bus,
-                clock,
-                config,
-            }),
+            inner: Arc::new(Inner::new(Uuid::new_v4(), db, bus, clock, config)),
         }
     }
 
@@ -313,45 +315,51 @@ impl DeviceHub {
     /// Starts listening on the bus, the presence heartbeat and queue expiry. Once per
     /// process, before serving (the server's `run_until_stopped` does it).
     pub async fn start(&self) -> Result<HubTask, Error> {
-        todo!("CONTRACT: h-hub implements")
+        let tasks = self.inner.start().await?;
+        Ok(HubTask { tasks })
     }
 
     /// A graceful stop: closes this instance's sockets and ends their sessions in the
     /// database, so other instances see the devices offline at once.
     pub async fn shutdown(&self) {
-        todo!("CONTRACT: h-hub implements")
+        self.inner.shutdown().await;
     }
 
     /// A socket said `device_hello`: validates it, registers the device and its new
     /// session (closing a session it replaces, wherever it is), sends `hello_ack`
     /// through `link`, then starts delivering the device's queue.
+    ///
+    /// A new device beyond [`DeviceConfig::max_devices_per_user`] →
+    /// `Forbidden { code: "too_many_devices" }`.
     pub async fn connect(
         &self,
         principal: &Principal,
         hello: Hello,
         link: Arc<dyn DeviceLink>,
     ) -> Result<DeviceConnection, Error> {
-        let _ = (principal, hello, link);
-        todo!("CONTRACT: h-hub implements")
+        let socket = self.inner.connect(principal.user.id, hello, link).await?;
+        Ok(DeviceConnection {
+            session_id: socket.session_id,
+            device_id: socket.device_id.clone(),
+            inner: self.inner.clone(),
+            socket,
+        })
     }
 
     /// The user's devices with their presence.
     pub async fn list(&self, user: UserId) -> Result<Vec<DeviceStatus>, Error> {
-        let _ = user;
-        todo!("CONTRACT: h-hub implements")
+        self.inner.list(user).await
     }
 
     /// Forgets a device and its queue and closes its socket wherever it is;
     /// `NotFound("device")` when the user has no such device.
     pub async fn forget(&self, user: UserId, device_id: &str) -> Result<(), Error> {
-        let _ = (user, device_id);
-        todo!("CONTRACT: h-hub implements")
+        self.inner.forget(user, device_id).await
     }
 
     /// Whether the user has this device (`NotFound("device")` otherwise); online or not.
     pub async fn require(&self, user: UserId, device_id: &str) -> Result<DeviceStatus, Error> {
-        let _ = (user, device_id);
-        todo!("CONTRACT: h-hub implements")
+        self.inner.require(user, device_id).await
     }
 
     /// Asks the device and waits for its answer, wherever its socket is: `Err(why)` — a
@@ -363,37 +371,49 @@ impl DeviceHub {
         device_id: &str,
         request: DeviceRequest,
     ) -> Result<Value, String> {
-        let _ = (user, device_id, request);
-        todo!("CONTRACT: h-hub implements")
+        self.inner.call(user, device_id, request).await
     }
 
     /// Stores a frame in the device's durable queue and, when the device is online,
     /// has its holder deliver it; the frame's id. `NotFound("device")` when the user
-    /// has no such device.
+    /// has no such device; `TooLarge` (`frame_too_large`) beyond
+    /// [`MAX_QUEUED_FRAME_BYTES`].
     pub async fn enqueue(
         &self,
         user: UserId,
         device_id: &str,
         frame: Queued,
     ) -> Result<Uuid, Error> {
-        let _ = (user, device_id, frame);
-        todo!("CONTRACT: h-hub implements")
+        self.inner.enqueue(user, device_id, frame).await
     }
 
     /// A chat peer that runs a turn's tools on the device (`POST /chat` with `device_id`).
     pub fn chat_peer(&self, user: UserId, device_id: &str) -> DevicePeer {
-        let _ = (user, device_id);
-        todo!("CONTRACT: h-hub implements")
+        DevicePeer::new(self.clone(), user, device_id)
     }
 }
 
+/// The largest serialized frame [`DeviceHub::enqueue`] stores (a notification or a
+/// trigger carries a result or an input, not a file).
+pub const MAX_QUEUED_FRAME_BYTES: usize = 1024 * 1024;
+
 /// One connected socket's side of the hub, held by the transport until it closes.
-#[derive(Debug)]
 pub struct DeviceConnection {
     /// This socket's session.
     pub session_id: Uuid,
     /// The device.
     pub device_id: String,
+    inner: Arc<Inner>,
+    socket: Arc<Socket>,
+}
+
+impl std::fmt::Debug for DeviceConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceConnection")
+            .field("session_id", &self.session_id)
+            .field("device_id", &self.device_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DeviceConnection {
@@ -401,19 +421,21 @@ impl DeviceConnection {
     /// a queued frame. An id nothing waits for → `BadRequest` (`unknown_call` /
     /// `unknown_frame`), which the transport reports as an error frame.
     pub async fn receive(&self, frame: FromDevice) -> Result<(), Error> {
-        let _ = frame;
-        todo!("CONTRACT: h-hub implements")
+        self.inner.receive(&self.socket, frame).await
     }
 
     /// The socket closed: ends the session (unless another replaced it), and fails the
     /// calls it was answering at once.
     pub async fn close(self) {
-        todo!("CONTRACT: h-hub implements")
+        self.inner.close(&self.socket).await;
     }
 }
 
 /// Runs a chat turn's tools on a device through the hub (see [`DeviceHub::chat_peer`]);
 /// collects the turn's last event for [`ChatService::device_turn`](crate::chat::ChatService).
 pub struct DevicePeer {
-    _private: (),
+    hub: DeviceHub,
+    user: UserId,
+    device_id: String,
+    last: std::sync::Mutex<Option<crate::chat::ChatEvent>>,
 }

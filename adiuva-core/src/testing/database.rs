@@ -1,10 +1,12 @@
 //! The [`Database`] conformance suite: users, refresh tokens, records, backups, blob
-//! keys, subscriptions and vector usage.
+//! keys, subscriptions, vector usage, and devices with their queues (in [`devices`]).
 //!
 //! Longer than the ~600-line rule on purpose: it is test support, one flat list of
 //! checks that every backend runs through [`run_all`], and reads best as that one list.
 
 use uuid::Uuid;
+
+pub mod devices;
 
 use crate::domain::{Email, Role, Tier, UserId};
 use crate::ports::Database;
@@ -51,6 +53,21 @@ pub async fn run_all(db: &dyn Database) {
     subscriptions_upsert_idempotently(db).await;
     vector_usage_shares_the_storage_quota(db).await;
     vector_usage_quota_holds_under_concurrency(db).await;
+    devices::devices_connect_update_and_replace(db).await;
+    devices::devices_limit_admits_known_devices_only(db).await;
+    devices::devices_concurrent_hellos_respect_the_limit(db).await;
+    devices::devices_disconnect_only_the_live_session(db).await;
+    devices::devices_touch_and_release_by_instance(db).await;
+    devices::devices_list_oldest_first_then_by_id(db).await;
+    devices::devices_of_another_user_are_invisible(db).await;
+    devices::devices_delete_cascades_the_queue(db).await;
+    devices::devices_go_with_their_user(db).await;
+    devices::device_queue_orders_filters_and_counts(db).await;
+    devices::device_queue_ack_removes_once(db).await;
+    devices::device_queue_bound_drops_the_oldest(db).await;
+    devices::device_queue_expiry_is_counted(db).await;
+    devices::device_queue_payloads_round_trip(db).await;
+    devices::device_queue_concurrent_enqueues_serialise(db).await;
 }
 
 fn unique_email(tag: &str) -> Email {

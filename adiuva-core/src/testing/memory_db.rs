@@ -624,6 +624,11 @@ impl DeviceRepo for MemoryDb {
         now: Millis,
     ) -> RepoResult<QueuedFrame> {
         self.with(|s| {
+            // A missing device is NotFound before a duplicate frame_id is a Conflict, as
+            // in SQL (the seq is taken from the device's row before the insert).
+            if s.device_mut(user_id, device_id).is_none() {
+                return Err(RepoError::NotFound);
+            }
             if s.queue.iter().any(|(_, _, q)| q.frame_id == frame.frame_id) {
                 return Err(RepoError::Conflict("device_queue.frame_id".into()));
             }

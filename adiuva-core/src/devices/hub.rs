@@ -1,0 +1,598 @@
+//! The hub's state and its rules for sockets, presence and calls. (The durable queue is
+//! in `queue.rs`, the messages between instances in `bus_protocol.rs`.)
+//!
+//! Each instance keeps its own sockets in a registry (`session → Socket`); which
+//! instance holds a device is presence, in the database. A call looks the holder up once
+//! and either writes to its own socket or sends the holder a `Deliver` on the bus; the
+//! holder remembers, per socket, which call ids the device must answer and to which
+//! instance, so an answer (or the socket's end) is routed back to the waiting caller.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use serde_json::Value;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::bus_protocol::BusMessage;
+use super::{
+    DeviceConfig, DeviceLink, DeviceRequest, DeviceStatus, FromDevice, Hello, ToDevice, hello,
+};
+use crate::domain::{Millis, UserId};
+use crate::error::Error;
+use crate::ports::db::{Device, DeviceSession, RepoError};
+use crate::ports::device_bus::BusError;
+use crate::ports::{Clock, Database, DeviceBus};
+
+/// What the model reads when the device has no live socket.
+pub(super) const OFFLINE: &str = "the device is offline";
+/// What the model reads when the socket ended before the device answered.
+const DISCONNECTED: &str = "the device disconnected before it answered";
+/// Calls one socket may be answering at once: a device that stops answering cannot make
+/// its holder remember ids without bound (each entry also expires with its call).
+const MAX_CALLS_IN_FLIGHT: usize = 256;
+/// How often queue expiry runs (on every instance; the delete is idempotent).
+const EXPIRY_EVERY: Duration = Duration::from_secs(60);
+
+/// A mutex whose holder panicked still guards consistent maps here (every critical
+/// section is a single insert or remove), so poisoning is ignored.
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Everything a hub shares between its clones.
+pub(crate) struct Inner {
+    pub(super) instance_id: Uuid,
+    /// The instance id's first 8 hex digits, in call ids (for logs: who asked).
+    short: String,
+    pub(super) db: Arc<dyn Database>,
+    pub(super) bus: Arc<dyn DeviceBus>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) config: DeviceConfig,
+    next_call: AtomicU64,
+    sockets: Mutex<Registry>,
+    /// Calls made from this instance, waiting for their answer.
+    waiting: Mutex<HashMap<String, oneshot::Sender<Result<Value, String>>>>,
+}
+
+/// This instance's sockets.
+#[derive(Default)]
+struct Registry {
+    by_session: HashMap<Uuid, Arc<Socket>>,
+    by_device: HashMap<(UserId, String), Uuid>,
+}
+
+/// One socket this instance holds. Kept small: an idle socket costs this plus the
+/// transport's buffers.
+pub(crate) struct Socket {
+    pub(super) user: UserId,
+    pub(super) device_id: String,
+    pub(super) session_id: Uuid,
+    pub(super) link: Arc<dyn DeviceLink>,
+    /// Wakes the delivery task (frames were queued).
+    pub(super) wake: Notify,
+    /// Call id → who waits for its answer; `None` once the socket has ended, so a call
+    /// racing the end is refused instead of remembered forever.
+    answering: Mutex<Option<HashMap<String, Answering>>>,
+    /// The delivery task, stopped when the socket ends.
+    pub(super) delivery: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+struct Answering {
+    reply_to: Uuid,
+    /// After this the caller has given up; the entry only makes room.
+    until: Millis,
+}
+
+/// Removes a call's waiter however the call ends (answer, timeout, or the caller's
+/// future dropped).
+struct Waiter<'a> {
+    inner: &'a Inner,
+    call_id: &'a str,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        lock(&self.inner.waiting).remove(self.call_id);
+    }
+}
+
+fn ms(d: Duration) -> Millis {
+    Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+}
+
+/// "30 seconds", or "250 ms" for a short test timeout.
+fn human(d: Duration) -> String {
+    if d.as_millis().is_multiple_of(1000) {
+        format!("{} seconds", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+impl Inner {
+    pub(super) fn new(
+        instance_id: Uuid,
+        db: Arc<dyn Database>,
+        bus: Arc<dyn DeviceBus>,
+        clock: Arc<dyn Clock>,
+        config: DeviceConfig,
+    ) -> Self {
+        Self {
+            short: instance_id.simple().to_string()[..8].to_owned(),
+            instance_id,
+            db,
+            bus,
+            clock,
+            config,
+            next_call: AtomicU64::new(1),
+            sockets: Mutex::default(),
+            waiting: Mutex::default(),
+        }
+    }
+
+    // ---- background work -------------------------------------------------------------
+
+    pub(super) async fn start(self: &Arc<Self>) -> Result<Vec<JoinHandle<()>>, Error> {
+        let mut mailbox = self.bus.listen(self.instance_id).await.map_err(|e| {
+            // The adapter's words may name its server; they go to the log only.
+            tracing::error!(error = %e, "device bus: cannot listen");
+            Error::Unavailable {
+                code: "device_bus_unavailable",
+                detail: "the device bus is unavailable".into(),
+            }
+        })?;
+        let me = self.clone();
+        let listener = tokio::spawn(async move {
+            while let Some(bytes) = mailbox.next().await {
+                if let Some(message) = BusMessage::decode(&bytes) {
+                    me.on_bus(message).await;
+                }
+            }
+            tracing::error!(
+                "device bus mailbox ended: this instance's devices cannot be reached from others"
+            );
+        });
+        let me = self.clone();
+        let heartbeat = tokio::spawn(async move {
+            // A third of the TTL: two heartbeats may be late before others see us dead.
+            let every = (me.config.presence_ttl / 3).max(Duration::from_millis(10));
+            loop {
+                tokio::time::sleep(every).await;
+                let now = me.clock.now_ms();
+                if let Err(e) = me.db.touch_instance_devices(me.instance_id, now).await {
+                    tracing::warn!(error = %e, "device presence heartbeat failed");
+                }
+            }
+        });
+        let me = self.clone();
+        let expiry = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(EXPIRY_EVERY).await;
+                match me.db.expire_frames(me.clock.now_ms()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(expired = n, "queued device frames expired"),
+                    Err(e) => tracing::warn!(error = %e, "device queue expiry failed"),
+                }
+            }
+        });
+        Ok(vec![listener, heartbeat, expiry])
+    }
+
+    pub(super) async fn shutdown(&self) {
+        let all: Vec<Arc<Socket>> = {
+            let mut r = lock(&self.sockets);
+            r.by_device.clear();
+            r.by_session.drain().map(|(_, s)| s).collect()
+        };
+        for socket in all {
+            self.end(&socket, Some("server shutting down")).await;
+        }
+        let now = self.clock.now_ms();
+        if let Err(e) = self
+            .db
+            .release_instance_devices(self.instance_id, now)
+            .await
+        {
+            tracing::warn!(error = %e, "could not release this instance's device sessions");
+        }
+    }
+
+    async fn on_bus(&self, message: BusMessage) {
+        match message {
+            BusMessage::Deliver {
+                session,
+                user,
+                device,
+                call_id,
+                frame,
+                reply_to,
+            } => {
+                let socket = self
+                    .socket(session)
+                    .filter(|s| s.user == user && s.device_id == device);
+                let written = match socket {
+                    Some(s) => self.write_call(&s, &call_id, &frame, reply_to),
+                    None => Err(DISCONNECTED.to_owned()),
+                };
+                if let Err(why) = written {
+                    self.route_answer(reply_to, call_id, Err(why)).await;
+                }
+            }
+            BusMessage::Answer { call_id, outcome } => self.resolve(&call_id, outcome),
+            BusMessage::Drain { session } => {
+                if let Some(s) = self.socket(session) {
+                    s.wake.notify_one();
+                }
+            }
+            BusMessage::Close { session, reason } => {
+                if let Some(s) = self.detach(session) {
+                    self.end(&s, Some(&reason)).await;
+                }
+            }
+        }
+    }
+
+    // ---- sockets -----------------------------------------------------------------------
+
+    pub(super) async fn connect(
+        self: &Arc<Self>,
+        user: UserId,
+        hello: Hello,
+        link: Arc<dyn DeviceLink>,
+    ) -> Result<Arc<Socket>, Error> {
+        let (device_id, info) = hello::validate(hello)?;
+        let session_id = Uuid::new_v4();
+        let now = self.clock.now_ms();
+        let session = DeviceSession {
+            session_id,
+            instance_id: self.instance_id,
+        };
+        let max = self.config.max_devices_per_user;
+        let connected = self
+            .db
+            .connect_device(user, &device_id, &info, session, max, now)
+            .await
+            .map_err(|e| match e {
+                RepoError::Conflict(what) if what == "devices.limit" => Error::Forbidden {
+                    code: "too_many_devices",
+                    detail: format!(
+                        "this account already has {max} devices; forget one before adding another"
+                    ),
+                },
+                RepoError::NotFound => Error::Unauthorized("the account no longer exists"),
+                other => other.into(),
+            })?;
+        let pending = match self.db.queued_count(user, &device_id, now).await {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = self
+                    .db
+                    .disconnect_device(user, &device_id, session_id, now)
+                    .await;
+                return Err(e.into());
+            }
+        };
+        let socket = Arc::new(Socket {
+            user,
+            device_id,
+            session_id,
+            link,
+            wake: Notify::new(),
+            answering: Mutex::new(Some(HashMap::new())),
+            delivery: Mutex::new(None),
+        });
+        // hello_ack goes out before the socket is registered: nothing (a call from the
+        // bus, a queued frame) can be written to it first.
+        socket.link.send(&ToDevice::HelloAck {
+            session_id,
+            server_time: now,
+            pending,
+            expired: u64::try_from(connected.expired).unwrap_or(0),
+        });
+        let earlier_here = {
+            let mut r = lock(&self.sockets);
+            r.by_session.insert(session_id, socket.clone());
+            let key = (user, socket.device_id.clone());
+            r.by_device
+                .insert(key, session_id)
+                .and_then(|old| r.by_session.remove(&old))
+        };
+        let reason = "replaced by a newer connection";
+        if let Some(old) = &earlier_here {
+            self.end(old, Some(reason)).await;
+        }
+        if let Some(replaced) = connected.replaced {
+            let ended_here = earlier_here
+                .as_ref()
+                .is_some_and(|s| s.session_id == replaced.session_id);
+            if !ended_here {
+                self.close_session(replaced, reason).await;
+            }
+        }
+        super::queue::start_delivery(self.clone(), socket.clone());
+        tracing::debug!(user = %user.0, session = %session_id, "device connected");
+        Ok(socket)
+    }
+
+    pub(super) async fn receive(&self, socket: &Socket, frame: FromDevice) -> Result<(), Error> {
+        match frame {
+            FromDevice::ToolResult { id, outcome } | FromDevice::DataResponse { id, outcome } => {
+                let entry = lock(&socket.answering).as_mut().and_then(|a| a.remove(&id));
+                let Some(entry) = entry else {
+                    return Err(Error::BadRequest {
+                        code: "unknown_call",
+                        detail: "no call with this id is waiting for an answer".into(),
+                    });
+                };
+                self.route_answer(entry.reply_to, id, outcome).await;
+                Ok(())
+            }
+            FromDevice::Ack { id } => self.ack(socket, &id).await,
+        }
+    }
+
+    pub(super) async fn close(&self, socket: &Socket) {
+        // Whoever detaches a socket ends it; a socket already replaced, forgotten or
+        // shut down was ended then.
+        if let Some(s) = self.detach(socket.session_id) {
+            self.end(&s, None).await;
+        }
+        let now = self.clock.now_ms();
+        if let Err(e) = self
+            .db
+            .disconnect_device(socket.user, &socket.device_id, socket.session_id, now)
+            .await
+        {
+            // The heartbeat stops touching it anyway: it goes offline after the TTL.
+            tracing::warn!(error = %e, "could not end a device session");
+        }
+    }
+
+    pub(super) fn socket(&self, session: Uuid) -> Option<Arc<Socket>> {
+        lock(&self.sockets).by_session.get(&session).cloned()
+    }
+
+    /// Takes the socket out of the registry (the caller ends it).
+    fn detach(&self, session: Uuid) -> Option<Arc<Socket>> {
+        let mut r = lock(&self.sockets);
+        let socket = r.by_session.remove(&session)?;
+        let key = (socket.user, socket.device_id.clone());
+        if r.by_device.get(&key) == Some(&session) {
+            r.by_device.remove(&key);
+        }
+        Some(socket)
+    }
+
+    /// Stops a detached socket: its delivery, its link (with `reason`, unless the
+    /// transport closed it), and the calls it was answering, which fail at once.
+    async fn end(&self, socket: &Socket, reason: Option<&str>) {
+        if let Some(task) = lock(&socket.delivery).take() {
+            task.abort();
+        }
+        let calls = lock(&socket.answering).take().unwrap_or_default();
+        if let Some(reason) = reason {
+            socket.link.close(reason);
+        }
+        for (call_id, a) in calls {
+            self.route_answer(a.reply_to, call_id, Err(DISCONNECTED.into()))
+                .await;
+        }
+    }
+
+    /// Closes a live session wherever it is held.
+    async fn close_session(&self, session: DeviceSession, reason: &str) {
+        if session.instance_id == self.instance_id {
+            if let Some(s) = self.detach(session.session_id) {
+                self.end(&s, Some(reason)).await;
+            }
+            return;
+        }
+        let message = BusMessage::Close {
+            session: session.session_id,
+            reason: reason.to_owned(),
+        };
+        // A holder that is gone has no socket left to close.
+        if let Err(e) = self.bus.send(session.instance_id, message.encode()).await {
+            tracing::warn!(error = %e, "could not ask another instance to close a device socket");
+        }
+    }
+
+    // ---- presence ----------------------------------------------------------------------
+
+    /// The device's session when its holder is alive (refreshed within the TTL).
+    pub(super) fn live_session(&self, device: &Device, now: Millis) -> Option<DeviceSession> {
+        let ttl = ms(self.config.presence_ttl);
+        device
+            .session
+            .filter(|_| device.last_seen >= now.saturating_sub(ttl))
+    }
+
+    fn status(&self, device: Device, now: Millis) -> DeviceStatus {
+        DeviceStatus {
+            online: self.live_session(&device, now).is_some(),
+            device_id: device.device_id,
+            name: device.info.name,
+            platform: device.info.platform,
+            app_version: device.info.app_version,
+            capabilities: device.info.capabilities,
+            last_seen: device.last_seen,
+            created_at: device.created_at,
+        }
+    }
+
+    pub(super) async fn list(&self, user: UserId) -> Result<Vec<DeviceStatus>, Error> {
+        let devices = self.db.list_devices(user).await?;
+        let now = self.clock.now_ms();
+        Ok(devices.into_iter().map(|d| self.status(d, now)).collect())
+    }
+
+    pub(super) async fn require(
+        &self,
+        user: UserId,
+        device_id: &str,
+    ) -> Result<DeviceStatus, Error> {
+        let device = self
+            .db
+            .device(user, device_id)
+            .await?
+            .ok_or(Error::NotFound("device"))?;
+        Ok(self.status(device, self.clock.now_ms()))
+    }
+
+    pub(super) async fn forget(&self, user: UserId, device_id: &str) -> Result<(), Error> {
+        let device = self
+            .db
+            .delete_device(user, device_id)
+            .await
+            .map_err(|e| match e {
+                RepoError::NotFound => Error::NotFound("device"),
+                other => other.into(),
+            })?;
+        if let Some(session) = device.session {
+            self.close_session(session, "device forgotten").await;
+        }
+        Ok(())
+    }
+
+    // ---- calls -------------------------------------------------------------------------
+
+    pub(super) async fn call(
+        &self,
+        user: UserId,
+        device_id: &str,
+        request: DeviceRequest,
+    ) -> Result<Value, String> {
+        let device = match self.db.device(user, device_id).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return Err("no such device is registered".into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "device lookup failed");
+                return Err("the device cannot be reached right now".into());
+            }
+        };
+        let Some(session) = self.live_session(&device, self.clock.now_ms()) else {
+            return Err(OFFLINE.into());
+        };
+        let n = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let call_id = format!("dc_{}_{n}", self.short);
+        let frame = match request {
+            DeviceRequest::Tool { name, arguments } => ToDevice::ToolCall {
+                id: call_id.clone(),
+                name,
+                arguments,
+            },
+            DeviceRequest::Data { data_types, filter } => ToDevice::DataRequest {
+                id: call_id.clone(),
+                data_types,
+                filter,
+            },
+        };
+        let (tx, rx) = oneshot::channel();
+        lock(&self.waiting).insert(call_id.clone(), tx);
+        let _waiter = Waiter {
+            inner: self,
+            call_id: &call_id,
+        };
+        if session.instance_id == self.instance_id {
+            let socket = self
+                .socket(session.session_id)
+                .ok_or_else(|| OFFLINE.to_owned())?;
+            self.write_call(&socket, &call_id, &frame, self.instance_id)?;
+        } else {
+            let message = BusMessage::Deliver {
+                session: session.session_id,
+                user,
+                device: device.device_id,
+                call_id: call_id.clone(),
+                frame,
+                reply_to: self.instance_id,
+            };
+            self.bus
+                .send(session.instance_id, message.encode())
+                .await
+                .map_err(|e| match e {
+                    BusError::TooLarge(_) => "the request is too large to send to the device",
+                    _ => {
+                        tracing::warn!(error = %e, "device bus send failed");
+                        "the device cannot be reached right now"
+                    }
+                })?;
+        }
+        match tokio::time::timeout(self.config.call_timeout, rx).await {
+            Ok(Ok(outcome)) => outcome,
+            // The sender is only dropped with its entry, i.e. never before an answer.
+            Ok(Err(_)) => Err(DISCONNECTED.into()),
+            Err(_) => Err(format!(
+                "the device did not answer within {}",
+                human(self.config.call_timeout)
+            )),
+        }
+    }
+
+    /// Writes a call to a socket this instance holds, remembering who waits for it.
+    fn write_call(
+        &self,
+        socket: &Socket,
+        call_id: &str,
+        frame: &ToDevice,
+        reply_to: Uuid,
+    ) -> Result<(), String> {
+        let now = self.clock.now_ms();
+        {
+            let mut answering = lock(&socket.answering);
+            let Some(a) = answering.as_mut() else {
+                return Err(DISCONNECTED.into());
+            };
+            a.retain(|_, x| x.until > now);
+            if a.len() >= MAX_CALLS_IN_FLIGHT {
+                return Err("the device has too many requests in flight; try again later".into());
+            }
+            let until = now.saturating_add(ms(self.config.call_timeout));
+            a.insert(call_id.to_owned(), Answering { reply_to, until });
+        }
+        if !socket.link.send(frame) {
+            if let Some(a) = lock(&socket.answering).as_mut() {
+                a.remove(call_id);
+            }
+            return Err("the device's connection is not accepting requests".into());
+        }
+        Ok(())
+    }
+
+    /// Gives a call's outcome to its caller, here or on another instance.
+    async fn route_answer(&self, reply_to: Uuid, call_id: String, outcome: Result<Value, String>) {
+        if reply_to == self.instance_id {
+            self.resolve(&call_id, outcome);
+            return;
+        }
+        let message = BusMessage::Answer { call_id, outcome };
+        match self.bus.send(reply_to, message.encode()).await {
+            Ok(()) => {}
+            Err(BusError::TooLarge(n)) => {
+                let BusMessage::Answer { call_id, .. } = message else {
+                    return;
+                };
+                tracing::warn!(bytes = n, "a device's answer is too large for the bus");
+                let refusal = BusMessage::Answer {
+                    call_id,
+                    outcome: Err("the device's answer is too large".into()),
+                };
+                let _ = self.bus.send(reply_to, refusal.encode()).await;
+            }
+            // The caller times out.
+            Err(e) => tracing::warn!(error = %e, "could not route a device's answer"),
+        }
+    }
+
+    fn resolve(&self, call_id: &str, outcome: Result<Value, String>) {
+        if let Some(tx) = lock(&self.waiting).remove(call_id) {
+            // The caller may have just timed out.
+            let _ = tx.send(outcome);
+        }
+    }
+}

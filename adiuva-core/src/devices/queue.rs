@@ -1,0 +1,179 @@
+//! The durable queue: frames that must not be lost are stored first, then delivered in
+//! `seq` order while the device is connected, and kept until it acks them.
+//!
+//! Exactly once, with the device's help: every connection starts delivering from the
+//! beginning of the queue, so a frame delivered but not acked before a disconnect (or an
+//! instance's death) is sent again; the device drops a frame whose id it has already
+//! processed and acks it again. A frame leaves the queue only by its ack, the queue's
+//! bound (oldest first) or its age, and the last two are counted for the next hello.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::bus_protocol::BusMessage;
+use super::hub::{Inner, Socket, lock};
+use super::{MAX_QUEUED_FRAME_BYTES, Queued, ToDevice};
+use crate::domain::{Millis, UserId};
+use crate::error::Error;
+use crate::ports::db::{NewQueuedFrame, RepoError};
+
+/// Frames read per query: large enough that a long queue costs few queries, small
+/// enough that a batch in memory stays small.
+const BATCH: u32 = 256;
+/// A delivery whose database read failed tries again after this.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Starts the socket's delivery task (stopped when the socket ends).
+pub(super) fn start_delivery(inner: Arc<Inner>, socket: Arc<Socket>) {
+    let task = tokio::spawn(deliver(inner, socket.clone()));
+    *lock(&socket.delivery) = Some(task.abort_handle());
+}
+
+/// Sends the queue's frames in order, then waits to be woken by new ones. `link.deliver`
+/// waits while the socket's outgoing queue is full, so a long queue goes at the pace the
+/// device reads.
+async fn deliver(inner: Arc<Inner>, socket: Arc<Socket>) {
+    let mut after = 0;
+    loop {
+        let now = inner.clock.now_ms();
+        let batch = match inner
+            .db
+            .queued_frames(socket.user, &socket.device_id, after, now, BATCH)
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a device's queue failed; retrying");
+                tokio::time::sleep(RETRY_AFTER).await;
+                continue;
+            }
+        };
+        let more = batch.len() == BATCH as usize;
+        for queued in batch {
+            after = queued.seq;
+            let frame: ToDevice = match serde_json::from_slice(&queued.payload) {
+                Ok(f) => f,
+                Err(e) => {
+                    // Only this build writes the queue; skip rather than block it.
+                    tracing::error!(error = %e, frame = %queued.frame_id, "unreadable queued frame skipped");
+                    continue;
+                }
+            };
+            if !socket.link.deliver(&frame).await {
+                return;
+            }
+        }
+        if !more {
+            // A wake-up that came while the batch was read is kept as a permit.
+            socket.wake.notified().await;
+        }
+    }
+}
+
+impl Inner {
+    pub(super) async fn enqueue(
+        &self,
+        user: UserId,
+        device_id: &str,
+        frame: Queued,
+    ) -> Result<Uuid, Error> {
+        let frame_id = Uuid::new_v4();
+        let id = frame_id.to_string();
+        let (kind, frame) = match frame {
+            Queued::AgentTrigger {
+                agent_id,
+                run_id,
+                input,
+            } => (
+                "agent_trigger",
+                ToDevice::AgentTrigger {
+                    id,
+                    agent_id,
+                    run_id,
+                    input,
+                },
+            ),
+            Queued::Notification { kind, payload } => {
+                ("notification", ToDevice::Notification { id, kind, payload })
+            }
+        };
+        let payload = serde_json::to_vec(&frame).map_err(Error::internal)?;
+        if payload.len() > MAX_QUEUED_FRAME_BYTES {
+            return Err(Error::TooLarge {
+                code: "frame_too_large",
+                detail: format!(
+                    "a queued frame may be at most {MAX_QUEUED_FRAME_BYTES} bytes; this one is {}",
+                    payload.len()
+                ),
+            });
+        }
+        let now = self.clock.now_ms();
+        let max_age =
+            Millis::try_from(self.config.queue_max_age.as_millis()).unwrap_or(Millis::MAX);
+        let new = NewQueuedFrame {
+            frame_id,
+            kind: kind.to_owned(),
+            payload,
+            expires_at: now.saturating_add(max_age),
+        };
+        self.db
+            .enqueue_frame(user, device_id, &new, self.config.queue_max_frames, now)
+            .await
+            .map_err(|e| match e {
+                RepoError::NotFound => Error::NotFound("device"),
+                other => other.into(),
+            })?;
+        // Presence is read after the frame is stored: a device that connects meanwhile
+        // reads its queue after its hello, so it sees the frame either way.
+        self.wake(user, device_id).await;
+        Ok(frame_id)
+    }
+
+    /// Has the device's holder deliver what is new, if it is online.
+    async fn wake(&self, user: UserId, device_id: &str) {
+        let device = match self.db.device(user, device_id).await {
+            Ok(Some(d)) => d,
+            // Forgotten meanwhile, or the database failed: the frame waits for a hello.
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "device lookup after enqueue failed");
+                return;
+            }
+        };
+        let Some(session) = self.live_session(&device, self.clock.now_ms()) else {
+            return;
+        };
+        if session.instance_id == self.instance_id {
+            if let Some(s) = self.socket(session.session_id) {
+                s.wake.notify_one();
+            }
+            return;
+        }
+        let message = BusMessage::Drain {
+            session: session.session_id,
+        };
+        if let Err(e) = self.bus.send(session.instance_id, message.encode()).await {
+            // The frame is stored: the device gets it at its next hello.
+            tracing::warn!(error = %e, "could not wake a device's holder");
+        }
+    }
+
+    pub(super) async fn ack(&self, socket: &Socket, id: &str) -> Result<(), Error> {
+        let unknown = || Error::BadRequest {
+            code: "unknown_frame",
+            detail: "no queued frame has this id".into(),
+        };
+        let frame_id = Uuid::parse_str(id).map_err(|_| unknown())?;
+        if self
+            .db
+            .ack_frame(socket.user, &socket.device_id, frame_id)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(unknown())
+        }
+    }
+}
