@@ -4,8 +4,9 @@
 //!
 //! **Architecture Invariant:** this crate performs no I/O and depends on no I/O crate
 //! (no sqlx, reqwest, hyper, poem, object_store, cloud SDKs). It sees the world only
-//! through the traits in [`ports`]. Tokio is used for `spawn_blocking` and semaphores
-//! only. This is checked by `tests/core_has_no_io.rs`.
+//! through the traits in [`ports`]. Tokio is used for `spawn_blocking`, semaphores,
+//! channels, timers and spawning tasks (the device hub's) only — never its net or fs.
+//! This is checked by `tests/core_has_no_io.rs`.
 //!
 //! Start at [`Adiuva`]: build it from ports with [`Adiuva::builder`].
 

@@ -95,6 +95,31 @@ macro_rules! impl_device_repos {
                     .map_err(repo_err)?;
                     Ok(())
                 }
+
+                /// Keeps the newest `max_frames` of the device's queue, inside `tx`:
+                /// everything at or below the seq of the (max_frames + 1)-th newest goes
+                /// (none when there are fewer) and is counted into its `expired_count`.
+                async fn trim_queue(
+                    tx: &mut sqlx::Transaction<'static, $d::Db>,
+                    user_id: UserId,
+                    device_id: &str,
+                    max_frames: u32,
+                ) -> RepoResult<()> {
+                    let dropped = sqlx::query(
+                        "DELETE FROM device_queue WHERE user_id = $1 AND device_id = $2 \
+                         AND seq <= (SELECT seq FROM device_queue \
+                         WHERE user_id = $1 AND device_id = $2 \
+                         ORDER BY seq DESC LIMIT 1 OFFSET $3)",
+                    )
+                    .bind($d::id(user_id.0))
+                    .bind(device_id)
+                    .bind(i64::from(max_frames))
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(repo_err)?
+                    .rows_affected();
+                    Self::count_expired(tx, user_id, device_id, dropped).await
+                }
             }
 
             #[async_trait]
@@ -340,22 +365,22 @@ macro_rules! impl_device_repos {
                     .execute(&mut *tx)
                     .await
                     .map_err(repo_err)?;
-                    // Keep the newest `max_frames`: everything at or below the seq of the
-                    // (max_frames + 1)-th newest goes (none when there are fewer).
-                    let dropped = sqlx::query(
-                        "DELETE FROM device_queue WHERE user_id = $1 AND device_id = $2 \
-                         AND seq <= (SELECT seq FROM device_queue \
-                         WHERE user_id = $1 AND device_id = $2 \
-                         ORDER BY seq DESC LIMIT 1 OFFSET $3)",
+                    // Seqs are distinct, so the queue holds at most `seq - oldest + 1`
+                    // frames: within the bound nothing is over it, and the enqueue costs one
+                    // index lookup instead of a walk over the whole queue. (`ORDER BY …
+                    // LIMIT 1`, not `MIN`: PostgreSQL may plan `MIN` as a full scan.)
+                    let oldest: Option<i64> = sqlx::query_scalar(
+                        "SELECT seq FROM device_queue WHERE user_id = $1 AND device_id = $2 \
+                         ORDER BY seq LIMIT 1",
                     )
                     .bind($d::id(user_id.0))
                     .bind(device_id)
-                    .bind(i64::from(max_frames))
-                    .execute(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await
-                    .map_err(repo_err)?
-                    .rows_affected();
-                    Self::count_expired(&mut tx, user_id, device_id, dropped).await?;
+                    .map_err(repo_err)?;
+                    if oldest.is_some_and(|oldest| seq - oldest >= i64::from(max_frames)) {
+                        Self::trim_queue(&mut tx, user_id, device_id, max_frames).await?;
+                    }
                     tx.commit().await.map_err(repo_err)?;
                     Ok(QueuedFrame {
                         seq,

@@ -16,6 +16,9 @@
 //!   blocked. Under that lock the write reads the sums, core's [`adiuva_core::quota`]
 //!   decides, and the write follows in the same transaction.
 //!
+//! The devices repository (`devices`) reuses that lock for a hello's device limit, and
+//! `BEGIN_QUOTA` for its queue writes, which lock the device's row before its queue rows.
+//!
 //! A dialect invokes [`impl_repos!`] once with its database type and its `dialect` module.
 
 mod devices;

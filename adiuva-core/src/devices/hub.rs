@@ -1,5 +1,5 @@
-//! The hub's state and its rules for sockets, presence and calls. (The durable queue is
-//! in `queue.rs`, the messages between instances in `bus_protocol.rs`.)
+//! The hub's state and its rules for sockets and presence. (Calls are in `calls.rs`,
+//! the durable queue in `queue.rs`, the messages between instances in `bus_protocol.rs`.)
 //!
 //! Each instance keeps its own sockets in a registry (`session → Socket`); which
 //! instance holds a device is presence, in the database. A call looks the holder up once
@@ -8,7 +8,7 @@
 //! instance, so an answer (or the socket's end) is routed back to the waiting caller.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -19,22 +19,28 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::bus_protocol::BusMessage;
-use super::{
-    DeviceConfig, DeviceLink, DeviceRequest, DeviceStatus, FromDevice, Hello, ToDevice, hello,
-};
+use super::{DeviceConfig, DeviceLink, DeviceStatus, FromDevice, Hello, ToDevice, hello};
 use crate::domain::{Millis, UserId};
 use crate::error::Error;
 use crate::ports::db::{Device, DeviceSession, RepoError};
-use crate::ports::device_bus::BusError;
 use crate::ports::{Clock, Database, DeviceBus};
 
 /// What the model reads when the device has no live socket.
 pub(super) const OFFLINE: &str = "the device is offline";
 /// What the model reads when the socket ended before the device answered.
-const DISCONNECTED: &str = "the device disconnected before it answered";
+pub(super) const DISCONNECTED: &str = "the device disconnected before it answered";
+/// Why a socket was closed because another hello replaced it.
+const REPLACED: &str = "replaced by a newer connection";
+/// Why a socket was closed because its device was forgotten.
+const FORGOTTEN: &str = "device forgotten";
 /// Calls one socket may be answering at once: a device that stops answering cannot make
 /// its holder remember ids without bound (each entry also expires with its call).
-const MAX_CALLS_IN_FLIGHT: usize = 256;
+pub(super) const MAX_CALLS_IN_FLIGHT: usize = 256;
+/// The longest one bus send may take.
+pub(super) const BUS_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// A session end the database refused is tried again this many times, this far apart.
+const DISCONNECT_RETRIES: u32 = 5;
+const DISCONNECT_RETRY_AFTER: Duration = Duration::from_secs(2);
 /// How often queue expiry runs (on every instance; the delete is idempotent).
 const EXPIRY_EVERY: Duration = Duration::from_secs(60);
 
@@ -48,23 +54,20 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct Inner {
     pub(super) instance_id: Uuid,
     /// The instance id's first 8 hex digits, in call ids (for logs: who asked).
-    short: String,
+    pub(super) short: String,
     pub(super) db: Arc<dyn Database>,
     pub(super) bus: Arc<dyn DeviceBus>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) config: DeviceConfig,
-    next_call: AtomicU64,
+    pub(super) next_call: AtomicU64,
     sockets: Mutex<Registry>,
     /// Calls made from this instance, waiting for their answer.
-    waiting: Mutex<HashMap<String, oneshot::Sender<Result<Value, String>>>>,
+    pub(super) waiting: Mutex<HashMap<String, oneshot::Sender<Result<Value, String>>>>,
 }
 
-/// This instance's sockets.
-#[derive(Default)]
-struct Registry {
-    by_session: HashMap<Uuid, Arc<Socket>>,
-    by_device: HashMap<(UserId, String), Uuid>,
-}
+/// This instance's sockets, by session. Which session is a device's live one is the
+/// database's to say (the last hello wins across instances), never this map's.
+type Registry = HashMap<Uuid, Arc<Socket>>;
 
 /// One socket this instance holds. Kept small: an idle socket costs this plus the
 /// transport's buffers.
@@ -77,40 +80,51 @@ pub(crate) struct Socket {
     pub(super) wake: Notify,
     /// Call id → who waits for its answer; `None` once the socket has ended, so a call
     /// racing the end is refused instead of remembered forever.
-    answering: Mutex<Option<HashMap<String, Answering>>>,
+    pub(super) answering: Mutex<Option<HashMap<String, Answering>>>,
     /// The delivery task, stopped when the socket ends.
     pub(super) delivery: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
-struct Answering {
-    reply_to: Uuid,
+pub(super) struct Answering {
+    pub(super) reply_to: Uuid,
     /// After this the caller has given up; the entry only makes room.
-    until: Millis,
+    pub(super) until: Millis,
 }
 
-/// Removes a call's waiter however the call ends (answer, timeout, or the caller's
-/// future dropped).
-struct Waiter<'a> {
-    inner: &'a Inner,
-    call_id: &'a str,
-}
-
-impl Drop for Waiter<'_> {
-    fn drop(&mut self) {
-        lock(&self.inner.waiting).remove(self.call_id);
-    }
-}
-
-fn ms(d: Duration) -> Millis {
+pub(super) fn ms(d: Duration) -> Millis {
     Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
 }
 
-/// "30 seconds", or "250 ms" for a short test timeout.
-fn human(d: Duration) -> String {
-    if d.as_millis().is_multiple_of(1000) {
-        format!("{} seconds", d.as_secs())
-    } else {
-        format!("{} ms", d.as_millis())
+/// A hello that did not finish (an error, or its future dropped): its socket is ended
+/// and its session closed in the background. Disarmed by taking `inner`.
+struct Abandoned {
+    inner: Option<Arc<Inner>>,
+    user: UserId,
+    device_id: String,
+    session_id: Uuid,
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        let (user, session_id) = (self.user, self.session_id);
+        let device_id = std::mem::take(&mut self.device_id);
+        tokio::spawn(async move {
+            if let Some(s) = inner.detach(session_id) {
+                s.link.close("the connection could not be set up");
+                inner.end(&s, None).await;
+            }
+            let now = inner.clock.now_ms();
+            if let Err(e) = inner
+                .db
+                .disconnect_device(user, &device_id, session_id, now)
+                .await
+            {
+                tracing::warn!(error = %e, "could not end an abandoned device session");
+            }
+        });
     }
 }
 
@@ -184,11 +198,7 @@ impl Inner {
     }
 
     pub(super) async fn shutdown(&self) {
-        let all: Vec<Arc<Socket>> = {
-            let mut r = lock(&self.sockets);
-            r.by_device.clear();
-            r.by_session.drain().map(|(_, s)| s).collect()
-        };
+        let all: Vec<Arc<Socket>> = lock(&self.sockets).drain().map(|(_, s)| s).collect();
         for socket in all {
             self.end(&socket, Some("server shutting down")).await;
         }
@@ -267,16 +277,15 @@ impl Inner {
                 RepoError::NotFound => Error::Unauthorized("the account no longer exists"),
                 other => other.into(),
             })?;
-        let pending = match self.db.queued_count(user, &device_id, now).await {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = self
-                    .db
-                    .disconnect_device(user, &device_id, session_id, now)
-                    .await;
-                return Err(e.into());
-            }
+        // From here until it returns the connection, a failure or a transport that gives
+        // up waiting must not leave a session the heartbeat would keep online.
+        let mut guard = Abandoned {
+            inner: Some(self.clone()),
+            user,
+            device_id: device_id.clone(),
+            session_id,
         };
+        let pending = self.db.queued_count(user, &device_id, now).await?;
         let socket = Arc::new(Socket {
             user,
             device_id,
@@ -294,27 +303,31 @@ impl Inner {
             pending,
             expired: u64::try_from(connected.expired).unwrap_or(0),
         });
-        let earlier_here = {
-            let mut r = lock(&self.sockets);
-            r.by_session.insert(session_id, socket.clone());
-            let key = (user, socket.device_id.clone());
-            r.by_device
-                .insert(key, session_id)
-                .and_then(|old| r.by_session.remove(&old))
-        };
-        let reason = "replaced by a newer connection";
-        if let Some(old) = &earlier_here {
-            self.end(old, Some(reason)).await;
-        }
+        lock(&self.sockets).insert(session_id, socket.clone());
         if let Some(replaced) = connected.replaced {
-            let ended_here = earlier_here
-                .as_ref()
-                .is_some_and(|s| s.session_id == replaced.session_id);
-            if !ended_here {
-                self.close_session(replaced, reason).await;
+            self.close_session(replaced, REPLACED).await;
+        }
+        // A newer hello may have replaced this session before it was registered, and the
+        // `Close` it sent found nothing here: read it back once now that it is.
+        let ended = match self.db.device(user, &socket.device_id).await {
+            Ok(Some(d)) if d.session.is_some_and(|s| s.session_id == session_id) => None,
+            Ok(Some(_)) => Some(REPLACED),
+            Ok(None) => Some(FORGOTTEN),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not re-read a device after its hello");
+                None
             }
+        };
+        if let Some(reason) = ended {
+            // The transport sees a closed link and closes the socket.
+            if let Some(s) = self.detach(session_id) {
+                self.end(&s, Some(reason)).await;
+            }
+            guard.inner = None;
+            return Ok(socket);
         }
         super::queue::start_delivery(self.clone(), socket.clone());
+        guard.inner = None;
         tracing::debug!(user = %user.0, session = %session_id, "device connected");
         Ok(socket)
     }
@@ -343,38 +356,61 @@ impl Inner {
             self.end(&s, None).await;
         }
         let now = self.clock.now_ms();
+        let (user, session) = (socket.user, socket.session_id);
         if let Err(e) = self
             .db
-            .disconnect_device(socket.user, &socket.device_id, socket.session_id, now)
+            .disconnect_device(user, &socket.device_id, session, now)
             .await
         {
-            // The heartbeat stops touching it anyway: it goes offline after the TTL.
-            tracing::warn!(error = %e, "could not end a device session");
+            // The heartbeat touches every session this instance holds in the database, so
+            // a session left there would look online for as long as we run: try again.
+            tracing::warn!(error = %e, "could not end a device session; retrying");
+            let (db, clock, device) = (
+                self.db.clone(),
+                self.clock.clone(),
+                socket.device_id.clone(),
+            );
+            tokio::spawn(async move {
+                for _ in 0..DISCONNECT_RETRIES {
+                    tokio::time::sleep(DISCONNECT_RETRY_AFTER).await;
+                    let now = clock.now_ms();
+                    if db
+                        .disconnect_device(user, &device, session, now)
+                        .await
+                        .is_ok()
+                    {
+                        return;
+                    }
+                }
+                tracing::error!(
+                    "gave up ending a device session: it shows online until this instance stops"
+                );
+            });
         }
     }
 
+    /// Whether the socket has ended (replaced, forgotten, closed, shut down).
+    pub(super) fn has_ended(socket: &Socket) -> bool {
+        lock(&socket.answering).is_none()
+    }
+
     pub(super) fn socket(&self, session: Uuid) -> Option<Arc<Socket>> {
-        lock(&self.sockets).by_session.get(&session).cloned()
+        lock(&self.sockets).get(&session).cloned()
     }
 
     /// Takes the socket out of the registry (the caller ends it).
     fn detach(&self, session: Uuid) -> Option<Arc<Socket>> {
-        let mut r = lock(&self.sockets);
-        let socket = r.by_session.remove(&session)?;
-        let key = (socket.user, socket.device_id.clone());
-        if r.by_device.get(&key) == Some(&session) {
-            r.by_device.remove(&key);
-        }
-        Some(socket)
+        lock(&self.sockets).remove(&session)
     }
 
     /// Stops a detached socket: its delivery, its link (with `reason`, unless the
     /// transport closed it), and the calls it was answering, which fail at once.
     async fn end(&self, socket: &Socket, reason: Option<&str>) {
+        // Marked ended first: a delivery starting meanwhile sees it (`start_delivery`).
+        let calls = lock(&socket.answering).take().unwrap_or_default();
         if let Some(task) = lock(&socket.delivery).take() {
             task.abort();
         }
-        let calls = lock(&socket.answering).take().unwrap_or_default();
         if let Some(reason) = reason {
             socket.link.close(reason);
         }
@@ -397,7 +433,7 @@ impl Inner {
             reason: reason.to_owned(),
         };
         // A holder that is gone has no socket left to close.
-        if let Err(e) = self.bus.send(session.instance_id, message.encode()).await {
+        if let Err(e) = self.send_bus(session.instance_id, &message).await {
             tracing::warn!(error = %e, "could not ask another instance to close a device socket");
         }
     }
@@ -454,145 +490,8 @@ impl Inner {
                 other => other.into(),
             })?;
         if let Some(session) = device.session {
-            self.close_session(session, "device forgotten").await;
+            self.close_session(session, FORGOTTEN).await;
         }
         Ok(())
-    }
-
-    // ---- calls -------------------------------------------------------------------------
-
-    pub(super) async fn call(
-        &self,
-        user: UserId,
-        device_id: &str,
-        request: DeviceRequest,
-    ) -> Result<Value, String> {
-        let device = match self.db.device(user, device_id).await {
-            Ok(Some(d)) => d,
-            Ok(None) => return Err("no such device is registered".into()),
-            Err(e) => {
-                tracing::warn!(error = %e, "device lookup failed");
-                return Err("the device cannot be reached right now".into());
-            }
-        };
-        let Some(session) = self.live_session(&device, self.clock.now_ms()) else {
-            return Err(OFFLINE.into());
-        };
-        let n = self.next_call.fetch_add(1, Ordering::Relaxed);
-        let call_id = format!("dc_{}_{n}", self.short);
-        let frame = match request {
-            DeviceRequest::Tool { name, arguments } => ToDevice::ToolCall {
-                id: call_id.clone(),
-                name,
-                arguments,
-            },
-            DeviceRequest::Data { data_types, filter } => ToDevice::DataRequest {
-                id: call_id.clone(),
-                data_types,
-                filter,
-            },
-        };
-        let (tx, rx) = oneshot::channel();
-        lock(&self.waiting).insert(call_id.clone(), tx);
-        let _waiter = Waiter {
-            inner: self,
-            call_id: &call_id,
-        };
-        if session.instance_id == self.instance_id {
-            let socket = self
-                .socket(session.session_id)
-                .ok_or_else(|| OFFLINE.to_owned())?;
-            self.write_call(&socket, &call_id, &frame, self.instance_id)?;
-        } else {
-            let message = BusMessage::Deliver {
-                session: session.session_id,
-                user,
-                device: device.device_id,
-                call_id: call_id.clone(),
-                frame,
-                reply_to: self.instance_id,
-            };
-            self.bus
-                .send(session.instance_id, message.encode())
-                .await
-                .map_err(|e| match e {
-                    BusError::TooLarge(_) => "the request is too large to send to the device",
-                    _ => {
-                        tracing::warn!(error = %e, "device bus send failed");
-                        "the device cannot be reached right now"
-                    }
-                })?;
-        }
-        match tokio::time::timeout(self.config.call_timeout, rx).await {
-            Ok(Ok(outcome)) => outcome,
-            // The sender is only dropped with its entry, i.e. never before an answer.
-            Ok(Err(_)) => Err(DISCONNECTED.into()),
-            Err(_) => Err(format!(
-                "the device did not answer within {}",
-                human(self.config.call_timeout)
-            )),
-        }
-    }
-
-    /// Writes a call to a socket this instance holds, remembering who waits for it.
-    fn write_call(
-        &self,
-        socket: &Socket,
-        call_id: &str,
-        frame: &ToDevice,
-        reply_to: Uuid,
-    ) -> Result<(), String> {
-        let now = self.clock.now_ms();
-        {
-            let mut answering = lock(&socket.answering);
-            let Some(a) = answering.as_mut() else {
-                return Err(DISCONNECTED.into());
-            };
-            a.retain(|_, x| x.until > now);
-            if a.len() >= MAX_CALLS_IN_FLIGHT {
-                return Err("the device has too many requests in flight; try again later".into());
-            }
-            let until = now.saturating_add(ms(self.config.call_timeout));
-            a.insert(call_id.to_owned(), Answering { reply_to, until });
-        }
-        if !socket.link.send(frame) {
-            if let Some(a) = lock(&socket.answering).as_mut() {
-                a.remove(call_id);
-            }
-            return Err("the device's connection is not accepting requests".into());
-        }
-        Ok(())
-    }
-
-    /// Gives a call's outcome to its caller, here or on another instance.
-    async fn route_answer(&self, reply_to: Uuid, call_id: String, outcome: Result<Value, String>) {
-        if reply_to == self.instance_id {
-            self.resolve(&call_id, outcome);
-            return;
-        }
-        let message = BusMessage::Answer { call_id, outcome };
-        match self.bus.send(reply_to, message.encode()).await {
-            Ok(()) => {}
-            Err(BusError::TooLarge(n)) => {
-                let BusMessage::Answer { call_id, .. } = message else {
-                    return;
-                };
-                tracing::warn!(bytes = n, "a device's answer is too large for the bus");
-                let refusal = BusMessage::Answer {
-                    call_id,
-                    outcome: Err("the device's answer is too large".into()),
-                };
-                let _ = self.bus.send(reply_to, refusal.encode()).await;
-            }
-            // The caller times out.
-            Err(e) => tracing::warn!(error = %e, "could not route a device's answer"),
-        }
-    }
-
-    fn resolve(&self, call_id: &str, outcome: Result<Value, String>) {
-        if let Some(tx) = lock(&self.waiting).remove(call_id) {
-            // The caller may have just timed out.
-            let _ = tx.send(outcome);
-        }
     }
 }

@@ -22,6 +22,7 @@
 //! [`ToDevice`]; every rule lives here.
 
 mod bus_protocol;
+mod calls;
 mod hello;
 mod hub;
 pub mod memory_bus;

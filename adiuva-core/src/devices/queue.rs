@@ -27,8 +27,14 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Starts the socket's delivery task (stopped when the socket ends).
 pub(super) fn start_delivery(inner: Arc<Inner>, socket: Arc<Socket>) {
+    // Checked under the delivery lock: `end` marks the socket ended before it takes the
+    // task, so either it finds this task or this sees it ended.
+    let mut delivery = lock(&socket.delivery);
+    if Inner::has_ended(&socket) {
+        return;
+    }
     let task = tokio::spawn(deliver(inner, socket.clone()));
-    *lock(&socket.delivery) = Some(task.abort_handle());
+    *delivery = Some(task.abort_handle());
 }
 
 /// Sends the queue's frames in order, then waits to be woken by new ones. `link.deliver`
@@ -154,7 +160,7 @@ impl Inner {
         let message = BusMessage::Drain {
             session: session.session_id,
         };
-        if let Err(e) = self.bus.send(session.instance_id, message.encode()).await {
+        if let Err(e) = self.send_bus(session.instance_id, &message).await {
             // The frame is stored: the device gets it at its next hello.
             tracing::warn!(error = %e, "could not wake a device's holder");
         }
