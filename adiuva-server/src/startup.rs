@@ -157,9 +157,10 @@ async fn device_bus(settings: &Settings) -> Result<(Arc<dyn DeviceBus>, String),
     if url == "memory" {
         return Ok((Arc::new(MemoryDeviceBus::new()), "in process".into()));
     }
-    // COORDINATOR (h-bus): connect `url` here with `adiuva_adapters::device_bus::connect`
-    // (Redis or PostgreSQL) and log its redacted location. Until that lands every URL
-    // falls back to the in-process bus, which reaches only this instance's devices.
+    // COORDINATOR (h-bus): replace the rest of this function with
+    // `Ok(adiuva_adapters::device_bus::connect(&url, &settings.database_url()).await?)`
+    // (Redis or PostgreSQL, its location redacted). Until then every URL falls back to
+    // the in-process bus, which reaches only this instance's devices.
     let location = crate::settings::redact_url(&url);
     tracing::warn!(device_bus = %location, "this build has no Redis/PostgreSQL device bus yet; devices are reached in process only");
     Ok((

@@ -70,7 +70,7 @@ pub async fn chat_stream(
     };
     let slot = match ws_limits.try_open(user) {
         Ok(slot) => slot,
-        Err(refused) => return refused,
+        Err(e) => return socket::refusal(&e),
     };
     let timings = *timings;
     ws.config(ws_limits.config())

@@ -55,7 +55,7 @@ pub async fn device_socket(
     };
     let slot = match limits.try_open(principal.id()) {
         Ok(slot) => slot,
-        Err(refused) => return refused,
+        Err(e) => return socket::refusal(&e),
     };
     let (hub, timings) = (app.devices().clone(), *timings);
     ws.config(limits.config())

@@ -107,21 +107,22 @@ impl WsLimits {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Counts a socket for `user`, or the 429 `too_many_sockets` refusal.
-    pub(crate) fn try_open(&self, user: UserId) -> Result<OpenSocket, Response> {
+    /// Counts a socket for `user`, or the 429 `too_many_sockets` refusal (answer it with
+    /// [`refusal`]).
+    pub(crate) fn try_open(&self, user: UserId) -> Result<OpenSocket, ApiError> {
         let mut open = self.lock();
         let n = open.entry(user).or_insert(0);
         if *n >= self.max_sockets_per_user {
             drop(open);
             tracing::warn!(user_id = %user, kind = self.kind, "refused a socket: too many open");
-            return Err(refusal(&ApiError::new(
+            return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_sockets",
                 format!(
                     "at most {} {} sockets per user may be open at once; close one first",
                     self.max_sockets_per_user, self.kind
                 ),
-            )));
+            ));
         }
         *n += 1;
         Ok(OpenSocket {
@@ -159,7 +160,8 @@ pub(crate) fn reject(e: adiuva_core::Error) -> Response {
     refusal(&ApiError::from(e))
 }
 
-fn refusal(e: &ApiError) -> Response {
+/// An [`ApiError`] as the upgrade's JSON answer.
+pub(crate) fn refusal(e: &ApiError) -> Response {
     let mut resp = Response::builder()
         .status(e.status)
         .content_type("application/json")
