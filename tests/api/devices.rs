@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use adiuva_core::devices::Queued;
 use adiuva_core::domain::UserId;
 use futures::{SinkExt as _, StreamExt as _};
 use reqwest::Method;
@@ -75,7 +74,7 @@ async fn closed(ws: &mut Socket) -> Option<(CloseCode, String)> {
 }
 
 /// The user id behind `token`.
-async fn user_of(app: &TestApp, token: &str) -> UserId {
+pub async fn user_of(app: &TestApp, token: &str) -> UserId {
     let me = app.me_json(token).await;
     UserId(me["id"].as_str().expect("id").parse().expect("uuid"))
 }
@@ -88,7 +87,7 @@ async fn devices(app: &TestApp, token: &str) -> Vec<Value> {
 }
 
 /// Polls `GET /devices` until `device_id`'s `online` is `online`; returns the device.
-async fn until_online(app: &TestApp, token: &str, device_id: &str, online: bool) -> Value {
+pub async fn until_online(app: &TestApp, token: &str, device_id: &str, online: bool) -> Value {
     let deadline = tokio::time::Instant::now() + BOUND;
     loop {
         let found = devices(app, token)
@@ -493,125 +492,27 @@ async fn chat_with_an_offline_or_silent_device_answers_without_hanging() {
     assert_error(resp, 404, "device_not_found").await;
 }
 
-fn note(n: usize) -> Queued {
-    Queued::Notification {
-        kind: "message".into(),
-        payload: json!({"n": n}),
-    }
-}
-
-/// Reads `n` queued frames; their ids and payload numbers.
-async fn queued(ws: &mut Socket, n: usize) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
-    while out.len() < n {
-        let f = next(ws).await;
-        assert_eq!(f["type"], "notification", "{f}");
-        out.push((
-            f["id"].as_str().expect("id").to_owned(),
-            f["payload"]["n"].as_u64().expect("n"),
-        ));
-    }
-    out
-}
-
 #[tokio::test]
-async fn queued_frames_arrive_in_order_and_again_until_acked() {
-    let app = spawn_app().await;
+async fn device_sockets_per_user_are_capped_before_the_upgrade() {
+    // One device per user: two sockets (a replacing one overlaps the old), not three.
+    let app = spawn_app_with(|s| s.device_max_per_user = 1).await;
     let t = token(&app).await;
-    let user = user_of(&app, &t).await;
-    let hub = app.adiuva.devices();
-    let (mut ws, _) = online(&app, &t, "laptop-1").await;
-    // Online: delivered at once.
-    let live = hub
-        .enqueue(user, "laptop-1", note(0))
-        .await
-        .expect("enqueue");
-    assert_eq!(queued(&mut ws, 1).await, [(live.to_string(), 0)]);
-    send(&mut ws, json!({"type": "ack", "id": live.to_string()})).await;
-    ws.close(None).await.expect("close");
-    until_online(&app, &t, "laptop-1", false).await;
-
-    let mut ids = Vec::new();
-    for n in 1..=3 {
-        ids.push(
-            hub.enqueue(user, "laptop-1", note(n))
-                .await
-                .expect("enqueue")
-                .to_string(),
-        );
+    let mut first = connect_device(&app, &t).await;
+    let mut second = connect_device(&app, &t).await;
+    let url = format!("ws://127.0.0.1:{}/api/v1/ws/device?token={t}", app.port);
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 429);
+            let body: Value =
+                serde_json::from_slice(resp.body().as_deref().unwrap_or(b"{}")).expect("json");
+            assert_eq!(body["code"], "too_many_sockets", "{body}");
+        }
+        other => panic!("a third socket was accepted: {other:?}"),
     }
-    let (mut ws, ack) = online(&app, &t, "laptop-1").await;
-    assert_eq!(ack["pending"], 3, "{ack}");
-    let got = queued(&mut ws, 3).await;
-    assert_eq!(
-        got,
-        [
-            (ids[0].clone(), 1),
-            (ids[1].clone(), 2),
-            (ids[2].clone(), 3)
-        ]
-    );
-    // Only the first is acked before the device goes away: the others come again.
-    send(&mut ws, json!({"type": "ack", "id": ids[0]})).await;
-    send(&mut ws, json!({"type": "ping"})).await;
-    assert_eq!(next(&mut ws).await["type"], "pong", "the ack was processed");
-    ws.close(None).await.expect("close");
-    until_online(&app, &t, "laptop-1", false).await;
-
-    let (mut ws, ack) = online(&app, &t, "laptop-1").await;
-    assert_eq!(ack["pending"], 2, "{ack}");
-    assert_eq!(
-        queued(&mut ws, 2).await,
-        [(ids[1].clone(), 2), (ids[2].clone(), 3)]
-    );
-    for id in &ids[1..] {
-        send(&mut ws, json!({"type": "ack", "id": id})).await;
-    }
-    // An ack of something not queued is refused.
-    send(&mut ws, json!({"type": "ack", "id": ids[0]})).await;
-    assert_eq!(next(&mut ws).await["type"], "error");
-    ws.close(None).await.expect("close");
-    until_online(&app, &t, "laptop-1", false).await;
-
-    let (mut ws, ack) = online(&app, &t, "laptop-1").await;
-    assert_eq!(ack["pending"], 0, "everything was acked: {ack}");
-    send(&mut ws, json!({"type": "ping"})).await;
-    assert_eq!(next(&mut ws).await["type"], "pong");
-    // A device the user does not have cannot be queued for.
-    let err = hub
-        .enqueue(user, "no-such", note(9))
-        .await
-        .expect_err("not found");
-    assert!(
-        matches!(err, adiuva_core::Error::NotFound("device")),
-        "{err:?}"
-    );
-}
-
-#[tokio::test]
-async fn frames_beyond_the_queue_bound_expire_and_hello_ack_counts_them() {
-    let app = spawn_app_with(|s| s.device_queue_max_frames = 2).await;
-    let t = token(&app).await;
-    let user = user_of(&app, &t).await;
-    let (mut ws, _) = online(&app, &t, "laptop-1").await;
-    ws.close(None).await.expect("close");
-    until_online(&app, &t, "laptop-1", false).await;
-    let hub = app.adiuva.devices();
-    let mut ids = Vec::new();
-    for n in 1..=3 {
-        ids.push(
-            hub.enqueue(user, "laptop-1", note(n))
-                .await
-                .expect("enqueue")
-                .to_string(),
-        );
-    }
-    let (mut ws, ack) = online(&app, &t, "laptop-1").await;
-    assert_eq!(ack["expired"], 1, "{ack}");
-    assert_eq!(ack["pending"], 2, "{ack}");
-    assert_eq!(
-        queued(&mut ws, 2).await,
-        [(ids[1].clone(), 2), (ids[2].clone(), 3)],
-        "the oldest expired"
-    );
+    // A second device is refused at its hello: the account has its one device.
+    send(&mut first, hello("laptop-1")).await;
+    assert_eq!(next(&mut first).await["type"], "hello_ack");
+    send(&mut second, hello("laptop-2")).await;
+    let refused = next(&mut second).await;
+    assert_eq!(refused["code"], "too_many_devices", "{refused}");
 }
