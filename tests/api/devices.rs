@@ -516,3 +516,32 @@ async fn device_sockets_per_user_are_capped_before_the_upgrade() {
     let refused = next(&mut second).await;
     assert_eq!(refused["code"], "too_many_devices", "{refused}");
 }
+
+#[tokio::test]
+async fn a_graceful_stop_closes_device_sockets_with_a_reason() {
+    let mut app = spawn_app().await;
+    let t = token(&app).await;
+    let (mut ws, _) = online(&app, &t, "laptop-1").await;
+    let stopping = app.begin_stop();
+    let (_, reason) = closed(&mut ws).await.expect("a close frame");
+    assert!(reason.contains("shutting down"), "{reason}");
+    let stopped = tokio::time::timeout(BOUND, stopping)
+        .await
+        .expect("the server stopped in time")
+        .expect("joined");
+    assert!(stopped.is_ok(), "{stopped:?}");
+}
+
+#[tokio::test]
+async fn a_hello_from_a_deleted_account_is_refused_and_the_socket_closed() {
+    let app = spawn_app().await;
+    let e = crate::helpers::email("gone");
+    let t = crate::helpers::access(&app.register_ok(&e).await).to_owned();
+    let mut ws = connect_device(&app, &t).await;
+    app.adiuva.accounts().delete(&e).await.expect("delete");
+    send(&mut ws, hello("laptop-1")).await;
+    let refused = next(&mut ws).await;
+    assert_eq!(refused["code"], "unauthorized", "{refused}");
+    let (code, _) = closed(&mut ws).await.expect("a close frame");
+    assert_eq!(code, CloseCode::Policy);
+}

@@ -139,7 +139,16 @@ impl Session for DeviceSocket {
                         tracing::info!(user_id = %self.principal.id(), device_id = %connection.device_id, session_id = %connection.session_id, "device connected");
                         self.connection = Some(connection);
                     }
-                    Err(e) => self.error(e),
+                    Err(e) => {
+                        // The account is gone: nothing this socket sends can succeed.
+                        let unauthorized = matches!(e, adiuva_core::Error::Unauthorized(_));
+                        self.error(e);
+                        if unauthorized {
+                            self.link
+                                .0
+                                .stop(Stop::Close(CloseCode::Policy, "unauthorized".into()));
+                        }
+                    }
                 }
             }
             (DeviceIncoming::Frame(_), None) => self.send(&DeviceServerFrame::error(
