@@ -95,10 +95,11 @@ impl DeviceLink for Link {
 }
 
 /// The device socket's state between frames: before the hello, who is calling and by
-/// when the hello must come; after it, the hub's side of the connection.
+/// when the hello must come; after it, the hub's side of the connection (the principal —
+/// the user's row — is dropped then: an idle socket keeps only what it uses).
 struct DeviceSocket {
     hub: DeviceHub,
-    principal: Principal,
+    principal: Option<Principal>,
     link: Arc<Link>,
     hello_by: Instant,
     connection: Option<DeviceConnection>,
@@ -133,11 +134,15 @@ impl Session for DeviceSocket {
                 "this socket has said device_hello already; open a new socket to change it",
             )),
             (DeviceIncoming::Hello(hello), None) => {
+                let Some(principal) = &self.principal else {
+                    return Flow::Close;
+                };
                 let link: Arc<dyn DeviceLink> = self.link.clone();
-                match self.hub.connect(&self.principal, hello, link).await {
+                match self.hub.connect(principal, hello, link).await {
                     Ok(connection) => {
-                        tracing::info!(user_id = %self.principal.id(), device_id = %connection.device_id, session_id = %connection.session_id, "device connected");
+                        tracing::info!(user_id = %principal.id(), device_id = %connection.device_id, session_id = %connection.session_id, "device connected");
                         self.connection = Some(connection);
+                        self.principal = None;
                     }
                     Err(e) => {
                         // The account is gone: nothing this socket sends can succeed.
@@ -186,7 +191,7 @@ async fn session(hub: DeviceHub, principal: Principal, ws: WebSocketStream, timi
     let user = principal.id();
     let mut state = DeviceSocket {
         hub,
-        principal,
+        principal: Some(principal),
         link: Arc::new(Link(out)),
         hello_by: Instant::now() + HELLO_TIMEOUT,
         connection: None,
