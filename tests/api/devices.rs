@@ -545,3 +545,48 @@ async fn a_hello_from_a_deleted_account_is_refused_and_the_socket_closed() {
     let (code, _) = closed(&mut ws).await.expect("a close frame");
     assert_eq!(code, CloseCode::Policy);
 }
+
+/// The device routes in the OpenAPI document: the answer's fields are all there, and the
+/// 404s name `device_not_found` (also `POST /chat`'s, for its `device_id`).
+#[tokio::test]
+async fn the_document_describes_the_device_routes() {
+    let app = spawn_app().await;
+    let spec: Value = app.get("/openapi.json").await.json().await.expect("json");
+    let schema = |name: &str| spec["components"]["schemas"][name].clone();
+    let required = schema("DeviceOut")["required"].clone();
+    for field in [
+        "device_id",
+        "name",
+        "platform",
+        "app_version",
+        "capabilities",
+        "online",
+        "last_seen",
+        "created_at",
+    ] {
+        assert!(
+            required
+                .as_array()
+                .is_some_and(|r| r.contains(&json!(field))),
+            "DeviceOut.{field} is required: {required}"
+        );
+    }
+    let codes_404 = |path: &str, method: &str| {
+        let r = spec["paths"][path][method]["responses"]["404"]["content"]["application/json; charset=utf-8"]
+            ["schema"]["$ref"]
+            .as_str()
+            .expect("a 404 body")
+            .trim_start_matches("#/components/schemas/")
+            .to_owned();
+        schema(&r)["properties"]["code"]["enum"].clone()
+    };
+    assert_eq!(
+        codes_404("/devices/{device_id}", "delete"),
+        json!(["device_not_found"])
+    );
+    assert_eq!(codes_404("/chat", "post"), json!(["device_not_found"]));
+    let op = &spec["paths"]["/devices"]["get"];
+    assert_eq!(op["operationId"], "list_devices");
+    assert_eq!(op["tags"], json!(["Devices"]));
+    assert!(schema("ChatPostIn")["properties"]["device_id"].is_object());
+}
