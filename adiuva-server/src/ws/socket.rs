@@ -328,7 +328,8 @@ enum Io {
 }
 
 /// Moves queued frames into the socket and flushes them; with `read`, also returns what
-/// the client sent. `drain`: the queue is closed, and its end is [`Io::Drained`].
+/// the client sent. Once the queue is closed (the socket is ending) and everything in it
+/// was written: [`Io::Drained`].
 fn poll_io(
     cx: &mut Context<'_>,
     ws: &mut WebSocketStream,
@@ -434,6 +435,7 @@ pub(crate) async fn drive(socket: Socket, session: &mut dyn Session, timings: Ws
             Message::Close(_) => break Ended::Client,
             // tungstenite answers pings itself.
             Message::Ping(_) | Message::Pong(_) => continue,
+            // Both sockets answer it with the same `error` frame.
             Message::Binary(_) => {
                 out.text(
                     crate::frames::ServerFrame::error("malformed_frame", "frames are JSON text")
