@@ -199,13 +199,13 @@ impl ToolExecutor for InstantDevice {
     }
 }
 
-fn percentile(sorted_us: &[u64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted_us: &[u64], p: f64) -> f64 {
     let i = ((sorted_us.len().max(1) as f64 - 1.0) * p).round() as usize;
     sorted_us.get(i).copied().unwrap_or(0) as f64 / 1000.0
 }
 
 /// This process's resident memory now (VmRSS), in KiB.
-fn rss_kib() -> Option<f64> {
+pub(crate) fn rss_kib() -> Option<f64> {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -147,6 +147,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Bench(args) => crate::bench::run(args, &cli).await,
         Command::BenchVectors(args) => crate::bench_vectors::run(args).await,
         Command::BenchChat(args) => crate::bench_chat::run(args).await,
+        Command::BenchDevices(args) => crate::bench_devices::run(args).await,
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_chat;
+mod bench_devices;
 mod bench_vectors;
 mod commands;
 
@@ -62,6 +63,8 @@ enum Command {
     BenchVectors(bench_vectors::BenchVectorsArgs),
     /// Measure chat: orchestration overhead and concurrent WebSocket chats.
     BenchChat(bench_chat::BenchChatArgs),
+    /// Measure device sockets: server memory per idle socket, call round trips, queue delivery.
+    BenchDevices(bench_devices::BenchDevicesArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,9 +3,11 @@
 //!
 //! The schemas come from the frame types' poem-openapi derives ([`crate::frames`]), the
 //! same code that writes the frames, so the document describes what is sent. Each socket
-//! is one channel (today `/api/v1/chat/stream`; the device socket will be a second entry
-//! in [`CHANNELS`]) with a message per frame type and two operations: what the server
-//! receives and what it sends.
+//! is one channel (`/api/v1/chat/stream`, `/api/v1/ws/device`: the entries of
+//! [`CHANNELS`]) with a message per frame type and two operations: what the server
+//! receives and what it sends. Both sockets have frames named alike (`tool_call`,
+//! `error`, …): the device channel's messages are named `device.<type>` among the
+//! document's components (the chat socket's keep their bare names).
 
 use poem::{Response, handler};
 use poem_openapi::registry::Registry;
@@ -13,20 +15,26 @@ use poem_openapi::types::Type;
 use serde_json::{Map, Value, json};
 
 use crate::api::API_PREFIX;
+use crate::frames::device::{DeviceClientFrame, DeviceServerFrame};
 use crate::frames::{ClientFrame, ServerFrame};
 
 /// One socket: its address, what it is for, and its frames as `(message name, schema
 /// name, summary)` per direction.
 struct Channel {
     id: &'static str,
+    /// Before each message's name among the document's components.
+    prefix: &'static str,
     path: &'static str,
     description: &'static str,
     receives: &'static [(&'static str, &'static str, &'static str)],
     sends: &'static [(&'static str, &'static str, &'static str)],
 }
 
-const CHANNELS: &[Channel] = &[Channel {
+const CHANNELS: &[Channel] = &[CHAT, DEVICE];
+
+const CHAT: Channel = Channel {
     id: "chatStream",
+    prefix: "",
     path: "/chat/stream",
     description: "Chat with tools that run on the device. Authenticate with \
         `Authorization: Bearer <access token>` or `?token=`. One chat at a time per socket; \
@@ -78,13 +86,96 @@ const CHANNELS: &[Channel] = &[Channel {
             "A refused frame or a failed chat.",
         ),
     ],
-}];
+};
+
+/// `pong` goes both ways with one shape, so it is one message of the channel.
+const PONG: &str = "The answer to a `ping` (`{\"type\": \"pong\"}`).";
+
+const DEVICE: Channel = Channel {
+    id: "deviceSocket",
+    prefix: "device.",
+    path: "/ws/device",
+    description: "The desktop app's persistent socket: the server reaches the device \
+        through it from any instance. Authenticate with `Authorization: Bearer <access \
+        token>` or `?token=` (checked at the upgrade only). The first frame is \
+        `device_hello` within 10 s (else `error` `hello_required` and a close, 1008), \
+        answered with `hello_ack`; a second socket with the same `device_id` replaces the \
+        first, which is closed with a reason. Calls (`tool_call`, `data_request`) are \
+        answered with the same `id` (`tool_result`, `data_response`) within the tool \
+        timeout, and are never stored. **Exactly once:** queued frames (`agent_trigger`, \
+        `notification`) are stored until acked and re-sent after every reconnect until \
+        the device acks them; the device acks a frame after processing it and drops any \
+        frame whose `id` it has already processed. A queue is bounded (its oldest frames \
+        expire first, and by age); `hello_ack.expired` counts those the device missed. \
+        Malformed frames get an `error` frame and the socket stays usable; messages over \
+        the size limit close it with 1009; the server pings every 30 s and closes a socket \
+        silent for the pong timeout (1001).",
+    receives: &[
+        (
+            "device_hello",
+            "DeviceClientFrame_DeviceHello",
+            "The first frame: who the device is.",
+        ),
+        (
+            "tool_result",
+            "DeviceClientFrame_ToolResultFrame",
+            "The answer to a `tool_call`.",
+        ),
+        (
+            "data_response",
+            "DeviceClientFrame_DataResponse",
+            "The answer to a `data_request`.",
+        ),
+        (
+            "ack",
+            "DeviceClientFrame_Ack",
+            "A queued frame was processed: stop re-sending it.",
+        ),
+        ("ping", "DeviceClientFrame_Ping", "Answered with `pong`."),
+        ("pong", "DeviceClientFrame_Pong", PONG),
+    ],
+    sends: &[
+        (
+            "hello_ack",
+            "DeviceServerFrame_HelloAck",
+            "The answer to `device_hello`: the session, the clock, the queue.",
+        ),
+        (
+            "tool_call",
+            "DeviceServerFrame_DeviceToolCall",
+            "Run a tool and answer with `tool_result`.",
+        ),
+        (
+            "data_request",
+            "DeviceServerFrame_DataRequest",
+            "Send local data; answer with `data_response`.",
+        ),
+        (
+            "agent_trigger",
+            "DeviceServerFrame_AgentTrigger",
+            "Run an agent (queued: ack it, drop it if already processed).",
+        ),
+        (
+            "notification",
+            "DeviceServerFrame_Notification",
+            "Show or apply something (queued: ack it, drop it if already processed).",
+        ),
+        ("pong", "DeviceServerFrame_Pong", PONG),
+        (
+            "error",
+            "DeviceServerFrame_ErrorFrame",
+            "A refused frame or hello.",
+        ),
+    ],
+};
 
 /// The document as JSON.
 pub fn asyncapi_document() -> Value {
     let mut registry = Registry::new();
     ServerFrame::register(&mut registry);
     ClientFrame::register(&mut registry);
+    DeviceServerFrame::register(&mut registry);
+    DeviceClientFrame::register(&mut registry);
     let schemas: Map<String, Value> = registry
         .schemas
         .iter()
@@ -101,8 +192,9 @@ pub fn asyncapi_document() -> Value {
         for (direction, frames) in [("receive", c.receives), ("send", c.sends)] {
             let mut refs = Vec::new();
             for (name, schema, summary) in frames {
+                let key = format!("{}{name}", c.prefix);
                 messages.insert(
-                    (*name).to_owned(),
+                    key.clone(),
                     json!({
                         "name": name,
                         "title": name,
@@ -113,7 +205,7 @@ pub fn asyncapi_document() -> Value {
                 );
                 channel_messages.insert(
                     (*name).to_owned(),
-                    json!({"$ref": format!("#/components/messages/{name}")}),
+                    json!({"$ref": format!("#/components/messages/{key}")}),
                 );
                 refs.push(json!({"$ref": format!("#/channels/{}/messages/{name}", c.id)}));
             }

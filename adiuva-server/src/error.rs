@@ -90,7 +90,17 @@ impl From<Error> for ApiError {
         } else if status == StatusCode::BAD_GATEWAY || status == StatusCode::GATEWAY_TIMEOUT {
             tracing::warn!(error = %e, code = e.code(), "upstream failure");
         }
-        Self::new(status, e.code(), e.to_string())
+        Self::new(status, code(&e), e.to_string())
+    }
+}
+
+/// The code of `e` on the wire: core's, except for a missing device, which the device
+/// routes (and `POST /chat` with `device_id`) name `device_not_found` so a client can
+/// tell it from an unknown route.
+fn code(e: &Error) -> &'static str {
+    match e {
+        Error::NotFound("device") => "device_not_found",
+        other => other.code(),
     }
 }
 

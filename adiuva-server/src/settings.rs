@@ -143,10 +143,11 @@ declare::settings! {
     /// Model that merges a multi-agent pipeline's results into one answer.
     synthesis_model: String = adiuva_core::chat::orchestrator::DEFAULT_MODEL,
         env ["ADIUVA_SYNTHESIS_MODEL", "SYNTHESIS_MODEL"], parse trimmed;
-    /// How long the chat WebSocket waits for the device's tool_result before the model gets an
-    /// error result.
+    /// How long a tool call waits for the device's tool_result (the chat WebSocket, and the device
+    /// socket for `POST /chat` with device_id) before the model gets an error result.
     chat_tool_timeout_secs: u64 = "30", env ["ADIUVA_CHAT_TOOL_TIMEOUT_SECS"];
-    /// Interval of the chat WebSocket's pings (keeps proxies from closing idle sockets).
+    /// Interval of the WebSockets' pings, chat and device (keeps proxies from closing idle
+    /// sockets).
     chat_ping_interval_secs: u64 = "30", env ["ADIUVA_CHAT_PING_INTERVAL_SECS"];
     /// Deadline of a whole chat turn (routing, agents, tool round trips, synthesis). Past it
     /// the model calls are dropped and the client gets the text so far and `chat_timeout`
@@ -168,11 +169,11 @@ declare::settings! {
     /// Most tokens of the reply that merges a multi-agent pipeline's results.
     synthesis_max_tokens: u32 = adiuva_core::chat::orchestrator::DEFAULT_MAX_TOKENS,
         env ["ADIUVA_SYNTHESIS_MAX_TOKENS"], min 1;
-    /// A chat WebSocket from which nothing arrives (not even a pong to the pings) for this long
-    /// is closed (1001).
+    /// A chat or device WebSocket from which nothing arrives (not even a pong to the pings) for
+    /// this long is closed (1001).
     chat_pong_timeout_secs: u64 = "60", env ["ADIUVA_CHAT_PONG_TIMEOUT_SECS"];
-    /// Largest chat WebSocket message (and frame) a client may send; larger: the socket is
-    /// closed with 1009.
+    /// Largest chat or device WebSocket message (and frame) a client may send; larger: the
+    /// socket is closed with 1009.
     chat_max_message_bytes: usize = "1048576", env ["ADIUVA_CHAT_MAX_MESSAGE_BYTES"];
     /// Open chat WebSockets per user, counted per instance; one more is refused with 429
     /// too_many_sockets.
@@ -199,6 +200,27 @@ declare::settings! {
     /// Redis (redis://) for rate limits shared by all instances. Unset: counted in this
     /// process.
     redis_url: Option<RedactedUrl> = "", env ["ADIUVA_REDIS_URL", "REDIS_URL"];
+    /// Device bus, how an instance reaches a device whose socket another instance holds: memory
+    /// (one instance only), redis://…, postgres (the database_url's PostgreSQL, LISTEN/NOTIFY)
+    /// or postgres://…. Unset: Redis at redis_url when set, else memory.
+    device_bus_url: Option<RedactedUrl> = "", env ["ADIUVA_DEVICE_BUS_URL"];
+    /// A device socket whose instance has not refreshed its presence for this long counts as
+    /// offline (its instance died); instances refresh every third of it.
+    device_presence_ttl_secs: u64 = adiuva_core::devices::DEFAULT_PRESENCE_TTL_SECS,
+        env ["ADIUVA_DEVICE_PRESENCE_TTL_SECS"],
+        min 3 ("instances refresh every third of it");
+    /// Frames a device's offline queue holds; beyond it the oldest expire (the device sees the
+    /// count in hello_ack).
+    device_queue_max_frames: u32 = adiuva_core::devices::DEFAULT_QUEUE_MAX_FRAMES,
+        env ["ADIUVA_DEVICE_QUEUE_MAX_FRAMES"], min 1;
+    /// A queued frame not delivered and acked within this many seconds expires.
+    device_queue_max_age_secs: u64 = adiuva_core::devices::DEFAULT_QUEUE_MAX_AGE_SECS,
+        env ["ADIUVA_DEVICE_QUEUE_MAX_AGE_SECS"], min 1;
+    /// Devices a user may register; a device_hello beyond it is refused. Each instance also
+    /// holds at most twice this many device sockets per user (a replacing socket overlaps the
+    /// one it replaces).
+    device_max_per_user: u32 = adiuva_core::devices::DEFAULT_MAX_DEVICES_PER_USER,
+        env ["ADIUVA_DEVICE_MAX_PER_USER"], min 1;
     /// Stripe API key (not used by this build yet).
     stripe_secret_key: Option<Secret<String>> = "",
         env ["ADIUVA_STRIPE_SECRET_KEY", "STRIPE_SECRET_KEY"];

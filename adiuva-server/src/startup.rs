@@ -13,7 +13,8 @@ use adiuva_adapters::rate_limit::{MemoryRateLimiter, RedisRateLimiter};
 use adiuva_core::Adiuva;
 use adiuva_core::auth::LoginLimit;
 use adiuva_core::chat::orchestrator::Orchestrator;
-use adiuva_core::ports::{ChatModel, RateLimiter};
+use adiuva_core::devices::MemoryDeviceBus;
+use adiuva_core::ports::{ChatModel, DeviceBus, RateLimiter};
 use adiuva_core::rate::RatePolicy;
 use poem::{EndpointExt, IntoEndpoint, Route};
 
@@ -59,6 +60,8 @@ pub struct Backend {
     pub rate_limiter: Arc<dyn RateLimiter>,
     /// Where budgets are counted (for logs).
     pub rate_limiter_location: String,
+    /// Where the device bus is (for logs; credentials redacted).
+    pub device_bus_location: String,
 }
 
 impl std::fmt::Debug for Backend {
@@ -68,6 +71,7 @@ impl std::fmt::Debug for Backend {
             .field("blob_location", &self.blob_location)
             .field("vector_location", &self.vector_location)
             .field("rate_limiter", &self.rate_limiter_location)
+            .field("device_bus", &self.device_bus_location)
             .finish_non_exhaustive()
     }
 }
@@ -111,7 +115,10 @@ impl Backend {
                 ),
                 None => (Arc::new(MemoryRateLimiter::new()), "in process".into()),
             };
-        let mut builder = Adiuva::builder();
+        let (device_bus, device_bus_location) = device_bus(settings).await?;
+        let mut builder = Adiuva::builder()
+            .device_bus(device_bus)
+            .device_config(settings.device_config());
         if settings.rate_limit_enabled {
             builder = builder
                 .login_limit(LoginLimit {
@@ -137,10 +144,29 @@ impl Backend {
             database,
             rate_limiter,
             rate_limiter_location,
+            device_bus_location,
             blob_location,
             vector_location,
         })
     }
+}
+
+/// The device bus `device_bus_url` names, and where it is (for logs).
+async fn device_bus(settings: &Settings) -> Result<(Arc<dyn DeviceBus>, String), StartupError> {
+    let url = settings.device_bus_url()?;
+    if url == "memory" {
+        return Ok((Arc::new(MemoryDeviceBus::new()), "in process".into()));
+    }
+    // COORDINATOR (h-bus): replace the rest of this function with
+    // `Ok(adiuva_adapters::device_bus::connect(&url, &settings.database_url()).await?)`
+    // (Redis or PostgreSQL, its location redacted). Until then every URL falls back to
+    // the in-process bus, which reaches only this instance's devices.
+    let location = crate::settings::redact_url(&url);
+    tracing::warn!(device_bus = %location, "this build has no Redis/PostgreSQL device bus yet; devices are reached in process only");
+    Ok((
+        Arc::new(MemoryDeviceBus::new()),
+        format!("in process (wanted {location})"),
+    ))
 }
 
 /// A bound, ready-to-serve server.
@@ -218,12 +244,23 @@ impl Application {
             blobs = %self.backend.blob_location,
             vectors = %self.backend.vector_location,
             rate_limits = %if s.rate_limit_enabled { self.backend.rate_limiter_location.as_str() } else { "off" },
+            device_bus = %self.backend.device_bus_location,
             env = ?s.env,
             "adiuva listening"
         );
         let app = routes(&self.settings, &self.backend);
+        let hub = self.backend.adiuva.devices().clone();
+        // The bus mailbox, presence heartbeat and queue expiry run while the server serves.
+        let hub_task = hub.start().await.map_err(std::io::Error::other)?;
         let housekeeping = tokio::spawn(housekeeping(self.backend.adiuva.clone()));
         let timeout = Duration::from_secs(self.settings.shutdown_timeout_secs);
+        // A graceful stop closes the device sockets first (they never end on their own, so
+        // the drain would wait for them) and ends their sessions, so other instances see
+        // the devices offline at once.
+        let shutdown = async move {
+            shutdown.await;
+            hub.shutdown().await;
+        };
         let result = crate::conn::serve(
             self.listener,
             app,
@@ -232,6 +269,7 @@ impl Application {
             timeout,
         )
         .await;
+        drop(hub_task);
         housekeeping.abort();
         self.backend.database.close().await;
         tracing::info!("adiuva stopped");
@@ -289,6 +327,11 @@ pub fn routes(settings: &Settings, backend: &Backend) -> impl poem::Endpoint + '
         settings.chat_max_message_bytes.max(1024),
         settings.chat_max_sockets_per_user,
     );
+    // A replacing socket overlaps the one it replaces until the hub closes that one.
+    let device_limits = crate::ws::WsLimits::devices(
+        settings.chat_max_message_bytes.max(1024),
+        (settings.device_max_per_user as usize).saturating_mul(2),
+    );
     Route::new()
         .nest(API_PREFIX, api.into_endpoint())
         .at(
@@ -296,6 +339,12 @@ pub fn routes(settings: &Settings, backend: &Backend) -> impl poem::Endpoint + '
             poem::get(crate::ws::chat_stream)
                 .data(timings)
                 .data(ws_limits),
+        )
+        .at(
+            format!("{API_PREFIX}/ws/device"),
+            poem::get(crate::ws::device_socket)
+                .data(timings)
+                .data(device_limits),
         )
         .at(format!("{API_PREFIX}/openapi.json"), spec)
         .at(

@@ -32,13 +32,28 @@ async fn the_served_document_is_the_printed_asyncapi_3_document() {
         actions.contains(&"send") && actions.contains(&"receive"),
         "{actions:?}"
     );
+    assert_eq!(
+        doc["channels"]["deviceSocket"]["address"],
+        "/api/v1/ws/device"
+    );
+    assert_eq!(ops.len(), 4, "send and receive for each socket");
     for op in ops.values() {
-        assert_eq!(op["channel"]["$ref"], "#/channels/chatStream");
+        let channel = op["channel"]["$ref"].as_str().expect("channel");
+        assert!(
+            ["#/channels/chatStream", "#/channels/deviceSocket"].contains(&channel),
+            "{channel}"
+        );
         for m in op["messages"].as_array().expect("messages") {
             let r = m["$ref"].as_str().expect("$ref");
-            assert!(r.starts_with("#/channels/chatStream/messages/"), "{r}");
+            assert!(r.starts_with(&format!("{channel}/messages/")), "{r}");
         }
     }
+    assert!(
+        doc["channels"]["deviceSocket"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("drops any frame whose `id` it has already processed")),
+        "the exactly-once rule is documented"
+    );
     let messages = doc["components"]["messages"].as_object().expect("messages");
     for name in [
         "chat_request",
@@ -161,6 +176,112 @@ async fn live_frames_match_their_schemas() {
     );
 }
 
+/// Frames of a live device socket, both directions, validate against the device
+/// channel's schemas.
+#[tokio::test]
+async fn live_device_frames_match_their_schemas() {
+    use adiuva_core::devices::{DeviceRequest, Queued};
+
+    let app = spawn_app().await;
+    let doc: Value = app.get("/asyncapi.json").await.json().await.expect("json");
+    let t = token(&app).await;
+    let me = app.me_json(&t).await;
+    let user = adiuva_core::domain::UserId(me["id"].as_str().expect("id").parse().expect("uuid"));
+    let mut seen = Vec::new();
+    let mut ws = crate::devices::connect_device(&app, &t).await;
+    device(&doc, &mut ws, crate::devices::hello("laptop-1")).await;
+    check_as(&doc, "device.", &next(&mut ws).await, &mut seen);
+    device(&doc, &mut ws, json!({"type": "ping"})).await;
+    check_as(&doc, "device.", &next(&mut ws).await, &mut seen);
+    device(&doc, &mut ws, json!({"type": "pong"})).await;
+    // Not a device frame: refused with an `error` frame.
+    send(&mut ws, json!({"type": "launch_rockets"})).await;
+    check_as(&doc, "device.", &next(&mut ws).await, &mut seen);
+
+    let hub = app.adiuva.devices().clone();
+    let calls = tokio::spawn(async move {
+        let tool = hub
+            .call(
+                user,
+                "laptop-1",
+                DeviceRequest::Tool {
+                    name: "list_tasks".into(),
+                    arguments: serde_json::Map::new(),
+                },
+            )
+            .await;
+        let data = hub
+            .call(
+                user,
+                "laptop-1",
+                DeviceRequest::Data {
+                    data_types: vec!["tasks".into()],
+                    filter: serde_json::Map::new(),
+                },
+            )
+            .await;
+        (tool, data)
+    });
+    let f = next(&mut ws).await;
+    check_as(&doc, "device.", &f, &mut seen);
+    device(
+        &doc,
+        &mut ws,
+        json!({"type": "tool_result", "id": f["id"], "result": [{"id": "t1"}]}),
+    )
+    .await;
+    let f = next(&mut ws).await;
+    check_as(&doc, "device.", &f, &mut seen);
+    device(
+        &doc,
+        &mut ws,
+        json!({"type": "data_response", "id": f["id"], "error": "no access"}),
+    )
+    .await;
+    let (tool, data) = calls.await.expect("calls");
+    assert_eq!(tool, Ok(json!([{"id": "t1"}])));
+    assert_eq!(data, Err("no access".to_owned()));
+
+    let hub = app.adiuva.devices();
+    for frame in [
+        Queued::AgentTrigger {
+            agent_id: "daily".into(),
+            run_id: "r1".into(),
+            input: json!({"day": 1}),
+        },
+        Queued::Notification {
+            kind: "message".into(),
+            payload: json!({"text": "hi"}),
+        },
+    ] {
+        hub.enqueue(user, "laptop-1", frame).await.expect("enqueue");
+        let f = next(&mut ws).await;
+        check_as(&doc, "device.", &f, &mut seen);
+        device(&doc, &mut ws, json!({"type": "ack", "id": f["id"]})).await;
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        [
+            "agent_trigger",
+            "data_request",
+            "error",
+            "hello_ack",
+            "notification",
+            "pong",
+            "tool_call"
+        ],
+        "every kind of device frame was checked"
+    );
+}
+
+/// Sends a device frame, checked against its schema first.
+async fn device(doc: &Value, ws: &mut Socket, frame: Value) {
+    check_client_as(doc, "device.", &frame);
+    send(ws, frame).await;
+}
+
 /// Sends `request` (checked against its schema), plays the device until the chat's last
 /// frame, checking every frame; returns the last.
 async fn turn(doc: &Value, ws: &mut Socket, request: Value, seen: &mut Vec<String>) -> Value {
@@ -189,8 +310,13 @@ fn schema_of(doc: &Value, name: &str) -> Value {
 }
 
 fn check(doc: &Value, frame: &Value, seen: &mut Vec<String>) {
+    check_as(doc, "", frame, seen);
+}
+
+/// Checks a server frame against the message `{prefix}{type}`.
+fn check_as(doc: &Value, prefix: &str, frame: &Value, seen: &mut Vec<String>) {
     let kind = frame["type"].as_str().expect("a frame has a type");
-    let schema = schema_of(doc, kind);
+    let schema = schema_of(doc, &format!("{prefix}{kind}"));
     if let Err(e) = validate(doc, &schema, frame) {
         panic!("server frame {frame} does not match `{kind}`: {e}");
     }
@@ -226,8 +352,13 @@ fn property_names(doc: &Value, schema: &Value, out: &mut Vec<String>) {
 }
 
 fn check_client(doc: &Value, frame: &Value) {
+    check_client_as(doc, "", frame);
+}
+
+/// Checks a client frame against the message `{prefix}{type}`.
+fn check_client_as(doc: &Value, prefix: &str, frame: &Value) {
     let kind = frame["type"].as_str().expect("a frame has a type");
-    if let Err(e) = validate(doc, &schema_of(doc, kind), frame) {
+    if let Err(e) = validate(doc, &schema_of(doc, &format!("{prefix}{kind}")), frame) {
         panic!("client frame {frame} does not match `{kind}`: {e}");
     }
 }

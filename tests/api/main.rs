@@ -9,6 +9,8 @@ mod chat_leaks;
 mod chat_limits;
 mod chat_stream;
 mod connections;
+mod device_queue;
+mod devices;
 mod errors;
 mod helpers;
 mod input_edges;

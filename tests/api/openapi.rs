@@ -128,7 +128,7 @@ async fn the_document_types_what_clients_need() {
     // field with a default required).
     for (schema, field) in [
         ("VectorSearchRequest", "top_k"),
-        ("ChatRequestIn", "execution_mode"),
+        ("ChatPostIn", "execution_mode"),
     ] {
         assert!(!required(schema, field), "{schema}.{field} is optional");
         assert!(
@@ -173,8 +173,8 @@ async fn the_document_types_what_clients_need() {
     // `data` and `variables` are objects; `context` and `scope` have real schemas.
     assert_eq!(prop("PlanActionOut", "data")["type"], "object");
     assert_eq!(prop("PlanStepOut", "variables")["type"], "object");
-    assert!(refers(&prop("ChatRequestIn", "context"), "ChatContext"));
-    assert!(refers(&prop("ChatRequestIn", "scope"), "ChatScope"));
+    assert!(refers(&prop("ChatPostIn", "context"), "ChatContext"));
+    assert!(refers(&prop("ChatPostIn", "scope"), "ChatScope"));
     for (field, item) in [
         ("recent_tasks", "ContextTask"),
         ("notes", "ContextNote"),
@@ -192,7 +192,7 @@ async fn the_document_types_what_clients_need() {
     for (schema, field, enumeration) in [
         ("PlaybookOut", "min_tier", "BillingTier"),
         ("PlanActionOut", "type", "ActionType"),
-        ("ChatRequestIn", "source", "ChatSource"),
+        ("ChatPostIn", "source", "ChatSource"),
         ("Health", "status", "HealthStatus"),
         ("Health", "database", "HealthStatus"),
     ] {

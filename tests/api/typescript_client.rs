@@ -1,7 +1,8 @@
 //! The TypeScript client in `clients/typescript` against a live server: types generated
 //! from the served OpenAPI and AsyncAPI documents, type-checked with `tsc --strict` and
 //! a no-casts check, then run with node. It calls every REST operation and speaks both
-//! WebSocket protocols; the device's tool calls are answered by the program.
+//! chat WebSocket protocols and the device socket; the device's tool calls are answered
+//! by the program.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -161,6 +162,11 @@ async fn the_typescript_client_drives_every_operation_without_a_cast() {
         "ok ws v2 ask_user_clarification",
         "ok ws v2 navigation",
         "ok ws error frame",
+        "ok ws device hello_ack",
+        "ok ws device ping",
+        "ok ws device tool_call",
+        "ok chat device_id",
+        "ok ws device forgotten",
         "all operations ok",
     ] {
         assert!(printed.contains(&extra), "printed `{extra}`:\n{stdout}");

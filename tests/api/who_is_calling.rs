@@ -92,6 +92,7 @@ async fn every_route_reads_its_user_once(limits_on: bool) {
             "list records",
             verb(&app, "GET", "/storage/records", &token),
         ),
+        ("list devices", verb(&app, "GET", "/devices", &token)),
     ];
     for (what, req) in requests {
         db.reset();
@@ -111,6 +112,20 @@ async fn every_route_reads_its_user_once(limits_on: bool) {
     let frame = next(&mut ws).await;
     assert_eq!(frame["code"], "llm_unavailable", "{frame}");
     assert_eq!(db.user_reads(), 1, "a chat: {:?}", db.snapshot());
+
+    // The device socket: the upgrade reads the user once; its hello reads no user.
+    db.reset();
+    let mut device = crate::devices::connect_device(&app, &token).await;
+    assert_eq!(
+        db.user_reads(),
+        1,
+        "the device upgrade: {:?}",
+        db.snapshot()
+    );
+    db.reset();
+    send(&mut device, crate::devices::hello("laptop-1")).await;
+    assert_eq!(next(&mut device).await["type"], "hello_ack");
+    assert_eq!(db.user_reads(), 0, "a device hello: {:?}", db.snapshot());
 
     // A socket that sends its token as `?token=` (browsers cannot set the header): the
     // middleware sees no header, so the upgrade's own authentication is the one read.

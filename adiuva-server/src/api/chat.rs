@@ -50,6 +50,21 @@ pub struct ChatRequestIn {
     pub scope: Option<Described<schema::ChatScope>>,
 }
 
+/// `POST /chat`'s body: a chat request, and optionally the device to run its tools on.
+#[derive(Debug, Object)]
+pub struct ChatPostIn {
+    /// The request.
+    #[oai(flatten)]
+    pub request: ChatRequestIn,
+    /// Run the chat's tools on this device of yours (its `device_hello` id) over its
+    /// device socket, wherever it is connected, instead of returning writes as
+    /// `actions`: the answer then carries the writes the device ran as `mutations`. A
+    /// device that is offline or does not answer within the tool timeout gives the model
+    /// an error result. Unknown device: 404 `device_not_found`.
+    #[oai(validator(min_length = 1, max_length = 128))]
+    pub device_id: Option<String>,
+}
+
 /// Where the message was typed (v2).
 #[derive(Debug, Clone, Copy, Enum)]
 #[oai(rename_all = "snake_case")]
@@ -135,6 +150,10 @@ pub struct ChatResponseOut {
     pub navigation: Vec<crate::frames::Navigation>,
     /// Whether the answer moved the client away from `scope`, and where to.
     pub context: ResponseContextOut,
+    /// With `device_id` only: the writes the device ran during the turn (sanitized);
+    /// `actions` is then empty.
+    #[oai(skip_serializing_if_is_none)]
+    pub mutations: Option<Vec<crate::frames::Mutation>>,
 }
 
 /// Plan `ResponseContext`.
@@ -158,6 +177,25 @@ impl From<FinalReply> for ChatResponseOut {
                 new_scope: reply.new_scope.map(|s| s.into_iter().collect()),
             },
             navigation: reply.navigation.into_iter().map(Into::into).collect(),
+            mutations: None,
+        }
+    }
+}
+
+impl ChatResponseOut {
+    /// The answer of a turn whose tools ran on a device: its writes are `mutations`.
+    fn from_device(mut reply: FinalReply) -> Self {
+        let mutations = std::mem::take(&mut reply.mutations)
+            .into_iter()
+            .map(|m| crate::frames::Mutation {
+                action: m.action,
+                table: m.table,
+                data: m.data,
+            })
+            .collect();
+        Self {
+            mutations: Some(mutations),
+            ..reply.into()
         }
     }
 }
@@ -335,6 +373,9 @@ pub enum ChatError {
         #[oai(header = "Retry-After")]
         Option<u64>,
     ),
+    /// `device_not_found`: `device_id` is not a device of yours.
+    #[oai(status = 404)]
+    NotFound(Json<Coded<ChatError, 404>>),
     /// Unexpected failure; details are in the server log under the request id.
     #[oai(status = 500)]
     Internal(Json<Coded<ChatError, 500>>),
@@ -357,6 +398,7 @@ pub enum ChatError {
 error_codes!(ChatError {
     400 => [llm_key_rejected],
     401 => [unauthorized],
+    404 => [device_not_found],
     413 => [payload_too_large, message_too_long],
     415 => [unsupported_media_type],
     422 => [validation_error, malformed_json],
@@ -372,6 +414,7 @@ impl From<ApiError> for ChatError {
         match e.status.as_u16() {
             400 => Self::BadRequest(Json(Coded::new(body))),
             401 => Self::Unauthorized(Json(Coded::new(body))),
+            404 => Self::NotFound(Json(Coded::new(body))),
             413 => Self::PayloadTooLarge(Json(Coded::new(body))),
             415 => Self::UnsupportedMediaType(Json(Coded::new(body))),
             422 => Self::Unprocessable(Json(Coded::new(body))),
@@ -437,8 +480,10 @@ impl ChatApi {
     /// Send a message; get an answer (or, with `execution_mode: plan`, a plan).
     ///
     /// Tools run on the device, so here write tools become `actions` the client applies
-    /// and read tools answer from `context`. Use the WebSocket `/chat/stream` for
-    /// streamed replies and live tool calls. No model configured (and no `api_key`) →
+    /// and read tools answer from `context` — or, with `device_id`, every tool runs on
+    /// that device over its device socket (`WS /ws/device`) and the writes it ran come
+    /// back as `mutations`. Use the WebSocket `/chat/stream` for streamed replies and
+    /// live tool calls. No model configured (and no `api_key`) →
     /// 503 `llm_unavailable`.
     ///
     /// Bounded: the prompt is fitted to the model's context window (oldest history and
@@ -449,14 +494,30 @@ impl ChatApi {
     async fn chat(
         &self,
         app: Data<&Adiuva>,
-        _auth: BearerAuth,
-        body: Json<ChatRequestIn>,
+        auth: BearerAuth,
+        body: Json<ChatPostIn>,
     ) -> Result<Json<ChatAnswer>, ChatError> {
-        let req = to_core_request(body.0)?;
-        match app.chat_service()?.rest_turn(&req).await? {
-            RestAnswer::Reply(reply) => Ok(Json(ChatAnswer::Response(reply.into()))),
-            RestAnswer::Plan(plan) => Ok(Json(ChatAnswer::Plan(plan.into()))),
-        }
+        let ChatPostIn { request, device_id } = body.0;
+        let req = to_core_request(request)?;
+        let service = app.chat_service()?;
+        let answer = match device_id {
+            Some(device) => {
+                match service
+                    .device_turn(&auth.0, req, app.devices(), &device)
+                    .await?
+                {
+                    RestAnswer::Reply(reply) => {
+                        ChatAnswer::Response(ChatResponseOut::from_device(reply))
+                    }
+                    RestAnswer::Plan(plan) => ChatAnswer::Plan(plan.into()),
+                }
+            }
+            None => match service.rest_turn(&req).await? {
+                RestAnswer::Reply(reply) => ChatAnswer::Response(reply.into()),
+                RestAnswer::Plan(plan) => ChatAnswer::Plan(plan.into()),
+            },
+        };
+        Ok(Json(answer))
     }
 
     /// The playbooks your tier can run.

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod backup;
 pub mod chat;
+pub mod devices;
 pub mod health;
 pub mod schema;
 pub mod storage;
@@ -35,6 +36,9 @@ pub enum ApiTags {
     /// Chat with the agents; plans and playbooks. (The WebSocket `/chat/stream` is
     /// described by the AsyncAPI document `/api/v1/asyncapi.json`.)
     Chat,
+    /// The user's desktop devices and their presence. (The device WebSocket `/ws/device`
+    /// is described by the AsyncAPI document `/api/v1/asyncapi.json`.)
+    Devices,
 }
 
 /// `{"ok": true}`.
@@ -111,7 +115,7 @@ pub fn bearer_token(req: &Request) -> Option<&str> {
 }
 
 /// The routes that take a bearer token: every operation of the OpenAPI document that
-/// declares a security scheme, plus the chat WebSocket (which OpenAPI cannot describe).
+/// declares a security scheme, plus the WebSockets (which OpenAPI cannot describe).
 /// Read from the document so a new public route cannot be forgotten here.
 #[derive(Debug, Clone)]
 pub struct AuthenticatedRoutes {
@@ -137,6 +141,7 @@ impl AuthenticatedRoutes {
             .map(|(path, _)| format!("{API_PREFIX}{path}"))
             .collect();
         paths.push(format!("{API_PREFIX}/chat/stream"));
+        paths.push(format!("{API_PREFIX}/ws/device"));
         Self {
             templates: paths.iter().map(|p| segments(p)).collect(),
         }
@@ -175,6 +180,7 @@ pub type Api = (
     vectors::VectorsApi,
     backup::BackupApi,
     chat::ChatApi,
+    devices::DevicesApi,
 );
 
 /// Path prefix of every route.
@@ -191,6 +197,7 @@ pub fn api_service() -> OpenApiService<Api, ()> {
             vectors::VectorsApi,
             backup::BackupApi,
             chat::ChatApi,
+            devices::DevicesApi,
         ),
         "Adiuva API",
         env!("CARGO_PKG_VERSION"),

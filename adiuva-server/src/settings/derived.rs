@@ -26,6 +26,52 @@ impl Settings {
         }
     }
 
+    /// The device bus in effect: `memory`, a `redis://…` URL or a `postgres://…` URL
+    /// (`postgres` alone: the database's). Unset: Redis at `redis_url` when set, else
+    /// memory. Holds credentials: show it through [`redact_url`](super::redact_url).
+    pub fn device_bus_url(&self) -> Result<String, ConfigError> {
+        let Some(url) = &self.device_bus_url else {
+            return Ok(match &self.redis_url {
+                Some(redis) => redis.0.clone(),
+                None => "memory".into(),
+            });
+        };
+        let url = url.0.trim();
+        let scheme = url.split_once("://").map_or(url, |(s, _)| s);
+        match scheme.to_ascii_lowercase().as_str() {
+            "memory" => Ok("memory".into()),
+            "redis" | "rediss" => Ok(url.to_owned()),
+            "postgres" | "postgresql" if url.contains("://") => Ok(url.to_owned()),
+            "postgres" | "postgresql" => {
+                let db = self.database_url();
+                if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+                    Ok(db)
+                } else {
+                    Err(ConfigError(
+                        "device_bus_url = postgres uses the database's PostgreSQL, but database_url is not postgres://; give the bus its own postgres://… URL".into(),
+                    ))
+                }
+            }
+            _ => Err(ConfigError(format!(
+                "device_bus_url must be memory, redis://…, postgres or postgres://… (got '{}')",
+                super::redact_url(url)
+            ))),
+        }
+    }
+
+    /// How devices are reached and how long things wait (a call waits as long as a chat
+    /// socket's tool call).
+    pub fn device_config(&self) -> adiuva_core::devices::DeviceConfig {
+        let secs = |s: u64| std::time::Duration::from_secs(s.max(1));
+        adiuva_core::devices::DeviceConfig {
+            presence_ttl: secs(self.device_presence_ttl_secs),
+            call_timeout: secs(self.chat_tool_timeout_secs),
+            queue_max_frames: self.device_queue_max_frames,
+            queue_max_age: secs(self.device_queue_max_age_secs),
+            max_devices_per_user: self.device_max_per_user,
+        }
+    }
+
     /// The vector index choice and its backends' settings.
     pub fn vector_settings(&self) -> adiuva_adapters::vector::VectorSettings {
         adiuva_adapters::vector::VectorSettings {

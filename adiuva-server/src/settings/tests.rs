@@ -304,3 +304,56 @@ fn defaults_shared_with_core_and_adapters_are_theirs() {
     assert_eq!(s.backup_retention, adiuva_core::backup::DEFAULT_RETENTION);
     assert_eq!(s.quota_gb_bytes, adiuva_core::tiers::GIB);
 }
+
+#[test]
+fn device_defaults_are_cores_and_the_call_timeout_is_the_tool_timeout() {
+    let s = Settings::for_data_dir(".");
+    let (got, core) = (
+        s.device_config(),
+        adiuva_core::devices::DeviceConfig::default(),
+    );
+    assert_eq!(got.presence_ttl, core.presence_ttl);
+    assert_eq!(got.queue_max_frames, core.queue_max_frames);
+    assert_eq!(got.queue_max_age, core.queue_max_age);
+    assert_eq!(got.max_devices_per_user, core.max_devices_per_user);
+    assert_eq!(got.call_timeout.as_secs(), s.chat_tool_timeout_secs);
+}
+
+#[test]
+fn the_device_bus_follows_device_bus_url_then_redis_url() {
+    let bus = |pairs: &[(&str, &str)]| load(pairs).expect("loads").device_bus_url();
+    assert_eq!(bus(&[]).expect("memory"), "memory");
+    let redis = "redis://:pw@cache:6379";
+    assert_eq!(bus(&[("ADIUVA_REDIS_URL", redis)]).expect("redis"), redis);
+    assert_eq!(
+        bus(&[
+            ("ADIUVA_REDIS_URL", redis),
+            ("ADIUVA_DEVICE_BUS_URL", "memory")
+        ])
+        .expect("memory"),
+        "memory"
+    );
+    let pg = "postgres://u:secret@db/adiuva";
+    assert_eq!(bus(&[("ADIUVA_DEVICE_BUS_URL", pg)]).expect("pg"), pg);
+    assert_eq!(
+        bus(&[
+            ("ADIUVA_DEVICE_BUS_URL", "postgres"),
+            ("ADIUVA_DATABASE_URL", pg)
+        ])
+        .expect("db"),
+        pg
+    );
+    // `postgres` needs a PostgreSQL database; an unknown scheme is refused; neither error
+    // shows a credential.
+    let e = bus(&[("ADIUVA_DEVICE_BUS_URL", "postgres")]).expect_err("sqlite database");
+    assert!(e.0.contains("device_bus_url"), "{e}");
+    let e = bus(&[("ADIUVA_DEVICE_BUS_URL", "amqp://u:hunter2@mq")]).expect_err("unknown");
+    assert!(
+        e.0.contains("device_bus_url") && !e.0.contains("hunter2"),
+        "{e}"
+    );
+    // Shown redacted.
+    let s = load(&[("ADIUVA_DEVICE_BUS_URL", pg)]).expect("loads");
+    let shown = s.shown().into_iter().find(|(k, _)| *k == "device_bus_url");
+    assert!(shown.is_some_and(|(_, v)| v.is_some_and(|v| !v.contains("secret"))));
+}

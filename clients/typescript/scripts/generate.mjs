@@ -3,7 +3,8 @@
 // openapi.ts from /api/v1/openapi.json (openapi-typescript 7, default options except
 // `format: binary`, which becomes `Blob` — what fetch sends and returns for raw bytes),
 // and asyncapi.ts from /api/v1/asyncapi.json: its `components.schemas` (JSON Schemas of
-// every WebSocket frame) wrapped into a minimal OpenAPI document for the same generator.
+// every WebSocket frame) wrapped into a minimal OpenAPI document for the same generator
+// (empty objects typed as `Record<string, unknown>`: see below).
 import { mkdir, writeFile } from "node:fs/promises";
 import openapiTS, { astToString } from "openapi-typescript";
 import ts from "typescript";
@@ -44,6 +45,9 @@ if (process.env.ADIUVA_NO_ASYNCAPI !== "1") {
     paths: {},
     components: { schemas: asyncapi.components?.schemas ?? {} },
   };
-  await writeFile(new URL("asyncapi.ts", out), astToString(await openapiTS(wrapper, options)));
+  // A frame with no field but `type` (`ping`, `pong`) is an empty object schema, which
+  // the generator would type `Record<string, never>` — leaving no room for `type`.
+  const frames = { ...options, emptyObjectsUnknown: true };
+  await writeFile(new URL("asyncapi.ts", out), astToString(await openapiTS(wrapper, frames)));
   console.log("generated src/generated/asyncapi.ts");
 }

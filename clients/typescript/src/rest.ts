@@ -217,3 +217,36 @@ async function chat(api: Api, auth: Auth): Promise<void> {
   const missing = await api.GET("/plans/playbook/{id}", { headers: auth, params: { path: { id: "no-such" } } });
   check(missing.error?.code === "not_found", "an unknown playbook is not found");
 }
+
+/**
+ * The device routes, with a device whose socket is open (see device.ts): a chat whose
+ * tools run on it (`answer` plays the device meanwhile), the list that shows it online,
+ * and forgetting it (which closes its socket).
+ */
+export async function deviceCalls(
+  baseUrl: string,
+  token: string,
+  deviceId: string,
+  answer: () => Promise<void>,
+): Promise<void> {
+  const api = createClient<paths>({ baseUrl: `${baseUrl}/api/v1` });
+  const auth = { Authorization: `Bearer ${token}` };
+  const [onDevice] = await Promise.all([
+    api.POST("/chat", { headers: auth, body: { message: "run list_tasks", device_id: deviceId } }),
+    answer(),
+  ]);
+  const answered = ok("chat device_id", onDevice);
+  if (answered.mode !== "direct") throw new Error("chat device_id: expected a direct answer");
+  check(answered.response.includes("done list_tasks"), "the model saw the device's result");
+  check(Array.isArray(answered.mutations), "a device chat reports its mutations");
+
+  const listed = ok("list_devices", await api.GET("/devices", { headers: auth }));
+  const mine = listed.find((d) => d.device_id === deviceId);
+  check(mine?.online === true, "the connected device is online");
+  check(typeof mine?.last_seen === "number", "last_seen is ms");
+
+  const path = { device_id: deviceId };
+  ok("delete_device", await api.DELETE("/devices/{device_id}", { headers: auth, params: { path } }));
+  const again = await api.DELETE("/devices/{device_id}", { headers: auth, params: { path } });
+  check(again.error?.code === "device_not_found", "a forgotten device is device_not_found");
+}

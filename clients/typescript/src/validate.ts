@@ -91,3 +91,15 @@ export function parseJson(text: string): Json {
   const v: Json = JSON.parse(text);
   return v;
 }
+
+/** The frame schemas of the served AsyncAPI document (`components.schemas`). */
+export async function frameSchemas(baseUrl: string, root: string): Promise<Schemas> {
+  const doc = parseJson(await (await fetch(`${baseUrl}/api/v1/asyncapi.json`)).text());
+  const schemas: Schemas = {};
+  if (isRecord(doc) && isRecord(doc["components"])) {
+    const found = doc["components"]["schemas"];
+    if (isRecord(found)) Object.assign(schemas, found);
+  }
+  if (!(root in schemas)) throw new Error(`asyncapi.json has no ${root} schema`);
+  return schemas;
+}

@@ -4,7 +4,7 @@
 import WebSocket from "ws";
 import type { components } from "./generated/asyncapi.js";
 import { done, sampleContext } from "./rest.js";
-import { mismatch, parseJson, type Schemas } from "./validate.js";
+import { frameSchemas, mismatch, parseJson, type Schemas } from "./validate.js";
 
 type Frames = components["schemas"];
 type ServerFrame = Frames["ServerFrame"];
@@ -108,16 +108,7 @@ async function converse(socket: Socket): Promise<{ last: ServerFrame; text: stri
 }
 
 export async function sockets(baseUrl: string, token: string): Promise<void> {
-  const doc = parseJson(await (await fetch(`${baseUrl}/api/v1/asyncapi.json`)).text());
-  const schemas: Schemas = {};
-  if (doc !== null && typeof doc === "object" && !Array.isArray(doc)) {
-    const components = doc["components"];
-    if (components !== null && typeof components === "object" && !Array.isArray(components)) {
-      const found = components["schemas"];
-      if (found !== null && typeof found === "object" && !Array.isArray(found)) Object.assign(schemas, found);
-    }
-  }
-  if (!("ServerFrame" in schemas)) throw new Error("asyncapi.json has no ServerFrame schema");
+  const schemas = await frameSchemas(baseUrl, "ServerFrame");
 
   const socket = await Socket.open(baseUrl, token, schemas);
 

@@ -1,4 +1,5 @@
-//! The frames of `WS /api/v1/chat/stream`, both directions, as typed values.
+//! The frames of `WS /api/v1/chat/stream`, both directions, as typed values; the device
+//! socket's are in [`device`].
 //!
 //! One home for the wire and its description: the socket writes [`ServerFrame`]s with
 //! poem-openapi's `ToJSON`, and [`crate::asyncapi`] takes their JSON Schemas from the
@@ -9,6 +10,8 @@
 //! described here; the socket reads them with [`Incoming::parse`], which keeps the
 //! socket's own error codes (`unknown_frame_type`, `malformed_frame`) and accepts a v1
 //! request without `type` (older clients send a bare `ChatRequest`).
+
+pub mod device;
 
 use std::collections::BTreeMap;
 
@@ -192,7 +195,7 @@ impl ServerFrame {
     }
 }
 
-fn bounded(mut s: String) -> String {
+pub(crate) fn bounded(mut s: String) -> String {
     if let Some((cut, _)) = s.char_indices().nth(MAX_DETAIL_CHARS) {
         s.truncate(cut);
         s.push('…');

@@ -1,0 +1,134 @@
+//! The durable queue as a device sees it (issue 11, item 5): frames queued through
+//! `DeviceHub::enqueue` arrive in order with their ids, come again after a reconnect
+//! until acked, and a queue over its bound expires its oldest frames, counted in
+//! `hello_ack`.
+
+use adiuva_core::devices::Queued;
+use serde_json::json;
+
+use crate::chat::{Socket, next, send, token};
+use crate::devices::{online, until_online, user_of};
+use crate::helpers::{spawn_app, spawn_app_with};
+
+fn note(n: usize) -> Queued {
+    Queued::Notification {
+        kind: "message".into(),
+        payload: json!({"n": n}),
+    }
+}
+
+/// Reads `n` queued frames; their ids and payload numbers.
+async fn queued(ws: &mut Socket, n: usize) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let f = next(ws).await;
+        assert_eq!(f["type"], "notification", "{f}");
+        out.push((
+            f["id"].as_str().expect("id").to_owned(),
+            f["payload"]["n"].as_u64().expect("n"),
+        ));
+    }
+    out
+}
+
+#[tokio::test]
+async fn queued_frames_arrive_in_order_and_again_until_acked() {
+    let app = spawn_app().await;
+    let t = token(&app).await;
+    let user = user_of(&app, &t).await;
+    let hub = app.adiuva.devices();
+    let (mut ws, _) = online(&app, &t, "laptop-1").await;
+    // Online: delivered at once.
+    let live = hub
+        .enqueue(user, "laptop-1", note(0))
+        .await
+        .expect("enqueue");
+    assert_eq!(queued(&mut ws, 1).await, [(live.to_string(), 0)]);
+    send(&mut ws, json!({"type": "ack", "id": live.to_string()})).await;
+    ws.close(None).await.expect("close");
+    until_online(&app, &t, "laptop-1", false).await;
+
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        ids.push(
+            hub.enqueue(user, "laptop-1", note(n))
+                .await
+                .expect("enqueue")
+                .to_string(),
+        );
+    }
+    let (mut ws, ack) = online(&app, &t, "laptop-1").await;
+    assert_eq!(ack["pending"], 3, "{ack}");
+    let got = queued(&mut ws, 3).await;
+    assert_eq!(
+        got,
+        [
+            (ids[0].clone(), 1),
+            (ids[1].clone(), 2),
+            (ids[2].clone(), 3)
+        ]
+    );
+    // Only the first is acked before the device goes away: the others come again.
+    send(&mut ws, json!({"type": "ack", "id": ids[0]})).await;
+    send(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(next(&mut ws).await["type"], "pong", "the ack was processed");
+    ws.close(None).await.expect("close");
+    until_online(&app, &t, "laptop-1", false).await;
+
+    let (mut ws, ack) = online(&app, &t, "laptop-1").await;
+    assert_eq!(ack["pending"], 2, "{ack}");
+    assert_eq!(
+        queued(&mut ws, 2).await,
+        [(ids[1].clone(), 2), (ids[2].clone(), 3)]
+    );
+    for id in &ids[1..] {
+        send(&mut ws, json!({"type": "ack", "id": id})).await;
+    }
+    // An ack of something not queued is refused.
+    send(&mut ws, json!({"type": "ack", "id": ids[0]})).await;
+    assert_eq!(next(&mut ws).await["type"], "error");
+    ws.close(None).await.expect("close");
+    until_online(&app, &t, "laptop-1", false).await;
+
+    let (mut ws, ack) = online(&app, &t, "laptop-1").await;
+    assert_eq!(ack["pending"], 0, "everything was acked: {ack}");
+    send(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(next(&mut ws).await["type"], "pong");
+    // A device the user does not have cannot be queued for.
+    let err = hub
+        .enqueue(user, "no-such", note(9))
+        .await
+        .expect_err("not found");
+    assert!(
+        matches!(err, adiuva_core::Error::NotFound("device")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn frames_beyond_the_queue_bound_expire_and_hello_ack_counts_them() {
+    let app = spawn_app_with(|s| s.device_queue_max_frames = 2).await;
+    let t = token(&app).await;
+    let user = user_of(&app, &t).await;
+    let (mut ws, _) = online(&app, &t, "laptop-1").await;
+    ws.close(None).await.expect("close");
+    until_online(&app, &t, "laptop-1", false).await;
+    let hub = app.adiuva.devices();
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        ids.push(
+            hub.enqueue(user, "laptop-1", note(n))
+                .await
+                .expect("enqueue")
+                .to_string(),
+        );
+    }
+    let (mut ws, ack) = online(&app, &t, "laptop-1").await;
+    assert_eq!(ack["expired"], 1, "{ack}");
+    assert_eq!(ack["pending"], 2, "{ack}");
+    assert_eq!(
+        queued(&mut ws, 2).await,
+        [(ids[1].clone(), 2), (ids[2].clone(), 3)],
+        "the oldest expired"
+    );
+}
