@@ -13,7 +13,6 @@ use adiuva_adapters::rate_limit::{MemoryRateLimiter, RedisRateLimiter};
 use adiuva_core::Adiuva;
 use adiuva_core::auth::LoginLimit;
 use adiuva_core::chat::orchestrator::Orchestrator;
-use adiuva_core::devices::MemoryDeviceBus;
 use adiuva_core::ports::{ChatModel, DeviceBus, RateLimiter};
 use adiuva_core::rate::RatePolicy;
 use poem::{EndpointExt, IntoEndpoint, Route};
@@ -151,22 +150,12 @@ impl Backend {
     }
 }
 
-/// The device bus `device_bus_url` names, and where it is (for logs).
+/// The device bus `device_bus_url` names, and where it is (for logs, redacted).
 async fn device_bus(settings: &Settings) -> Result<(Arc<dyn DeviceBus>, String), StartupError> {
-    let url = settings.device_bus_url()?;
-    if url == "memory" {
-        return Ok((Arc::new(MemoryDeviceBus::new()), "in process".into()));
-    }
-    // COORDINATOR (h-bus): replace the rest of this function with
-    // `Ok(adiuva_adapters::device_bus::connect(&url, &settings.database_url()).await?)`
-    // (Redis or PostgreSQL, its location redacted). Until then every URL falls back to
-    // the in-process bus, which reaches only this instance's devices.
-    let location = crate::settings::redact_url(&url);
-    tracing::warn!(device_bus = %location, "this build has no Redis/PostgreSQL device bus yet; devices are reached in process only");
-    Ok((
-        Arc::new(MemoryDeviceBus::new()),
-        format!("in process (wanted {location})"),
-    ))
+    Ok(
+        adiuva_adapters::device_bus::connect(&settings.device_bus_url(), &settings.database_url())
+            .await?,
+    )
 }
 
 /// A bound, ready-to-serve server.

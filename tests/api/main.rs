@@ -14,6 +14,7 @@ mod devices;
 mod errors;
 mod helpers;
 mod input_edges;
+mod multi_instance;
 mod openapi;
 mod postgres;
 mod rate_limits;

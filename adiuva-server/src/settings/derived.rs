@@ -26,36 +26,15 @@ impl Settings {
         }
     }
 
-    /// The device bus in effect: `memory`, a `redis://…` URL or a `postgres://…` URL
-    /// (`postgres` alone: the database's). Unset: Redis at `redis_url` when set, else
-    /// memory. Holds credentials: show it through [`redact_url`](super::redact_url).
-    pub fn device_bus_url(&self) -> Result<String, ConfigError> {
-        let Some(url) = &self.device_bus_url else {
-            return Ok(match &self.redis_url {
-                Some(redis) => redis.0.clone(),
-                None => "memory".into(),
-            });
-        };
-        let url = url.0.trim();
-        let scheme = url.split_once("://").map_or(url, |(s, _)| s);
-        match scheme.to_ascii_lowercase().as_str() {
-            "memory" => Ok("memory".into()),
-            "redis" | "rediss" => Ok(url.to_owned()),
-            "postgres" | "postgresql" if url.contains("://") => Ok(url.to_owned()),
-            "postgres" | "postgresql" => {
-                let db = self.database_url();
-                if db.starts_with("postgres://") || db.starts_with("postgresql://") {
-                    Ok(db)
-                } else {
-                    Err(ConfigError(
-                        "device_bus_url = postgres uses the database's PostgreSQL, but database_url is not postgres://; give the bus its own postgres://… URL".into(),
-                    ))
-                }
-            }
-            _ => Err(ConfigError(format!(
-                "device_bus_url must be memory, redis://…, postgres or postgres://… (got '{}')",
-                super::redact_url(url)
-            ))),
+    /// The device bus asked for: `device_bus_url` as given; unset, Redis at `redis_url`
+    /// when set, else `memory`. What the forms mean (and which are refused) is the one
+    /// rule of `adiuva_adapters::device_bus::connect`. Holds credentials: show it through
+    /// [`redact_url`](super::redact_url).
+    pub fn device_bus_url(&self) -> String {
+        match (&self.device_bus_url, &self.redis_url) {
+            (Some(url), _) => url.0.trim().to_owned(),
+            (None, Some(redis)) => redis.0.clone(),
+            (None, None) => "memory".into(),
         }
     }
 

@@ -321,36 +321,27 @@ fn device_defaults_are_cores_and_the_call_timeout_is_the_tool_timeout() {
 
 #[test]
 fn the_device_bus_follows_device_bus_url_then_redis_url() {
+    // Which forms are served, and the errors of the others, are `device_bus::connect`'s
+    // (adapters' `connect_refuses_what_it_cannot_serve_and_says_why`).
     let bus = |pairs: &[(&str, &str)]| load(pairs).expect("loads").device_bus_url();
-    assert_eq!(bus(&[]).expect("memory"), "memory");
+    assert_eq!(bus(&[]), "memory");
     let redis = "redis://:pw@cache:6379";
-    assert_eq!(bus(&[("ADIUVA_REDIS_URL", redis)]).expect("redis"), redis);
+    assert_eq!(bus(&[("ADIUVA_REDIS_URL", redis)]), redis);
     assert_eq!(
         bus(&[
             ("ADIUVA_REDIS_URL", redis),
             ("ADIUVA_DEVICE_BUS_URL", "memory")
-        ])
-        .expect("memory"),
+        ]),
         "memory"
     );
     let pg = "postgres://u:secret@db/adiuva";
-    assert_eq!(bus(&[("ADIUVA_DEVICE_BUS_URL", pg)]).expect("pg"), pg);
+    assert_eq!(bus(&[("ADIUVA_DEVICE_BUS_URL", pg)]), pg);
     assert_eq!(
         bus(&[
-            ("ADIUVA_DEVICE_BUS_URL", "postgres"),
-            ("ADIUVA_DATABASE_URL", pg)
-        ])
-        .expect("db"),
-        pg
-    );
-    // `postgres` needs a PostgreSQL database; an unknown scheme is refused; neither error
-    // shows a credential.
-    let e = bus(&[("ADIUVA_DEVICE_BUS_URL", "postgres")]).expect_err("sqlite database");
-    assert!(e.0.contains("device_bus_url"), "{e}");
-    let e = bus(&[("ADIUVA_DEVICE_BUS_URL", "amqp://u:hunter2@mq")]).expect_err("unknown");
-    assert!(
-        e.0.contains("device_bus_url") && !e.0.contains("hunter2"),
-        "{e}"
+            ("ADIUVA_REDIS_URL", redis),
+            ("ADIUVA_DEVICE_BUS_URL", " postgres ")
+        ]),
+        "postgres"
     );
     // Shown redacted.
     let s = load(&[("ADIUVA_DEVICE_BUS_URL", pg)]).expect("loads");
