@@ -1,8 +1,9 @@
 // WS /api/v1/ws/device as the desktop app speaks it, through types generated from the
 // served AsyncAPI document: frames the program sends are typed `DeviceClientFrame`s,
 // frames it reads are checked against the document's `DeviceServerFrame` schema before
-// they are used. Queued frames (`agent_trigger`, `notification`) are acked after they
-// are processed, and one whose id was processed already is dropped (and acked again).
+// they are used. (This program gets no queued frames; a real device acks an
+// `agent_trigger` or `notification` after processing it, and drops — but acks again —
+// one whose id it has already processed.)
 import WebSocket from "ws";
 import type { components } from "./generated/asyncapi.js";
 import { deviceCalls, done } from "./rest.js";
