@@ -546,6 +546,21 @@ async fn a_hello_from_a_deleted_account_is_refused_and_the_socket_closed() {
     assert_eq!(code, CloseCode::Policy);
 }
 
+/// An account deleted while its device is connected: the device rows go with it, and
+/// the instance's next presence heartbeat (a third of the TTL) finds the socket's session
+/// gone and closes it — a deleted account keeps no open socket.
+#[tokio::test]
+async fn a_connected_device_of_a_deleted_account_is_closed() {
+    let app = spawn_app_with(|s| s.device_presence_ttl_secs = 3).await;
+    let e = crate::helpers::email("gone");
+    let t = crate::helpers::access(&app.register_ok(&e).await).to_owned();
+    let (mut ws, _) = online(&app, &t, "laptop-1").await;
+    app.adiuva.accounts().delete(&e).await.expect("delete");
+    let (code, reason) = closed(&mut ws).await.expect("a close frame");
+    assert_eq!(code, CloseCode::Normal);
+    assert!(reason.contains("no longer live"), "{reason}");
+}
+
 /// The device routes in the OpenAPI document: the answer's fields are all there, and the
 /// 404s name `device_not_found` (also `POST /chat`'s, for its `device_id`).
 #[tokio::test]

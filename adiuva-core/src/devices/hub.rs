@@ -178,8 +178,9 @@ impl Inner {
             loop {
                 tokio::time::sleep(every).await;
                 let now = me.clock.now_ms();
-                if let Err(e) = me.db.touch_instance_devices(me.instance_id, now).await {
-                    tracing::warn!(error = %e, "device presence heartbeat failed");
+                match me.db.touch_instance_devices(me.instance_id, now).await {
+                    Ok(touched) => me.reconcile(touched).await,
+                    Err(e) => tracing::warn!(error = %e, "device presence heartbeat failed"),
                 }
             }
         });
@@ -401,6 +402,30 @@ impl Inner {
     /// Takes the socket out of the registry (the caller ends it).
     fn detach(&self, session: Uuid) -> Option<Arc<Socket>> {
         lock(&self.sockets).remove(&session)
+    }
+
+    /// After a heartbeat that refreshed `touched` live sessions: when this instance holds
+    /// more sockets than that, some of them are no longer their device's live session —
+    /// the account was deleted (its devices went with it), the device was forgotten or
+    /// replaced while the bus message saying so was lost — and each such socket is
+    /// closed. One read per socket, and only when the counts differ.
+    async fn reconcile(&self, touched: u64) {
+        let held: Vec<Arc<Socket>> = lock(&self.sockets).values().cloned().collect();
+        if held.len() as u64 <= touched {
+            return;
+        }
+        for socket in held {
+            let live = match self.db.device(socket.user, &socket.device_id).await {
+                Ok(Some(d)) => d.session.is_some_and(|s| s.session_id == socket.session_id),
+                Ok(None) => false,
+                // Unknown: keep the socket; the next heartbeat looks again.
+                Err(_) => true,
+            };
+            if !live && let Some(s) = self.detach(socket.session_id) {
+                self.end(&s, Some("this device session is no longer live"))
+                    .await;
+            }
+        }
     }
 
     /// Stops a detached socket: its delivery, its link (with `reason`, unless the
