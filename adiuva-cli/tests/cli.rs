@@ -1024,3 +1024,151 @@ fn trace_logging_never_prints_a_frames_api_key() {
 fn hex_of(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
 }
+
+type DeviceWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a device socket on `server` and says hello; the socket and its `hello_ack`.
+async fn device_hello(server: &Server, token: &str) -> (DeviceWs, serde_json::Value) {
+    use futures::SinkExt as _;
+    let url = format!(
+        "{}/api/v1/ws/device?token={token}",
+        server.url.replacen("http://", "ws://", 1)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("device socket");
+    let hello = serde_json::json!({"type": "device_hello", "device_id": "desk",
+        "name": "Desk", "platform": "linux", "app_version": "1.0.0"});
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        hello.to_string().into(),
+    ))
+    .await
+    .expect("hello");
+    let ack = next_device_frame(&mut ws).await;
+    assert_eq!(ack["type"], "hello_ack", "{ack}");
+    (ws, ack)
+}
+
+async fn next_device_frame(ws: &mut DeviceWs) -> serde_json::Value {
+    use futures::StreamExt as _;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("a frame within 15 s")
+            .expect("socket open")
+            .expect("frame");
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            return serde_json::from_str(&t).expect("JSON frame");
+        }
+    }
+}
+
+/// Issue 11, item 5 on a real process: a queued frame the server sent but the device had
+/// not acked when the server was `kill -9`ed is sent again by the next server on the
+/// same data, with the same id; once acked, never again.
+#[test]
+fn kill_9_between_send_and_ack_loses_no_queued_frame() {
+    use futures::SinkExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [("ADIUVA_RATE_LIMIT_ENABLED", "false")];
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let mut server = serve(dir.path(), &env);
+    let http = reqwest::Client::new();
+    let token = rt.block_on(register(
+        &http,
+        &server,
+        "queue@example.com",
+        "correct horse battery",
+    ));
+    let (ws, ack) = rt.block_on(device_hello(&server, &token));
+    assert_eq!(ack["pending"], 0);
+    drop(ws);
+    // Another instance queues a notification (through the same database, as one would):
+    // the payload is the frame as core serializes it.
+    let frame_id = uuid::Uuid::new_v4();
+    rt.block_on(async {
+        let db = adiuva_adapters::database::AnyDatabase::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("data/adiuva.db").display()
+        ))
+        .await
+        .expect("the server's database")
+        .port();
+        let user = db
+            .user_by_email(&adiuva_core::domain::Email::parse("queue@example.com").expect("email"))
+            .await
+            .expect("read")
+            .expect("the user");
+        let frame = adiuva_core::devices::ToDevice::Notification {
+            id: frame_id.to_string(),
+            kind: "message".into(),
+            payload: serde_json::json!({"text": "survives a kill -9"}),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_millis() as i64;
+        db.enqueue_frame(
+            user.id,
+            "desk",
+            &adiuva_core::ports::db::NewQueuedFrame {
+                frame_id,
+                kind: "notification".into(),
+                payload: serde_json::to_vec(&frame).expect("serialize"),
+                expires_at: now + 3_600_000,
+            },
+            1000,
+            now,
+        )
+        .await
+        .expect("queued");
+    });
+    // The device reconnects, receives it, and the server dies before the ack.
+    let ws = rt.block_on(async {
+        let (mut ws, ack) = device_hello(&server, &token).await;
+        assert_eq!(ack["pending"], 1, "{ack}");
+        let got = next_device_frame(&mut ws).await;
+        assert_eq!(got["id"], frame_id.to_string(), "{got}");
+        ws
+    });
+    kill_9(&mut server);
+    drop(ws);
+    let server = serve(dir.path(), &env);
+    rt.block_on(async {
+        let (mut ws, ack) = device_hello(&server, &token).await;
+        assert_eq!(ack["pending"], 1, "not acked, so still queued: {ack}");
+        let again = next_device_frame(&mut ws).await;
+        assert_eq!(
+            again["id"],
+            frame_id.to_string(),
+            "the same frame again: {again}"
+        );
+        assert_eq!(again["payload"]["text"], "survives a kill -9");
+        let ack = serde_json::json!({"type": "ack", "id": again["id"]});
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(
+            ack.to_string().into(),
+        ))
+        .await
+        .expect("ack");
+        // The ack is processed before the socket's close (frames of one socket are
+        // handled in order); the next hello finds nothing pending.
+        ws.close(None).await.expect("close");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (_ws, ack) = device_hello(&server, &token).await;
+            if ack["pending"] == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the ack never emptied the queue: {ack}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
