@@ -132,3 +132,50 @@ async fn frames_beyond_the_queue_bound_expire_and_hello_ack_counts_them() {
         "the oldest expired"
     );
 }
+
+/// A frame queued without its wake-up reaching the holder — another instance wrote it and
+/// the bus (at most once) lost the message — still reaches the connected device: the
+/// holder's heartbeat (a third of the presence TTL) finds it waiting.
+#[tokio::test]
+async fn a_frame_whose_wake_up_was_lost_arrives_at_the_next_heartbeat() {
+    let app = spawn_app_with(|s| s.device_presence_ttl_secs = 3).await;
+    let t = token(&app).await;
+    let user = user_of(&app, &t).await;
+    let (mut ws, _) = online(&app, &t, "laptop-1").await;
+    let id = uuid::Uuid::new_v4();
+    let frame = adiuva_core::devices::ToDevice::Notification {
+        id: id.to_string(),
+        kind: "message".into(),
+        payload: json!({"n": 1}),
+    };
+    let now = app.adiuva.clock().now_ms();
+    // Straight into the queue: no hub, so no wake-up message.
+    app.adiuva
+        .database()
+        .enqueue_frame(
+            user,
+            "laptop-1",
+            &adiuva_core::ports::db::NewQueuedFrame {
+                frame_id: id,
+                kind: "notification".into(),
+                payload: serde_json::to_vec(&frame).expect("serialize"),
+                expires_at: now + 60_000,
+            },
+            100,
+            now,
+        )
+        .await
+        .expect("queued");
+    let got = next(&mut ws).await;
+    assert_eq!(got["id"], id.to_string(), "{got}");
+    // Sent once: later sweeps find it still queued (not acked) but do not send it again.
+    send(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(next(&mut ws).await["type"], "pong");
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    send(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(
+        next(&mut ws).await["type"],
+        "pong",
+        "no second copy before the ack"
+    );
+}

@@ -247,6 +247,32 @@ macro_rules! impl_device_repos {
                     Ok(done.rows_affected())
                 }
 
+                async fn devices_with_queued_frames(
+                    &self,
+                    instance_id: Uuid,
+                    now: Millis,
+                ) -> RepoResult<Vec<(UserId, String)>> {
+                    let rows = sqlx::query(
+                        "SELECT d.user_id, d.device_id FROM devices d \
+                         WHERE d.instance_id = $1 AND EXISTS (SELECT 1 FROM device_queue q \
+                         WHERE q.user_id = d.user_id AND q.device_id = d.device_id \
+                         AND q.expires_at > $2)",
+                    )
+                    .bind($d::id(instance_id))
+                    .bind(now)
+                    .fetch_all(self.pool())
+                    .await
+                    .map_err(repo_err)?;
+                    rows.iter()
+                        .map(|row| {
+                            Ok((
+                                UserId(row.uuid("user_id")?),
+                                row.try_get::<String, _>("device_id").map_err(repo_err)?,
+                            ))
+                        })
+                        .collect()
+                }
+
                 async fn release_instance_devices(
                     &self,
                     instance_id: Uuid,

@@ -182,6 +182,7 @@ impl Inner {
                     Ok(touched) => me.reconcile(touched).await,
                     Err(e) => tracing::warn!(error = %e, "device presence heartbeat failed"),
                 }
+                me.sweep_queues(now).await;
             }
         });
         let me = self.clone();
@@ -402,6 +403,33 @@ impl Inner {
     /// Takes the socket out of the registry (the caller ends it).
     fn detach(&self, session: Uuid) -> Option<Arc<Socket>> {
         lock(&self.sockets).remove(&session)
+    }
+
+    /// Wakes the delivery of every socket here whose device has frames waiting. The bus
+    /// is at most once: a `Drain` lost on the way (a Redis reconnect, a dead sender) would
+    /// otherwise leave a new frame waiting until the device reconnects; with this it
+    /// waits at most a heartbeat. A woken delivery reads only frames after the last one
+    /// it sent, so frames sent and not yet acked are not sent twice. One query per
+    /// heartbeat, whatever the number of sockets.
+    async fn sweep_queues(&self, now: Millis) {
+        let waiting = match self
+            .db
+            .devices_with_queued_frames(self.instance_id, now)
+            .await
+        {
+            Ok(w) if w.is_empty() => return,
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "device queue sweep failed");
+                return;
+            }
+        };
+        let waiting: std::collections::HashSet<(UserId, String)> = waiting.into_iter().collect();
+        for socket in lock(&self.sockets).values() {
+            if waiting.contains(&(socket.user, socket.device_id.clone())) {
+                socket.wake.notify_one();
+            }
+        }
     }
 
     /// After a heartbeat that refreshed `touched` live sessions: when this instance holds

@@ -430,6 +430,13 @@ pub trait DeviceRepo: Send + Sync {
     /// Heartbeat: `last_seen = now` for every device whose live session `instance_id`
     /// holds; how many.
     async fn touch_instance_devices(&self, instance_id: Uuid, now: Millis) -> RepoResult<u64>;
+    /// The devices whose live session `instance_id` holds and that have queued frames
+    /// not expired at `now` (the holder's sweep for frames whose wake-up was lost).
+    async fn devices_with_queued_frames(
+        &self,
+        instance_id: Uuid,
+        now: Millis,
+    ) -> RepoResult<Vec<(UserId, String)>>;
     /// Ends every live session `instance_id` holds (it is shutting down); how many.
     async fn release_instance_devices(&self, instance_id: Uuid, now: Millis) -> RepoResult<u64>;
     /// One device of the user.

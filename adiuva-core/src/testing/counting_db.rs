@@ -320,6 +320,17 @@ impl DeviceRepo for CountingDb {
         self.inner.touch_instance_devices(instance_id, now).await
     }
 
+    async fn devices_with_queued_frames(
+        &self,
+        instance_id: Uuid,
+        now: Millis,
+    ) -> RepoResult<Vec<(UserId, String)>> {
+        self.count("devices_with_queued_frames");
+        self.inner
+            .devices_with_queued_frames(instance_id, now)
+            .await
+    }
+
     async fn release_instance_devices(&self, instance_id: Uuid, now: Millis) -> RepoResult<u64> {
         self.count("release_instance_devices");
         self.inner.release_instance_devices(instance_id, now).await

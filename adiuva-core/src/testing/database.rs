@@ -58,6 +58,7 @@ pub async fn run_all(db: &dyn Database) {
     devices::devices_concurrent_hellos_respect_the_limit(db).await;
     devices::devices_disconnect_only_the_live_session(db).await;
     devices::devices_touch_and_release_by_instance(db).await;
+    devices::devices_with_queued_frames_of_one_instance(db).await;
     devices::devices_list_oldest_first_then_by_id(db).await;
     devices::devices_of_another_user_are_invisible(db).await;
     devices::devices_delete_cascades_the_queue(db).await;

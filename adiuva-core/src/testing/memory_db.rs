@@ -570,6 +570,25 @@ impl DeviceRepo for MemoryDb {
         })
     }
 
+    async fn devices_with_queued_frames(
+        &self,
+        instance_id: Uuid,
+        now: Millis,
+    ) -> RepoResult<Vec<(UserId, String)>> {
+        self.with(|s| {
+            s.devices
+                .iter()
+                .filter(|(d, _)| d.session.is_some_and(|x| x.instance_id == instance_id))
+                .filter(|(d, _)| {
+                    s.queue.iter().any(|(u, id, q)| {
+                        *u == d.user_id && *id == d.device_id && q.expires_at > now
+                    })
+                })
+                .map(|(d, _)| (d.user_id, d.device_id.clone()))
+                .collect()
+        })
+    }
+
     async fn release_instance_devices(&self, instance_id: Uuid, now: Millis) -> RepoResult<u64> {
         self.with(|s| {
             let mut n = 0;

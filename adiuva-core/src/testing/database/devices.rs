@@ -304,6 +304,81 @@ pub async fn devices_touch_and_release_by_instance(db: &dyn Database) {
     );
 }
 
+/// `devices_with_queued_frames` names exactly the devices an instance holds that have
+/// unexpired frames waiting: not another instance's, not one without a live session,
+/// not one whose frames all expired or were acked.
+pub async fn devices_with_queued_frames_of_one_instance(db: &dyn Database) {
+    let user = stored_user(db, "devqueued", 1).await;
+    let other = stored_user(db, "devqueued-other", 1).await;
+    let here = Uuid::new_v4();
+    let on = |instance_id| DeviceSession {
+        session_id: Uuid::new_v4(),
+        instance_id,
+    };
+    for (u, d) in [(user.id, "full"), (user.id, "empty"), (other.id, "theirs")] {
+        hello(db, u, d, on(here), 10).await;
+    }
+    hello(db, user.id, "elsewhere", on(Uuid::new_v4()), 10).await;
+    let gone = on(here);
+    hello(db, user.id, "offline", gone, 10).await;
+    for (u, d) in [
+        (user.id, "full"),
+        (other.id, "theirs"),
+        (user.id, "elsewhere"),
+        (user.id, "offline"),
+    ] {
+        enqueue(db, u, d, 100).await;
+    }
+    assert!(
+        db.disconnect_device(user.id, "offline", gone.session_id, 11)
+            .await
+            .expect("disconnect")
+    );
+    let stale = db
+        .enqueue_frame(user.id, "empty", &frame(50), 100, 5)
+        .await
+        .expect("enqueue");
+    let mut found = db
+        .devices_with_queued_frames(here, 50)
+        .await
+        .expect("devices with frames");
+    found.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        found,
+        vec![
+            (user.id, "full".to_owned()),
+            (other.id, "theirs".to_owned())
+        ],
+        "held here, frames not expired at 50 (\"empty\"'s expires at 50)"
+    );
+    assert!(
+        db.devices_with_queued_frames(here, 49)
+            .await
+            .expect("devices with frames")
+            .iter()
+            .any(|(_, d)| d == "empty"),
+        "before its frame expires: {stale:?}"
+    );
+    let queued = db
+        .queued_frames(other.id, "theirs", 0, 5, 10)
+        .await
+        .expect("frames");
+    for f in queued {
+        assert!(
+            db.ack_frame(other.id, "theirs", f.frame_id)
+                .await
+                .expect("ack")
+        );
+    }
+    assert_eq!(
+        db.devices_with_queued_frames(here, 50)
+            .await
+            .expect("devices with frames"),
+        vec![(user.id, "full".to_owned())],
+        "acked: nothing waits for \"theirs\""
+    );
+}
+
 /// `list_devices` is the user's devices, oldest first, then by id (bytewise).
 pub async fn devices_list_oldest_first_then_by_id(db: &dyn Database) {
     let user = stored_user(db, "devlist", 1).await;
