@@ -97,7 +97,8 @@ const DEVICE: Channel = Channel {
     path: "/ws/device",
     description: "The desktop app's persistent socket: the server reaches the device \
         through it from any instance. Authenticate with `Authorization: Bearer <access \
-        token>` or `?token=` (checked at the upgrade only). The first frame is \
+        token>` or `?token=` (checked at the upgrade; the socket is closed when its sign-in \
+        session is revoked or the account deleted). The first frame is \
         `device_hello` within 10 s (else `error` `hello_required` and a close, 1008), \
         answered with `hello_ack`; a second socket with the same `device_id` replaces the \
         first, which is closed with a reason. Calls (`tool_call`, `data_request`) are \

@@ -561,6 +561,33 @@ async fn a_connected_device_of_a_deleted_account_is_closed() {
     assert!(reason.contains("no longer live"), "{reason}");
 }
 
+/// Revoking the sign-in session that opened a device socket (a replayed refresh token)
+/// closes the socket at the instance's next heartbeat; the socket another session of the
+/// same user opened stays.
+#[tokio::test]
+async fn a_revoked_sessions_device_socket_is_closed() {
+    use crate::helpers::{PASSWORD, access, email, json_body, refresh_token};
+    let app = spawn_app_with(|s| s.device_presence_ttl_secs = 3).await;
+    let e = email("revoked");
+    let first = app.register_ok(&e).await;
+    let (a1, r1) = (access(&first).to_owned(), refresh_token(&first).to_owned());
+    let other: Value = json_body(app.login(&e, PASSWORD).await).await;
+    let (mut ws, _) = online(&app, &a1, "laptop-1").await;
+    let (mut kept, _) = online(&app, access(&other), "laptop-2").await;
+    assert_eq!(app.refresh(&r1).await.status(), 200);
+    // The replay revokes the first session.
+    assert_eq!(app.refresh(&r1).await.status(), 401);
+    let (code, reason) = closed(&mut ws).await.expect("a close frame");
+    assert_eq!(code, CloseCode::Normal);
+    assert!(reason.contains("revoked"), "{reason}");
+    send(&mut kept, json!({"type": "ping"})).await;
+    assert_eq!(
+        next(&mut kept).await["type"],
+        "pong",
+        "another session's socket lives on"
+    );
+}
+
 /// The device routes in the OpenAPI document: the answer's fields are all there, and the
 /// 404s name `device_not_found` (also `POST /chat`'s, for its `device_id`).
 #[tokio::test]

@@ -155,7 +155,7 @@ mod tests {
             return;
         };
         let db = super::PgDb::connect(test_db.url()).await.expect("connect");
-        assert_eq!(db.migrate().await.expect("migrate").len(), 6);
+        assert_eq!(db.migrate().await.expect("migrate").len(), 7);
         assert!(db.migrate().await.expect("again").is_empty(), "idempotent");
         adiuva_core::testing::database::run_all(&db).await;
         crate::repos::quota_writes_of_an_unknown_user_are_not_found(&db).await;

@@ -213,6 +213,19 @@ macro_rules! impl_user_repos {
                     Ok(done.rows_affected())
                 }
 
+                async fn families_revoked_since(&self, since: Millis) -> RepoResult<Vec<Uuid>> {
+                    let rows = sqlx::query(
+                        "SELECT DISTINCT family_id FROM refresh_tokens WHERE revoked_at >= $1",
+                    )
+                    .bind(since)
+                    .fetch_all(self.pool())
+                    .await
+                    .map_err(repo_err)?;
+                    rows.iter()
+                        .map(|row| $crate::rows::IdColumn::uuid(row, "family_id"))
+                        .collect()
+                }
+
                 async fn delete_expired_refresh_tokens(&self, now: Millis) -> RepoResult<u64> {
                     let done = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1")
                         .bind(now)

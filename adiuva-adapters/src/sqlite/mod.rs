@@ -171,7 +171,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("nested/adiuva.db").display());
         let db = SqliteDb::connect(&url).await.expect("connect");
-        assert_eq!(db.migrate().await.expect("migrate").len(), 6);
+        assert_eq!(db.migrate().await.expect("migrate").len(), 7);
         (dir, db)
     }
 

@@ -41,6 +41,9 @@ pub(super) const BUS_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// A session end the database refused is tried again this many times, this far apart.
 const DISCONNECT_RETRIES: u32 = 5;
 const DISCONNECT_RETRY_AFTER: Duration = Duration::from_secs(2);
+/// Revocations are looked up again this far back: another instance's clock, or a
+/// revocation committed while the last check ran, may date it slightly before that check.
+const REVOCATION_OVERLAP_MS: Millis = 60_000;
 /// How often queue expiry runs (on every instance; the delete is idempotent).
 const EXPIRY_EVERY: Duration = Duration::from_secs(60);
 
@@ -73,6 +76,9 @@ type Registry = HashMap<Uuid, Arc<Socket>>;
 /// transport's buffers.
 pub(crate) struct Socket {
     pub(super) user: UserId,
+    /// The sign-in session (token family) that opened the socket: revoking it closes
+    /// the socket ([`Inner::close_revoked`]).
+    pub(super) auth_session: Option<Uuid>,
     pub(super) device_id: String,
     pub(super) session_id: Uuid,
     pub(super) link: Arc<dyn DeviceLink>,
@@ -175,9 +181,11 @@ impl Inner {
         let heartbeat = tokio::spawn(async move {
             // A third of the TTL: two heartbeats may be late before others see us dead.
             let every = (me.config.presence_ttl / 3).max(Duration::from_millis(10));
+            let mut revocations_since = me.clock.now_ms();
             loop {
                 tokio::time::sleep(every).await;
                 let now = me.clock.now_ms();
+                revocations_since = me.close_revoked(revocations_since, now).await;
                 match me.db.touch_instance_devices(me.instance_id, now).await {
                     Ok(touched) => me.reconcile(touched).await,
                     Err(e) => tracing::warn!(error = %e, "device presence heartbeat failed"),
@@ -254,6 +262,7 @@ impl Inner {
     pub(super) async fn connect(
         self: &Arc<Self>,
         user: UserId,
+        auth_session: Option<Uuid>,
         hello: Hello,
         link: Arc<dyn DeviceLink>,
     ) -> Result<Arc<Socket>, Error> {
@@ -290,6 +299,7 @@ impl Inner {
         let pending = self.db.queued_count(user, &device_id, now).await?;
         let socket = Arc::new(Socket {
             user,
+            auth_session,
             device_id,
             session_id,
             link,
@@ -403,6 +413,37 @@ impl Inner {
     /// Takes the socket out of the registry (the caller ends it).
     fn detach(&self, session: Uuid) -> Option<Arc<Socket>> {
         lock(&self.sockets).remove(&session)
+    }
+
+    /// Closes the sockets opened by a sign-in session revoked since `since` (refresh-token
+    /// reuse, sign-out): a revoked session's access tokens are refused at once, and its
+    /// open device sockets go at the next heartbeat. One query per heartbeat, over the
+    /// revoked rows only. Returns where the next check starts: a little before `now`, so
+    /// a revocation committed while this ran is not missed (closing twice is harmless).
+    async fn close_revoked(&self, since: Millis, now: Millis) -> Millis {
+        let revoked = match self.db.families_revoked_since(since).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "checking revoked sessions failed");
+                return since;
+            }
+        };
+        if !revoked.is_empty() {
+            let revoked: std::collections::HashSet<Uuid> = revoked.into_iter().collect();
+            let gone: Vec<Arc<Socket>> = lock(&self.sockets)
+                .values()
+                .filter(|s| s.auth_session.is_some_and(|a| revoked.contains(&a)))
+                .cloned()
+                .collect();
+            for socket in gone {
+                if let Some(s) = self.detach(socket.session_id) {
+                    // The transport then closes its connection, which ends the session
+                    // in the database.
+                    self.end(&s, Some("session revoked")).await;
+                }
+            }
+        }
+        now.saturating_sub(REVOCATION_OVERLAP_MS)
     }
 
     /// Wakes the delivery of every socket here whose device has frames waiting. The bus

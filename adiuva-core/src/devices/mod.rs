@@ -338,7 +338,10 @@ impl DeviceHub {
         hello: Hello,
         link: Arc<dyn DeviceLink>,
     ) -> Result<DeviceConnection, Error> {
-        let socket = self.inner.connect(principal.user.id, hello, link).await?;
+        let socket = self
+            .inner
+            .connect(principal.user.id, principal.session, hello, link)
+            .await?;
         Ok(DeviceConnection {
             session_id: socket.session_id,
             device_id: socket.device_id.clone(),

@@ -121,6 +121,9 @@ pub trait RefreshTokenRepo: Send + Sync {
     async fn mark_refresh_token_used(&self, id: Uuid, now: Millis) -> RepoResult<bool>;
     /// Revokes every token of the family not yet revoked; returns how many.
     async fn revoke_token_family(&self, family_id: Uuid, now: Millis) -> RepoResult<u64>;
+    /// The sessions (token families) revoked at or after `since` (a running instance
+    /// closes the sockets such a session opened).
+    async fn families_revoked_since(&self, since: Millis) -> RepoResult<Vec<Uuid>>;
     /// Deletes tokens that expired before `now`; returns how many.
     async fn delete_expired_refresh_tokens(&self, now: Millis) -> RepoResult<u64>;
 }

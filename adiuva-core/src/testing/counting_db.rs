@@ -132,6 +132,11 @@ impl RefreshTokenRepo for CountingDb {
         self.inner.revoke_token_family(family_id, now).await
     }
 
+    async fn families_revoked_since(&self, since: Millis) -> RepoResult<Vec<Uuid>> {
+        self.count("families_revoked_since");
+        self.inner.families_revoked_since(since).await
+    }
+
     async fn delete_expired_refresh_tokens(&self, now: Millis) -> RepoResult<u64> {
         self.count("delete_expired_refresh_tokens");
         self.inner.delete_expired_refresh_tokens(now).await

@@ -356,6 +356,20 @@ pub async fn tokens_revoke_family_only(db: &dyn Database) {
         .expect("find")
         .expect("kept");
     assert_eq!(got.revoked_at, None, "other families untouched");
+    // Revoked at 5,000: named once from then on (two rows, one family), never the live one.
+    let since = db
+        .families_revoked_since(5_000)
+        .await
+        .expect("revoked since");
+    assert_eq!(since.iter().filter(|f| **f == fam).count(), 1, "{since:?}");
+    assert!(!since.contains(&other), "a live family is not revoked");
+    assert!(
+        !db.families_revoked_since(5_001)
+            .await
+            .expect("revoked since")
+            .contains(&fam),
+        "revoked before `since`"
+    );
 }
 
 /// Expired tokens are deleted; live ones stay.

@@ -183,6 +183,20 @@ impl RefreshTokenRepo for MemoryDb {
         })
     }
 
+    async fn families_revoked_since(&self, since: Millis) -> RepoResult<Vec<Uuid>> {
+        self.with(|s| {
+            let mut families: Vec<Uuid> = s
+                .tokens
+                .iter()
+                .filter(|t| t.revoked_at.is_some_and(|at| at >= since))
+                .map(|t| t.family_id)
+                .collect();
+            families.sort_unstable();
+            families.dedup();
+            families
+        })
+    }
+
     async fn delete_expired_refresh_tokens(&self, now: Millis) -> RepoResult<u64> {
         self.with(|s| {
             let before = s.tokens.len();

@@ -1,8 +1,9 @@
 //! `WS /api/v1/ws/device`: the desktop app's persistent socket (issue 11).
 //!
 //! The token is checked before the upgrade, like the chat socket's (`Authorization:
-//! Bearer` or `?token=`; a 401 otherwise) and only then: the socket outlives the access
-//! token, as a chat socket does between chats. The first frame must be `device_hello`
+//! Bearer` or `?token=`; a 401 otherwise) and not per frame: the socket outlives the
+//! access token, as a chat socket does between chats (the hub's heartbeat closes it when
+//! its sign-in session is revoked or the account deleted). The first frame must be `device_hello`
 //! within [`HELLO_TIMEOUT`] (else an `error` frame `hello_required` and a close, 1008);
 //! core's [`DeviceHub::connect`](adiuva_core::devices::DeviceHub::connect) registers the
 //! device and answers `hello_ack` through this socket's [`DeviceLink`]. Then the device
