@@ -94,6 +94,21 @@ impl Instance {
         body["access_token"].as_str().expect("access").to_owned()
     }
 
+    /// `POST /chat` with `device_id`, running while the test plays the device.
+    fn chat_in_background(
+        &self,
+        token: &str,
+        message: &str,
+        device_id: &str,
+    ) -> tokio::task::JoinHandle<reqwest::Response> {
+        let request = self
+            .client
+            .post(self.url("/chat"))
+            .bearer_auth(token)
+            .json(&json!({"message": message, "device_id": device_id}));
+        tokio::spawn(async move { request.send().await.expect("chat") })
+    }
+
     async fn devices(&self, token: &str) -> Vec<Value> {
         let resp = self
             .client
@@ -208,19 +223,7 @@ async fn one_server_across_two_instances(bus: Bus) {
     assert_eq!(listed[0]["online"], true, "{listed:?}");
 
     // A chat posted to A runs its tool on the device held by B.
-    let chat = {
-        let (a_url, token) = (a.url("/chat"), token.clone());
-        let client = a.client.clone();
-        tokio::spawn(async move {
-            client
-                .post(a_url)
-                .bearer_auth(token)
-                .json(&json!({"message": "run list_tasks", "device_id": "desk-1"}))
-                .send()
-                .await
-                .expect("chat")
-        })
-    };
+    let chat = a.chat_in_background(&token, "run list_tasks", "desk-1");
     let call = next(&mut device).await;
     assert_eq!(call["type"], "tool_call", "{call}");
     assert_eq!(call["name"], "list_tasks");
@@ -310,19 +313,7 @@ async fn an_instance_dying_loses_nothing(bus: Bus) {
 
     // A call through A, then B dies before the device answers.
     let started = tokio::time::Instant::now();
-    let chat = {
-        let (a_url, token) = (a.url("/chat"), token.clone());
-        let client = a.client.clone();
-        tokio::spawn(async move {
-            client
-                .post(a_url)
-                .bearer_auth(token)
-                .json(&json!({"message": "run list_notes", "device_id": "desk-2"}))
-                .send()
-                .await
-                .expect("chat")
-        })
-    };
+    let chat = a.chat_in_background(&token, "run list_notes", "desk-2");
     let call = next(&mut device).await;
     assert_eq!(call["type"], "tool_call", "{call}");
     b.kill();

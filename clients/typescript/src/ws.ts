@@ -1,84 +1,18 @@
 // Both protocols of WS /api/v1/chat/stream, through types generated from the served
 // AsyncAPI document: frames the program sends are typed `ClientFrame`s, frames it reads
 // are checked against the document's `ServerFrame` schema before they are used.
-import WebSocket from "ws";
 import type { components } from "./generated/asyncapi.js";
 import { done, sampleContext } from "./rest.js";
-import { frameSchemas, mismatch, parseJson, type Schemas } from "./validate.js";
+import { FrameSocket } from "./socket.js";
+import { frameSchemas } from "./validate.js";
 
 type Frames = components["schemas"];
 type ServerFrame = Frames["ServerFrame"];
 type ClientFrame = Frames["ClientFrame"];
 type ToolCall = Extract<ServerFrame, { type: "tool_call" }>;
 
-/** One socket: typed sends, and the server's frames in order. */
-class Socket {
-  private readonly queue: ServerFrame[] = [];
-  private readonly waiting: ((f: ServerFrame) => void)[] = [];
-  private failure: Error | null = null;
-
-  private constructor(
-    private readonly ws: WebSocket,
-    private readonly schemas: Schemas,
-  ) {
-    ws.on("message", (data, binary) => {
-      if (binary) return this.fail(new Error("a binary frame"));
-      const value: unknown = parseJson(data.toString());
-      if (!this.isServerFrame(value)) {
-        const why = mismatch(this.schemas, { $ref: "#/components/schemas/ServerFrame" }, value);
-        return this.fail(new Error(`a frame the AsyncAPI document does not describe: ${why}`));
-      }
-      const next = this.waiting.shift();
-      if (next === undefined) this.queue.push(value);
-      else next(value);
-    });
-    ws.on("error", (e) => this.fail(e));
-  }
-
-  private isServerFrame(v: unknown): v is ServerFrame {
-    return mismatch(this.schemas, { $ref: "#/components/schemas/ServerFrame" }, v) === null;
-  }
-
-  private fail(e: Error): void {
-    this.failure = e;
-  }
-
-  static async open(baseUrl: string, token: string, schemas: Schemas): Promise<Socket> {
-    const url = `${baseUrl.replace(/^http/, "ws")}/api/v1/chat/stream`;
-    const ws = new WebSocket(url, { headers: { Authorization: `Bearer ${token}` } });
-    await new Promise<void>((resolve, reject) => {
-      ws.once("open", () => resolve());
-      ws.once("error", reject);
-    });
-    return new Socket(ws, schemas);
-  }
-
-  send(frame: ClientFrame): void {
-    this.ws.send(JSON.stringify(frame));
-  }
-
-  /** Text that is not a frame at all, to see the server's error frame. */
-  sendRaw(text: string): void {
-    this.ws.send(text);
-  }
-
-  async next(): Promise<ServerFrame> {
-    if (this.failure !== null) throw this.failure;
-    const queued = this.queue.shift();
-    if (queued !== undefined) return queued;
-    return new Promise<ServerFrame>((resolve, reject) => {
-      const timer = setTimeout(() => reject(this.failure ?? new Error("no frame within 10 s")), 10_000);
-      this.waiting.push((f) => {
-        clearTimeout(timer);
-        resolve(f);
-      });
-    });
-  }
-
-  close(): void {
-    this.ws.close();
-  }
-}
+/** The chat socket. */
+type Socket = FrameSocket<ServerFrame, ClientFrame>;
 
 /** What the device answers to a tool call: data from the sample context. */
 function runTool(call: ToolCall): ClientFrame {
@@ -110,7 +44,13 @@ async function converse(socket: Socket): Promise<{ last: ServerFrame; text: stri
 export async function sockets(baseUrl: string, token: string): Promise<void> {
   const schemas = await frameSchemas(baseUrl, "ServerFrame");
 
-  const socket = await Socket.open(baseUrl, token, schemas);
+  const socket: Socket = await FrameSocket.open<ServerFrame, ClientFrame>(
+    baseUrl,
+    "/api/v1/chat/stream",
+    token,
+    schemas,
+    "ServerFrame",
+  );
 
   // v1: a read tool runs on the device, the chat ends with `final`.
   socket.send({ type: "chat_request", message: "run list_tasks", context: sampleContext() });
