@@ -334,6 +334,7 @@ async fn doctor(cli: &Cli) -> CliResult {
             Err(e) => report(false, "redis", e.to_string()),
         }
     }
+    check_device_bus(&settings, &mut report).await;
     match check_blob_url(&settings.blob_url(), &settings.s3_options()).await {
         Ok(loc) => report(
             true,
@@ -357,6 +358,39 @@ async fn doctor(cli: &Cli) -> CliResult {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Connects the configured device bus and sends one message through it to a mailbox of
+/// its own (the way one instance reaches another), within 5 s.
+async fn check_device_bus(settings: &Settings, report: &mut impl FnMut(bool, &str, String)) {
+    use futures::StreamExt as _;
+    let bus =
+        adiuva_adapters::device_bus::connect(&settings.device_bus_url(), &settings.database_url())
+            .await;
+    let (bus, location) = match bus {
+        Ok(b) => b,
+        Err(e) => return report(false, "device bus", e.to_string()),
+    };
+    let probe = async {
+        let mailbox = uuid::Uuid::new_v4();
+        let mut inbox = bus.listen(mailbox).await.map_err(|e| e.to_string())?;
+        bus.send(mailbox, bytes::Bytes::from_static(b"doctor"))
+            .await
+            .map_err(|e| e.to_string())?;
+        match inbox.next().await {
+            Some(m) if m.as_ref() == b"doctor" => Ok(()),
+            _ => Err("the probe message did not come back".to_owned()),
+        }
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), probe).await {
+        Ok(Ok(())) => report(true, "device bus", format!("{location} delivers")),
+        Ok(Err(e)) => report(false, "device bus", format!("{location}: {e}")),
+        Err(_) => report(
+            false,
+            "device bus",
+            format!("{location}: the probe message did not arrive within 5 s"),
+        ),
+    }
 }
 
 /// Connects the configured vector index and runs one search on a probe namespace.

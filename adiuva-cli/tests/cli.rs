@@ -362,6 +362,7 @@ fn doctor_passes_on_defaults_and_fails_on_bad_config() {
         "ok   database",
         "ok   migrations",
         "ok   blob store",
+        "ok   device bus: memory delivers",
     ] {
         assert!(out.contains(check), "{check} in {out}");
     }
@@ -378,6 +379,12 @@ fn doctor_passes_on_defaults_and_fails_on_bad_config() {
             "FAIL database: DATABASE_URL must start with sqlite://",
         ),
         ("ADIUVA_BLOB_URL", "ftp://somewhere", "FAIL blob store"),
+        ("ADIUVA_DEVICE_BUS_URL", "amqp://mq", "FAIL device bus"),
+        (
+            "ADIUVA_DEVICE_BUS_URL",
+            "postgres",
+            "FAIL device bus: device_bus_url 'postgres' uses the database",
+        ),
         ("JWT_ALGORITHM", "RS256", "FAIL config"),
     ] {
         let o = run(adiuva(dir.path()).arg("doctor").env(key, value));
