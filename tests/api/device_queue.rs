@@ -17,6 +17,24 @@ fn note(n: usize) -> Queued {
     }
 }
 
+/// Queues notifications numbered `ns` for the device; their ids, in order.
+async fn enqueue_notes(
+    hub: &adiuva_core::devices::DeviceHub,
+    user: adiuva_core::domain::UserId,
+    device_id: &str,
+    ns: std::ops::RangeInclusive<usize>,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for n in ns {
+        let id = hub
+            .enqueue(user, device_id, note(n))
+            .await
+            .expect("enqueue");
+        ids.push(id.to_string());
+    }
+    ids
+}
+
 /// Reads `n` queued frames; their ids and payload numbers.
 async fn queued(ws: &mut Socket, n: usize) -> Vec<(String, u64)> {
     let mut out = Vec::new();
@@ -48,15 +66,7 @@ async fn queued_frames_arrive_in_order_and_again_until_acked() {
     ws.close(None).await.expect("close");
     until_online(&app, &t, "laptop-1", false).await;
 
-    let mut ids = Vec::new();
-    for n in 1..=3 {
-        ids.push(
-            hub.enqueue(user, "laptop-1", note(n))
-                .await
-                .expect("enqueue")
-                .to_string(),
-        );
-    }
+    let ids = enqueue_notes(hub, user, "laptop-1", 1..=3).await;
     let (mut ws, ack) = online(&app, &t, "laptop-1").await;
     assert_eq!(ack["pending"], 3, "{ack}");
     let got = queued(&mut ws, 3).await;
@@ -114,15 +124,7 @@ async fn frames_beyond_the_queue_bound_expire_and_hello_ack_counts_them() {
     ws.close(None).await.expect("close");
     until_online(&app, &t, "laptop-1", false).await;
     let hub = app.adiuva.devices();
-    let mut ids = Vec::new();
-    for n in 1..=3 {
-        ids.push(
-            hub.enqueue(user, "laptop-1", note(n))
-                .await
-                .expect("enqueue")
-                .to_string(),
-        );
-    }
+    let ids = enqueue_notes(hub, user, "laptop-1", 1..=3).await;
     let (mut ws, ack) = online(&app, &t, "laptop-1").await;
     assert_eq!(ack["expired"], 1, "{ack}");
     assert_eq!(ack["pending"], 2, "{ack}");

@@ -421,6 +421,9 @@ impl Inner {
     /// revoked rows only. Returns where the next check starts: a little before `now`, so
     /// a revocation committed while this ran is not missed (closing twice is harmless).
     async fn close_revoked(&self, since: Millis, now: Millis) -> Millis {
+        if self.holds_no_socket() {
+            return now.saturating_sub(REVOCATION_OVERLAP_MS);
+        }
         let revoked = match self.db.families_revoked_since(since).await {
             Ok(r) => r,
             Err(e) => {
@@ -446,6 +449,12 @@ impl Inner {
         now.saturating_sub(REVOCATION_OVERLAP_MS)
     }
 
+    /// An instance without device sockets (a CLI, a server no device reached) has
+    /// nothing for the heartbeat's checks to close or wake: they skip their query.
+    fn holds_no_socket(&self) -> bool {
+        lock(&self.sockets).is_empty()
+    }
+
     /// Wakes the delivery of every socket here whose device has frames waiting. The bus
     /// is at most once: a `Drain` lost on the way (a Redis reconnect, a dead sender) would
     /// otherwise leave a new frame waiting until the device reconnects; with this it
@@ -453,6 +462,9 @@ impl Inner {
     /// it sent, so frames sent and not yet acked are not sent twice. One query per
     /// heartbeat, whatever the number of sockets.
     async fn sweep_queues(&self, now: Millis) {
+        if self.holds_no_socket() {
+            return;
+        }
         let waiting = match self
             .db
             .devices_with_queued_frames(self.instance_id, now)
@@ -465,9 +477,10 @@ impl Inner {
                 return;
             }
         };
-        let waiting: std::collections::HashSet<(UserId, String)> = waiting.into_iter().collect();
+        let waiting: std::collections::HashSet<(UserId, &str)> =
+            waiting.iter().map(|(u, d)| (*u, d.as_str())).collect();
         for socket in lock(&self.sockets).values() {
-            if waiting.contains(&(socket.user, socket.device_id.clone())) {
+            if waiting.contains(&(socket.user, socket.device_id.as_str())) {
                 socket.wake.notify_one();
             }
         }
