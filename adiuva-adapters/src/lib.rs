@@ -13,6 +13,7 @@ mod fake_server;
 pub mod http;
 pub mod llm;
 pub mod postgres;
+pub mod providers;
 pub mod rate_limit;
 mod repos;
 mod rows;

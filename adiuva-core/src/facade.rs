@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::agents::{AgentService, AgentsConfig};
 use crate::auth::{AuthConfig, AuthService, LoginLimit};
 use crate::backup::{BackupService, DEFAULT_RETENTION};
 use crate::chat::orchestrator::Orchestrator;
@@ -11,8 +12,9 @@ use crate::domain::{Email, Role, Tier};
 use crate::error::Error;
 use crate::gc::GarbageCollector;
 use crate::ports::db::User;
-use crate::ports::{BlobStore, Clock, Database, DeviceBus, SystemClock, VectorIndex};
+use crate::ports::{BlobStore, Clock, Database, DeviceBus, ProviderApi, SystemClock, VectorIndex};
 use crate::rate::RatePolicy;
+use crate::seal::Keyring;
 use crate::storage::RecordService;
 use crate::tiers::TierManager;
 use crate::vector::VectorService;
@@ -30,6 +32,8 @@ pub struct Adiuva {
     auth: AuthService,
     rates: Option<RatePolicy>,
     devices: DeviceHub,
+    agents: AgentService,
+    keyring: Arc<Keyring>,
 }
 
 impl std::fmt::Debug for Adiuva {
@@ -55,6 +59,9 @@ pub struct AdiuvaBuilder {
     rates: Option<RatePolicy>,
     device_bus: Option<Arc<dyn DeviceBus>>,
     device_config: Option<DeviceConfig>,
+    keyring: Option<Keyring>,
+    providers: Vec<Arc<dyn ProviderApi>>,
+    agents_config: Option<AgentsConfig>,
 }
 
 impl AdiuvaBuilder {
@@ -132,6 +139,29 @@ impl AdiuvaBuilder {
         self
     }
 
+    /// The server's token keys (`OAUTH_TOKEN_KEY`): seal OAuth tokens, OAuth states,
+    /// journeys and queued frames. Default: one random key, so nothing sealed outlives
+    /// the process — every instance of one deployment must be given the same keyring.
+    pub fn keyring(mut self, keyring: Keyring) -> Self {
+        self.keyring = Some(keyring);
+        self
+    }
+
+    /// An OAuth provider and its sources (without one, its routes answer 503
+    /// `oauth_not_configured` and cloud agents of it cannot be created).
+    pub fn provider(mut self, provider: Arc<dyn ProviderApi>) -> Self {
+        self.providers
+            .retain(|p| p.provider() != provider.provider());
+        self.providers.push(provider);
+        self
+    }
+
+    /// How agents run (default: [`AgentsConfig::default`]).
+    pub fn agents_config(mut self, config: AgentsConfig) -> Self {
+        self.agents_config = Some(config);
+        self
+    }
+
     /// Assembles the backend.
     pub fn build(self) -> Result<Adiuva, Error> {
         let db = self
@@ -152,14 +182,28 @@ impl AdiuvaBuilder {
             clock.clone(),
             self.device_config.unwrap_or_default(),
         );
+        let keyring = Arc::new(self.keyring.unwrap_or_else(Keyring::random));
+        let quota_gb_bytes = self.quota_gb_bytes.unwrap_or(crate::tiers::GIB);
+        let agents = AgentService::new(
+            db.clone(),
+            clock.clone(),
+            keyring.clone(),
+            self.providers,
+            devices.clone(),
+            self.chat.clone(),
+            TierManager::new(db.clone()).with_gb_bytes(quota_gb_bytes),
+            self.agents_config.unwrap_or_default(),
+        );
         Ok(Adiuva {
+            agents,
+            keyring,
             devices,
             db,
             blobs: self.blobs,
             vectors: self.vectors,
             chat: self.chat,
             backup_retention: self.backup_retention.unwrap_or(DEFAULT_RETENTION),
-            quota_gb_bytes: self.quota_gb_bytes.unwrap_or(crate::tiers::GIB),
+            quota_gb_bytes,
             clock,
             auth,
             rates: self.rates,
@@ -275,6 +319,16 @@ impl Adiuva {
     /// Device sockets, presence, calls and queues (one hub per instance).
     pub fn devices(&self) -> &DeviceHub {
         &self.devices
+    }
+
+    /// Agent configs, runs, the setup journey, OAuth and the scheduler.
+    pub fn agents(&self) -> &AgentService {
+        &self.agents
+    }
+
+    /// The server's token keys.
+    pub fn keyring(&self) -> &Arc<Keyring> {
+        &self.keyring
     }
 
     /// The database port, for health checks.

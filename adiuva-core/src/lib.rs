@@ -10,6 +10,7 @@
 //!
 //! Start at [`Adiuva`]: build it from ports with [`Adiuva::builder`].
 
+pub mod agents;
 pub mod auth;
 pub mod backup;
 pub mod chat;
@@ -21,6 +22,7 @@ pub mod gc;
 pub mod ports;
 pub mod quota;
 pub mod rate;
+pub mod seal;
 pub mod secret;
 pub mod storage;
 #[cfg(feature = "testing")]

@@ -21,11 +21,13 @@
 //!
 //! A dialect invokes [`impl_repos!`] once with its database type and its `dialect` module.
 
+mod agents;
 mod devices;
 mod storage;
 mod users;
 mod vectors;
 
+pub(crate) use agents::impl_agent_repos;
 pub(crate) use devices::impl_device_repos;
 pub(crate) use storage::impl_storage_repos;
 pub(crate) use users::impl_user_repos;
@@ -81,6 +83,7 @@ macro_rules! impl_repos {
         $crate::repos::impl_storage_repos!($db, $d);
         $crate::repos::impl_vector_repos!($db, $d);
         $crate::repos::impl_device_repos!($db, $d);
+        $crate::repos::impl_agent_repos!($db, $d);
     };
 }
 

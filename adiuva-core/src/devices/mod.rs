@@ -256,6 +256,22 @@ pub trait DeviceLink: Send + Sync {
     fn close(&self, reason: &str);
 }
 
+/// Receives a device's `data_response` to an `agent_trigger` (see
+/// [`DeviceHub::set_trigger_answers`]).
+#[async_trait::async_trait]
+pub trait TriggerAnswers: Send + Sync {
+    /// `run_id` is the response's id as sent; `outcome` the device's data or error.
+    /// Called in a task of its own; the device has been told nothing yet (an unknown
+    /// run is the sink's to ignore).
+    async fn answer(
+        &self,
+        user: UserId,
+        device_id: &str,
+        run_id: Uuid,
+        outcome: Result<Value, String>,
+    );
+}
+
 /// Device sockets and the device bus of one instance. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct DeviceHub {
@@ -389,6 +405,29 @@ impl DeviceHub {
         frame: Queued,
     ) -> Result<Uuid, Error> {
         self.inner.enqueue(user, device_id, frame).await
+    }
+
+    /// Like [`DeviceHub::enqueue`] with the frame id chosen by the caller, so a retried
+    /// producer (a run taken over after its instance died) queues a frame at most once:
+    /// an id already queued is `Ok(false)` and nothing changes (the device drops a
+    /// duplicate it already acked by the same id).
+    pub async fn enqueue_once(
+        &self,
+        user: UserId,
+        device_id: &str,
+        frame_id: Uuid,
+        frame: Queued,
+    ) -> Result<bool, Error> {
+        let _ = (user, device_id, frame_id, frame);
+        todo!("CONTRACT h-run")
+    }
+
+    /// Gives `data_response`s that answer no call to `sink` (an `agent_trigger`'s answer:
+    /// its id is the run's id), on the instance that received them. Set once, by the
+    /// agents platform.
+    pub fn set_trigger_answers(&self, sink: std::sync::Weak<dyn TriggerAnswers>) {
+        let _ = sink;
+        todo!("CONTRACT h-run")
     }
 
     /// A chat peer that runs a turn's tools on the device (`POST /chat` with `device_id`).

@@ -483,6 +483,378 @@ pub trait DeviceRepo: Send + Sync {
     async fn expire_frames(&self, now: Millis) -> RepoResult<u64>;
 }
 
+/// Where an agent runs: on the user's device (reads local data the device sends) or in
+/// the cloud (reads a provider: Gmail, Outlook, Teams).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AgentKind {
+    /// `LocalAgentConfig`: triggered on a device, which answers with its data.
+    Local,
+    /// `CloudAgentConfig`: reads a provider with the user's OAuth token.
+    Cloud,
+}
+
+impl AgentKind {
+    /// `local` / `cloud` (stored and on the wire).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentKind::Local => "local",
+            AgentKind::Cloud => "cloud",
+        }
+    }
+}
+
+/// Whether an agent may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentStatus {
+    /// Runs on its schedule (while `enabled`).
+    Active,
+    /// The provider refused its refresh token (`invalid_grant`): paused until the user
+    /// connects the provider again (a new `oauth_token_encrypted`).
+    NeedsReauth,
+}
+
+impl AgentStatus {
+    /// `active` / `needs_reauth`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Active => "active",
+            AgentStatus::NeedsReauth => "needs_reauth",
+        }
+    }
+}
+
+/// An agent configuration (a local or cloud agent), as stored. Strings are validated by
+/// core before they get here; the repository stores them as they are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfigRow {
+    /// Primary key.
+    pub id: Uuid,
+    /// The owner.
+    pub user_id: UserId,
+    /// Local or cloud.
+    pub kind: AgentKind,
+    /// Display name.
+    pub name: String,
+    /// A catalog type (`inbox_triage`, …).
+    pub agent_type: String,
+    /// A cron expression (5 fields), or `None`: runs only when asked.
+    pub schedule: Option<String>,
+    /// An IANA time zone the schedule is read in.
+    pub timezone: String,
+    /// Whether the scheduler runs it (an enabled agent counts against `batch_active`).
+    pub enabled: bool,
+    /// Agent-type specific (a Gmail query, a Teams channel, data types…): a JSON object.
+    pub filters: serde_json::Value,
+    /// Where results go (`{"device_id": …}` or `{}` for every device): a JSON object.
+    pub output: serde_json::Value,
+    /// The prompt template id the agent runs (server-side text; never sent).
+    pub prompt_template: String,
+    /// Cloud agents: `google` / `microsoft`.
+    pub provider: Option<String>,
+    /// Cloud agents: the token set sealed with the server's token key (opaque here).
+    pub oauth_token_sealed: Option<String>,
+    /// Active or paused for re-authorisation.
+    pub status: AgentStatus,
+    /// The provider's incremental-sync position (a Gmail `historyId`, a Graph time).
+    pub sync_cursor: Option<String>,
+    /// The next slot the scheduler will run (ms); `None` while not scheduled (disabled,
+    /// no schedule, or needs re-authorisation). Computed by core.
+    pub next_run_at: Option<Millis>,
+    /// Creation time.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
+}
+
+/// Tier limits a write of agent configs must keep, counted over the user's configs
+/// *after* the write (`None`: unlimited). Checked under the user's lock, so concurrent
+/// writes cannot pass them together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AgentLimits {
+    /// Configured agents, local and cloud (`agents`).
+    pub configured: Option<u32>,
+    /// Enabled agents (`batch_active`).
+    pub enabled: Option<u32>,
+    /// Distinct `provider`s among the user's cloud agents (`providers`).
+    pub providers: Option<u32>,
+}
+
+/// A run's state. `Queued` and `Running` are *active*: the run holds its agent (a slot
+/// arriving meanwhile is `Skipped`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    /// Claimed, not started.
+    Queued,
+    /// Started (a cloud run executing, or a local run waiting for its device).
+    Running,
+    /// Finished with results delivered (or nothing to deliver).
+    Succeeded,
+    /// Finished with an error.
+    Failed,
+    /// Not run (overlap, no device, …; `error` says why).
+    Skipped,
+    /// The provider refused the token; the agent is paused.
+    NeedsReauth,
+}
+
+impl RunStatus {
+    /// The wire name (`queued`, `running`, `succeeded`, `failed`, `skipped`, `needs_reauth`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Skipped => "skipped",
+            RunStatus::NeedsReauth => "needs_reauth",
+        }
+    }
+
+    /// Parses [`RunStatus::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => RunStatus::Queued,
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "skipped" => RunStatus::Skipped,
+            "needs_reauth" => RunStatus::NeedsReauth,
+            _ => return None,
+        })
+    }
+
+    /// Queued or running.
+    pub fn is_active(self) -> bool {
+        matches!(self, RunStatus::Queued | RunStatus::Running)
+    }
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunTrigger {
+    /// `POST /agents/{id}/run`.
+    Manual,
+    /// A schedule slot.
+    Schedule,
+}
+
+impl RunTrigger {
+    /// `manual` / `schedule`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunTrigger::Manual => "manual",
+            RunTrigger::Schedule => "schedule",
+        }
+    }
+}
+
+/// One run of an agent. Keeps counts and ids, never content (rule 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRun {
+    /// Primary key.
+    pub id: Uuid,
+    /// The owner.
+    pub user_id: UserId,
+    /// The agent.
+    pub agent_id: Uuid,
+    /// State.
+    pub status: RunStatus,
+    /// Manual or schedule.
+    pub trigger: RunTrigger,
+    /// The slot (ms) of a scheduled run; unique per agent. `None` for manual runs.
+    pub scheduled_for: Option<Millis>,
+    /// When the run row was made.
+    pub created_at: Millis,
+    /// When it started running.
+    pub started_at: Option<Millis>,
+    /// When it finished.
+    pub finished_at: Option<Millis>,
+    /// Items read (mails, messages, local items).
+    pub items_read: i64,
+    /// Results produced (tasks, notes…).
+    pub items_produced: i64,
+    /// Why it failed or was skipped (a sentence; never content).
+    pub error: Option<String>,
+    /// The instance executing it, while it is; `None` otherwise (queued, finished, or a
+    /// local run waiting for its device).
+    pub instance_id: Option<Uuid>,
+    /// While active: the run is taken over (cloud) or failed (local) once this passes.
+    pub lease_until: Option<Millis>,
+    /// How many times it was started (1 + takeovers).
+    pub attempts: i32,
+    /// Local runs: the device the trigger went to.
+    pub device_id: Option<String>,
+}
+
+/// How a run ends ([`AgentRepo::finish_run`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// A final status (not queued/running).
+    pub status: RunStatus,
+    /// Items read.
+    pub items_read: i64,
+    /// Results produced.
+    pub items_produced: i64,
+    /// Why, when not succeeded.
+    pub error: Option<String>,
+    /// When.
+    pub finished_at: Millis,
+}
+
+/// The scheduler's claim of one slot ([`AgentRepo::claim_slot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotClaim {
+    /// The agent.
+    pub agent_id: Uuid,
+    /// The agent's `next_run_at` the scheduler read (compare-and-swap).
+    pub expected_next_run_at: Millis,
+    /// Its next slot after this claim (`None`: no further slot).
+    pub next_run_at: Option<Millis>,
+    /// The run to insert for the slot (`trigger = Schedule`, `scheduled_for` set; its
+    /// status `Running` with `instance_id`/`lease_until`, or `Skipped` with a reason).
+    pub run: AgentRun,
+}
+
+/// A setup-journey session (the conversation is sealed by core; opaque here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JourneyRow {
+    /// Primary key (the `session_id`).
+    pub id: Uuid,
+    /// The owner.
+    pub user_id: UserId,
+    /// The agent type being set up.
+    pub agent_type: String,
+    /// The conversation so far, sealed.
+    pub state_sealed: String,
+    /// Whether it ended with a config.
+    pub done: bool,
+    /// Creation time.
+    pub created_at: Millis,
+    /// After this the session is gone (`journey` answers `None`).
+    pub expires_at: Millis,
+}
+
+/// Agent configs, their runs (one per scheduled slot, claimed once across instances,
+/// leased while running) and setup-journey sessions.
+///
+/// Exactly once per slot: [`AgentRepo::claim_slot`] is a compare-and-swap of the agent's
+/// `next_run_at` plus an insert under the unique `(agent_id, scheduled_for)`, in one
+/// transaction: of any number of concurrent claims of one slot, exactly one returns the
+/// run. A run whose `lease_until` passes while it is active (its instance died) is taken
+/// by [`AgentRepo::take_over_runs`], once.
+#[async_trait]
+pub trait AgentRepo: Send + Sync {
+    /// Inserts a config if the user's configs then keep `limits`; a broken limit →
+    /// `Conflict("agents.limit" | "batch_active.limit" | "providers.limit")`, nothing
+    /// written. An unknown user → `NotFound`.
+    async fn insert_agent(&self, row: &AgentConfigRow, limits: AgentLimits) -> RepoResult<()>;
+    /// Replaces the user's config `row.id` (every field but `id`, `user_id`, `kind`,
+    /// `created_at`) if the limits still hold afterwards (same conflicts as insert).
+    /// `NotFound` when the user has no such config of that kind.
+    async fn update_agent(&self, row: &AgentConfigRow, limits: AgentLimits) -> RepoResult<()>;
+    /// One config of the user.
+    async fn agent(&self, user_id: UserId, id: Uuid) -> RepoResult<Option<AgentConfigRow>>;
+    /// A config by id alone (the scheduler and runner, which act for its owner).
+    async fn agent_by_id(&self, id: Uuid) -> RepoResult<Option<AgentConfigRow>>;
+    /// The user's configs of `kind`, oldest first.
+    async fn list_agents(
+        &self,
+        user_id: UserId,
+        kind: AgentKind,
+    ) -> RepoResult<Vec<AgentConfigRow>>;
+    /// Deletes a config and its runs; `NotFound` when the user has no such config of
+    /// that kind.
+    async fn delete_agent(&self, user_id: UserId, kind: AgentKind, id: Uuid) -> RepoResult<()>;
+    /// Sets a config's sealed token (a refresh saved the rotated one); `NotFound` if gone.
+    async fn set_agent_token(&self, id: Uuid, sealed: &str, now: Millis) -> RepoResult<()>;
+    /// Replaces every config of the user whose sealed token is `old` with `new` (a
+    /// refresh through `POST /oauth/{provider}/refresh`); how many.
+    async fn replace_agent_tokens(
+        &self,
+        user_id: UserId,
+        old: &str,
+        new: &str,
+        now: Millis,
+    ) -> RepoResult<u64>;
+    /// Sets the provider sync position; `NotFound` if gone.
+    async fn set_agent_cursor(&self, id: Uuid, cursor: Option<&str>, now: Millis)
+    -> RepoResult<()>;
+    /// Pauses a config for re-authorisation: `status = NeedsReauth`, `next_run_at = NULL`.
+    async fn pause_agent_for_reauth(&self, id: Uuid, now: Millis) -> RepoResult<()>;
+    /// Enabled, active configs whose `next_run_at <= now`, earliest first, at most `limit`.
+    async fn due_agents(&self, now: Millis, limit: u32) -> RepoResult<Vec<AgentConfigRow>>;
+    /// Claims a slot (see the trait docs): `Some(run)` for the one winner, `None` when the
+    /// agent's `next_run_at` is no longer `expected_next_run_at` or the slot's run exists.
+    async fn claim_slot(&self, claim: &SlotClaim) -> RepoResult<Option<AgentRun>>;
+    /// Inserts a run (manual runs). An unknown agent → `NotFound`.
+    async fn insert_run(&self, run: &AgentRun) -> RepoResult<()>;
+    /// The agent's active runs (queued or running) whose lease has not passed at `now`.
+    async fn active_runs(&self, agent_id: Uuid, now: Millis) -> RepoResult<Vec<AgentRun>>;
+    /// Moves an active run to `Running` on `instance_id` (or on no instance: a local run
+    /// waiting for its device) with `lease_until`, setting `started_at` if unset and
+    /// `device_id` if given; false when the run is no longer active.
+    async fn start_run(
+        &self,
+        run_id: Uuid,
+        instance_id: Option<Uuid>,
+        lease_until: Millis,
+        device_id: Option<&str>,
+        now: Millis,
+    ) -> RepoResult<bool>;
+    /// Extends the lease of every active run `instance_id` holds; how many.
+    async fn renew_leases(&self, instance_id: Uuid, lease_until: Millis) -> RepoResult<u64>;
+    /// Takes up to `limit` active runs whose lease passed before `now`: each becomes
+    /// `Running` on `instance_id` with `lease_until` and `attempts + 1`, and is returned
+    /// to exactly one caller.
+    async fn take_over_runs(
+        &self,
+        now: Millis,
+        instance_id: Uuid,
+        lease_until: Millis,
+        limit: u32,
+    ) -> RepoResult<Vec<AgentRun>>;
+    /// Ends an active run with `outcome`; false when it was not active (another instance
+    /// finished it).
+    async fn finish_run(&self, run_id: Uuid, outcome: &RunOutcome) -> RepoResult<bool>;
+    /// One run of the user.
+    async fn run(&self, user_id: UserId, id: Uuid) -> RepoResult<Option<AgentRun>>;
+    /// The user's runs (of one agent, or all), newest first (`created_at`, then id),
+    /// `limit` from `offset`.
+    async fn list_runs(
+        &self,
+        user_id: UserId,
+        agent_id: Option<Uuid>,
+        offset: u64,
+        limit: u64,
+    ) -> RepoResult<Vec<AgentRun>>;
+    /// The runs of one slot of one agent (0 or 1: the proof that a slot ran once).
+    async fn runs_for_slot(
+        &self,
+        agent_id: Uuid,
+        scheduled_for: Millis,
+    ) -> RepoResult<Vec<AgentRun>>;
+    /// Inserts a journey session.
+    async fn insert_journey(&self, row: &JourneyRow) -> RepoResult<()>;
+    /// The user's session while not expired at `now`.
+    async fn journey(
+        &self,
+        user_id: UserId,
+        id: Uuid,
+        now: Millis,
+    ) -> RepoResult<Option<JourneyRow>>;
+    /// Saves a session's state; `NotFound` when the user has no such live session.
+    async fn update_journey(
+        &self,
+        user_id: UserId,
+        id: Uuid,
+        state_sealed: &str,
+        done: bool,
+        expires_at: Millis,
+    ) -> RepoResult<()>;
+    /// Deletes sessions expired at `now`; how many.
+    async fn delete_expired_journeys(&self, now: Millis) -> RepoResult<u64>;
+}
+
 /// The database as the facade sees it: every implemented repository plus health.
 ///
 /// Grows a supertrait per repository as each capability lands, so an adapter cannot be
@@ -497,6 +869,7 @@ pub trait Database:
     + SubscriptionRepo
     + VectorUsageRepo
     + DeviceRepo
+    + AgentRepo
     + Send
     + Sync
 {

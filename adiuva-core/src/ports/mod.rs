@@ -8,6 +8,7 @@ pub mod clock;
 pub mod db;
 pub mod device_bus;
 pub mod llm;
+pub mod providers;
 pub mod rate_limit;
 pub mod vector;
 
@@ -15,10 +16,11 @@ pub use billing::Billing;
 pub use blob::BlobStore;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::{
-    BackupRepo, BlobKeyRepo, Database, DeviceRepo, RecordRepo, RefreshTokenRepo, RepoError,
-    UserRepo,
+    AgentRepo, BackupRepo, BlobKeyRepo, Database, DeviceRepo, RecordRepo, RefreshTokenRepo,
+    RepoError, UserRepo,
 };
 pub use device_bus::DeviceBus;
 pub use llm::{ChatModel, Embedder};
+pub use providers::ProviderApi;
 pub use rate_limit::RateLimiter;
 pub use vector::VectorIndex;

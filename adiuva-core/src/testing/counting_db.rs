@@ -291,6 +291,228 @@ impl VectorUsageRepo for CountingDb {
 }
 
 #[async_trait]
+impl crate::ports::db::AgentRepo for CountingDb {
+    async fn insert_agent(
+        &self,
+        row: &crate::ports::db::AgentConfigRow,
+        limits: crate::ports::db::AgentLimits,
+    ) -> RepoResult<()> {
+        self.count("insert_agent");
+        self.inner.insert_agent(row, limits).await
+    }
+
+    async fn update_agent(
+        &self,
+        row: &crate::ports::db::AgentConfigRow,
+        limits: crate::ports::db::AgentLimits,
+    ) -> RepoResult<()> {
+        self.count("update_agent");
+        self.inner.update_agent(row, limits).await
+    }
+
+    async fn agent(
+        &self,
+        user_id: UserId,
+        id: Uuid,
+    ) -> RepoResult<Option<crate::ports::db::AgentConfigRow>> {
+        self.count("agent");
+        self.inner.agent(user_id, id).await
+    }
+
+    async fn agent_by_id(&self, id: Uuid) -> RepoResult<Option<crate::ports::db::AgentConfigRow>> {
+        self.count("agent_by_id");
+        self.inner.agent_by_id(id).await
+    }
+
+    async fn list_agents(
+        &self,
+        user_id: UserId,
+        kind: crate::ports::db::AgentKind,
+    ) -> RepoResult<Vec<crate::ports::db::AgentConfigRow>> {
+        self.count("list_agents");
+        self.inner.list_agents(user_id, kind).await
+    }
+
+    async fn delete_agent(
+        &self,
+        user_id: UserId,
+        kind: crate::ports::db::AgentKind,
+        id: Uuid,
+    ) -> RepoResult<()> {
+        self.count("delete_agent");
+        self.inner.delete_agent(user_id, kind, id).await
+    }
+
+    async fn set_agent_token(&self, id: Uuid, sealed: &str, now: Millis) -> RepoResult<()> {
+        self.count("set_agent_token");
+        self.inner.set_agent_token(id, sealed, now).await
+    }
+
+    async fn replace_agent_tokens(
+        &self,
+        user_id: UserId,
+        old: &str,
+        new: &str,
+        now: Millis,
+    ) -> RepoResult<u64> {
+        self.count("replace_agent_tokens");
+        self.inner
+            .replace_agent_tokens(user_id, old, new, now)
+            .await
+    }
+
+    async fn set_agent_cursor(
+        &self,
+        id: Uuid,
+        cursor: Option<&str>,
+        now: Millis,
+    ) -> RepoResult<()> {
+        self.count("set_agent_cursor");
+        self.inner.set_agent_cursor(id, cursor, now).await
+    }
+
+    async fn pause_agent_for_reauth(&self, id: Uuid, now: Millis) -> RepoResult<()> {
+        self.count("pause_agent_for_reauth");
+        self.inner.pause_agent_for_reauth(id, now).await
+    }
+
+    async fn due_agents(
+        &self,
+        now: Millis,
+        limit: u32,
+    ) -> RepoResult<Vec<crate::ports::db::AgentConfigRow>> {
+        self.count("due_agents");
+        self.inner.due_agents(now, limit).await
+    }
+
+    async fn claim_slot(
+        &self,
+        claim: &crate::ports::db::SlotClaim,
+    ) -> RepoResult<Option<crate::ports::db::AgentRun>> {
+        self.count("claim_slot");
+        self.inner.claim_slot(claim).await
+    }
+
+    async fn insert_run(&self, run: &crate::ports::db::AgentRun) -> RepoResult<()> {
+        self.count("insert_run");
+        self.inner.insert_run(run).await
+    }
+
+    async fn active_runs(
+        &self,
+        agent_id: Uuid,
+        now: Millis,
+    ) -> RepoResult<Vec<crate::ports::db::AgentRun>> {
+        self.count("active_runs");
+        self.inner.active_runs(agent_id, now).await
+    }
+
+    async fn start_run(
+        &self,
+        run_id: Uuid,
+        instance_id: Option<Uuid>,
+        lease_until: Millis,
+        device_id: Option<&str>,
+        now: Millis,
+    ) -> RepoResult<bool> {
+        self.count("start_run");
+        self.inner
+            .start_run(run_id, instance_id, lease_until, device_id, now)
+            .await
+    }
+
+    async fn renew_leases(&self, instance_id: Uuid, lease_until: Millis) -> RepoResult<u64> {
+        self.count("renew_leases");
+        self.inner.renew_leases(instance_id, lease_until).await
+    }
+
+    async fn take_over_runs(
+        &self,
+        now: Millis,
+        instance_id: Uuid,
+        lease_until: Millis,
+        limit: u32,
+    ) -> RepoResult<Vec<crate::ports::db::AgentRun>> {
+        self.count("take_over_runs");
+        self.inner
+            .take_over_runs(now, instance_id, lease_until, limit)
+            .await
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: Uuid,
+        outcome: &crate::ports::db::RunOutcome,
+    ) -> RepoResult<bool> {
+        self.count("finish_run");
+        self.inner.finish_run(run_id, outcome).await
+    }
+
+    async fn run(
+        &self,
+        user_id: UserId,
+        id: Uuid,
+    ) -> RepoResult<Option<crate::ports::db::AgentRun>> {
+        self.count("run");
+        self.inner.run(user_id, id).await
+    }
+
+    async fn list_runs(
+        &self,
+        user_id: UserId,
+        agent_id: Option<Uuid>,
+        offset: u64,
+        limit: u64,
+    ) -> RepoResult<Vec<crate::ports::db::AgentRun>> {
+        self.count("list_runs");
+        self.inner.list_runs(user_id, agent_id, offset, limit).await
+    }
+
+    async fn runs_for_slot(
+        &self,
+        agent_id: Uuid,
+        scheduled_for: Millis,
+    ) -> RepoResult<Vec<crate::ports::db::AgentRun>> {
+        self.count("runs_for_slot");
+        self.inner.runs_for_slot(agent_id, scheduled_for).await
+    }
+
+    async fn insert_journey(&self, row: &crate::ports::db::JourneyRow) -> RepoResult<()> {
+        self.count("insert_journey");
+        self.inner.insert_journey(row).await
+    }
+
+    async fn journey(
+        &self,
+        user_id: UserId,
+        id: Uuid,
+        now: Millis,
+    ) -> RepoResult<Option<crate::ports::db::JourneyRow>> {
+        self.count("journey");
+        self.inner.journey(user_id, id, now).await
+    }
+
+    async fn update_journey(
+        &self,
+        user_id: UserId,
+        id: Uuid,
+        state_sealed: &str,
+        done: bool,
+        expires_at: Millis,
+    ) -> RepoResult<()> {
+        self.count("update_journey");
+        self.inner
+            .update_journey(user_id, id, state_sealed, done, expires_at)
+            .await
+    }
+
+    async fn delete_expired_journeys(&self, now: Millis) -> RepoResult<u64> {
+        self.count("delete_expired_journeys");
+        self.inner.delete_expired_journeys(now).await
+    }
+}
+
+#[async_trait]
 impl DeviceRepo for CountingDb {
     async fn connect_device(
         &self,

@@ -767,6 +767,197 @@ impl DeviceRepo for MemoryDb {
 }
 
 #[async_trait]
+#[async_trait]
+#[allow(unused_variables)]
+impl crate::ports::db::AgentRepo for MemoryDb {
+    async fn insert_agent(
+        &self,
+        row: &crate::ports::db::AgentConfigRow,
+        limits: crate::ports::db::AgentLimits,
+    ) -> RepoResult<()> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn update_agent(
+        &self,
+        row: &crate::ports::db::AgentConfigRow,
+        limits: crate::ports::db::AgentLimits,
+    ) -> RepoResult<()> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn agent(
+        &self,
+        user_id: UserId,
+        id: Uuid,
+    ) -> RepoResult<Option<crate::ports::db::AgentConfigRow>> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn agent_by_id(&self, id: Uuid) -> RepoResult<Option<crate::ports::db::AgentConfigRow>> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn list_agents(
+        &self,
+        user_id: UserId,
+        kind: crate::ports::db::AgentKind,
+    ) -> RepoResult<Vec<crate::ports::db::AgentConfigRow>> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn delete_agent(
+        &self,
+        user_id: UserId,
+        kind: crate::ports::db::AgentKind,
+        id: Uuid,
+    ) -> RepoResult<()> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn set_agent_token(&self, id: Uuid, sealed: &str, now: Millis) -> RepoResult<()> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn replace_agent_tokens(
+        &self,
+        user_id: UserId,
+        old: &str,
+        new: &str,
+        now: Millis,
+    ) -> RepoResult<u64> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn set_agent_cursor(
+        &self,
+        id: Uuid,
+        cursor: Option<&str>,
+        now: Millis,
+    ) -> RepoResult<()> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn pause_agent_for_reauth(&self, id: Uuid, now: Millis) -> RepoResult<()> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn due_agents(
+        &self,
+        now: Millis,
+        limit: u32,
+    ) -> RepoResult<Vec<crate::ports::db::AgentConfigRow>> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn claim_slot(
+        &self,
+        claim: &crate::ports::db::SlotClaim,
+    ) -> RepoResult<Option<crate::ports::db::AgentRun>> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn insert_run(&self, run: &crate::ports::db::AgentRun) -> RepoResult<()> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn active_runs(
+        &self,
+        agent_id: Uuid,
+        now: Millis,
+    ) -> RepoResult<Vec<crate::ports::db::AgentRun>> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn start_run(
+        &self,
+        run_id: Uuid,
+        instance_id: Option<Uuid>,
+        lease_until: Millis,
+        device_id: Option<&str>,
+        now: Millis,
+    ) -> RepoResult<bool> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn renew_leases(&self, instance_id: Uuid, lease_until: Millis) -> RepoResult<u64> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn take_over_runs(
+        &self,
+        now: Millis,
+        instance_id: Uuid,
+        lease_until: Millis,
+        limit: u32,
+    ) -> RepoResult<Vec<crate::ports::db::AgentRun>> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: Uuid,
+        outcome: &crate::ports::db::RunOutcome,
+    ) -> RepoResult<bool> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn run(
+        &self,
+        user_id: UserId,
+        id: Uuid,
+    ) -> RepoResult<Option<crate::ports::db::AgentRun>> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn list_runs(
+        &self,
+        user_id: UserId,
+        agent_id: Option<Uuid>,
+        offset: u64,
+        limit: u64,
+    ) -> RepoResult<Vec<crate::ports::db::AgentRun>> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn runs_for_slot(
+        &self,
+        agent_id: Uuid,
+        scheduled_for: Millis,
+    ) -> RepoResult<Vec<crate::ports::db::AgentRun>> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn insert_journey(&self, row: &crate::ports::db::JourneyRow) -> RepoResult<()> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn journey(
+        &self,
+        user_id: UserId,
+        id: Uuid,
+        now: Millis,
+    ) -> RepoResult<Option<crate::ports::db::JourneyRow>> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn update_journey(
+        &self,
+        user_id: UserId,
+        id: Uuid,
+        state_sealed: &str,
+        done: bool,
+        expires_at: Millis,
+    ) -> RepoResult<()> {
+        todo!("CONTRACT h-db")
+    }
+
+    async fn delete_expired_journeys(&self, now: Millis) -> RepoResult<u64> {
+        todo!("CONTRACT h-db")
+    }
+}
+
+#[async_trait]
 impl Database for MemoryDb {
     fn backend(&self) -> &'static str {
         "memory"
