@@ -27,7 +27,7 @@ CREATE TABLE agents (
 CREATE INDEX agents_user ON agents (user_id, kind, created_at);
 -- The scheduler's tick: runnable configs by their next slot. Its WHERE is the one
 -- due_agents states, so the planner can use it.
-CREATE INDEX agents_due ON agents (next_run_at) WHERE enabled AND status = 'active';
+CREATE INDEX agents_due ON agents (next_run_at, id) WHERE enabled AND status = 'active';
 
 -- Runs: one per scheduled slot (unique (agent_id, scheduled_for); manual runs have a NULL
 -- slot, and NULLs are distinct, so they are not constrained), with counts and ids only,

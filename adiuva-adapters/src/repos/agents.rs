@@ -374,10 +374,7 @@ macro_rules! impl_agent_repos {
                     // The UPDATE comes first: on SQLite it takes the write lock at once
                     // (no read-then-upgrade), on PostgreSQL it locks the agent's row.
                     let mut tx = self.pool().begin().await.map_err(repo_err)?;
-                    let swapped = sqlx::query(
-                        "UPDATE agents SET next_run_at = $1, updated_at = $2 \
-                         WHERE id = $3 AND next_run_at = $4",
-                    )
+                    let swapped = sqlx::query($d::CLAIM_SWAP)
                     .bind(claim.next_run_at)
                     .bind(run.created_at)
                     .bind($d::id(claim.agent_id))

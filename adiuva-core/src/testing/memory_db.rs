@@ -1143,7 +1143,7 @@ impl AgentRepo for MemoryDb {
                 .filter(|r| r.user_id == user_id && agent_id.is_none_or(|a| r.agent_id == a))
                 .cloned()
                 .collect();
-            list.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+            list.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
             list.into_iter()
                 .skip(usize::try_from(offset).unwrap_or(usize::MAX))
                 .take(usize::try_from(limit).unwrap_or(usize::MAX))
