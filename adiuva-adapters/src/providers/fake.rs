@@ -464,6 +464,9 @@ fn pct_decode(s: &str) -> String {
 
 type Answer = Result<Value, (StatusCode, Value)>;
 
+/// One `$filter` clause, as a test on a mail.
+type Clause = Box<dyn Fn(&FakeMail) -> bool>;
+
 impl State {
     async fn handle(self: Arc<Self>, req: Request) -> Response {
         let path = req.uri().path().to_owned();
@@ -667,7 +670,7 @@ impl State {
                     .matches_words(q.get("q").map(String::as_str).unwrap_or_default())
             })
             .collect();
-        hits.sort_by(|a, b| b.mail.received_at.cmp(&a.mail.received_at));
+        hits.sort_by_key(|m| std::cmp::Reverse(m.mail.received_at));
         let size = self.page_size(q.get("maxResults"), 100, 500);
         let from: usize = q.get("pageToken").and_then(|t| t.parse().ok()).unwrap_or(0);
         let page: Vec<Value> = hits
@@ -779,7 +782,7 @@ impl State {
     fn outlook_list(&self, folder: &str, q: &HashMap<String, String>) -> Answer {
         let bad = |m: &str| Err((StatusCode::BAD_REQUEST, self.api_error(400, m)));
         // Clauses: isRead eq true|false; receivedDateTime gt|ge|lt <time>; joined by and.
-        let mut clauses: Vec<Box<dyn Fn(&FakeMail) -> bool>> = Vec::new();
+        let mut clauses: Vec<Clause> = Vec::new();
         if let Some(f) = q.get("$filter") {
             let f = f.replace(['(', ')'], " ");
             if f.contains(" or ") || f.contains(" not ") {
@@ -816,7 +819,7 @@ impl State {
             .iter()
             .filter(|m| m.folder == folder.to_lowercase() && clauses.iter().all(|c| c(&m.mail)))
             .collect();
-        hits.sort_by(|a, b| b.mail.received_at.cmp(&a.mail.received_at));
+        hits.sort_by_key(|m| std::cmp::Reverse(m.mail.received_at));
         let size = self.page_size(q.get("$top"), 10, 1000);
         let from: usize = q.get("$skip").and_then(|t| t.parse().ok()).unwrap_or(0);
         let value: Vec<Value> = hits
@@ -855,7 +858,7 @@ impl State {
             ));
         };
         let mut sorted: Vec<&TeamsMsg> = msgs.iter().collect();
-        sorted.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        sorted.sort_by_key(|m| std::cmp::Reverse(m.created_at));
         let size = self.page_size(q.get("$top"), 20, 50);
         let from: usize = q
             .get("$skiptoken")

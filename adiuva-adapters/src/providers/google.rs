@@ -164,7 +164,7 @@ impl GoogleProvider {
                 })?
             }
         };
-        items.sort_by(|a, b| b.received_at.cmp(&a.received_at));
+        items.sort_by_key(|m| std::cmp::Reverse(m.received_at));
         Ok(SourcePage {
             items,
             cursor: Some(cursor.to_string()),
@@ -194,10 +194,10 @@ impl GoogleProvider {
                 .into_iter()
                 .flatten()
             {
-                if let Some(id) = str_of(m, "id") {
-                    if ids.len() < max {
-                        ids.push(id.to_owned());
-                    }
+                if let Some(id) = str_of(m, "id")
+                    && ids.len() < max
+                {
+                    ids.push(id.to_owned());
                 }
             }
             match str_of(&page, "nextPageToken") {
@@ -242,10 +242,10 @@ impl GoogleProvider {
             {
                 let msgs = record.get("messagesAdded").and_then(Value::as_array);
                 for m in msgs.into_iter().flatten() {
-                    if let Some(id) = m.get("message").and_then(|m| str_of(m, "id")) {
-                        if seen.insert(id.to_owned()) {
-                            added.push(id.to_owned());
-                        }
+                    if let Some(id) = m.get("message").and_then(|m| str_of(m, "id"))
+                        && seen.insert(id.to_owned())
+                    {
+                        added.push(id.to_owned());
                     }
                 }
             }
@@ -270,7 +270,7 @@ impl GoogleProvider {
                 items.push(item);
             }
         }
-        items.sort_by(|a, b| b.received_at.cmp(&a.received_at));
+        items.sort_by_key(|m| std::cmp::Reverse(m.received_at));
         Ok(SourcePage {
             items,
             cursor: Some(newest.to_string()),
@@ -335,14 +335,14 @@ fn part(p: &Value, mime: &str, depth: usize) -> Option<String> {
     if depth > 8 {
         return None;
     }
-    if str_of(p, "mimeType").is_some_and(|m| m.eq_ignore_ascii_case(mime)) {
-        if let Some(data) = p.get("body").and_then(|b| str_of(b, "data")) {
-            let data = data.trim_end_matches('=');
-            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(data)
-                .ok()?;
-            return Some(String::from_utf8_lossy(&bytes).into_owned());
-        }
+    if str_of(p, "mimeType").is_some_and(|m| m.eq_ignore_ascii_case(mime))
+        && let Some(data) = p.get("body").and_then(|b| str_of(b, "data"))
+    {
+        let data = data.trim_end_matches('=');
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(data)
+            .ok()?;
+        return Some(String::from_utf8_lossy(&bytes).into_owned());
     }
     p.get("parts")
         .and_then(Value::as_array)
