@@ -737,3 +737,36 @@ async fn a_silent_provider_times_out_as_unavailable() {
     let rt = tokens.refresh_token.as_ref().expect("rt").expose().clone();
     assert!(!err.to_string().contains(&rt));
 }
+
+#[tokio::test]
+async fn api_failures_map_to_the_contract_errors() {
+    let (fake, api, mut tokens) = google().await;
+    let q = query(Source::Gmail, json!({}), None, 5);
+    let cases = [
+        (403, 1, "Forbidden"),
+        (404, 1, "NotFound"),
+        (500, 1, "Unavailable"),
+        (400, 1, "Protocol"),
+    ];
+    for (status, attempts, want) in cases {
+        fake.fail_next(1, status);
+        let before = fake.requests("");
+        let err = api.read(&mut tokens, &q, NOW).await.unwrap_err();
+        assert!(format!("{err:?}").starts_with(want), "{status}: {err:?}");
+        assert_eq!(
+            fake.requests("") - before,
+            attempts,
+            "{status} is not retried"
+        );
+        let at = tokens.access_token.expose().clone();
+        assert!(!format!("{err} {err:?}").contains(&at));
+    }
+    // A 503 is retried, then the read goes on.
+    fake.fail_next(1, 503);
+    let before = fake.requests("");
+    api.read(&mut tokens, &q, NOW).await.expect("after one 503");
+    assert_eq!(fake.requests("") - before, 2 + 1, "503, list, profile");
+    let long = query(Source::Gmail, json!({"query": "x".repeat(5000)}), None, 5);
+    let err = api.read(&mut tokens, &long, NOW).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Protocol(_)), "{err:?}");
+}

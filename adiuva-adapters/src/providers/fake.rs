@@ -120,6 +120,7 @@ struct OAuth {
 #[derive(Default)]
 struct Faults {
     rate_limited: VecDeque<u64>,
+    failures: VecDeque<u16>,
     delay: Duration,
     foreign_next_link: Option<String>,
 }
@@ -300,6 +301,14 @@ macro_rules! common {
                     .extend(std::iter::repeat_n(retry_after_secs, n));
             }
 
+            /// The next `n` requests (any route) answer `status` with the provider's error
+            /// body (after any queued 429s).
+            pub fn fail_next(&self, n: usize, status: u16) {
+                lock(&self.0.state.faults)
+                    .failures
+                    .extend(std::iter::repeat_n(status, n));
+            }
+
             /// Every request waits this long before it is answered.
             pub fn delay(&self, delay: Duration) {
                 lock(&self.0.state.faults).delay = delay;
@@ -471,9 +480,14 @@ impl State {
     async fn handle(self: Arc<Self>, req: Request) -> Response {
         let path = req.uri().path().to_owned();
         *lock(&self.requests).entry(path.clone()).or_default() += 1;
-        let (limited, delay) = {
+        let (limited, failure, delay) = {
             let mut f = lock(&self.faults);
-            (f.rate_limited.pop_front(), f.delay)
+            let limited = f.rate_limited.pop_front();
+            let failure = match limited {
+                Some(_) => None,
+                None => f.failures.pop_front(),
+            };
+            (limited, failure, f.delay)
         };
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -487,6 +501,10 @@ impl State {
                 r.headers_mut().insert("Retry-After", v);
             }
             return r;
+        }
+        if let Some(code) = failure {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return respond(status, &self.api_error(code, "Injected failure"));
         }
         let query: HashMap<String, String> =
             form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())

@@ -26,6 +26,8 @@ use crate::http::HttpClient;
 
 /// Gmail's largest `maxResults` for a list.
 const MAX_LIST_PAGE: u32 = 500;
+/// The longest agent query passed on.
+const MAX_QUERY: usize = 1024;
 /// How many pages of the query's list are searched for ids history reported.
 const QUERY_PAGES: usize = 5;
 
@@ -125,6 +127,11 @@ impl ProviderApi for GoogleProvider {
             .unwrap_or_default()
             .trim()
             .to_owned();
+        if q.len() > MAX_QUERY {
+            return Err(ProviderError::Protocol(
+                "the Gmail query is too long".into(),
+            ));
+        }
         let mut s = Session::new(&self.http, self, tokens, now);
         if let Some(cursor) = query.cursor.as_deref().and_then(|c| c.parse::<u64>().ok()) {
             match self.incremental(&mut s, cursor, &q, max).await {
