@@ -770,3 +770,39 @@ async fn api_failures_map_to_the_contract_errors() {
     let err = api.read(&mut tokens, &long, NOW).await.unwrap_err();
     assert!(matches!(err, ProviderError::Protocol(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn gmail_history_is_followed_across_pages_and_max_items_keeps_the_newest() {
+    let (fake, api, mut tokens) = google().await;
+    let cursor = fake.history_id().to_string();
+    let ids: Vec<String> = (1..=3)
+        .map(|i| fake.add_gmail_message(mail("Kim", &format!("H{i}"), "b", i, true)))
+        .collect();
+    fake.set_page_size(1);
+    let page = api
+        .read(
+            &mut tokens,
+            &query(Source::Gmail, json!({}), Some(cursor.clone()), 10),
+            NOW,
+        )
+        .await
+        .expect("incremental");
+    let got: Vec<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(got, [ids[2].as_str(), ids[1].as_str(), ids[0].as_str()]);
+    assert_eq!(
+        fake.requests("/gmail/v1/users/me/history"),
+        3,
+        "three history pages"
+    );
+    let two = api
+        .read(
+            &mut tokens,
+            &query(Source::Gmail, json!({}), Some(cursor), 2),
+            NOW,
+        )
+        .await
+        .expect("incremental");
+    let got: Vec<&str> = two.items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(got, [ids[2].as_str(), ids[1].as_str()], "the newest two");
+    assert_eq!(two.cursor, Some(fake.history_id().to_string()));
+}
