@@ -766,6 +766,14 @@ async fn api_failures_map_to_the_contract_errors() {
     let before = fake.requests("");
     api.read(&mut tokens, &q, NOW).await.expect("after one 503");
     assert_eq!(fake.requests("") - before, 2 + 1, "503, list, profile");
+    let teams = query(
+        Source::Teams,
+        json!({"team_id": "t", "channel_id": "c"}),
+        None,
+        5,
+    );
+    let err = api.read(&mut tokens, &teams, NOW).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Protocol(_)), "{err:?}");
     let long = query(Source::Gmail, json!({"query": "x".repeat(5000)}), None, 5);
     let err = api.read(&mut tokens, &long, NOW).await.unwrap_err();
     assert!(matches!(err, ProviderError::Protocol(_)), "{err:?}");

@@ -12,7 +12,8 @@ use std::collections::HashSet;
 use adiuva_core::domain::Millis;
 use adiuva_core::ports::ProviderApi;
 use adiuva_core::ports::providers::{
-    AuthorizeRequest, Provider, ProviderError, SourceItem, SourcePage, SourceQuery, TokenSet,
+    AuthorizeRequest, Provider, ProviderError, Source, SourceItem, SourcePage, SourceQuery,
+    TokenSet,
 };
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -119,6 +120,12 @@ impl ProviderApi for GoogleProvider {
         query: &SourceQuery,
         now: Millis,
     ) -> Result<SourcePage, ProviderError> {
+        if query.source != Source::Gmail {
+            return Err(ProviderError::Protocol(format!(
+                "{} is not read through Google",
+                query.source.as_str()
+            )));
+        }
         let max = query.max_items.clamp(1, MAX_ITEMS) as usize;
         let q = query
             .filters
