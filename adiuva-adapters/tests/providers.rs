@@ -814,3 +814,82 @@ async fn gmail_history_is_followed_across_pages_and_max_items_keeps_the_newest()
     assert_eq!(got, [ids[2].as_str(), ids[1].as_str()], "the newest two");
     assert_eq!(two.cursor, Some(fake.history_id().to_string()));
 }
+
+/// A log sink for one test (the subscriber is this thread's only).
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("logs").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_token_reaches_a_log_line() {
+    let logs = Logs::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (fake, api, mut tokens) = microsoft().await;
+    fake.add_outlook_message("inbox", mail("Lee", "Hi", "x", 1, true));
+    let first = tokens.clone();
+    // A 429 whose body quotes the token (logged by the retry), then a 401 and a refresh.
+    fake.rate_limit_next(1, 0);
+    api.read(
+        &mut tokens,
+        &query(Source::Outlook, json!({}), None, 5),
+        NOW,
+    )
+    .await
+    .expect("read");
+    fake.expire_access_tokens();
+    api.read(
+        &mut tokens,
+        &query(Source::Outlook, json!({}), None, 5),
+        NOW,
+    )
+    .await
+    .expect("read after a refresh");
+    fake.revoke_refresh_tokens();
+    fake.expire_access_tokens();
+    let err = api
+        .read(
+            &mut tokens,
+            &query(Source::Outlook, json!({}), None, 5),
+            NOW,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::InvalidGrant(_)), "{err:?}");
+
+    let text = String::from_utf8(logs.0.lock().expect("logs").clone()).expect("utf8");
+    assert!(
+        text.contains("retrying an outgoing request"),
+        "the retry was logged: {text}"
+    );
+    assert!(text.contains("Rate limit exceeded for token ***"), "{text}");
+    assert!(text.contains("refreshing once"), "{text}");
+    let secrets = [
+        first.access_token.expose().clone(),
+        first.refresh_token.clone().expect("rt").expose().clone(),
+        tokens.access_token.expose().clone(),
+        tokens.refresh_token.clone().expect("rt").expose().clone(),
+        FAKE_CLIENT_SECRET.to_owned(),
+    ];
+    for s in &secrets {
+        assert!(
+            !text.contains(s.as_str()),
+            "{s} leaked into the logs: {text}"
+        );
+    }
+}

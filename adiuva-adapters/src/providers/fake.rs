@@ -493,9 +493,16 @@ impl State {
             tokio::time::sleep(delay).await;
         }
         if let Some(secs) = limited {
+            // Careless, like some proxies: the message quotes the presented bearer token,
+            // so tests prove the client's retry log scrubs it.
+            let presented = req
+                .header("Authorization")
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .unwrap_or("none");
+            let message = format!("Rate limit exceeded for token {presented}");
             let mut r = respond(
                 StatusCode::TOO_MANY_REQUESTS,
-                &self.api_error(429, "Rate limit exceeded"),
+                &self.api_error(429, &message),
             );
             if let Ok(v) = secs.to_string().parse() {
                 r.headers_mut().insert("Retry-After", v);
