@@ -30,6 +30,7 @@ mod oauth;
 mod runner;
 pub mod schedule;
 mod scheduler;
+pub(crate) mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
