@@ -34,7 +34,10 @@ fn the_catalog_has_the_five_types_with_their_sources() {
     assert_eq!(inbox.default_schedule, "0 8 * * 1-5");
     let teams = catalog_item("teams_digest").unwrap();
     assert_eq!(teams.produces, ["digest_note"]);
-    assert_eq!(catalog_item("weekly_review").unwrap().kind, AgentKind::Local);
+    assert_eq!(
+        catalog_item("weekly_review").unwrap().kind,
+        AgentKind::Local
+    );
     assert!(catalog_item("nope").is_none());
 }
 
@@ -45,7 +48,11 @@ async fn a_local_config_takes_the_types_defaults_and_is_scheduled() {
     let v = env
         .app
         .agents()
-        .create(&p, AgentKind::Local, local("Friday review", "weekly_review"))
+        .create(
+            &p,
+            AgentKind::Local,
+            local("Friday review", "weekly_review"),
+        )
         .await
         .unwrap();
     assert_eq!(v.schedule.as_deref(), Some("0 16 * * 5"));
@@ -55,15 +62,24 @@ async fn a_local_config_takes_the_types_defaults_and_is_scheduled() {
     assert_eq!(v.status, AgentStatus::Active);
     assert!(!v.connected);
     assert_eq!(v.provider, None);
-    let expected = Schedule::parse("0 16 * * 5", "UTC")
-        .unwrap()
-        .next_after(T0);
+    let expected = Schedule::parse("0 16 * * 5", "UTC").unwrap().next_after(T0);
     assert_eq!(v.next_run_at, expected);
-    assert_eq!(v.next_run_at, Some(T0 + 8 * 3_600_000), "16:00 the same Friday");
+    assert_eq!(
+        v.next_run_at,
+        Some(T0 + 8 * 3_600_000),
+        "16:00 the same Friday"
+    );
 
     let list = env.app.agents().list(&p, AgentKind::Local).await.unwrap();
     assert_eq!(list, vec![v.clone()]);
-    assert!(env.app.agents().list(&p, AgentKind::Cloud).await.unwrap().is_empty());
+    assert!(
+        env.app
+            .agents()
+            .list(&p, AgentKind::Cloud)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // An empty schedule: manual only, never scheduled.
     let mut manual = local("On demand", "local_files");
@@ -106,16 +122,56 @@ async fn every_bad_field_is_a_422_on_that_field_and_nothing_is_stored() {
     let long_value = "x".repeat(501);
     let cases: Vec<(&str, AgentKind, AgentInput)> = vec![
         ("name", AgentKind::Local, with(&|i| i.name = "   ".into())),
-        ("name", AgentKind::Local, with(&|i| i.name = "n".repeat(101))),
-        ("name", AgentKind::Local, with(&|i| i.name = "bad\u{7}name".into())),
-        ("agent_type", AgentKind::Local, with(&|i| i.agent_type = "mystery".into())),
-        ("agent_type", AgentKind::Local, with(&|i| i.agent_type = "inbox_triage".into())),
-        ("agent_type", AgentKind::Cloud, with(&|i| i.agent_type = "weekly_review".into())),
-        ("schedule", AgentKind::Local, with(&|i| i.schedule = Some("every day".into()))),
-        ("schedule", AgentKind::Local, with(&|i| i.schedule = Some("0 0 31 2 *".into()))),
-        ("timezone", AgentKind::Local, with(&|i| i.timezone = Some("Mars/Olympus".into()))),
-        ("filters", AgentKind::Local, with(&|i| i.filters = map(&[("query", json!("x"))]))),
-        ("filters.project", AgentKind::Local, with(&|i| i.filters = map(&[("project", json!(7))]))),
+        (
+            "name",
+            AgentKind::Local,
+            with(&|i| i.name = "n".repeat(101)),
+        ),
+        (
+            "name",
+            AgentKind::Local,
+            with(&|i| i.name = "bad\u{7}name".into()),
+        ),
+        (
+            "agent_type",
+            AgentKind::Local,
+            with(&|i| i.agent_type = "mystery".into()),
+        ),
+        (
+            "agent_type",
+            AgentKind::Local,
+            with(&|i| i.agent_type = "inbox_triage".into()),
+        ),
+        (
+            "agent_type",
+            AgentKind::Cloud,
+            with(&|i| i.agent_type = "weekly_review".into()),
+        ),
+        (
+            "schedule",
+            AgentKind::Local,
+            with(&|i| i.schedule = Some("every day".into())),
+        ),
+        (
+            "schedule",
+            AgentKind::Local,
+            with(&|i| i.schedule = Some("0 0 31 2 *".into())),
+        ),
+        (
+            "timezone",
+            AgentKind::Local,
+            with(&|i| i.timezone = Some("Mars/Olympus".into())),
+        ),
+        (
+            "filters",
+            AgentKind::Local,
+            with(&|i| i.filters = map(&[("query", json!("x"))])),
+        ),
+        (
+            "filters.project",
+            AgentKind::Local,
+            with(&|i| i.filters = map(&[("project", json!(7))])),
+        ),
         (
             "filters.project",
             AgentKind::Local,
@@ -127,19 +183,30 @@ async fn every_bad_field_is_a_422_on_that_field_and_nothing_is_stored() {
             with(&|i| {
                 // Nine 500-character values: each passes, together over 4 KiB.
                 i.agent_type = "local_files".into();
-                i.filters = map(&[("folder", json!("f".repeat(500))), ("pattern", json!("p".repeat(500)))]);
+                i.filters = map(&[
+                    ("folder", json!("f".repeat(500))),
+                    ("pattern", json!("p".repeat(500))),
+                ]);
                 for k in 0..7 {
                     i.filters.insert(format!("k{k}"), json!("v".repeat(500)));
                 }
             }),
         ),
-        ("output", AgentKind::Local, with(&|i| i.output = map(&[("webhook", json!("https://x"))]))),
+        (
+            "output",
+            AgentKind::Local,
+            with(&|i| i.output = map(&[("webhook", json!("https://x"))])),
+        ),
         (
             "output.device_id",
             AgentKind::Local,
             with(&|i| i.output = map(&[("device_id", json!("d".repeat(129)))])),
         ),
-        ("output.device_id", AgentKind::Local, with(&|i| i.output = map(&[("device_id", json!(5))]))),
+        (
+            "output.device_id",
+            AgentKind::Local,
+            with(&|i| i.output = map(&[("device_id", json!(5))])),
+        ),
         (
             "output",
             AgentKind::Local,
@@ -150,14 +217,26 @@ async fn every_bad_field_is_a_422_on_that_field_and_nothing_is_stored() {
             AgentKind::Local,
             with(&|i| i.prompt_template = Some("inbox_triage.default".into())),
         ),
-        ("provider", AgentKind::Local, with(&|i| i.provider = Some("google".into()))),
+        (
+            "provider",
+            AgentKind::Local,
+            with(&|i| i.provider = Some("google".into())),
+        ),
         (
             "oauth_token_encrypted",
             AgentKind::Local,
             with(&|i| i.oauth_token_encrypted = Some(google.clone())),
         ),
-        ("provider", AgentKind::Cloud, cloud_with(&|i| i.provider = None)),
-        ("provider", AgentKind::Cloud, cloud_with(&|i| i.provider = Some("yahoo".into()))),
+        (
+            "provider",
+            AgentKind::Cloud,
+            cloud_with(&|i| i.provider = None),
+        ),
+        (
+            "provider",
+            AgentKind::Cloud,
+            cloud_with(&|i| i.provider = Some("yahoo".into())),
+        ),
         (
             "provider",
             AgentKind::Cloud,
@@ -166,7 +245,11 @@ async fn every_bad_field_is_a_422_on_that_field_and_nothing_is_stored() {
                 i.filters = teams_filters();
             }),
         ),
-        ("oauth_token_encrypted", AgentKind::Cloud, cloud_with(&|i| i.oauth_token_encrypted = None)),
+        (
+            "oauth_token_encrypted",
+            AgentKind::Cloud,
+            cloud_with(&|i| i.oauth_token_encrypted = None),
+        ),
         (
             "oauth_token_encrypted",
             AgentKind::Cloud,
@@ -249,7 +332,13 @@ async fn a_cloud_agent_of_an_unconfigured_provider_is_503() {
         .await
         .unwrap_err();
     assert!(
-        matches!(e, Error::Unavailable { code: "oauth_not_configured", .. }),
+        matches!(
+            e,
+            Error::Unavailable {
+                code: "oauth_not_configured",
+                ..
+            }
+        ),
         "{e:?}"
     );
 }
@@ -269,15 +358,24 @@ async fn free_tier_limits_configured_enabled_and_providers() {
     let env = Env::new();
     let p = env.user(Tier::Free).await;
     let agents = env.app.agents();
-    let a = agents.create(&p, AgentKind::Local, local("a", "weekly_review")).await.unwrap();
-    agents.create(&p, AgentKind::Local, local("b", "local_files")).await.unwrap();
+    let a = agents
+        .create(&p, AgentKind::Local, local("a", "weekly_review"))
+        .await
+        .unwrap();
+    agents
+        .create(&p, AgentKind::Local, local("b", "local_files"))
+        .await
+        .unwrap();
     // A third enabled one breaks batch_active (2).
     let e = agents
         .create(&p, AgentKind::Local, local("c", "local_files"))
         .await
         .unwrap_err();
     let detail = quota(e);
-    assert!(detail.contains("free") && detail.contains("2 enabled agents"), "{detail}");
+    assert!(
+        detail.contains("free") && detail.contains("2 enabled agents"),
+        "{detail}"
+    );
     // Disabled, it fits (3 configured).
     let mut c = local("c", "checkpoint_proposals");
     c.enabled = Some(false);
@@ -287,13 +385,21 @@ async fn free_tier_limits_configured_enabled_and_providers() {
     let mut d = local("d", "weekly_review");
     d.enabled = Some(false);
     let detail = quota(agents.create(&p, AgentKind::Local, d).await.unwrap_err());
-    assert!(detail.contains("free") && detail.contains("3 configured agents"), "{detail}");
+    assert!(
+        detail.contains("free") && detail.contains("3 configured agents"),
+        "{detail}"
+    );
     // Enabling the third through an update breaks batch_active; nothing changes.
     let patch = AgentPatch {
         enabled: Some(true),
         ..AgentPatch::default()
     };
-    quota(agents.update(&p, AgentKind::Local, c.id, patch.clone()).await.unwrap_err());
+    quota(
+        agents
+            .update(&p, AgentKind::Local, c.id, patch.clone())
+            .await
+            .unwrap_err(),
+    );
     let stored = env.db.agent(p.user.id, c.id).await.unwrap().unwrap();
     assert!(!stored.enabled);
     // After disabling another, it can be enabled.
@@ -301,9 +407,15 @@ async fn free_tier_limits_configured_enabled_and_providers() {
         enabled: Some(false),
         ..AgentPatch::default()
     };
-    let a2 = agents.update(&p, AgentKind::Local, a.id, off).await.unwrap();
+    let a2 = agents
+        .update(&p, AgentKind::Local, a.id, off)
+        .await
+        .unwrap();
     assert_eq!(a2.next_run_at, None);
-    let c2 = agents.update(&p, AgentKind::Local, c.id, patch).await.unwrap();
+    let c2 = agents
+        .update(&p, AgentKind::Local, c.id, patch)
+        .await
+        .unwrap();
     assert!(c2.enabled && c2.next_run_at.is_some());
 
     // One provider on free.
@@ -311,13 +423,22 @@ async fn free_tier_limits_configured_enabled_and_providers() {
     let google = env.connect(&q, "google").await;
     let microsoft = env.connect(&q, "microsoft").await;
     agents
-        .create(&q, AgentKind::Cloud, cloud("g", "inbox_triage", "google", &google))
+        .create(
+            &q,
+            AgentKind::Cloud,
+            cloud("g", "inbox_triage", "google", &google),
+        )
         .await
         .unwrap();
     let mut teams = cloud("t", "teams_digest", "microsoft", &microsoft);
     teams.filters = teams_filters();
     teams.enabled = Some(false);
-    let detail = quota(agents.create(&q, AgentKind::Cloud, teams).await.unwrap_err());
+    let detail = quota(
+        agents
+            .create(&q, AgentKind::Cloud, teams)
+            .await
+            .unwrap_err(),
+    );
     assert!(detail.contains("1 connected providers"), "{detail}");
 }
 
@@ -328,9 +449,21 @@ async fn pro_tier_has_no_configured_limit() {
     for n in 0..6 {
         let mut i = local(&format!("agent {n}"), "local_files");
         i.enabled = Some(false);
-        env.app.agents().create(&p, AgentKind::Local, i).await.unwrap();
+        env.app
+            .agents()
+            .create(&p, AgentKind::Local, i)
+            .await
+            .unwrap();
     }
-    assert_eq!(env.app.agents().list(&p, AgentKind::Local).await.unwrap().len(), 6);
+    assert_eq!(
+        env.app
+            .agents()
+            .list(&p, AgentKind::Local)
+            .await
+            .unwrap()
+            .len(),
+        6
+    );
 }
 
 #[tokio::test]
@@ -351,7 +484,10 @@ async fn updates_revalidate_and_recompute_the_next_run() {
         prompt_template: Some("weekly_review.brief".into()),
         ..AgentPatch::default()
     };
-    let u = agents.update(&p, AgentKind::Local, v.id, patch).await.unwrap();
+    let u = agents
+        .update(&p, AgentKind::Local, v.id, patch)
+        .await
+        .unwrap();
     assert_eq!(u.name, "Morning review");
     assert_eq!(u.timezone, "America/New_York");
     assert_eq!(u.prompt_template, "weekly_review.brief");
@@ -396,7 +532,10 @@ async fn updates_revalidate_and_recompute_the_next_run() {
             ..AgentPatch::default()
         },
     ] {
-        let e = agents.update(&p, AgentKind::Local, v.id, patch).await.unwrap_err();
+        let e = agents
+            .update(&p, AgentKind::Local, v.id, patch)
+            .await
+            .unwrap_err();
         assert!(matches!(e, Error::Validation { .. }), "{e:?}");
     }
     let after = env.db.agent(p.user.id, v.id).await.unwrap().unwrap();
@@ -422,13 +561,19 @@ async fn another_users_or_the_other_kinds_ids_are_404() {
         (&a, AgentKind::Cloud, v.id),
         (&a, AgentKind::Local, Uuid::new_v4()),
     ] {
-        let e = agents.update(who, kind, id, patch.clone()).await.unwrap_err();
+        let e = agents
+            .update(who, kind, id, patch.clone())
+            .await
+            .unwrap_err();
         assert!(matches!(e, Error::NotFound("agent")), "{e:?}");
         let e = agents.delete(who, kind, id).await.unwrap_err();
         assert!(matches!(e, Error::NotFound("agent")), "{e:?}");
     }
     assert!(agents.list(&b, AgentKind::Local).await.unwrap().is_empty());
-    assert_eq!(agents.list(&a, AgentKind::Local).await.unwrap()[0].name, "mine");
+    assert_eq!(
+        agents.list(&a, AgentKind::Local).await.unwrap()[0].name,
+        "mine"
+    );
     agents.delete(&a, AgentKind::Local, v.id).await.unwrap();
     assert!(agents.list(&a, AgentKind::Local).await.unwrap().is_empty());
 }

@@ -21,13 +21,21 @@ fn bad_request(e: Error) -> &'static str {
 async fn authorize_builds_a_pkce_consent_url_and_the_callback_seals_the_tokens() {
     let env = Env::new();
     let p = env.user(Tier::Free).await;
-    let url = env.app.agents().oauth_authorize(&p, "google").await.unwrap();
+    let url = env
+        .app
+        .agents()
+        .oauth_authorize(&p, "google")
+        .await
+        .unwrap();
     let req = env.google.last_authorize.lock().unwrap().clone().unwrap();
     assert_eq!(
         req.redirect_uri,
         "https://adiuva.example/api/v1/oauth/google/callback"
     );
-    assert_eq!(req.scopes, ["https://www.googleapis.com/auth/gmail.readonly"]);
+    assert_eq!(
+        req.scopes,
+        ["https://www.googleapis.com/auth/gmail.readonly"]
+    );
     assert_eq!(req.code_challenge.len(), 43, "SHA-256, base64url unpadded");
     assert_eq!(state_of(&url), req.state);
 
@@ -42,20 +50,33 @@ async fn authorize_builds_a_pkce_consent_url_and_the_callback_seals_the_tokens()
     // characters and appears in neither the URL nor the state.
     let verifier = env.google.verifiers.lock().unwrap()[0].clone();
     assert_eq!(verifier.len(), 64);
-    assert!(verifier.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    assert!(
+        verifier
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    );
     assert!(!url.contains(&verifier));
     assert!(!sealed.contains("access-google") && !sealed.contains("refresh-google"));
     // It is a token the configs accept for that provider.
     let v = env
         .app
         .agents()
-        .create(&p, AgentKind::Cloud, cloud("Mail", "inbox_triage", "google", &sealed))
+        .create(
+            &p,
+            AgentKind::Cloud,
+            cloud("Mail", "inbox_triage", "google", &sealed),
+        )
         .await
         .unwrap();
     assert!(v.connected);
 
     // Two authorisations never share a state or a verifier.
-    let url2 = env.app.agents().oauth_authorize(&p, "google").await.unwrap();
+    let url2 = env
+        .app
+        .agents()
+        .oauth_authorize(&p, "google")
+        .await
+        .unwrap();
     assert_ne!(state_of(&url2), req.state);
 }
 
@@ -72,12 +93,18 @@ async fn a_tampered_expired_foreign_or_orphaned_state_is_invalid_state() {
     bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(bytes).unwrap();
     for bad in [tampered.as_str(), "", "k1.bm9wZQ", &"x".repeat(5000)] {
-        let e = agents.oauth_callback("google", &code, bad).await.unwrap_err();
+        let e = agents
+            .oauth_callback("google", &code, bad)
+            .await
+            .unwrap_err();
         assert_eq!(bad_request(e), "invalid_state");
     }
     // Sealed by another server's keys, or as another purpose.
     let foreign = Keyring::random().seal(Purpose::OAuthState, b"{}");
-    let e = agents.oauth_callback("google", &code, &foreign).await.unwrap_err();
+    let e = agents
+        .oauth_callback("google", &code, &foreign)
+        .await
+        .unwrap_err();
     assert_eq!(bad_request(e), "invalid_state");
     let token_as_state = env.connect(&p, "google").await;
     let e = agents
@@ -87,12 +114,18 @@ async fn a_tampered_expired_foreign_or_orphaned_state_is_invalid_state() {
     assert_eq!(bad_request(e), "invalid_state");
 
     // Google's state at Microsoft's callback.
-    let e = agents.oauth_callback("microsoft", &code, &state).await.unwrap_err();
+    let e = agents
+        .oauth_callback("microsoft", &code, &state)
+        .await
+        .unwrap_err();
     assert_eq!(bad_request(e), "invalid_state");
 
     // Expired: 600 s to consent.
     env.clock.advance(601_000);
-    let e = agents.oauth_callback("google", &code, &state).await.unwrap_err();
+    let e = agents
+        .oauth_callback("google", &code, &state)
+        .await
+        .unwrap_err();
     assert_eq!(bad_request(e), "invalid_state");
     assert!(
         env.google.verifiers.lock().unwrap().len() == 1,
@@ -104,7 +137,10 @@ async fn a_tampered_expired_foreign_or_orphaned_state_is_invalid_state() {
     let q = env.user(Tier::Free).await;
     let (code, state) = env.consent(&q, "google").await;
     env.db.delete_user(q.user.id).await.unwrap();
-    let e = agents.oauth_callback("google", &code, &state).await.unwrap_err();
+    let e = agents
+        .oauth_callback("google", &code, &state)
+        .await
+        .unwrap_err();
     assert_eq!(bad_request(e), "invalid_state");
 }
 
@@ -121,9 +157,30 @@ async fn unknown_and_unconfigured_providers() {
     let e = agents.oauth_callback("yahoo", "c", "s").await.unwrap_err();
     assert!(matches!(e, Error::NotFound("provider")), "{e:?}");
     let e = agents.oauth_authorize(&p, "microsoft").await.unwrap_err();
-    assert!(matches!(e, Error::Unavailable { code: "oauth_not_configured", .. }), "{e:?}");
-    let e = agents.oauth_refresh(&p, "microsoft", "k.x").await.unwrap_err();
-    assert!(matches!(e, Error::Unavailable { code: "oauth_not_configured", .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::Unavailable {
+                code: "oauth_not_configured",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = agents
+        .oauth_refresh(&p, "microsoft", "k.x")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Unavailable {
+                code: "oauth_not_configured",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]
@@ -134,15 +191,27 @@ async fn provider_failures_at_the_exchange_map_without_their_words() {
 
     // A code the provider does not know (or a PKCE mismatch) is invalid_grant.
     let (_, state) = env.consent(&p, "google").await;
-    let e = agents.oauth_callback("google", "made-up", &state).await.unwrap_err();
+    let e = agents
+        .oauth_callback("google", "made-up", &state)
+        .await
+        .unwrap_err();
     assert_eq!(bad_request(e), "invalid_grant");
 
     let (code, state) = env.consent(&p, "google").await;
     env.google
         .fail_next(ProviderError::Unavailable("503 from upstream".into()));
-    let e = agents.oauth_callback("google", &code, &state).await.unwrap_err();
+    let e = agents
+        .oauth_callback("google", &code, &state)
+        .await
+        .unwrap_err();
     assert!(
-        matches!(e, Error::Unavailable { code: "oauth_provider_unavailable", .. }),
+        matches!(
+            e,
+            Error::Unavailable {
+                code: "oauth_provider_unavailable",
+                ..
+            }
+        ),
         "{e:?}"
     );
 
@@ -150,10 +219,25 @@ async fn provider_failures_at_the_exchange_map_without_their_words() {
     env.google.fail_next(ProviderError::Protocol(
         "body was {\"access_token\":\"leaked-secret-xyz\"}".into(),
     ));
-    let e = agents.oauth_callback("google", &code, &state).await.unwrap_err();
-    assert!(matches!(e, Error::BadGateway { code: "oauth_provider_error", .. }), "{e:?}");
+    let e = agents
+        .oauth_callback("google", &code, &state)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::BadGateway {
+                code: "oauth_provider_error",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(!e.to_string().contains("leaked-secret-xyz"), "{e}");
-    assert!(!format!("{e:?}").contains(&code), "the code is not in the error");
+    assert!(
+        !format!("{e:?}").contains(&code),
+        "the code is not in the error"
+    );
 }
 
 #[tokio::test]
@@ -185,7 +269,14 @@ async fn refresh_saves_the_new_set_into_the_configs_that_held_the_old_one() {
     );
     let token_of = |user, id| {
         let db = env.db.clone();
-        async move { db.agent(user, id).await.unwrap().unwrap().oauth_token_sealed.unwrap() }
+        async move {
+            db.agent(user, id)
+                .await
+                .unwrap()
+                .unwrap()
+                .oauth_token_sealed
+                .unwrap()
+        }
     };
     assert_eq!(token_of(p.user.id, ids[0]).await, fresh);
     assert_eq!(token_of(p.user.id, ids[1]).await, fresh);
@@ -211,7 +302,10 @@ async fn a_refresh_without_a_new_refresh_token_keeps_the_old_one() {
     let seen = env.google.refreshed_with.lock().unwrap().clone();
     assert_eq!(
         seen,
-        vec![Some("refresh-google-1".to_owned()), Some("refresh-google-1".to_owned())]
+        vec![
+            Some("refresh-google-1".to_owned()),
+            Some("refresh-google-1".to_owned())
+        ]
     );
 }
 
@@ -223,11 +317,19 @@ async fn invalid_grant_pauses_the_agents_that_held_the_token_until_a_new_one() {
     let dead = env.connect(&p, "google").await;
     let alive = env.connect(&p, "google").await;
     let a = agents
-        .create(&p, AgentKind::Cloud, cloud("a", "inbox_triage", "google", &dead))
+        .create(
+            &p,
+            AgentKind::Cloud,
+            cloud("a", "inbox_triage", "google", &dead),
+        )
         .await
         .unwrap();
     let b = agents
-        .create(&p, AgentKind::Cloud, cloud("b", "inbox_triage", "google", &alive))
+        .create(
+            &p,
+            AgentKind::Cloud,
+            cloud("b", "inbox_triage", "google", &alive),
+        )
         .await
         .unwrap();
     assert!(a.next_run_at.is_some());
@@ -239,7 +341,10 @@ async fn invalid_grant_pauses_the_agents_that_held_the_token_until_a_new_one() {
     let list = agents.list(&p, AgentKind::Cloud).await.unwrap();
     let a1 = list.iter().find(|v| v.id == a.id).unwrap();
     let b1 = list.iter().find(|v| v.id == b.id).unwrap();
-    assert_eq!((a1.status, a1.next_run_at), (AgentStatus::NeedsReauth, None));
+    assert_eq!(
+        (a1.status, a1.next_run_at),
+        (AgentStatus::NeedsReauth, None)
+    );
     assert_eq!(b1.status, AgentStatus::Active);
     assert!(b1.next_run_at.is_some());
 
@@ -256,7 +361,10 @@ async fn invalid_grant_pauses_the_agents_that_held_the_token_until_a_new_one() {
         )
         .await
         .unwrap();
-    assert_eq!((renamed.status, renamed.next_run_at), (AgentStatus::NeedsReauth, None));
+    assert_eq!(
+        (renamed.status, renamed.next_run_at),
+        (AgentStatus::NeedsReauth, None)
+    );
     // Connecting again: a new token makes it active and scheduled.
     let new = env.connect(&p, "google").await;
     let back = agents
@@ -308,9 +416,18 @@ async fn refresh_refuses_foreign_or_garbage_tokens_and_reports_outages() {
         );
     }
     env.google.fail_next(ProviderError::RateLimited);
-    let e = agents.oauth_refresh(&p, "google", &google).await.unwrap_err();
+    let e = agents
+        .oauth_refresh(&p, "google", &google)
+        .await
+        .unwrap_err();
     assert!(
-        matches!(e, Error::Unavailable { code: "oauth_provider_unavailable", .. }),
+        matches!(
+            e,
+            Error::Unavailable {
+                code: "oauth_provider_unavailable",
+                ..
+            }
+        ),
         "{e:?}"
     );
 }

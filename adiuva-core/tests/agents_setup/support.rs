@@ -8,13 +8,13 @@ use adiuva_core::agents::{AgentInput, AgentsConfig};
 use adiuva_core::auth::{AuthConfig, Principal};
 use adiuva_core::chat::orchestrator::{ModelRoles, Orchestrator};
 use adiuva_core::domain::{Email, Role, Tier, UserId};
+use adiuva_core::ports::ManualClock;
 use adiuva_core::ports::db::{User, UserRepo};
 use adiuva_core::ports::providers::{
     AuthorizeRequest, Provider, ProviderApi, ProviderError, SourcePage, SourceQuery, TokenSet,
 };
-use adiuva_core::ports::ManualClock;
-use adiuva_core::secret::Secret;
 use adiuva_core::seal::Keyring;
+use adiuva_core::secret::Secret;
 use adiuva_core::testing::MemoryDb;
 use adiuva_core::testing::llm::ScriptedModel;
 use async_trait::async_trait;
@@ -130,7 +130,9 @@ impl ProviderApi for FakeProvider {
         };
         let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
         if computed != challenge || redirect != redirect_uri {
-            return Err(ProviderError::InvalidGrant("PKCE or redirect mismatch".into()));
+            return Err(ProviderError::InvalidGrant(
+                "PKCE or redirect mismatch".into(),
+            ));
         }
         Ok(self.tokens(now))
     }
