@@ -50,6 +50,20 @@ use crate::seal::Keyring;
 use crate::tiers::TierManager;
 
 pub use catalog::{CatalogItem, catalog, catalog_item};
+
+/// Every server-side prompt text of the agents platform (the chat sanitizer learns them:
+/// none may reach a client).
+pub(crate) fn server_prompt_texts() -> Vec<String> {
+    catalog::all_prompt_texts()
+        .chain([journey::JOURNEY_PROMPT])
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The tools the agents platform offers the model (their schemas stay server-side too).
+pub(crate) fn server_tool_definitions() -> Vec<crate::ports::llm::ToolDefinition> {
+    catalog().iter().map(journey::finish_tool).collect()
+}
 pub use schedule::Schedule;
 
 /// Default seconds between scheduler ticks (`ADIUVA_SCHEDULER_TICK_SECS`).
