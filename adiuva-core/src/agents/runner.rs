@@ -273,7 +273,6 @@ fn provider_failure(e: &ProviderError) -> &'static str {
         ProviderError::Unavailable(_) => "the provider is unavailable; the next run tries again",
         ProviderError::Protocol(_) => "the provider answered something unexpected",
         ProviderError::NotConfigured(_) => "the provider is not configured on this server",
-        _ => "the provider failed",
     }
 }
 
