@@ -27,6 +27,7 @@ mod catalog;
 mod configs;
 mod journey;
 mod oauth;
+mod results;
 mod runner;
 pub mod schedule;
 mod scheduler;
@@ -252,6 +253,9 @@ pub(crate) struct Inner {
     pub(crate) instance_id: Uuid,
     /// Bounds the runs this instance executes at once.
     pub(crate) permits: Arc<tokio::sync::Semaphore>,
+    /// Runs this instance executes now (started, waiting for a permit, or finishing a
+    /// device's answer); `idle` waits for zero.
+    pub(crate) executing: tokio::sync::watch::Sender<usize>,
 }
 
 impl std::fmt::Debug for AgentService {
@@ -304,6 +308,7 @@ impl AgentService {
                 tiers,
                 config,
                 permits,
+                executing: tokio::sync::watch::Sender::new(0),
             }),
         };
         runner::register_trigger_answers(&service);
