@@ -52,9 +52,18 @@ static CATALOG: &[CatalogItem] = &[
         produces: &["suggested_tasks"],
         default_schedule: "0 8 * * 1-5",
         filters: &[
-            ("query", "Google only: a Gmail search, e.g. `is:unread newer_than:2d`"),
-            ("filter", "Microsoft only: an OData filter, e.g. `isRead eq false`"),
-            ("folder", "Microsoft only: the mail folder to read (default: inbox)"),
+            (
+                "query",
+                "Google only: a Gmail search, e.g. `is:unread newer_than:2d`",
+            ),
+            (
+                "filter",
+                "Microsoft only: an OData filter, e.g. `isRead eq false`",
+            ),
+            (
+                "folder",
+                "Microsoft only: the mail folder to read (default: inbox)",
+            ),
         ],
         prompt_template: "inbox_triage.default",
     },
@@ -82,7 +91,10 @@ static CATALOG: &[CatalogItem] = &[
         providers: &[],
         produces: &["report"],
         default_schedule: "0 16 * * 5",
-        filters: &[("project", "Only this project (its name or id); default: every project")],
+        filters: &[(
+            "project",
+            "Only this project (its name or id); default: every project",
+        )],
         prompt_template: "weekly_review.default",
     },
     CatalogItem {
@@ -95,8 +107,14 @@ static CATALOG: &[CatalogItem] = &[
         produces: &["digest_note", "suggested_tasks"],
         default_schedule: "0 9 * * *",
         filters: &[
-            ("folder", "The folder on the device to read (default: the app's documents)"),
-            ("pattern", "Only files whose names match this glob, e.g. `*.md`"),
+            (
+                "folder",
+                "The folder on the device to read (default: the app's documents)",
+            ),
+            (
+                "pattern",
+                "Only files whose names match this glob, e.g. `*.md`",
+            ),
         ],
         prompt_template: "local_files.default",
     },
@@ -109,7 +127,10 @@ static CATALOG: &[CatalogItem] = &[
         providers: &[],
         produces: &["checkpoint_proposals"],
         default_schedule: "0 10 * * 1",
-        filters: &[("project", "Only this project (its name or id); default: every project")],
+        filters: &[(
+            "project",
+            "Only this project (its name or id); default: every project",
+        )],
         prompt_template: "checkpoint_proposals.default",
     },
 ];
@@ -259,10 +280,18 @@ mod tests {
         assert!(catalog().len() >= 5);
         for item in catalog() {
             let ids = templates(item.agent_type);
-            assert_eq!(ids.first(), Some(&item.prompt_template), "{}", item.agent_type);
+            assert_eq!(
+                ids.first(),
+                Some(&item.prompt_template),
+                "{}",
+                item.agent_type
+            );
             for id in ids {
                 let text = prompt_text(id).expect("text");
-                assert!(text.contains("\"results\""), "{id} asks for the results shape");
+                assert!(
+                    text.contains("\"results\""),
+                    "{id} asks for the results shape"
+                );
             }
             crate::agents::Schedule::parse(item.default_schedule, "UTC").expect("schedule");
             assert_eq!(item.kind == AgentKind::Cloud, !item.providers.is_empty());

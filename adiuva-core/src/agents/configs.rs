@@ -39,7 +39,8 @@ const PROVIDER_ONLY_FILTERS: &[(&str, Provider)] = &[
 ];
 
 /// Filters a type cannot run without.
-const REQUIRED_FILTERS: &[(&str, &str)] = &[("teams_digest", "team_id"), ("teams_digest", "channel_id")];
+const REQUIRED_FILTERS: &[(&str, &str)] =
+    &[("teams_digest", "team_id"), ("teams_digest", "channel_id")];
 
 pub(super) async fn list(
     s: &AgentService,
@@ -68,7 +69,10 @@ pub(super) async fn create(
     let prompt_template = validate_template(item, input.prompt_template.as_deref())?;
     let (provider, token) = match kind {
         AgentKind::Local => {
-            reject_cloud_fields(input.provider.as_deref(), input.oauth_token_encrypted.as_deref())?;
+            reject_cloud_fields(
+                input.provider.as_deref(),
+                input.oauth_token_encrypted.as_deref(),
+            )?;
             (None, None)
         }
         AgentKind::Cloud => {
@@ -125,8 +129,9 @@ pub(super) async fn update(
         .await?
         .filter(|r| r.kind == kind)
         .ok_or(Error::NotFound("agent"))?;
-    let item = catalog::catalog_item(&row.agent_type)
-        .ok_or_else(|| Error::internal(format!("stored agent type {} is unknown", row.agent_type)))?;
+    let item = catalog::catalog_item(&row.agent_type).ok_or_else(|| {
+        Error::internal(format!("stored agent type {} is unknown", row.agent_type))
+    })?;
     if let Some(name) = &patch.name {
         row.name = validate_name(name)?;
     }
@@ -307,7 +312,10 @@ pub(super) fn validate_name(name: &str) -> Result<String, Error> {
         ));
     }
     if name.chars().any(char::is_control) {
-        return Err(Error::validation("name", "must not contain control characters"));
+        return Err(Error::validation(
+            "name",
+            "must not contain control characters",
+        ));
     }
     Ok(name.to_owned())
 }
@@ -338,7 +346,9 @@ pub(super) fn validate_filters(
     filters: &Map<String, Value>,
     provider: Option<&str>,
 ) -> Result<(), Error> {
-    let bytes = serde_json::to_string(filters).map(|s| s.len()).unwrap_or(usize::MAX);
+    let bytes = serde_json::to_string(filters)
+        .map(|s| s.len())
+        .unwrap_or(usize::MAX);
     if bytes > MAX_FILTERS_BYTES {
         return Err(Error::validation(
             "filters",
@@ -352,7 +362,11 @@ pub(super) fn validate_filters(
                 "filters",
                 format!(
                     "has a key this agent type does not understand (it understands: {})",
-                    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
                 ),
             ));
         }
@@ -367,7 +381,10 @@ pub(super) fn validate_filters(
             ));
         }
         if text.chars().any(char::is_control) {
-            return Err(Error::validation(field, "must not contain control characters"));
+            return Err(Error::validation(
+                field,
+                "must not contain control characters",
+            ));
         }
         if let (Some((_, only)), Some(provider)) = (
             PROVIDER_ONLY_FILTERS.iter().find(|(k, _)| k == key),
@@ -381,7 +398,10 @@ pub(super) fn validate_filters(
             ));
         }
     }
-    for (_, key) in REQUIRED_FILTERS.iter().filter(|(t, _)| *t == item.agent_type) {
+    for (_, key) in REQUIRED_FILTERS
+        .iter()
+        .filter(|(t, _)| *t == item.agent_type)
+    {
         let present = filters
             .get(*key)
             .and_then(Value::as_str)
@@ -394,7 +414,9 @@ pub(super) fn validate_filters(
 }
 
 pub(super) fn validate_output(output: &Map<String, Value>) -> Result<(), Error> {
-    let bytes = serde_json::to_string(output).map(|s| s.len()).unwrap_or(usize::MAX);
+    let bytes = serde_json::to_string(output)
+        .map(|s| s.len())
+        .unwrap_or(usize::MAX);
     if bytes > MAX_OUTPUT_BYTES {
         return Err(Error::validation(
             "output",
@@ -421,7 +443,10 @@ pub(super) fn validate_output(output: &Map<String, Value>) -> Result<(), Error> 
     Ok(())
 }
 
-pub(super) fn validate_template(item: &CatalogItem, template: Option<&str>) -> Result<String, Error> {
+pub(super) fn validate_template(
+    item: &CatalogItem,
+    template: Option<&str>,
+) -> Result<String, Error> {
     match template {
         None => Ok(item.prompt_template.to_owned()),
         Some(t) if catalog::templates(item.agent_type).contains(&t) => Ok(t.to_owned()),
@@ -469,7 +494,11 @@ fn validate_token(s: &AgentService, provider: Provider, token: &str) -> Result<(
     if sealed_for != provider {
         return Err(Error::validation(
             "oauth_token_encrypted",
-            format!("is a {} token, not a {} one", sealed_for.as_str(), provider.as_str()),
+            format!(
+                "is a {} token, not a {} one",
+                sealed_for.as_str(),
+                provider.as_str()
+            ),
         ));
     }
     Ok(())
@@ -480,7 +509,10 @@ fn reject_cloud_fields(provider: Option<&str>, token: Option<&str>) -> Result<()
         return Err(Error::validation("provider", "is only for cloud agents"));
     }
     if token.is_some() {
-        return Err(Error::validation("oauth_token_encrypted", "is only for cloud agents"));
+        return Err(Error::validation(
+            "oauth_token_encrypted",
+            "is only for cloud agents",
+        ));
     }
     Ok(())
 }

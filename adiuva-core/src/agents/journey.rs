@@ -92,7 +92,9 @@ fn validate_data_types(data_types: &[String]) -> Result<(), Error> {
         {
             return Err(Error::validation(
                 "data_types",
-                format!("each must be 1–{MAX_DATA_TYPE_CHARS} characters without control characters"),
+                format!(
+                    "each must be 1–{MAX_DATA_TYPE_CHARS} characters without control characters"
+                ),
             ));
         }
     }
@@ -236,10 +238,7 @@ impl Step {
             session_id,
             message: self.message,
             done: self.done,
-            prompt_template: self
-                .config
-                .as_ref()
-                .and_then(|c| c.prompt_template.clone()),
+            prompt_template: self.config.as_ref().and_then(|c| c.prompt_template.clone()),
             config: self.config,
         }
     }
@@ -482,7 +481,10 @@ fn str_field<'a>(args: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 }
 
 /// The proposal's provider: the only one, or the one named (when valid).
-fn proposed_provider(item: &CatalogItem, args: &Map<String, Value>) -> Result<Option<Provider>, String> {
+fn proposed_provider(
+    item: &CatalogItem,
+    args: &Map<String, Value>,
+) -> Result<Option<Provider>, String> {
     match item.providers {
         [] => Ok(None),
         [only] => Ok(Some(*only)),
@@ -490,7 +492,10 @@ fn proposed_provider(item: &CatalogItem, args: &Map<String, Value>) -> Result<Op
             Some(p) if many.contains(&p) => Ok(Some(p)),
             _ => Err(format!(
                 "provider must be one of: {}",
-                many.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
         },
     }

@@ -211,7 +211,11 @@ pub(super) async fn refresh(
     if sealed_for != provider {
         return Err(Error::validation(
             "encrypted_token",
-            format!("is a {} token, not a {} one", sealed_for.as_str(), provider.as_str()),
+            format!(
+                "is a {} token, not a {} one",
+                sealed_for.as_str(),
+                provider.as_str()
+            ),
         ));
     }
     let now = s.inner.clock.now_ms();
@@ -229,7 +233,12 @@ pub(super) async fn refresh(
                 .await?;
             Ok(sealed)
         }
-        Err(e @ Error::BadRequest { code: "invalid_grant", .. }) => {
+        Err(
+            e @ Error::BadRequest {
+                code: "invalid_grant",
+                ..
+            },
+        ) => {
             // The grant is dead: every agent of the user that holds it stops until the
             // user connects again (runs would only fail).
             let held = s.inner.db.list_agents(p.user.id, AgentKind::Cloud).await?;

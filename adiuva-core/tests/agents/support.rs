@@ -24,8 +24,8 @@ use adiuva_core::ports::providers::{
     TokenSet,
 };
 use adiuva_core::ports::{Clock, ManualClock};
-use adiuva_core::secret::Secret;
 use adiuva_core::seal::Keyring;
+use adiuva_core::secret::Secret;
 use adiuva_core::testing::MemoryDb;
 use adiuva_core::testing::llm::{ScriptedModel, text};
 use serde_json::{Value, json};
@@ -368,7 +368,11 @@ impl Env {
             .expect("runs")
     }
 
-    pub async fn queued(&self, who: &Principal, device: &str) -> Vec<adiuva_core::ports::db::QueuedFrame> {
+    pub async fn queued(
+        &self,
+        who: &Principal,
+        device: &str,
+    ) -> Vec<adiuva_core::ports::db::QueuedFrame> {
         self.db
             .queued_frames(who.user.id, device, 0, self.now(), 10_000)
             .await
