@@ -143,26 +143,54 @@ pub(super) fn new_run(
     }
 }
 
-/// Counts a run as executing on this instance until dropped ([`AgentService::idle`]).
-struct Executing(Arc<Inner>);
+/// Counts a run as executing on this instance until dropped ([`AgentService::idle`]),
+/// and remembers its id (a lapsed lease of a run still executing here is not a reason
+/// to execute it twice: see [`taken_over`]).
+struct Executing {
+    inner: Arc<Inner>,
+    run: Option<Uuid>,
+}
 
 impl Executing {
-    fn new(inner: &Arc<Inner>) -> Self {
-        inner.executing.send_modify(|n| *n += 1);
-        Executing(inner.clone())
+    fn new(inner: &Arc<Inner>, run: Option<Uuid>) -> Self {
+        track(inner, run);
+        Executing {
+            inner: inner.clone(),
+            run,
+        }
     }
 }
 
 impl Drop for Executing {
     fn drop(&mut self) {
-        self.0.executing.send_modify(|n| *n = n.saturating_sub(1));
+        untrack(&self.inner, self.run);
     }
+}
+
+fn track(inner: &Inner, run: Option<Uuid>) {
+    if let Some(id) = run {
+        lock(&inner.running).insert(id);
+    }
+    inner.executing.send_modify(|n| *n += 1);
+}
+
+fn untrack(inner: &Inner, run: Option<Uuid>) {
+    if let Some(id) = run {
+        lock(&inner.running).remove(&id);
+    }
+    inner.executing.send_modify(|n| *n = n.saturating_sub(1));
+}
+
+/// A poisoned set is still a consistent set (every critical section is one insert,
+/// remove or lookup).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Executes `run` in the background, once a permit is free (its lease is renewed
 /// meanwhile by the scheduler's renewal, which covers every run this instance holds).
 pub(super) fn spawn_run(inner: &Arc<Inner>, run: AgentRun) {
-    let guard = Executing::new(inner);
+    let guard = Executing::new(inner, Some(run.id));
     let inner = inner.clone();
     tokio::spawn(async move {
         let _guard = guard;
@@ -235,6 +263,12 @@ pub(super) async fn taken_over(inner: &Arc<Inner>, run: AgentRun) {
             return;
         }
     };
+    if lock(&inner.running).contains(&run.id) {
+        // Our own run, still executing: its renewal was late (a slow database). Taking
+        // it over made the lease ours again; executing it twice would read twice.
+        tracing::warn!(run = %run.id, "a run's lease lapsed while it executed here");
+        return;
+    }
     if kind == AgentKind::Local {
         let secs = inner.config.local_timeout.as_secs();
         let why = format!("the device did not answer within {secs} seconds");
@@ -702,11 +736,17 @@ impl TriggerAnswers for Inner {
         outcome: Result<Value, String>,
     ) {
         // Counted as executing (idle waits for it) and bounded like any run.
-        self.executing.send_modify(|n| *n += 1);
+        struct Tracked<'a>(&'a Inner, Uuid);
+        impl Drop for Tracked<'_> {
+            fn drop(&mut self) {
+                untrack(self.0, Some(self.1));
+            }
+        }
+        track(self, Some(run_id));
+        let _tracked = Tracked(self, run_id);
         if let Ok(_permit) = self.permits.acquire().await {
             local_answer(self, user, device_id, run_id, outcome).await;
         }
-        self.executing.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 

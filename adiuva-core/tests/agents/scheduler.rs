@@ -256,3 +256,88 @@ async fn a_daily_agent_runs_once_a_day_across_berlin_dst_changes() {
         assert_eq!(slots, want, "{from}");
     }
 }
+
+/// The background scheduler claims due slots by itself and renews its runs' leases, so
+/// a long run is not taken over by another instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_started_scheduler_ticks_and_renews_the_leases_of_its_runs() {
+    let config = adiuva_core::agents::AgentsConfig {
+        // One tick at start, then none during the test: only the renewal works.
+        tick: std::time::Duration::from_secs(3600),
+        lease: std::time::Duration::from_millis(300),
+        ..agents_config()
+    };
+    let env = Env::build(2, true, config).await;
+    let who = env.user().await;
+    register(env.apps[0].devices(), &who, "laptop").await;
+    let token = env.token(&who).await;
+    let a = env
+        .agent(
+            &who,
+            AgentKind::Cloud,
+            "inbox_triage",
+            Some("0 * * * *"),
+            "UTC",
+            Some(token),
+        )
+        .await;
+    env.provider.open.send_replace(false);
+    env.clock.advance(3_600_000);
+    let _task = env.apps[0].agents().start().await.expect("starts");
+    eventually("the background tick claims the slot", || async {
+        env.provider.read_count() == 1
+    })
+    .await;
+    let first_lease = env.runs(&who, a.id).await[0].lease_until.expect("leased");
+    // Past the first lease on the shared clock: the renewal (every 100 ms of real time)
+    // moves it on, so the other instance finds nothing to take over.
+    env.clock.advance(10_000);
+    eventually("the lease is renewed", || async {
+        env.runs(&who, a.id).await[0]
+            .lease_until
+            .is_some_and(|l| l > env.now())
+    })
+    .await;
+    let report = env.apps[1].agents().tick().await.expect("tick");
+    assert_eq!(report.taken_over, 0);
+    assert!(env.runs(&who, a.id).await[0].lease_until > Some(first_lease));
+    env.provider.open.send_replace(true);
+    env.idle().await;
+    let runs = env.runs(&who, a.id).await;
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(runs[0].status, RunStatus::Succeeded);
+    assert_eq!(runs[0].attempts, 1);
+}
+
+/// An instance whose own run's lease lapsed (its renewal was late) takes it back
+/// without executing it a second time.
+#[tokio::test]
+async fn a_run_whose_lease_lapsed_on_its_own_instance_is_not_executed_twice() {
+    let env = Env::new(1).await;
+    let who = env.user().await;
+    register(env.apps[0].devices(), &who, "laptop").await;
+    let token = env.token(&who).await;
+    let a = env
+        .agent(
+            &who,
+            AgentKind::Cloud,
+            "inbox_triage",
+            Some("0 * * * *"),
+            "UTC",
+            Some(token),
+        )
+        .await;
+    env.provider.open.send_replace(false);
+    env.clock.advance(3_600_000);
+    assert_eq!(env.tick_all().await, (1, 0, 0));
+    eventually("the run reads", || async { env.provider.read_count() == 1 }).await;
+    env.clock.advance(601_000);
+    assert_eq!(env.tick_all().await, (0, 0, 1));
+    env.provider.open.send_replace(true);
+    env.idle().await;
+    assert_eq!(env.provider.read_count(), 1, "read once");
+    let runs = env.runs(&who, a.id).await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, RunStatus::Succeeded);
+    assert_eq!(env.queued(&who, "laptop").await.len(), 1);
+}

@@ -216,6 +216,10 @@ impl Env {
     }
 
     pub async fn with(instances: usize, with_model: bool) -> Env {
+        Env::build(instances, with_model, agents_config()).await
+    }
+
+    pub async fn build(instances: usize, with_model: bool, config: AgentsConfig) -> Env {
         let db = Arc::new(MemoryDb::new());
         let bus = MemoryDeviceBus::new();
         let clock = Arc::new(ManualClock::new(START));
@@ -238,7 +242,7 @@ impl Env {
                 })
                 .keyring(Keyring::parse(&key).expect("key"))
                 .provider(provider.clone())
-                .agents_config(agents_config());
+                .agents_config(config.clone());
             if with_model {
                 let o = Orchestrator::new(model.clone(), ModelRoles::default()).expect("orch");
                 b = b.chat(Arc::new(o));
