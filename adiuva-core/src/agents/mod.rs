@@ -247,7 +247,6 @@ pub(crate) struct Inner {
     pub(crate) providers: Vec<Arc<dyn ProviderApi>>,
     pub(crate) devices: DeviceHub,
     pub(crate) chat: Option<Arc<Orchestrator>>,
-    pub(crate) tiers: TierManager,
     pub(crate) config: AgentsConfig,
     /// This instance (run leases name it; the device hub's id).
     pub(crate) instance_id: Uuid,
@@ -293,7 +292,9 @@ impl AgentService {
         providers: Vec<Arc<dyn ProviderApi>>,
         devices: DeviceHub,
         chat: Option<Arc<Orchestrator>>,
-        tiers: TierManager,
+        // The limits are the plan's matrix (`tiers::allowance`) by the principal's tier;
+        // no byte quota applies to agents, so the manager itself is not kept.
+        _tiers: TierManager,
         config: AgentsConfig,
     ) -> Self {
         let permits = Arc::new(tokio::sync::Semaphore::new(
@@ -308,7 +309,6 @@ impl AgentService {
                 providers,
                 devices,
                 chat,
-                tiers,
                 config,
                 permits,
                 executing: tokio::sync::watch::Sender::new(0),
