@@ -116,6 +116,15 @@ mod dialect {
     pub(crate) const BEGIN_QUOTA: &str = "BEGIN";
     pub(crate) const LOCK_USER: &str = "SELECT 1 FROM users WHERE id = $1 FOR UPDATE";
 
+    /// Concurrent callers lock the runs they choose and skip the ones another has locked,
+    /// so each stale run goes to one caller (a row changed meanwhile is re-checked by the
+    /// outer WHERE).
+    pub(crate) const TAKE_OVER_RUNS: &str = concat!(
+        crate::repos::take_over_pick!(),
+        " FOR UPDATE SKIP LOCKED)",
+        crate::repos::take_over_set!()
+    );
+
     pub(crate) const VECTOR_SIZES: &str =
         "SELECT item_id, size_bytes FROM vector_items WHERE user_id = $1 AND item_id = ANY($2)";
     pub(crate) const DELETE_VECTORS: &str =
@@ -155,7 +164,7 @@ mod tests {
             return;
         };
         let db = super::PgDb::connect(test_db.url()).await.expect("connect");
-        assert_eq!(db.migrate().await.expect("migrate").len(), 7);
+        assert_eq!(db.migrate().await.expect("migrate").len(), 8);
         assert!(db.migrate().await.expect("again").is_empty(), "idempotent");
         adiuva_core::testing::database::run_all(&db).await;
         crate::repos::quota_writes_of_an_unknown_user_are_not_found(&db).await;

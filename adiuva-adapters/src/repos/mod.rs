@@ -18,6 +18,9 @@
 //!
 //! The devices repository (`devices`) reuses that lock for a hello's device limit, and
 //! `BEGIN_QUOTA` for its queue writes, which lock the device's row before its queue rows.
+//! The agents repository (`agents`) reuses it for the tier limits of config writes, and
+//! takes stale runs over with the dialect's `TAKE_OVER_RUNS` (PostgreSQL skips the rows
+//! another instance is taking, so no run goes to two).
 //!
 //! A dialect invokes [`impl_repos!`] once with its database type and its `dialect` module.
 
@@ -150,9 +153,61 @@ macro_rules! frame_columns {
     };
 }
 
+/// The columns of `agents`.
+macro_rules! agent_columns {
+    () => {
+        "id, user_id, kind, name, agent_type, schedule, timezone, enabled, filters, output, \
+         prompt_template, provider, oauth_token_sealed, status, sync_cursor, next_run_at, \
+         created_at, updated_at"
+    };
+}
+
+/// The columns of `agent_runs`.
+macro_rules! run_columns {
+    () => {
+        "id, user_id, agent_id, status, triggered_by, scheduled_for, created_at, started_at, \
+         finished_at, items_read, items_produced, error, instance_id, lease_until, attempts, \
+         device_id"
+    };
+}
+
+/// The columns of `agent_journeys`.
+macro_rules! journey_columns {
+    () => {
+        "id, user_id, agent_type, state_sealed, done, created_at, expires_at"
+    };
+}
+
+/// `take_over_runs`' choice of stale runs, as a CTE (`$1` is `now`, `$4` the limit); the
+/// dialect closes it, adding its row locks. Materialised: evaluated once, so the UPDATE
+/// takes exactly the rows chosen (as a subquery PostgreSQL may re-run it per row, and with
+/// SKIP LOCKED each re-run picks further rows).
+macro_rules! take_over_pick {
+    () => {
+        "WITH picked AS MATERIALIZED (SELECT id FROM agent_runs \
+         WHERE status IN ('queued', 'running') AND lease_until < $1 \
+         ORDER BY lease_until LIMIT $4"
+    };
+}
+
+/// What `take_over_runs` sets on each run it picked: `$2` the instance, `$3` the lease.
+/// The WHERE repeats the choice, so a run changed since is left alone.
+macro_rules! take_over_set {
+    () => {
+        concat!(
+            " UPDATE agent_runs SET status = 'running', instance_id = $2, lease_until = $3, \
+             started_at = COALESCE(started_at, $1), attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM picked) AND status IN ('queued', 'running') \
+             AND lease_until < $1 RETURNING ",
+            $crate::repos::run_columns!()
+        )
+    };
+}
+
 pub(crate) use {
-    backup_columns, device_columns, frame_columns, record_columns, subscription_columns, sum_of,
-    token_columns, user_columns,
+    agent_columns, backup_columns, device_columns, frame_columns, journey_columns, record_columns,
+    run_columns, subscription_columns, sum_of, take_over_pick, take_over_set, token_columns,
+    user_columns,
 };
 
 /// Both dialects: a quota-checked write for a user that does not exist is `NotFound`

@@ -136,6 +136,14 @@ mod dialect {
     pub(crate) const BEGIN_QUOTA: &str = "BEGIN IMMEDIATE";
     pub(crate) const LOCK_USER: &str = "SELECT 1 FROM users WHERE id = $1";
 
+    /// One writer at a time: the runs the CTE chose cannot be taken by anyone else before
+    /// the UPDATE sets them.
+    pub(crate) const TAKE_OVER_RUNS: &str = concat!(
+        crate::repos::take_over_pick!(),
+        ")",
+        crate::repos::take_over_set!()
+    );
+
     pub(crate) const VECTOR_SIZES: &str = "SELECT item_id, size_bytes FROM vector_items \
          WHERE user_id = $1 AND item_id IN (SELECT value FROM json_each($2))";
     pub(crate) const DELETE_VECTORS: &str = "DELETE FROM vector_items \
@@ -171,7 +179,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("nested/adiuva.db").display());
         let db = SqliteDb::connect(&url).await.expect("connect");
-        assert_eq!(db.migrate().await.expect("migrate").len(), 7);
+        assert_eq!(db.migrate().await.expect("migrate").len(), 8);
         (dir, db)
     }
 

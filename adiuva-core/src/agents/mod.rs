@@ -255,6 +255,9 @@ pub(crate) struct Inner {
     /// Runs this instance executes now (started, waiting for a permit, or finishing a
     /// device's answer); `idle` waits for zero.
     pub(crate) executing: tokio::sync::watch::Sender<usize>,
+    /// The ids of the runs executing here (a run taken over by its own instance is not
+    /// executed twice).
+    pub(crate) running: std::sync::Mutex<std::collections::HashSet<Uuid>>,
 }
 
 impl std::fmt::Debug for AgentService {
@@ -309,6 +312,7 @@ impl AgentService {
                 config,
                 permits,
                 executing: tokio::sync::watch::Sender::new(0),
+                running: std::sync::Mutex::default(),
             }),
         };
         runner::register_trigger_answers(&service);
