@@ -500,3 +500,71 @@ async fn run_now_and_runs_check_ownership_and_paging() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn an_output_device_receives_the_results_alone() {
+    let env = Env::new(1).await;
+    let who = env.user().await;
+    let hub = env.apps[0].devices();
+    register(hub, &who, "laptop").await;
+    register(hub, &who, "phone").await;
+    let token = env.token(&who).await;
+    let mut a = env
+        .agent(
+            &who,
+            AgentKind::Cloud,
+            "inbox_triage",
+            None,
+            "UTC",
+            Some(token),
+        )
+        .await;
+    a.output = json!({"device_id": "phone"});
+    env.db
+        .update_agent(&a, adiuva_core::ports::db::AgentLimits::default())
+        .await
+        .expect("update");
+    env.apps[0].agents().run_now(&who, a.id).await.expect("run");
+    env.idle().await;
+    assert_eq!(env.queued(&who, "phone").await.len(), 1);
+    assert!(env.queued(&who, "laptop").await.is_empty());
+    // An output device that is not registered: nothing is read, the run says why.
+    a.output = json!({"device_id": "tablet"});
+    env.db
+        .update_agent(&a, adiuva_core::ports::db::AgentLimits::default())
+        .await
+        .expect("update");
+    let run_id = env.apps[0].agents().run_now(&who, a.id).await.expect("run");
+    env.idle().await;
+    let run = env
+        .db
+        .run(who.user.id, run_id)
+        .await
+        .expect("db")
+        .expect("run");
+    assert_eq!(run.status, RunStatus::Skipped);
+    assert_eq!(env.provider.read_count(), 1);
+}
+
+#[tokio::test]
+async fn a_local_run_goes_to_the_most_recently_seen_online_device() {
+    let env = Env::new(1).await;
+    let who = env.user().await;
+    let hub = env.apps[0].devices();
+    let mut laptop = connect(hub, &who, "laptop").await;
+    env.clock.advance(1_000);
+    let mut phone = connect(hub, &who, "phone").await;
+    env.clock.advance(1_000);
+    register(hub, &who, "tablet").await; // seen last, but offline
+    let a = env
+        .agent(&who, AgentKind::Local, "weekly_review", None, "UTC", None)
+        .await;
+    let run_id = env.apps[0].agents().run_now(&who, a.id).await.expect("run");
+    let ToDevice::AgentTrigger { run_id: got, .. } = phone.next().await else {
+        panic!("a trigger");
+    };
+    assert_eq!(got, run_id.to_string());
+    laptop.nothing_more().await;
+    env.idle().await;
+    assert!(env.queued(&who, "tablet").await.is_empty());
+}
