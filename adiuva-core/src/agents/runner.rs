@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
 use super::results::{self, ModelInput};
@@ -86,7 +87,7 @@ pub(super) async fn run_now(
     let run = new_run(inner, &cfg, RunTrigger::Manual, None, now);
     inner.db.insert_run(&run).await?;
     let id = run.id;
-    spawn_run(inner, run);
+    spawn_run(inner, run, None);
     Ok(id)
 }
 
@@ -187,15 +188,20 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Executes `run` in the background, once a permit is free (its lease is renewed
-/// meanwhile by the scheduler's renewal, which covers every run this instance holds).
-pub(super) fn spawn_run(inner: &Arc<Inner>, run: AgentRun) {
+/// Executes `run` in the background with `permit` (the scheduler takes one before it
+/// claims, so an instance claims only what it can execute now), or once a permit is free
+/// (manual runs; the lease is renewed meanwhile by the scheduler's renewal).
+pub(super) fn spawn_run(inner: &Arc<Inner>, run: AgentRun, permit: Option<OwnedSemaphorePermit>) {
     let guard = Executing::new(inner, Some(run.id));
     let inner = inner.clone();
     tokio::spawn(async move {
         let _guard = guard;
-        let Ok(_permit) = inner.permits.clone().acquire_owned().await else {
-            return;
+        let _permit = match permit {
+            Some(p) => p,
+            None => match inner.permits.clone().acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => return,
+            },
         };
         execute(&inner, run).await;
     });
@@ -254,7 +260,7 @@ fn failed(inner: &Inner, why: &str) -> RunOutcome {
 
 /// A run taken over from a dead instance: a cloud run executes again; a local one
 /// waited past its timeout (or its processing instance died) and fails.
-pub(super) async fn taken_over(inner: &Arc<Inner>, run: AgentRun) {
+pub(super) async fn taken_over(inner: &Arc<Inner>, run: AgentRun, permit: OwnedSemaphorePermit) {
     let kind = match inner.db.agent_by_id(run.agent_id).await {
         Ok(Some(c)) => c.kind,
         Ok(None) => return,
@@ -280,7 +286,7 @@ pub(super) async fn taken_over(inner: &Arc<Inner>, run: AgentRun) {
         finish(inner, run.id, failed(inner, &why)).await;
         return;
     }
-    spawn_run(inner, run);
+    spawn_run(inner, run, Some(permit));
 }
 
 // ---- cloud -----------------------------------------------------------------------------

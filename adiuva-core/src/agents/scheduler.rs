@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::OwnedSemaphorePermit;
+
 use super::runner::{self, STILL_RUNNING, ms};
 use super::{AgentService, Inner, Schedule, TickReport};
 use crate::domain::Millis;
@@ -65,16 +67,33 @@ async fn renew(inner: &Inner) {
     }
 }
 
+/// Waits up to a tick for a run permit: an instance claims a slot only when it can
+/// execute it at once, so instances spread a burst of due slots between them by how fast
+/// each executes, and no claimed run waits leased behind others. `None`: this instance is
+/// busy for a whole tick; the others (or the next tick) take the rest.
+async fn permit(inner: &Inner) -> Option<OwnedSemaphorePermit> {
+    tokio::time::timeout(inner.config.tick, inner.permits.clone().acquire_owned())
+        .await
+        .ok()?
+        .ok()
+}
+
 pub(super) async fn tick(s: &AgentService) -> Result<TickReport, Error> {
     let inner = &s.inner;
     let mut report = TickReport::default();
-    let now = inner.clock.now_ms();
-    for _ in 0..MAX_DUE_BATCHES {
-        let due = inner.db.due_agents(now, DUE_BATCH).await?;
+    let mut busy = false;
+    'batches: for _ in 0..MAX_DUE_BATCHES {
+        let due = inner.db.due_agents(inner.clock.now_ms(), DUE_BATCH).await?;
         let full = due.len() == DUE_BATCH as usize;
         for cfg in due {
+            let Some(permit) = permit(inner).await else {
+                busy = true;
+                break 'batches;
+            };
+            // Read after the wait: the slot is the latest one up to the claim.
+            let now = inner.clock.now_ms();
             // One agent's failure never stops the others.
-            if let Err(e) = claim(inner, &cfg, now, &mut report).await {
+            if let Err(e) = claim(inner, &cfg, now, permit, &mut report).await {
                 tracing::warn!(error = %e, agent = %cfg.id, "claiming an agent's slot failed");
             }
         }
@@ -82,17 +101,31 @@ pub(super) async fn tick(s: &AgentService) -> Result<TickReport, Error> {
             break;
         }
     }
+    // Runs of dead instances, as many as this instance can execute now.
+    let free = inner
+        .permits
+        .available_permits()
+        .min(TAKE_OVER_BATCH as usize) as u32;
+    if busy || free == 0 {
+        return Ok(report);
+    }
+    let now = inner.clock.now_ms();
     let lease_until = now.saturating_add(ms(inner.config.lease));
     match inner
         .db
-        .take_over_runs(now, inner.instance_id, lease_until, TAKE_OVER_BATCH)
+        .take_over_runs(now, inner.instance_id, lease_until, free)
         .await
     {
         Ok(runs) => {
             for run in runs {
                 report.taken_over += 1;
                 tracing::info!(run = %run.id, attempts = run.attempts, "agent run taken over");
-                runner::taken_over(inner, run).await;
+                // Taken only up to the free permits; a permit taken meanwhile by a
+                // manual run makes this wait for the next one.
+                let Ok(permit) = inner.permits.clone().acquire_owned().await else {
+                    break;
+                };
+                runner::taken_over(inner, run, permit).await;
             }
         }
         Err(e) => tracing::warn!(error = %e, "taking over agent runs failed"),
@@ -106,6 +139,7 @@ async fn claim(
     inner: &Arc<Inner>,
     cfg: &AgentConfigRow,
     now: Millis,
+    permit: OwnedSemaphorePermit,
     report: &mut TickReport,
 ) -> Result<(), Error> {
     let Some(expected) = cfg.next_run_at else {
@@ -149,7 +183,7 @@ async fn claim(
     if busy {
         report.skipped += 1;
     } else {
-        runner::spawn_run(inner, run);
+        runner::spawn_run(inner, run, Some(permit));
     }
     Ok(())
 }
