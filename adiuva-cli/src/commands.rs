@@ -148,6 +148,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::BenchVectors(args) => crate::bench_vectors::run(args).await,
         Command::BenchChat(args) => crate::bench_chat::run(args).await,
         Command::BenchDevices(args) => crate::bench_devices::run(args).await,
+        Command::BenchAgents(args) => crate::bench_agents::run(args).await,
     }
 }
 

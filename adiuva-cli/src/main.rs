@@ -1,6 +1,7 @@
 //! `adiuva`: run the server, manage its data, and measure it.
 
 mod bench;
+mod bench_agents;
 mod bench_chat;
 mod bench_devices;
 mod bench_vectors;
@@ -65,6 +66,8 @@ enum Command {
     BenchChat(bench_chat::BenchChatArgs),
     /// Measure device sockets: server memory per idle socket, call round trips, queue delivery.
     BenchDevices(bench_devices::BenchDevicesArgs),
+    /// Measure agents: scheduler throughput across instances, the cost of one cloud run.
+    BenchAgents(bench_agents::BenchAgentsArgs),
 }
 
 #[derive(Debug, Subcommand)]
