@@ -401,6 +401,8 @@ fn doctor_passes_on_defaults_and_fails_on_bad_config() {
 struct Server {
     child: Child,
     url: String,
+    /// The instance id it logged (its device-bus mailbox, its runs' holder).
+    instance: String,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
@@ -434,9 +436,14 @@ fn serve(dir: &Path, extra_env: &[(&str, &str)]) -> Server {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         if v["fields"]["message"] == "adiuva listening" {
             let url = v["fields"]["url"].as_str().expect("url").to_owned();
+            let instance = v["fields"]["instance"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             return Server {
                 child,
                 url,
+                instance,
                 lines: rx,
             };
         }
@@ -1178,4 +1185,304 @@ fn kill_9_between_send_and_ack_loses_no_queued_frame() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
+}
+
+/// One slot's runs, read from the shared database.
+struct SlotRuns {
+    finished: usize,
+    succeeded: usize,
+    /// Runs still executing, by the instance holding them.
+    running_on: std::collections::HashMap<uuid::Uuid, usize>,
+    /// Agents with exactly one run for the slot.
+    once: usize,
+    /// Runs that a second instance took over.
+    taken_over: usize,
+}
+
+async fn slot_runs(
+    db: &std::sync::Arc<dyn adiuva_core::ports::Database>,
+    agents: &[uuid::Uuid],
+    slot: i64,
+) -> SlotRuns {
+    use adiuva_core::ports::db::RunStatus;
+    let mut r = SlotRuns {
+        finished: 0,
+        succeeded: 0,
+        running_on: Default::default(),
+        once: 0,
+        taken_over: 0,
+    };
+    for id in agents {
+        let runs = db.runs_for_slot(*id, slot).await.expect("runs of the slot");
+        if runs.len() == 1 {
+            r.once += 1;
+        }
+        for run in runs {
+            if run.attempts > 1 {
+                r.taken_over += 1;
+            }
+            match run.status {
+                RunStatus::Succeeded => {
+                    r.finished += 1;
+                    r.succeeded += 1;
+                }
+                RunStatus::Queued | RunStatus::Running => {
+                    if let Some(i) = run.instance_id {
+                        *r.running_on.entry(i).or_default() += 1;
+                    }
+                }
+                _ => r.finished += 1,
+            }
+        }
+    }
+    r
+}
+
+/// Issue 12, item 8: three `serve` processes on one PostgreSQL, 1,000 cloud agents (ten
+/// users) due at the same instant, each reading the fake Gmail and asking the fake model.
+/// While the slot's runs execute, the instance holding the most of them is `kill -9`ed.
+/// Every agent's slot runs exactly once: 1,000 runs, none missed, none doubled, all
+/// succeeded — the dead instance's runs taken over when their leases pass — and each
+/// user's device has exactly one result per agent in its queue.
+///
+/// The agents are created through a fourth process with the scheduler off; their daily
+/// slot is then set to the last midnight (what a deployment that was down at midnight
+/// finds), so the three schedulers start on a due slot without the test waiting for a
+/// minute to turn.
+#[test]
+fn three_instances_run_a_thousand_due_slots_exactly_once_through_a_kill_9() {
+    use adiuva_adapters::llm::fake::{FakeOpenAi, Reply};
+    use adiuva_adapters::providers::fake::{FakeGoogle, FakeMail};
+    use adiuva_core::domain::Tier;
+
+    const USERS: usize = 10;
+    const PER_USER: usize = 100;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let Some(pg) = rt.block_on(adiuva_adapters::postgres::testing::TestDatabase::create(
+        "agents_kill",
+    )) else {
+        return;
+    };
+    let (google, model) = rt.block_on(async {
+        let google = FakeGoogle::start().await.expect("fake Google");
+        let model = FakeOpenAi::start().await.expect("fake model");
+        (google, model)
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_millis() as i64;
+    google.add_gmail_message(FakeMail::new(
+        "Ann <ann@example.com>",
+        "Quarterly figures",
+        "Could you send the figures by Friday?",
+        now - 60_000,
+    ));
+    // Slow enough that the kill lands while runs execute.
+    model.set_handler(|_| {
+        Some(
+            Reply::text(r#"{"results":[{"type":"task","title":"Send Ann the figures"}]}"#)
+                .delayed(Duration::from_millis(250)),
+        )
+    });
+    let g = google.config();
+    let secret = g.client_secret.expose().clone();
+    let owned: Vec<(&str, String)> = vec![
+        ("ADIUVA_DATABASE_URL", pg.url().to_owned()),
+        ("ADIUVA_DEVICE_BUS_URL", "postgres".into()),
+        ("ADIUVA_RATE_LIMIT_ENABLED", "false".into()),
+        (
+            "ADIUVA_JWT_SECRET",
+            "kill-9-agents-secret-0123456789abcdef".into(),
+        ),
+        (
+            "ADIUVA_OAUTH_TOKEN_KEY",
+            "k1:00000000000000000000000000000000000000000000000000000000000000aa".into(),
+        ),
+        ("ADIUVA_GOOGLE_CLIENT_ID", g.client_id.clone()),
+        ("ADIUVA_GOOGLE_CLIENT_SECRET", secret),
+        ("ADIUVA_GOOGLE_AUTH_URL", g.auth_url.clone()),
+        ("ADIUVA_GOOGLE_TOKEN_URL", g.token_url.clone()),
+        ("ADIUVA_GMAIL_API_URL", g.gmail_api_url.clone()),
+        ("ADIUVA_OPENAI_BASE_URL", model.url()),
+        ("ADIUVA_OPENAI_API_KEY", "sk-fake".into()),
+        ("ADIUVA_SCHEDULER_TICK_SECS", "1".into()),
+        ("ADIUVA_AGENT_RUN_LEASE_SECS", "3".into()),
+        ("ADIUVA_AGENT_MAX_CONCURRENT_RUNS", "8".into()),
+    ];
+    let mut env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().expect("dir")).collect();
+    env.push(("ADIUVA_SCHEDULER_ENABLED", "false"));
+    let setup = serve(dirs[3].path(), &env);
+    env.pop();
+
+    let http = reqwest::Client::new();
+    let db = rt.block_on(async {
+        let db = adiuva_adapters::database::AnyDatabase::connect(pg.url())
+            .await
+            .expect("the shared database")
+            .port();
+        db
+    });
+    // Ten users, each with a registered (then offline) device, a Google token and 100
+    // inbox agents.
+    let mut agents = Vec::new();
+    let mut users = Vec::new();
+    rt.block_on(async {
+        for u in 0..USERS {
+            let email = format!("agents{u}@example.com");
+            let token = register(&http, &setup, &email, "correct horse battery").await;
+            let user = db
+                .user_by_email(&adiuva_core::domain::Email::parse(&email).expect("email"))
+                .await
+                .expect("read")
+                .expect("the user");
+            db.set_tier(user.id, Tier::Team, now).await.expect("tier");
+            users.push(user.id);
+            let (ws, _) = device_hello(&setup, &token).await;
+            drop(ws);
+            let auth = format!("Bearer {token}");
+            let consent: serde_json::Value = http
+                .get(format!("{}/api/v1/oauth/google/authorize", setup.url))
+                .header("authorization", &auth)
+                .send()
+                .await
+                .expect("authorize")
+                .json()
+                .await
+                .expect("json");
+            let url = consent["authorization_url"].as_str().expect("url");
+            let (code, state) = google.consent(url).expect("consent");
+            let sealed: serde_json::Value = http
+                .get(format!("{}/api/v1/oauth/google/callback", setup.url))
+                .query(&[("code", code.as_str()), ("state", state.as_str())])
+                .send()
+                .await
+                .expect("callback")
+                .json()
+                .await
+                .expect("json");
+            let sealed = sealed["encrypted_token"]
+                .as_str()
+                .expect("token")
+                .to_owned();
+            let creates = (0..PER_USER).map(|i| {
+                let body = serde_json::json!({
+                    "name": format!("Inbox {i}"), "agent_type": "inbox_triage",
+                    "provider": "google", "oauth_token_encrypted": sealed,
+                    "schedule": "0 0 * * *", "timezone": "UTC",
+                    "filters": {"query": "is:unread"}});
+                let req = http
+                    .post(format!("{}/api/v1/agents/cloud", setup.url))
+                    .header("authorization", &auth)
+                    .json(&body);
+                async move {
+                    let resp = req.send().await.expect("create");
+                    assert_eq!(
+                        resp.status(),
+                        200,
+                        "{}",
+                        resp.text().await.unwrap_or_default()
+                    );
+                    let v: serde_json::Value = resp.json().await.expect("json");
+                    uuid::Uuid::parse_str(v["id"].as_str().expect("id")).expect("uuid")
+                }
+            });
+            agents.extend(futures::future::join_all(creates).await);
+        }
+    });
+    assert_eq!(agents.len(), USERS * PER_USER);
+    let mut setup = setup;
+    signal(&setup.child, "TERM");
+    wait_exit(&mut setup.child);
+    // The last midnight: every agent's due slot.
+    let slot = now - now.rem_euclid(86_400_000);
+    rt.block_on(async {
+        for id in &agents {
+            let mut row = db.agent_by_id(*id).await.expect("read").expect("agent");
+            assert!(row.next_run_at.is_some_and(|n| n > now), "scheduled ahead");
+            row.next_run_at = Some(slot);
+            db.update_agent(&row, Default::default())
+                .await
+                .expect("due");
+        }
+    });
+
+    let mut servers: Vec<Server> = (0..3).map(|i| serve(dirs[i].path(), &env)).collect();
+    let instance_of: Vec<uuid::Uuid> = servers
+        .iter()
+        .map(|s| uuid::Uuid::parse_str(&s.instance).expect("instance id"))
+        .collect();
+    // Kill the instance executing the most runs once a good part of the slot is done.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let victim = loop {
+        let r = rt.block_on(slot_runs(&db, &agents, slot));
+        let busiest = r.running_on.iter().max_by_key(|(_, n)| **n);
+        if r.finished >= agents.len() / 5 {
+            if let Some((instance, n)) = busiest {
+                if let Some(i) = instance_of.iter().position(|x| x == instance) {
+                    eprintln!(
+                        "kill -9 instance {i} holding {n} running runs; {} of {} finished",
+                        r.finished,
+                        agents.len()
+                    );
+                    break i;
+                }
+            }
+        }
+        assert!(
+            r.finished < agents.len() && Instant::now() < deadline,
+            "no moment with runs in flight to kill an instance in (finished {})",
+            r.finished
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    kill_9(&mut servers[victim]);
+
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let r = loop {
+        let r = rt.block_on(slot_runs(&db, &agents, slot));
+        if r.finished == agents.len() || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(
+        r.once,
+        agents.len(),
+        "every agent has exactly one run for the slot"
+    );
+    assert_eq!(r.finished, agents.len(), "none missed");
+    assert_eq!(r.succeeded, agents.len(), "all succeeded");
+    assert!(
+        r.taken_over > 0,
+        "the killed instance's runs were taken over"
+    );
+    rt.block_on(async {
+        let later = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_millis() as i64;
+        for user in &users {
+            let queued = db.queued_count(*user, "desk", later).await.expect("count");
+            assert_eq!(queued, PER_USER as u64, "one result per agent, none twice");
+        }
+    });
+    eprintln!(
+        "{} runs, {} taken over after the kill; model calls {}",
+        r.finished,
+        r.taken_over,
+        model.request_count()
+    );
+    for (i, mut s) in servers.into_iter().enumerate() {
+        if i != victim {
+            signal(&s.child, "TERM");
+            wait_exit(&mut s.child);
+        }
+    }
+    rt.block_on(pg.drop_now());
 }

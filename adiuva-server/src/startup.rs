@@ -234,6 +234,7 @@ impl Application {
             vectors = %self.backend.vector_location,
             rate_limits = %if s.rate_limit_enabled { self.backend.rate_limiter_location.as_str() } else { "off" },
             device_bus = %self.backend.device_bus_location,
+            instance = %self.backend.adiuva.devices().instance_id(),
             env = ?s.env,
             "adiuva listening"
         );
