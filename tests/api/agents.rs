@@ -25,29 +25,37 @@ const BOUND: Duration = Duration::from_secs(20);
 /// one question, then finishes when told "just pick"; anything else is a run, answered
 /// with one task per run.
 fn scripted(body: &Value) -> Option<Reply> {
-    let offers_finish = body["tools"]
-        .as_array()
-        .is_some_and(|t| t.iter().any(|t| t["function"]["name"] == "finish_setup"));
-    if offers_finish {
-        let said = crate::chat::last_user(body);
-        if said.contains("just pick") {
-            return Some(Reply::tool_calls(&[(
-                "finish_setup",
-                &json!({
-                    "name": "Friday review",
-                    "schedule": "0 17 * * 5",
-                    "timezone": "Europe/Berlin",
-                    "filters": {},
-                })
-                .to_string(),
-            )]));
-        }
-        return Some(Reply::text("When should it run?"));
+    if let Some(reply) = journey_script(body) {
+        return Some(reply);
     }
     Some(Reply::text(
         &json!({"results": [{"type": "task", "title": "Reply to Ann", "notes": "about the contract", "source_id": "m1"}]})
             .to_string(),
     ))
+}
+
+/// A journey's model (its request offers `finish_setup`): asks once, then finishes when
+/// told "just pick". `None` for any other request.
+pub(crate) fn journey_script(body: &Value) -> Option<Reply> {
+    let offers_finish = body["tools"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|t| t["function"]["name"] == "finish_setup"));
+    if !offers_finish {
+        return None;
+    }
+    if crate::chat::last_user(body).contains("just pick") {
+        return Some(Reply::tool_calls(&[(
+            "finish_setup",
+            &json!({
+                "name": "Friday review",
+                "schedule": "0 17 * * 5",
+                "timezone": "Europe/Berlin",
+                "filters": {},
+            })
+            .to_string(),
+        )]));
+    }
+    Some(Reply::text("When should it run?"))
 }
 
 async fn model() -> FakeOpenAi {
