@@ -568,7 +568,8 @@ pub struct AgentConfigRow {
 
 /// Tier limits a write of agent configs must keep, counted over the user's configs
 /// *after* the write (`None`: unlimited). Checked under the user's lock, so concurrent
-/// writes cannot pass them together.
+/// writes cannot pass them together. A count over its limit breaks it only when the write
+/// grew it: a user above a lowered limit (a downgrade) can still edit and disable agents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AgentLimits {
     /// Configured agents, local and cloud (`agents`).
@@ -678,7 +679,8 @@ pub struct AgentRun {
     /// The instance executing it, while it is; `None` otherwise (queued, finished, or a
     /// local run waiting for its device).
     pub instance_id: Option<Uuid>,
-    /// While active: the run is taken over (cloud) or failed (local) once this passes.
+    /// While active: the run is taken over (cloud) or failed (local) once this passes
+    /// (`lease_until < now`). `None` never passes; finished runs have `None`.
     pub lease_until: Option<Millis>,
     /// How many times it was started (1 + takeovers).
     pub attempts: i32,
@@ -813,8 +815,8 @@ pub trait AgentRepo: Send + Sync {
         lease_until: Millis,
         limit: u32,
     ) -> RepoResult<Vec<AgentRun>>;
-    /// Ends an active run with `outcome`; false when it was not active (another instance
-    /// finished it).
+    /// Ends an active run with `outcome` (clearing `instance_id` and `lease_until`); false
+    /// when it was not active (another instance finished it).
     async fn finish_run(&self, run_id: Uuid, outcome: &RunOutcome) -> RepoResult<bool>;
     /// One run of the user.
     async fn run(&self, user_id: UserId, id: Uuid) -> RepoResult<Option<AgentRun>>;
@@ -842,7 +844,8 @@ pub trait AgentRepo: Send + Sync {
         id: Uuid,
         now: Millis,
     ) -> RepoResult<Option<JourneyRow>>;
-    /// Saves a session's state; `NotFound` when the user has no such live session.
+    /// Saves a session's state; `NotFound` when the user has no such session (core checks
+    /// expiry with [`AgentRepo::journey`] first; expired rows linger until deleted).
     async fn update_journey(
         &self,
         user_id: UserId,

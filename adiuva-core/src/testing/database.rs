@@ -1,11 +1,13 @@
 //! The [`Database`] conformance suite: users, refresh tokens, records, backups, blob
-//! keys, subscriptions, vector usage, and devices with their queues (in [`devices`]).
+//! keys, subscriptions, vector usage, devices with their queues (in [`devices`]), and
+//! agents with their runs and journey sessions (in [`agents`]).
 //!
 //! Longer than the ~600-line rule on purpose: it is test support, one flat list of
 //! checks that every backend runs through [`run_all`], and reads best as that one list.
 
 use uuid::Uuid;
 
+pub mod agents;
 pub mod devices;
 
 use crate::domain::{Email, Role, Tier, UserId};
@@ -69,6 +71,20 @@ pub async fn run_all(db: &dyn Database) {
     devices::device_queue_expiry_is_counted(db).await;
     devices::device_queue_payloads_round_trip(db).await;
     devices::device_queue_concurrent_enqueues_serialise(db).await;
+    agents::agents_insert_get_and_list_by_kind(db).await;
+    agents::agents_update_and_delete_are_scoped(db).await;
+    agents::agents_limits_on_insert_and_update(db).await;
+    agents::agents_limits_hold_under_concurrency(db).await;
+    agents::agents_tokens_and_cursors(db).await;
+    agents::due_agents_filter_order_and_limit(db).await;
+    agents::claim_slot_is_compare_and_swap(db).await;
+    agents::claim_slot_concurrent_claims_one_wins(db).await;
+    agents::runs_insert_start_and_renew(db).await;
+    agents::take_over_hands_each_stale_run_to_one_caller(db).await;
+    agents::finish_run_once(db).await;
+    agents::runs_list_newest_first_paged_and_scoped(db).await;
+    agents::journeys_are_scoped_expire_and_update(db).await;
+    agents::agents_go_with_their_user(db).await;
 }
 
 fn unique_email(tag: &str) -> Email {

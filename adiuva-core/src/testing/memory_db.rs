@@ -9,10 +9,11 @@ use uuid::Uuid;
 use crate::domain::{Email, Millis, Role, Tier, UserId};
 use crate::ports::Database;
 use crate::ports::db::{
-    BackupMeta, BackupRepo, BlobKeyRepo, Device, DeviceConnected, DeviceInfo, DeviceRepo,
-    DeviceSession, NewQueuedFrame, QueuedFrame, RecordMeta, RecordRepo, RecordSwap, RefreshToken,
-    RefreshTokenRepo, RepoError, RepoResult, Subscription, SubscriptionRepo, User, UserRepo,
-    VectorItemSize, VectorUsageRepo,
+    AgentConfigRow, AgentKind, AgentLimits, AgentRepo, AgentRun, AgentStatus, BackupMeta,
+    BackupRepo, BlobKeyRepo, Device, DeviceConnected, DeviceInfo, DeviceRepo, DeviceSession,
+    JourneyRow, NewQueuedFrame, QueuedFrame, RecordMeta, RecordRepo, RecordSwap, RefreshToken,
+    RefreshTokenRepo, RepoError, RepoResult, RunOutcome, RunStatus, SlotClaim, Subscription,
+    SubscriptionRepo, User, UserRepo, VectorItemSize, VectorUsageRepo,
 };
 use crate::quota::CloudUsage;
 
@@ -29,6 +30,9 @@ struct State {
     devices: Vec<(Device, i64)>,
     /// (user, device id, frame).
     queue: Vec<(UserId, String, QueuedFrame)>,
+    agents: Vec<AgentConfigRow>,
+    runs: Vec<AgentRun>,
+    journeys: Vec<JourneyRow>,
 }
 
 /// Users and tokens in a mutex.
@@ -132,6 +136,9 @@ impl UserRepo for MemoryDb {
             s.vector_items.retain(|(u, _), _| *u != id);
             s.devices.retain(|(d, _)| d.user_id != id);
             s.queue.retain(|(u, _, _)| *u != id);
+            s.agents.retain(|a| a.user_id != id);
+            s.runs.retain(|r| r.user_id != id);
+            s.journeys.retain(|j| j.user_id != id);
             Ok(())
         })?
     }
@@ -766,57 +773,159 @@ impl DeviceRepo for MemoryDb {
     }
 }
 
-#[async_trait]
-#[async_trait]
-#[allow(unused_variables)]
-impl crate::ports::db::AgentRepo for MemoryDb {
-    async fn insert_agent(
-        &self,
-        row: &crate::ports::db::AgentConfigRow,
-        limits: crate::ports::db::AgentLimits,
-    ) -> RepoResult<()> {
-        todo!("CONTRACT h-db")
+/// The counts [`AgentLimits`] bound, over one user's configs.
+fn agent_counts(agents: &[AgentConfigRow], user_id: UserId) -> [usize; 3] {
+    let mine: Vec<&AgentConfigRow> = agents.iter().filter(|a| a.user_id == user_id).collect();
+    let mut providers: Vec<&str> = mine
+        .iter()
+        .filter(|a| a.kind == AgentKind::Cloud)
+        .filter_map(|a| a.provider.as_deref())
+        .collect();
+    providers.sort_unstable();
+    providers.dedup();
+    [
+        mine.len(),
+        mine.iter().filter(|a| a.enabled).count(),
+        providers.len(),
+    ]
+}
+
+/// The first limit a write broke, going from `before` to `after` (see
+/// [`AgentRepo::insert_agent`]: a count over its limit breaks it only when the write grew it).
+pub(crate) fn broken_agent_limit(
+    before: [usize; 3],
+    after: [usize; 3],
+    limits: AgentLimits,
+) -> Option<&'static str> {
+    let checks = [
+        (limits.configured, "agents.limit"),
+        (limits.enabled, "batch_active.limit"),
+        (limits.providers, "providers.limit"),
+    ];
+    checks
+        .iter()
+        .enumerate()
+        .find(|(i, (limit, _))| {
+            limit.is_some_and(|l| after[*i] > l as usize && after[*i] > before[*i])
+        })
+        .map(|(_, (_, name))| *name)
+}
+
+impl State {
+    fn agent_mut(&mut self, id: Uuid) -> Option<&mut AgentConfigRow> {
+        self.agents.iter_mut().find(|a| a.id == id)
     }
 
-    async fn update_agent(
-        &self,
-        row: &crate::ports::db::AgentConfigRow,
-        limits: crate::ports::db::AgentLimits,
-    ) -> RepoResult<()> {
-        todo!("CONTRACT h-db")
-    }
-
-    async fn agent(
-        &self,
+    /// Runs `write` on the agents, undone when it breaks `limits`.
+    fn write_agents_within(
+        &mut self,
         user_id: UserId,
-        id: Uuid,
-    ) -> RepoResult<Option<crate::ports::db::AgentConfigRow>> {
-        todo!("CONTRACT h-db")
+        limits: AgentLimits,
+        write: impl FnOnce(&mut Vec<AgentConfigRow>) -> RepoResult<()>,
+    ) -> RepoResult<()> {
+        let before = agent_counts(&self.agents, user_id);
+        let mut agents = self.agents.clone();
+        write(&mut agents)?;
+        let after = agent_counts(&agents, user_id);
+        if let Some(name) = broken_agent_limit(before, after, limits) {
+            return Err(RepoError::Conflict(name.into()));
+        }
+        self.agents = agents;
+        Ok(())
+    }
+}
+
+/// Whether a run holds its agent at `now` (active and its lease not passed).
+fn run_holds(run: &AgentRun, now: Millis) -> bool {
+    run.status.is_active() && run.lease_until.is_none_or(|l| l >= now)
+}
+
+#[async_trait]
+impl AgentRepo for MemoryDb {
+    async fn insert_agent(&self, row: &AgentConfigRow, limits: AgentLimits) -> RepoResult<()> {
+        self.with(|s| {
+            if !s.users.iter().any(|u| u.id == row.user_id) {
+                return Err(RepoError::NotFound);
+            }
+            s.write_agents_within(row.user_id, limits, |agents| {
+                if agents.iter().any(|a| a.id == row.id) {
+                    return Err(RepoError::Conflict("agents.id".into()));
+                }
+                agents.push(row.clone());
+                Ok(())
+            })
+        })?
     }
 
-    async fn agent_by_id(&self, id: Uuid) -> RepoResult<Option<crate::ports::db::AgentConfigRow>> {
-        todo!("CONTRACT h-db")
+    async fn update_agent(&self, row: &AgentConfigRow, limits: AgentLimits) -> RepoResult<()> {
+        self.with(|s| {
+            s.write_agents_within(row.user_id, limits, |agents| {
+                let a = agents
+                    .iter_mut()
+                    .find(|a| a.id == row.id && a.user_id == row.user_id && a.kind == row.kind)
+                    .ok_or(RepoError::NotFound)?;
+                *a = AgentConfigRow {
+                    id: a.id,
+                    user_id: a.user_id,
+                    kind: a.kind,
+                    created_at: a.created_at,
+                    ..row.clone()
+                };
+                Ok(())
+            })
+        })?
+    }
+
+    async fn agent(&self, user_id: UserId, id: Uuid) -> RepoResult<Option<AgentConfigRow>> {
+        self.with(|s| {
+            s.agents
+                .iter()
+                .find(|a| a.id == id && a.user_id == user_id)
+                .cloned()
+        })
+    }
+
+    async fn agent_by_id(&self, id: Uuid) -> RepoResult<Option<AgentConfigRow>> {
+        self.with(|s| s.agents.iter().find(|a| a.id == id).cloned())
     }
 
     async fn list_agents(
         &self,
         user_id: UserId,
-        kind: crate::ports::db::AgentKind,
-    ) -> RepoResult<Vec<crate::ports::db::AgentConfigRow>> {
-        todo!("CONTRACT h-db")
+        kind: AgentKind,
+    ) -> RepoResult<Vec<AgentConfigRow>> {
+        self.with(|s| {
+            let mut list: Vec<AgentConfigRow> = s
+                .agents
+                .iter()
+                .filter(|a| a.user_id == user_id && a.kind == kind)
+                .cloned()
+                .collect();
+            list.sort_by_key(|a| (a.created_at, a.id));
+            list
+        })
     }
 
-    async fn delete_agent(
-        &self,
-        user_id: UserId,
-        kind: crate::ports::db::AgentKind,
-        id: Uuid,
-    ) -> RepoResult<()> {
-        todo!("CONTRACT h-db")
+    async fn delete_agent(&self, user_id: UserId, kind: AgentKind, id: Uuid) -> RepoResult<()> {
+        self.with(|s| {
+            let before = s.agents.len();
+            s.agents
+                .retain(|a| !(a.id == id && a.user_id == user_id && a.kind == kind));
+            if s.agents.len() == before {
+                return Err(RepoError::NotFound);
+            }
+            s.runs.retain(|r| r.agent_id != id);
+            Ok(())
+        })?
     }
 
     async fn set_agent_token(&self, id: Uuid, sealed: &str, now: Millis) -> RepoResult<()> {
-        todo!("CONTRACT h-db")
+        self.with(|s| {
+            let a = s.agent_mut(id).ok_or(RepoError::NotFound)?;
+            a.oauth_token_sealed = Some(sealed.to_owned());
+            a.updated_at = now;
+            Ok(())
+        })?
     }
 
     async fn replace_agent_tokens(
@@ -826,7 +935,19 @@ impl crate::ports::db::AgentRepo for MemoryDb {
         new: &str,
         now: Millis,
     ) -> RepoResult<u64> {
-        todo!("CONTRACT h-db")
+        self.with(|s| {
+            let mut n = 0;
+            for a in s
+                .agents
+                .iter_mut()
+                .filter(|a| a.user_id == user_id && a.oauth_token_sealed.as_deref() == Some(old))
+            {
+                a.oauth_token_sealed = Some(new.to_owned());
+                a.updated_at = now;
+                n += 1;
+            }
+            n
+        })
     }
 
     async fn set_agent_cursor(
@@ -835,38 +956,92 @@ impl crate::ports::db::AgentRepo for MemoryDb {
         cursor: Option<&str>,
         now: Millis,
     ) -> RepoResult<()> {
-        todo!("CONTRACT h-db")
+        self.with(|s| {
+            let a = s.agent_mut(id).ok_or(RepoError::NotFound)?;
+            a.sync_cursor = cursor.map(str::to_owned);
+            a.updated_at = now;
+            Ok(())
+        })?
     }
 
     async fn pause_agent_for_reauth(&self, id: Uuid, now: Millis) -> RepoResult<()> {
-        todo!("CONTRACT h-db")
+        self.with(|s| {
+            let a = s.agent_mut(id).ok_or(RepoError::NotFound)?;
+            a.status = AgentStatus::NeedsReauth;
+            a.next_run_at = None;
+            a.updated_at = now;
+            Ok(())
+        })?
     }
 
-    async fn due_agents(
-        &self,
-        now: Millis,
-        limit: u32,
-    ) -> RepoResult<Vec<crate::ports::db::AgentConfigRow>> {
-        todo!("CONTRACT h-db")
+    async fn due_agents(&self, now: Millis, limit: u32) -> RepoResult<Vec<AgentConfigRow>> {
+        self.with(|s| {
+            let mut due: Vec<AgentConfigRow> = s
+                .agents
+                .iter()
+                .filter(|a| {
+                    a.enabled
+                        && a.status == AgentStatus::Active
+                        && a.next_run_at.is_some_and(|t| t <= now)
+                })
+                .cloned()
+                .collect();
+            due.sort_by_key(|a| (a.next_run_at, a.id));
+            due.truncate(limit as usize);
+            due
+        })
     }
 
-    async fn claim_slot(
-        &self,
-        claim: &crate::ports::db::SlotClaim,
-    ) -> RepoResult<Option<crate::ports::db::AgentRun>> {
-        todo!("CONTRACT h-db")
+    async fn claim_slot(&self, claim: &SlotClaim) -> RepoResult<Option<AgentRun>> {
+        self.with(|s| {
+            let slot_taken = s.runs.iter().any(|r| {
+                r.agent_id == claim.agent_id && r.scheduled_for == claim.run.scheduled_for
+            }) && claim.run.scheduled_for.is_some();
+            if slot_taken || s.runs.iter().any(|r| r.id == claim.run.id) {
+                return None;
+            }
+            let a = s.agent_mut(claim.agent_id)?;
+            if a.next_run_at != Some(claim.expected_next_run_at) {
+                return None;
+            }
+            a.next_run_at = claim.next_run_at;
+            a.updated_at = claim.run.created_at;
+            s.runs.push(claim.run.clone());
+            Some(claim.run.clone())
+        })
     }
 
-    async fn insert_run(&self, run: &crate::ports::db::AgentRun) -> RepoResult<()> {
-        todo!("CONTRACT h-db")
+    async fn insert_run(&self, run: &AgentRun) -> RepoResult<()> {
+        self.with(|s| {
+            if !s.agents.iter().any(|a| a.id == run.agent_id) {
+                return Err(RepoError::NotFound);
+            }
+            if s.runs.iter().any(|r| r.id == run.id) {
+                return Err(RepoError::Conflict("agent_runs.id".into()));
+            }
+            if run.scheduled_for.is_some()
+                && s.runs
+                    .iter()
+                    .any(|r| r.agent_id == run.agent_id && r.scheduled_for == run.scheduled_for)
+            {
+                return Err(RepoError::Conflict("agent_runs.slot".into()));
+            }
+            s.runs.push(run.clone());
+            Ok(())
+        })?
     }
 
-    async fn active_runs(
-        &self,
-        agent_id: Uuid,
-        now: Millis,
-    ) -> RepoResult<Vec<crate::ports::db::AgentRun>> {
-        todo!("CONTRACT h-db")
+    async fn active_runs(&self, agent_id: Uuid, now: Millis) -> RepoResult<Vec<AgentRun>> {
+        self.with(|s| {
+            let mut list: Vec<AgentRun> = s
+                .runs
+                .iter()
+                .filter(|r| r.agent_id == agent_id && run_holds(r, now))
+                .cloned()
+                .collect();
+            list.sort_by_key(|r| (r.created_at, r.id));
+            list
+        })
     }
 
     async fn start_run(
@@ -877,11 +1052,38 @@ impl crate::ports::db::AgentRepo for MemoryDb {
         device_id: Option<&str>,
         now: Millis,
     ) -> RepoResult<bool> {
-        todo!("CONTRACT h-db")
+        self.with(|s| {
+            let Some(r) = s
+                .runs
+                .iter_mut()
+                .find(|r| r.id == run_id && r.status.is_active())
+            else {
+                return false;
+            };
+            r.status = RunStatus::Running;
+            r.instance_id = instance_id;
+            r.lease_until = Some(lease_until);
+            r.started_at = r.started_at.or(Some(now));
+            if let Some(d) = device_id {
+                r.device_id = Some(d.to_owned());
+            }
+            true
+        })
     }
 
     async fn renew_leases(&self, instance_id: Uuid, lease_until: Millis) -> RepoResult<u64> {
-        todo!("CONTRACT h-db")
+        self.with(|s| {
+            let mut n = 0;
+            for r in s
+                .runs
+                .iter_mut()
+                .filter(|r| r.status.is_active() && r.instance_id == Some(instance_id))
+            {
+                r.lease_until = Some(lease_until);
+                n += 1;
+            }
+            n
+        })
     }
 
     async fn take_over_runs(
@@ -890,24 +1092,58 @@ impl crate::ports::db::AgentRepo for MemoryDb {
         instance_id: Uuid,
         lease_until: Millis,
         limit: u32,
-    ) -> RepoResult<Vec<crate::ports::db::AgentRun>> {
-        todo!("CONTRACT h-db")
+    ) -> RepoResult<Vec<AgentRun>> {
+        self.with(|s| {
+            let mut stale: Vec<(Millis, Uuid)> = s
+                .runs
+                .iter()
+                .filter(|r| r.status.is_active() && r.lease_until.is_some_and(|l| l < now))
+                .map(|r| (r.lease_until.unwrap_or_default(), r.id))
+                .collect();
+            stale.sort_unstable();
+            stale.truncate(limit as usize);
+            let mut taken = Vec::with_capacity(stale.len());
+            for (_, id) in stale {
+                if let Some(r) = s.runs.iter_mut().find(|r| r.id == id) {
+                    r.status = RunStatus::Running;
+                    r.instance_id = Some(instance_id);
+                    r.lease_until = Some(lease_until);
+                    r.started_at = r.started_at.or(Some(now));
+                    r.attempts += 1;
+                    taken.push(r.clone());
+                }
+            }
+            taken
+        })
     }
 
-    async fn finish_run(
-        &self,
-        run_id: Uuid,
-        outcome: &crate::ports::db::RunOutcome,
-    ) -> RepoResult<bool> {
-        todo!("CONTRACT h-db")
+    async fn finish_run(&self, run_id: Uuid, outcome: &RunOutcome) -> RepoResult<bool> {
+        self.with(|s| {
+            let Some(r) = s
+                .runs
+                .iter_mut()
+                .find(|r| r.id == run_id && r.status.is_active())
+            else {
+                return false;
+            };
+            r.status = outcome.status;
+            r.items_read = outcome.items_read;
+            r.items_produced = outcome.items_produced;
+            r.error = outcome.error.clone();
+            r.finished_at = Some(outcome.finished_at);
+            r.instance_id = None;
+            r.lease_until = None;
+            true
+        })
     }
 
-    async fn run(
-        &self,
-        user_id: UserId,
-        id: Uuid,
-    ) -> RepoResult<Option<crate::ports::db::AgentRun>> {
-        todo!("CONTRACT h-db")
+    async fn run(&self, user_id: UserId, id: Uuid) -> RepoResult<Option<AgentRun>> {
+        self.with(|s| {
+            s.runs
+                .iter()
+                .find(|r| r.id == id && r.user_id == user_id)
+                .cloned()
+        })
     }
 
     async fn list_runs(
@@ -916,20 +1152,47 @@ impl crate::ports::db::AgentRepo for MemoryDb {
         agent_id: Option<Uuid>,
         offset: u64,
         limit: u64,
-    ) -> RepoResult<Vec<crate::ports::db::AgentRun>> {
-        todo!("CONTRACT h-db")
+    ) -> RepoResult<Vec<AgentRun>> {
+        self.with(|s| {
+            let mut list: Vec<AgentRun> = s
+                .runs
+                .iter()
+                .filter(|r| r.user_id == user_id && agent_id.is_none_or(|a| r.agent_id == a))
+                .cloned()
+                .collect();
+            list.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+            list.into_iter()
+                .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+                .take(usize::try_from(limit).unwrap_or(usize::MAX))
+                .collect()
+        })
     }
 
     async fn runs_for_slot(
         &self,
         agent_id: Uuid,
         scheduled_for: Millis,
-    ) -> RepoResult<Vec<crate::ports::db::AgentRun>> {
-        todo!("CONTRACT h-db")
+    ) -> RepoResult<Vec<AgentRun>> {
+        self.with(|s| {
+            s.runs
+                .iter()
+                .filter(|r| r.agent_id == agent_id && r.scheduled_for == Some(scheduled_for))
+                .cloned()
+                .collect()
+        })
     }
 
-    async fn insert_journey(&self, row: &crate::ports::db::JourneyRow) -> RepoResult<()> {
-        todo!("CONTRACT h-db")
+    async fn insert_journey(&self, row: &JourneyRow) -> RepoResult<()> {
+        self.with(|s| {
+            if !s.users.iter().any(|u| u.id == row.user_id) {
+                return Err(RepoError::NotFound);
+            }
+            if s.journeys.iter().any(|j| j.id == row.id) {
+                return Err(RepoError::Conflict("agent_journeys.id".into()));
+            }
+            s.journeys.push(row.clone());
+            Ok(())
+        })?
     }
 
     async fn journey(
@@ -937,8 +1200,13 @@ impl crate::ports::db::AgentRepo for MemoryDb {
         user_id: UserId,
         id: Uuid,
         now: Millis,
-    ) -> RepoResult<Option<crate::ports::db::JourneyRow>> {
-        todo!("CONTRACT h-db")
+    ) -> RepoResult<Option<JourneyRow>> {
+        self.with(|s| {
+            s.journeys
+                .iter()
+                .find(|j| j.id == id && j.user_id == user_id && j.expires_at > now)
+                .cloned()
+        })
     }
 
     async fn update_journey(
@@ -949,11 +1217,25 @@ impl crate::ports::db::AgentRepo for MemoryDb {
         done: bool,
         expires_at: Millis,
     ) -> RepoResult<()> {
-        todo!("CONTRACT h-db")
+        self.with(|s| {
+            let j = s
+                .journeys
+                .iter_mut()
+                .find(|j| j.id == id && j.user_id == user_id)
+                .ok_or(RepoError::NotFound)?;
+            j.state_sealed = state_sealed.to_owned();
+            j.done = done;
+            j.expires_at = expires_at;
+            Ok(())
+        })?
     }
 
     async fn delete_expired_journeys(&self, now: Millis) -> RepoResult<u64> {
-        todo!("CONTRACT h-db")
+        self.with(|s| {
+            let before = s.journeys.len();
+            s.journeys.retain(|j| j.expires_at > now);
+            (before - s.journeys.len()) as u64
+        })
     }
 }
 
