@@ -175,14 +175,15 @@ impl AdiuvaBuilder {
         if let Some(limit) = self.login_limit {
             auth = auth.with_login_limit(limit);
         }
+        let keyring = Arc::new(self.keyring.unwrap_or_else(Keyring::random));
         let devices = DeviceHub::new(
             db.clone(),
             self.device_bus
                 .unwrap_or_else(|| Arc::new(MemoryDeviceBus::new())),
             clock.clone(),
             self.device_config.unwrap_or_default(),
+            keyring.clone(),
         );
-        let keyring = Arc::new(self.keyring.unwrap_or_else(Keyring::random));
         let quota_gb_bytes = self.quota_gb_bytes.unwrap_or(crate::tiers::GIB);
         let agents = AgentService::new(
             db.clone(),

@@ -27,9 +27,11 @@ mod catalog;
 mod configs;
 mod journey;
 mod oauth;
+mod results;
 mod runner;
 pub mod schedule;
 mod scheduler;
+pub(crate) mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +51,20 @@ use crate::seal::Keyring;
 use crate::tiers::TierManager;
 
 pub use catalog::{CatalogItem, catalog, catalog_item};
+
+/// Every server-side prompt text of the agents platform (the chat sanitizer learns them:
+/// none may reach a client).
+pub(crate) fn server_prompt_texts() -> Vec<String> {
+    catalog::all_prompt_texts()
+        .chain([journey::JOURNEY_PROMPT])
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The tools the agents platform offers the model (their schemas stay server-side too).
+pub(crate) fn server_tool_definitions() -> Vec<crate::ports::llm::ToolDefinition> {
+    catalog().iter().map(journey::finish_tool).collect()
+}
 pub use schedule::Schedule;
 
 /// Default seconds between scheduler ticks (`ADIUVA_SCHEDULER_TICK_SECS`).
@@ -237,6 +253,9 @@ pub(crate) struct Inner {
     pub(crate) instance_id: Uuid,
     /// Bounds the runs this instance executes at once.
     pub(crate) permits: Arc<tokio::sync::Semaphore>,
+    /// Runs this instance executes now (started, waiting for a permit, or finishing a
+    /// device's answer); `idle` waits for zero.
+    pub(crate) executing: tokio::sync::watch::Sender<usize>,
 }
 
 impl std::fmt::Debug for AgentService {
@@ -289,6 +308,7 @@ impl AgentService {
                 tiers,
                 config,
                 permits,
+                executing: tokio::sync::watch::Sender::new(0),
             }),
         };
         runner::register_trigger_answers(&service);

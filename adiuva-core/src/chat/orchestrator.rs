@@ -239,8 +239,12 @@ impl Orchestrator {
             ROUTER_CLARIFY.to_owned(),
             SYNTHESIS_PROMPT.to_owned(),
         ]);
+        // The agents platform's prompts (run templates, the setup journey) must not
+        // leave either.
+        prompts.extend(crate::agents::server_prompt_texts());
         let mut tools = registry.all_tool_definitions();
         tools.push(clarify_tool());
+        tools.extend(crate::agents::server_tool_definitions());
         let names: Vec<String> = registry.list().into_iter().map(|(n, _)| n).collect();
         let sanitizer = Sanitizer::new(prompts, &tools, names);
         let largest_agent = registry
@@ -304,6 +308,11 @@ impl Orchestrator {
     /// The sanitizer every outgoing text passes through.
     pub fn sanitizer(&self) -> &Sanitizer {
         &self.sanitizer
+    }
+
+    /// The chat model (agent runs and setup journeys call it directly).
+    pub(crate) fn model(&self) -> &Arc<dyn ChatModel> {
+        &self.model
     }
 
     /// A sanitized copy of `text` (logs when a rule fires).

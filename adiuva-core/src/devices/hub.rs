@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -19,11 +19,14 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::bus_protocol::BusMessage;
-use super::{DeviceConfig, DeviceLink, DeviceStatus, FromDevice, Hello, ToDevice, hello};
+use super::{
+    DeviceConfig, DeviceLink, DeviceStatus, FromDevice, Hello, ToDevice, TriggerAnswers, hello,
+};
 use crate::domain::{Millis, UserId};
 use crate::error::Error;
 use crate::ports::db::{Device, DeviceSession, RepoError};
 use crate::ports::{Clock, Database, DeviceBus};
+use crate::seal::Keyring;
 
 /// What the model reads when the device has no live socket.
 pub(super) const OFFLINE: &str = "the device is offline";
@@ -62,6 +65,10 @@ pub(crate) struct Inner {
     pub(super) bus: Arc<dyn DeviceBus>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) config: DeviceConfig,
+    /// Seals queued payloads (`Purpose::DeviceQueue`): agent results are user content.
+    pub(super) keyring: Arc<Keyring>,
+    /// Where `data_response`s that answer no call go (an `agent_trigger`'s answer).
+    pub(super) trigger_answers: Mutex<Option<Weak<dyn TriggerAnswers>>>,
     pub(super) next_call: AtomicU64,
     sockets: Mutex<Registry>,
     /// Calls made from this instance, waiting for their answer.
@@ -141,6 +148,7 @@ impl Inner {
         bus: Arc<dyn DeviceBus>,
         clock: Arc<dyn Clock>,
         config: DeviceConfig,
+        keyring: Arc<Keyring>,
     ) -> Self {
         Self {
             short: instance_id.simple().to_string()[..8].to_owned(),
@@ -149,6 +157,8 @@ impl Inner {
             bus,
             clock,
             config,
+            keyring,
+            trigger_answers: Mutex::default(),
             next_call: AtomicU64::new(1),
             sockets: Mutex::default(),
             waiting: Mutex::default(),
@@ -345,20 +355,41 @@ impl Inner {
     }
 
     pub(super) async fn receive(&self, socket: &Socket, frame: FromDevice) -> Result<(), Error> {
-        match frame {
-            FromDevice::ToolResult { id, outcome } | FromDevice::DataResponse { id, outcome } => {
-                let entry = lock(&socket.answering).as_mut().and_then(|a| a.remove(&id));
-                let Some(entry) = entry else {
-                    return Err(Error::BadRequest {
-                        code: "unknown_call",
-                        detail: "no call with this id is waiting for an answer".into(),
-                    });
-                };
-                self.route_answer(entry.reply_to, id, outcome).await;
-                Ok(())
-            }
-            FromDevice::Ack { id } => self.ack(socket, &id).await,
+        let (id, outcome, is_data) = match frame {
+            FromDevice::ToolResult { id, outcome } => (id, outcome, false),
+            FromDevice::DataResponse { id, outcome } => (id, outcome, true),
+            FromDevice::Ack { id } => return self.ack(socket, &id).await,
+        };
+        let entry = lock(&socket.answering).as_mut().and_then(|a| a.remove(&id));
+        if let Some(entry) = entry {
+            self.route_answer(entry.reply_to, id, outcome).await;
+            return Ok(());
         }
+        // A `data_response` no call waits for answers an `agent_trigger` (its id is the
+        // run's id): the agents platform takes it, in a task of its own so a slow run
+        // never holds up the socket's reader.
+        if is_data {
+            if let (Some(sink), Ok(run_id)) = (self.trigger_sink(), Uuid::parse_str(&id)) {
+                let (user, device_id) = (socket.user, socket.device_id.clone());
+                tokio::spawn(async move {
+                    sink.answer(user, &device_id, run_id, outcome).await;
+                });
+                return Ok(());
+            }
+        }
+        Err(Error::BadRequest {
+            code: "unknown_call",
+            detail: "no call with this id is waiting for an answer".into(),
+        })
+    }
+
+    /// The agents platform's sink, while it lives.
+    fn trigger_sink(&self) -> Option<Arc<dyn TriggerAnswers>> {
+        lock(&self.trigger_answers).as_ref().and_then(Weak::upgrade)
+    }
+
+    pub(super) fn set_trigger_answers(&self, sink: Weak<dyn TriggerAnswers>) {
+        *lock(&self.trigger_answers) = Some(sink);
     }
 
     pub(super) async fn close(&self, socket: &Socket) {

@@ -40,6 +40,7 @@ use crate::auth::Principal;
 use crate::domain::{Millis, UserId};
 use crate::error::Error;
 use crate::ports::{Clock, Database, DeviceBus};
+use crate::seal::Keyring;
 
 use hub::{Inner, Socket};
 
@@ -302,15 +303,17 @@ impl Drop for HubTask {
 }
 
 impl DeviceHub {
-    /// A hub for a new instance (a fresh instance id) over these ports.
+    /// A hub for a new instance (a fresh instance id) over these ports; `keyring` seals
+    /// the durable queue's payloads.
     pub fn new(
         db: Arc<dyn Database>,
         bus: Arc<dyn DeviceBus>,
         clock: Arc<dyn Clock>,
         config: DeviceConfig,
+        keyring: Arc<Keyring>,
     ) -> Self {
         Self {
-            inner: Arc::new(Inner::new(Uuid::new_v4(), db, bus, clock, config)),
+            inner: Arc::new(Inner::new(Uuid::new_v4(), db, bus, clock, config, keyring)),
         }
     }
 
@@ -418,16 +421,16 @@ impl DeviceHub {
         frame_id: Uuid,
         frame: Queued,
     ) -> Result<bool, Error> {
-        let _ = (user, device_id, frame_id, frame);
-        todo!("CONTRACT h-run")
+        self.inner
+            .enqueue_with_id(user, device_id, frame_id, frame)
+            .await
     }
 
     /// Gives `data_response`s that answer no call to `sink` (an `agent_trigger`'s answer:
     /// its id is the run's id), on the instance that received them. Set once, by the
     /// agents platform.
     pub fn set_trigger_answers(&self, sink: std::sync::Weak<dyn TriggerAnswers>) {
-        let _ = sink;
-        todo!("CONTRACT h-run")
+        self.inner.set_trigger_answers(sink);
     }
 
     /// A chat peer that runs a turn's tools on the device (`POST /chat` with `device_id`).

@@ -18,6 +18,7 @@ use super::{MAX_QUEUED_FRAME_BYTES, Queued, ToDevice};
 use crate::domain::{Millis, UserId};
 use crate::error::Error;
 use crate::ports::db::{NewQueuedFrame, RepoError};
+use crate::seal::Purpose;
 
 /// Frames read per query: large enough that a long queue costs few queries, small
 /// enough that a batch in memory stays small.
@@ -59,11 +60,12 @@ async fn deliver(inner: Arc<Inner>, socket: Arc<Socket>) {
         let more = batch.len() == BATCH as usize;
         for queued in batch {
             after = queued.seq;
-            let frame: ToDevice = match serde_json::from_slice(&queued.payload) {
-                Ok(f) => f,
-                Err(e) => {
-                    // Only this build writes the queue; skip rather than block it.
-                    tracing::error!(error = %e, frame = %queued.frame_id, "unreadable queued frame skipped");
+            let frame: ToDevice = match inner.open_payload(&queued.payload) {
+                Some(f) => f,
+                None => {
+                    // A key removed from the ring too early, or a corrupt row: skip
+                    // rather than block the queue (it expires with its age).
+                    tracing::error!(frame = %queued.frame_id, "unreadable queued frame skipped");
                     continue;
                 }
             };
@@ -79,6 +81,18 @@ async fn deliver(inner: Arc<Inner>, socket: Arc<Socket>) {
 }
 
 impl Inner {
+    /// A stored payload back to its frame: sealed (this build) or plain JSON (written
+    /// before queued payloads were sealed; such a row starts with `{`). `None` when it
+    /// neither opens nor parses.
+    fn open_payload(&self, payload: &[u8]) -> Option<ToDevice> {
+        if payload.first() == Some(&b'{') {
+            return serde_json::from_slice(payload).ok();
+        }
+        let sealed = std::str::from_utf8(payload).ok()?;
+        let plain = self.keyring.open(Purpose::DeviceQueue, sealed).ok()?;
+        serde_json::from_slice(&plain).ok()
+    }
+
     pub(super) async fn enqueue(
         &self,
         user: UserId,
@@ -86,6 +100,19 @@ impl Inner {
         frame: Queued,
     ) -> Result<Uuid, Error> {
         let frame_id = Uuid::new_v4();
+        self.enqueue_with_id(user, device_id, frame_id, frame)
+            .await?;
+        Ok(frame_id)
+    }
+
+    /// Queues `frame` under `frame_id`; `Ok(false)` when that id is already queued.
+    pub(super) async fn enqueue_with_id(
+        &self,
+        user: UserId,
+        device_id: &str,
+        frame_id: Uuid,
+        frame: Queued,
+    ) -> Result<bool, Error> {
         let id = frame_id.to_string();
         let (kind, frame) = match frame {
             Queued::AgentTrigger {
@@ -118,23 +145,32 @@ impl Inner {
         let now = self.clock.now_ms();
         let max_age =
             Millis::try_from(self.config.queue_max_age.as_millis()).unwrap_or(Millis::MAX);
+        // Stored sealed: a queued frame may be an agent's result (user content, rule 1).
+        let payload = self
+            .keyring
+            .seal(Purpose::DeviceQueue, &payload)
+            .into_bytes();
         let new = NewQueuedFrame {
             frame_id,
             kind: kind.to_owned(),
             payload,
             expires_at: now.saturating_add(max_age),
         };
-        self.db
+        match self
+            .db
             .enqueue_frame(user, device_id, &new, self.config.queue_max_frames, now)
             .await
-            .map_err(|e| match e {
-                RepoError::NotFound => Error::NotFound("device"),
-                other => other.into(),
-            })?;
+        {
+            Ok(_) => {}
+            Err(RepoError::NotFound) => return Err(Error::NotFound("device")),
+            // Queued before (a retried producer): the first copy stands.
+            Err(RepoError::Conflict(_)) => return Ok(false),
+            Err(other) => return Err(other.into()),
+        }
         // Presence is read after the frame is stored: a device that connects meanwhile
         // reads its queue after its hello, so it sees the frame either way.
         self.wake(user, device_id).await;
-        Ok(frame_id)
+        Ok(true)
     }
 
     /// Has the device's holder deliver what is new, if it is online.

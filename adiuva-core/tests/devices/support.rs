@@ -13,6 +13,7 @@ use adiuva_core::devices::{
 use adiuva_core::domain::{Email, Role, Tier, UserId};
 use adiuva_core::ports::db::{User, UserRepo};
 use adiuva_core::ports::{Clock, ManualClock};
+use adiuva_core::seal::Keyring;
 use adiuva_core::testing::MemoryDb;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -66,12 +67,15 @@ impl Env {
         let db = Arc::new(MemoryDb::new());
         let bus = MemoryDeviceBus::new();
         let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+        // One server key for every instance, as in production.
+        let keyring = Arc::new(Keyring::random());
         let hub = || {
             DeviceHub::new(
                 db.clone(),
                 Arc::new(bus.clone()),
                 clock.clone(),
                 config.clone(),
+                keyring.clone(),
             )
         };
         let (a, b) = (hub(), hub());
