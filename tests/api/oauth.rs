@@ -63,11 +63,27 @@ pub async fn authorize(app: &TestApp, provider: &str, token: &str) -> String {
 
 /// `GET /oauth/{provider}/callback` with these query pairs (no token: the browser).
 pub async fn callback(app: &TestApp, provider: &str, query: &[(&str, &str)]) -> reqwest::Response {
-    send(
-        app.request(Method::GET, &format!("/oauth/{provider}/callback"))
-            .query(query),
-    )
+    let query: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect();
+    send(app.request(
+        Method::GET,
+        &format!("/oauth/{provider}/callback?{}", query.join("&")),
+    ))
     .await
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The whole consent flow for the holder of `token`: the sealed token set.
