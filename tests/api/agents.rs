@@ -73,7 +73,13 @@ async fn app_with_model(fake: &FakeOpenAi) -> TestApp {
 }
 
 /// `method` `path` with a JSON body as `token`.
-async fn call(app: &TestApp, method: Method, path: &str, token: &str, body: Value) -> reqwest::Response {
+async fn call(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> reqwest::Response {
     send(app.request_as(method, path, token).json(&body)).await
 }
 
@@ -144,7 +150,12 @@ async fn the_catalog_describes_every_type() {
             .unwrap_or_else(|| panic!("{t} in {catalog}"))
             .clone()
     };
-    for t in ["inbox_triage", "teams_digest", "weekly_review", "local_files"] {
+    for t in [
+        "inbox_triage",
+        "teams_digest",
+        "weekly_review",
+        "local_files",
+    ] {
         let item = by_type(t);
         for field in [
             "name",
@@ -203,8 +214,15 @@ async fn local_agents_are_created_listed_changed_and_deleted_by_their_owner_only
     assert_eq!(agent["status"], "active");
     assert_eq!(agent["filters"], json!({}));
     assert_eq!(agent["output"], json!({}));
-    assert!(agent["prompt_template"].as_str().is_some_and(|t| !t.is_empty()));
-    assert!(agent["schedule"].is_string(), "the catalog's default: {agent}");
+    assert!(
+        agent["prompt_template"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+    assert!(
+        agent["schedule"].is_string(),
+        "the catalog's default: {agent}"
+    );
     assert!(agent["next_run_at"].as_i64().is_some(), "{agent}");
     assert!(agent["created_at"].as_i64().is_some());
     assert!(agent.get("provider").is_none(), "{agent}");
@@ -247,7 +265,8 @@ async fn local_agents_are_created_listed_changed_and_deleted_by_their_owner_only
     }
     assert_error(run_now(&app, &other, &id).await, 404, "agent_not_found").await;
     assert_error(
-        app.get_as(&format!("/agents/runs?agent_id={id}"), &other).await,
+        app.get_as(&format!("/agents/runs?agent_id={id}"), &other)
+            .await,
         404,
         "agent_not_found",
     )
@@ -258,7 +277,10 @@ async fn local_agents_are_created_listed_changed_and_deleted_by_their_owner_only
     assert_eq!(json_body::<Value>(resp).await, json!({"ok": true}));
     let resp = send(app.request_as(Method::DELETE, &format!("/agents/local/{id}"), &token)).await;
     assert_error(resp, 404, "agent_not_found").await;
-    assert_eq!(app.get_json_as::<Value>("/agents/local", &token).await, json!([]));
+    assert_eq!(
+        app.get_json_as::<Value>("/agents/local", &token).await,
+        json!([])
+    );
     assert_unauthorized(app.get("/agents/local").await).await;
 }
 
@@ -311,7 +333,14 @@ async fn every_bad_field_is_a_422() {
         json!({"timezone": "Nowhere/Else"}),
         json!({"name": ""}),
     ] {
-        let resp = call(&app, Method::PUT, &format!("/agents/local/{id}"), &token, body.clone()).await;
+        let resp = call(
+            &app,
+            Method::PUT,
+            &format!("/agents/local/{id}"),
+            &token,
+            body.clone(),
+        )
+        .await;
         assert_validation_error(resp).await;
     }
 }
@@ -354,7 +383,14 @@ async fn the_free_tier_has_three_agents_two_enabled() {
     // Enabling the third is over `batch_active`.
     let id = third["id"].as_str().expect("id");
     assert_error(
-        call(&app, Method::PUT, &format!("/agents/local/{id}"), &free, json!({"enabled": true})).await,
+        call(
+            &app,
+            Method::PUT,
+            &format!("/agents/local/{id}"),
+            &free,
+            json!({"enabled": true}),
+        )
+        .await,
         403,
         "quota_exceeded",
     )
@@ -382,7 +418,10 @@ async fn runs_are_listed_newest_first_and_paged() {
         let run = started["run_id"].as_str().expect("run_id").to_owned();
         let row = finished_run(&app, &token, &id, &run).await;
         assert_eq!(row["status"], "skipped", "{row}");
-        assert!(row["error"].as_str().is_some_and(|e| !e.is_empty()), "{row}");
+        assert!(
+            row["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{row}"
+        );
         runs.push(run);
     }
     let all: Value = app.get_json_as("/agents/runs", &token).await;
@@ -392,7 +431,10 @@ async fn runs_are_listed_newest_first_and_paged() {
         .iter()
         .filter_map(|r| r["id"].as_str())
         .collect();
-    assert_eq!(ids, runs.iter().rev().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        ids,
+        runs.iter().rev().map(String::as_str).collect::<Vec<_>>()
+    );
     let first = &all[0];
     for field in [
         "id",
@@ -420,7 +462,10 @@ async fn runs_are_listed_newest_first_and_paged() {
     assert_eq!(page2.as_array().map(Vec::len), Some(1));
     assert_eq!(page2[0]["id"], runs[0].as_str());
     let (_, other) = app.account_on("runs-other", Tier::Pro).await;
-    assert_eq!(app.get_json_as::<Value>("/agents/runs", &other).await, json!([]));
+    assert_eq!(
+        app.get_json_as::<Value>("/agents/runs", &other).await,
+        json!([])
+    );
 
     for bad in [
         "/agents/runs?limit=0",
@@ -432,12 +477,18 @@ async fn runs_are_listed_newest_first_and_paged() {
     }
     let unknown = uuid::Uuid::new_v4();
     assert_error(
-        app.get_as(&format!("/agents/runs?agent_id={unknown}"), &token).await,
+        app.get_as(&format!("/agents/runs?agent_id={unknown}"), &token)
+            .await,
         404,
         "agent_not_found",
     )
     .await;
-    assert_error(run_now(&app, &token, &unknown.to_string()).await, 404, "agent_not_found").await;
+    assert_error(
+        run_now(&app, &token, &unknown.to_string()).await,
+        404,
+        "agent_not_found",
+    )
+    .await;
     assert_unauthorized(app.get("/agents/runs").await).await;
 }
 
@@ -476,7 +527,10 @@ async fn a_local_run_triggers_the_device_and_delivers_its_results() {
     assert_eq!(note["kind"], "agent_result", "{note}");
     assert_eq!(note["payload"]["run_id"], run.as_str());
     assert_eq!(note["payload"]["agent_id"], id.as_str());
-    assert_eq!(note["payload"]["results"][0]["title"], "Reply to Ann", "{note}");
+    assert_eq!(
+        note["payload"]["results"][0]["title"], "Reply to Ann",
+        "{note}"
+    );
 
     let row = finished_run(&app, &token, &id, &run).await;
     assert_eq!(row["status"], "succeeded", "{row}");
@@ -513,7 +567,12 @@ async fn a_cloud_run_reads_gmail_and_notifies_the_devices() {
         "Please sign the contract by Friday",
         now - 60_000,
     ));
-    google.add_gmail_message(FakeMail::new("Bob", "Lunch", "Lunch tomorrow?", now - 30_000));
+    google.add_gmail_message(FakeMail::new(
+        "Bob",
+        "Lunch",
+        "Lunch tomorrow?",
+        now - 30_000,
+    ));
     let sealed = connect_google(&app, &google, &token).await;
     let agent: Value = json_body(
         create_cloud(
@@ -535,7 +594,11 @@ async fn a_cloud_run_reads_gmail_and_notifies_the_devices() {
     assert_eq!(note["kind"], "agent_result", "{note}");
     assert_eq!(note["payload"]["run_id"], run.as_str());
     assert_eq!(note["payload"]["agent_type"], "inbox_triage");
-    assert!(note["payload"]["results"].as_array().is_some_and(|r| !r.is_empty()));
+    assert!(
+        note["payload"]["results"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+    );
     let row = finished_run(&app, &token, &id, &run).await;
     assert_eq!(row["status"], "succeeded", "{row}");
     assert_eq!(row["items_read"], 2, "{row}");

@@ -110,7 +110,12 @@ async fn sealed_from(resp: reqwest::Response) -> String {
 }
 
 /// `POST /oauth/{provider}/refresh`.
-pub async fn refresh(app: &TestApp, provider: &str, token: &str, sealed: &str) -> reqwest::Response {
+pub async fn refresh(
+    app: &TestApp,
+    provider: &str,
+    token: &str,
+    sealed: &str,
+) -> reqwest::Response {
     send(
         app.request_as(Method::POST, &format!("/oauth/{provider}/refresh"), token)
             .json(&json!({ "encrypted_token": sealed })),
@@ -269,17 +274,31 @@ async fn the_callback_seals_the_token_set_and_a_cloud_agent_takes_it() {
     assert!(!listed.to_string().contains(&sealed));
 
     // Something this server did not seal.
-    let bad = create_cloud(&app, &token, "inbox_triage", "google", "not-sealed", json!({})).await;
+    let bad = create_cloud(
+        &app,
+        &token,
+        "inbox_triage",
+        "google",
+        "not-sealed",
+        json!({}),
+    )
+    .await;
     assert_error(bad, 422, "validation_error").await;
 
     // Refresh: a new sealed set; Google keeps its refresh token, so both keep working.
     let resp = refresh(&app, "google", &token, &sealed).await;
     assert_eq!(resp.status(), 200);
     let renewed: Value = json_body(resp).await;
-    let renewed = renewed["encrypted_token"].as_str().expect("sealed").to_owned();
+    let renewed = renewed["encrypted_token"]
+        .as_str()
+        .expect("sealed")
+        .to_owned();
     assert_ne!(renewed, sealed);
     assert!(!has_fake_token(&renewed));
-    assert_eq!(refresh(&app, "google", &token, &renewed).await.status(), 200);
+    assert_eq!(
+        refresh(&app, "google", &token, &renewed).await.status(),
+        200
+    );
 
     // Refused refresh: invalid_grant, and the agent that held the token is paused.
     google.revoke_refresh_tokens();
@@ -313,8 +332,18 @@ async fn the_callback_seals_the_token_set_and_a_cloud_agent_takes_it() {
         .await,
     )
     .await;
-    assert_error(refresh(&app, "google", &token, "garbage").await, 422, "validation_error").await;
-    assert_error(refresh(&app, "yahoo", &token, &fresh).await, 404, "provider_not_found").await;
+    assert_error(
+        refresh(&app, "google", &token, "garbage").await,
+        422,
+        "validation_error",
+    )
+    .await;
+    assert_error(
+        refresh(&app, "yahoo", &token, &fresh).await,
+        404,
+        "provider_not_found",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -336,13 +365,17 @@ async fn microsoft_rotates_refresh_tokens_and_the_old_one_dies() {
         assert!(q["scope"].contains(scope), "{scope} in {url}");
     }
     let (code, state) = ms.consent(&url).expect("consent");
-    let first = sealed_from(
-        callback(&app, "microsoft", &[("code", &code), ("state", &state)]).await,
-    )
-    .await;
+    let first =
+        sealed_from(callback(&app, "microsoft", &[("code", &code), ("state", &state)]).await).await;
     let second: Value = json_body(refresh(&app, "microsoft", &token, &first).await).await;
-    let second = second["encrypted_token"].as_str().expect("sealed").to_owned();
-    assert_eq!(refresh(&app, "microsoft", &token, &second).await.status(), 200);
+    let second = second["encrypted_token"]
+        .as_str()
+        .expect("sealed")
+        .to_owned();
+    assert_eq!(
+        refresh(&app, "microsoft", &token, &second).await.status(),
+        200
+    );
     // The first set's refresh token was rotated away.
     assert_error(
         refresh(&app, "microsoft", &token, &first).await,
@@ -351,8 +384,12 @@ async fn microsoft_rotates_refresh_tokens_and_the_old_one_dies() {
     )
     .await;
     // A Microsoft token set is not Google's.
-    assert_error(refresh(&app, "google", &token, &second).await, 503, "oauth_not_configured")
-        .await;
+    assert_error(
+        refresh(&app, "google", &token, &second).await,
+        503,
+        "oauth_not_configured",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -371,14 +408,24 @@ async fn the_callback_refuses_bad_states_codes_and_denied_consent() {
 
     // Denied consent: the provider sends `error` instead of `code`.
     assert_error(
-        callback(&app, "google", &[("error", "access_denied"), ("state", &state)]).await,
+        callback(
+            &app,
+            "google",
+            &[("error", "access_denied"), ("state", &state)],
+        )
+        .await,
         400,
         "oauth_denied",
     )
     .await;
     // A state this server never issued.
     assert_error(
-        callback(&app, "google", &[("code", &code), ("state", "forged-state")]).await,
+        callback(
+            &app,
+            "google",
+            &[("code", &code), ("state", "forged-state")],
+        )
+        .await,
         400,
         "invalid_state",
     )
@@ -466,7 +513,15 @@ async fn the_free_tier_connects_one_provider() {
     }
     // A provider the type does not read.
     assert_error(
-        create_cloud(&app, &pro, "teams_digest", "google", &g, json!({"team_id": "t", "channel_id": "c"})).await,
+        create_cloud(
+            &app,
+            &pro,
+            "teams_digest",
+            "google",
+            &g,
+            json!({"team_id": "t", "channel_id": "c"}),
+        )
+        .await,
         422,
         "validation_error",
     )
@@ -496,7 +551,10 @@ async fn no_token_code_state_or_client_secret_reaches_the_log() {
     let ok = callback(&app, "google", &[("code", &code), ("state", &state)]).await;
     assert_eq!(ok.status(), 200);
     let sealed: Value = json_body(ok).await;
-    let sealed = sealed["encrypted_token"].as_str().expect("sealed").to_owned();
+    let sealed = sealed["encrypted_token"]
+        .as_str()
+        .expect("sealed")
+        .to_owned();
     // Failures too: a spent code (the fake quotes it in its error_description), a
     // refused refresh (it quotes the refresh token).
     let spent = callback(&app, "google", &[("code", &code), ("state", &state)]).await;
@@ -515,6 +573,9 @@ async fn no_token_code_state_or_client_secret_reaches_the_log() {
     let logs = log_text();
     assert!(!logs.contains(&code), "the code was logged");
     assert!(!logs.contains(&state), "the state was logged");
-    assert!(!logs.contains(FAKE_CLIENT_SECRET), "the client secret was logged");
+    assert!(
+        !logs.contains(FAKE_CLIENT_SECRET),
+        "the client secret was logged"
+    );
     assert!(!has_fake_token(&logs), "a token or code was logged");
 }

@@ -848,11 +848,7 @@ impl AgentsApi {
 
     /// Run an agent now (in the background). A local agent's devices get an
     /// `agent_trigger`; results arrive as `agent_result` notifications.
-    #[oai(
-        path = "/agents/:id/run",
-        method = "post",
-        operation_id = "run_agent"
-    )]
+    #[oai(path = "/agents/:id/run", method = "post", operation_id = "run_agent")]
     async fn run(
         &self,
         app: Data<&Adiuva>,
@@ -860,11 +856,7 @@ impl AgentsApi {
         id: Path<String>,
     ) -> Result<Json<AgentRunStarted>, AgentRunError> {
         let id = agent_id(&id.0)?;
-        let run_id = app
-            .agents()
-            .run_now(&auth.0, id)
-            .await
-            .map_err(run_error)?;
+        let run_id = app.agents().run_now(&auth.0, id).await.map_err(run_error)?;
         Ok(Json(AgentRunStarted {
             ok: true,
             run_id: run_id.to_string(),
@@ -918,12 +910,9 @@ impl AgentsApi {
 /// that is the documented `run_in_progress`.
 fn run_error(e: adiuva_core::Error) -> AgentRunError {
     match e {
-        adiuva_core::Error::Conflict(detail) => ApiError::new(
-            poem::http::StatusCode::CONFLICT,
-            "run_in_progress",
-            detail,
-        )
-        .into(),
+        adiuva_core::Error::Conflict(detail) => {
+            ApiError::new(poem::http::StatusCode::CONFLICT, "run_in_progress", detail).into()
+        }
         other => other.into(),
     }
 }

@@ -218,7 +218,10 @@ impl Settings {
             journey_ttl: secs(self.agent_journey_ttl_secs),
             max_items_per_run: self.agent_max_items_per_run.max(1),
             max_concurrent_runs: self.agent_max_concurrent_runs.max(1),
-            redirect_base_url: self.oauth_redirect_base_url.trim_end_matches('/').to_owned(),
+            redirect_base_url: self
+                .oauth_redirect_base_url
+                .trim_end_matches('/')
+                .to_owned(),
             model: self.agent_model.clone(),
             max_tokens: self.agent_max_tokens,
         }
@@ -229,7 +232,10 @@ impl Settings {
         let client_id = self.google_client_id.as_ref()?.trim().to_owned();
         Some(adiuva_adapters::providers::GoogleConfig {
             client_id,
-            client_secret: self.google_client_secret.clone().unwrap_or_else(|| Secret::new(String::new())),
+            client_secret: self
+                .google_client_secret
+                .clone()
+                .unwrap_or_else(|| Secret::new(String::new())),
             auth_url: self.google_auth_url.clone(),
             token_url: self.google_token_url.clone(),
             gmail_api_url: self.gmail_api_url.clone(),
@@ -242,7 +248,10 @@ impl Settings {
         let client_id = self.microsoft_client_id.as_ref()?.trim().to_owned();
         Some(adiuva_adapters::providers::MicrosoftConfig {
             client_id,
-            client_secret: self.microsoft_client_secret.clone().unwrap_or_else(|| Secret::new(String::new())),
+            client_secret: self
+                .microsoft_client_secret
+                .clone()
+                .unwrap_or_else(|| Secret::new(String::new())),
             authority_url: self.microsoft_authority_url.clone(),
             graph_url: self.ms_graph_url.clone(),
             timeout: PROVIDER_TIMEOUT,
