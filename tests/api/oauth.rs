@@ -174,12 +174,13 @@ fn query_of(url: &str) -> std::collections::HashMap<String, String> {
             let bytes = v.as_bytes();
             let mut i = 0;
             while i < bytes.len() {
-                if bytes[i] == b'%' && i + 2 < bytes.len() + 1 {
-                    if let Ok(b) = u8::from_str_radix(&v[i + 1..i + 3], 16) {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
+                if bytes[i] == b'%'
+                    && i + 2 < bytes.len()
+                    && let Ok(b) = u8::from_str_radix(&v[i + 1..i + 3], 16)
+                {
+                    out.push(b);
+                    i += 3;
+                    continue;
                 }
                 out.push(bytes[i]);
                 i += 1;
