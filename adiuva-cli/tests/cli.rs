@@ -531,6 +531,12 @@ fn prod_without_a_secret_refuses_to_start_and_says_why() {
         .args(["serve", "--bind", "127.0.0.1:0"])
         .env("ENV", "prod"));
     assert_one_line_error(&o, "JWT_SECRET is required when ENV=prod");
+    // The key sealing OAuth tokens too: a generated one would differ per instance.
+    let o = run(adiuva(dir.path())
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("ENV", "prod")
+        .env("JWT_SECRET", "prod-secret-that-must-not-leak-0123456789"));
+    assert_one_line_error(&o, "OAUTH_TOKEN_KEY is required when ENV=prod");
 }
 
 #[test]
@@ -541,6 +547,7 @@ fn prod_logs_are_json_and_never_show_the_secret() {
     cmd.args(["serve", "--bind", "127.0.0.1:0"])
         .env("ENV", "prod")
         .env("JWT_SECRET", secret)
+        .env("OAUTH_TOKEN_KEY", OAUTH_KEY)
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
     let stderr = child.stderr.take().expect("stderr");
@@ -554,7 +561,11 @@ fn prod_logs_are_json_and_never_show_the_secret() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut reader, &mut rest).expect("rest");
     assert!(!first.contains(secret) && !rest.contains(secret));
+    assert!(!first.contains(OAUTH_KEY) && !rest.contains(OAUTH_KEY));
 }
+
+/// An `OAUTH_TOKEN_KEY` for prod servers: 32 bytes in hex.
+const OAUTH_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 #[test]
 fn storage_gc_lists_and_deletes_orphaned_blobs() {

@@ -89,6 +89,8 @@ impl Backend {
         model: Option<Arc<dyn ChatModel>>,
     ) -> Result<Self, StartupError> {
         let auth = settings.auth_config()?;
+        // Before anything is touched: a prod server without its token key stops here.
+        let keyring = settings.resolve_oauth_keyring()?;
         let database = AnyDatabase::connect(&settings.database_url()).await?;
         let applied = database.migrate().await?;
         if !applied.is_empty() {
@@ -119,7 +121,7 @@ impl Backend {
         let mut builder = Adiuva::builder()
             .device_bus(device_bus)
             .device_config(settings.device_config())
-            .keyring(settings.resolve_oauth_keyring()?)
+            .keyring(keyring)
             .agents_config(settings.agents_config());
         // A provider is offered only when its client id is set; without it its routes
         // answer 503 oauth_not_configured.
