@@ -579,4 +579,6 @@ async fn no_token_code_state_or_client_secret_reaches_the_log() {
         "the client secret was logged"
     );
     assert!(!has_fake_token(&logs), "a token or code was logged");
+    let key = crate::helpers::OAUTH_TOKEN_KEY.trim_start_matches("k1:");
+    assert!(!logs.contains(key), "the token key was logged");
 }
