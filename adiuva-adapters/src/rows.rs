@@ -247,3 +247,108 @@ where
         expires_at: get(row, "expires_at")?,
     })
 }
+
+/// An `agents` row. `filters` and `output` are JSON text on both dialects.
+pub(crate) fn agent_from_row<R>(row: &R) -> RepoResult<adiuva_core::ports::db::AgentConfigRow>
+where
+    R: Row + IdColumn,
+    for<'c> &'c str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
+{
+    use adiuva_core::ports::db::{AgentConfigRow, AgentKind, AgentStatus};
+
+    let kind: String = get(row, "kind")?;
+    let status: String = get(row, "status")?;
+    let json = |col: &str| -> RepoResult<serde_json::Value> {
+        let text: String = get(row, col)?;
+        serde_json::from_str(&text).map_err(|e| invalid(col, e))
+    };
+    Ok(AgentConfigRow {
+        id: row.uuid("id")?,
+        user_id: UserId(row.uuid("user_id")?),
+        kind: [AgentKind::Local, AgentKind::Cloud]
+            .into_iter()
+            .find(|k| k.as_str() == kind)
+            .ok_or_else(|| invalid("agents.kind", kind))?,
+        name: get(row, "name")?,
+        agent_type: get(row, "agent_type")?,
+        schedule: get(row, "schedule")?,
+        timezone: get(row, "timezone")?,
+        enabled: get(row, "enabled")?,
+        filters: json("filters")?,
+        output: json("output")?,
+        prompt_template: get(row, "prompt_template")?,
+        provider: get(row, "provider")?,
+        oauth_token_sealed: get(row, "oauth_token_sealed")?,
+        status: [AgentStatus::Active, AgentStatus::NeedsReauth]
+            .into_iter()
+            .find(|s| s.as_str() == status)
+            .ok_or_else(|| invalid("agents.status", status))?,
+        sync_cursor: get(row, "sync_cursor")?,
+        next_run_at: get(row, "next_run_at")?,
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
+/// An `agent_runs` row.
+pub(crate) fn agent_run_from_row<R>(row: &R) -> RepoResult<adiuva_core::ports::db::AgentRun>
+where
+    R: Row + IdColumn,
+    for<'c> &'c str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i32: Decode<'r, R::Database> + Type<R::Database>,
+{
+    use adiuva_core::ports::db::{AgentRun, RunStatus, RunTrigger};
+
+    let status: String = get(row, "status")?;
+    let trigger: String = get(row, "triggered_by")?;
+    Ok(AgentRun {
+        id: row.uuid("id")?,
+        user_id: UserId(row.uuid("user_id")?),
+        agent_id: row.uuid("agent_id")?,
+        status: RunStatus::parse(&status).ok_or_else(|| invalid("agent_runs.status", status))?,
+        trigger: [RunTrigger::Manual, RunTrigger::Schedule]
+            .into_iter()
+            .find(|t| t.as_str() == trigger)
+            .ok_or_else(|| invalid("agent_runs.triggered_by", trigger))?,
+        scheduled_for: get(row, "scheduled_for")?,
+        created_at: get(row, "created_at")?,
+        started_at: get(row, "started_at")?,
+        finished_at: get(row, "finished_at")?,
+        items_read: get(row, "items_read")?,
+        items_produced: get(row, "items_produced")?,
+        error: get(row, "error")?,
+        instance_id: row.opt_uuid("instance_id")?,
+        lease_until: get(row, "lease_until")?,
+        attempts: get(row, "attempts")?,
+        device_id: get(row, "device_id")?,
+    })
+}
+
+/// An `agent_journeys` row.
+pub(crate) fn journey_from_row<R>(row: &R) -> RepoResult<adiuva_core::ports::db::JourneyRow>
+where
+    R: Row + IdColumn,
+    for<'c> &'c str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(adiuva_core::ports::db::JourneyRow {
+        id: row.uuid("id")?,
+        user_id: UserId(row.uuid("user_id")?),
+        agent_type: get(row, "agent_type")?,
+        state_sealed: get(row, "state_sealed")?,
+        done: get(row, "done")?,
+        created_at: get(row, "created_at")?,
+        expires_at: get(row, "expires_at")?,
+    })
+}

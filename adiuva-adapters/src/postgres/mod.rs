@@ -116,6 +116,23 @@ mod dialect {
     pub(crate) const BEGIN_QUOTA: &str = "BEGIN";
     pub(crate) const LOCK_USER: &str = "SELECT 1 FROM users WHERE id = $1 FOR UPDATE";
 
+    /// A claim's compare-and-swap of the agent's slot (`$1` the next slot, `$2` now, `$3`
+    /// the agent, `$4` the slot read). An agent another claim holds locked is skipped, not
+    /// waited for: that claim wins the slot (or, failing, leaves it for the next tick), and
+    /// instances ticking at once spread over the due agents instead of queueing on each.
+    pub(crate) const CLAIM_SWAP: &str = "UPDATE agents SET next_run_at = $1, updated_at = $2 \
+         WHERE id = (SELECT id FROM agents WHERE id = $3 AND next_run_at = $4 \
+         FOR UPDATE SKIP LOCKED) AND next_run_at = $4";
+
+    /// Concurrent callers lock the runs they choose and skip the ones another has locked,
+    /// so each stale run goes to one caller (a row changed meanwhile is re-checked by the
+    /// outer WHERE).
+    pub(crate) const TAKE_OVER_RUNS: &str = concat!(
+        crate::repos::take_over_pick!(),
+        " FOR UPDATE SKIP LOCKED)",
+        crate::repos::take_over_set!()
+    );
+
     pub(crate) const VECTOR_SIZES: &str =
         "SELECT item_id, size_bytes FROM vector_items WHERE user_id = $1 AND item_id = ANY($2)";
     pub(crate) const DELETE_VECTORS: &str =
@@ -155,10 +172,22 @@ mod tests {
             return;
         };
         let db = super::PgDb::connect(test_db.url()).await.expect("connect");
-        assert_eq!(db.migrate().await.expect("migrate").len(), 7);
+        assert_eq!(db.migrate().await.expect("migrate").len(), 8);
         assert!(db.migrate().await.expect("again").is_empty(), "idempotent");
         adiuva_core::testing::database::run_all(&db).await;
         crate::repos::quota_writes_of_an_unknown_user_are_not_found(&db).await;
+        db.close().await;
+        test_db.drop_now().await;
+    }
+
+    #[tokio::test]
+    async fn a_thousand_due_slots_are_claimed_once_by_three_instances() {
+        let Some(test_db) = TestDatabase::create("claims").await else {
+            return;
+        };
+        let db = super::PgDb::connect(test_db.url()).await.expect("connect");
+        db.migrate().await.expect("migrate");
+        crate::repos::a_thousand_due_slots_are_claimed_once_by_three_instances(&db).await;
         db.close().await;
         test_db.drop_now().await;
     }

@@ -18,6 +18,9 @@
 //!
 //! The devices repository (`devices`) reuses that lock for a hello's device limit, and
 //! `BEGIN_QUOTA` for its queue writes, which lock the device's row before its queue rows.
+//! The agents repository (`agents`) reuses it for the tier limits of config writes, and
+//! takes stale runs over with the dialect's `TAKE_OVER_RUNS` (PostgreSQL skips the rows
+//! another instance is taking, so no run goes to two).
 //!
 //! A dialect invokes [`impl_repos!`] once with its database type and its `dialect` module.
 
@@ -150,9 +153,61 @@ macro_rules! frame_columns {
     };
 }
 
+/// The columns of `agents`.
+macro_rules! agent_columns {
+    () => {
+        "id, user_id, kind, name, agent_type, schedule, timezone, enabled, filters, output, \
+         prompt_template, provider, oauth_token_sealed, status, sync_cursor, next_run_at, \
+         created_at, updated_at"
+    };
+}
+
+/// The columns of `agent_runs`.
+macro_rules! run_columns {
+    () => {
+        "id, user_id, agent_id, status, triggered_by, scheduled_for, created_at, started_at, \
+         finished_at, items_read, items_produced, error, instance_id, lease_until, attempts, \
+         device_id"
+    };
+}
+
+/// The columns of `agent_journeys`.
+macro_rules! journey_columns {
+    () => {
+        "id, user_id, agent_type, state_sealed, done, created_at, expires_at"
+    };
+}
+
+/// `take_over_runs`' choice of stale runs, as a CTE (`$1` is `now`, `$4` the limit); the
+/// dialect closes it, adding its row locks. Materialised: evaluated once, so the UPDATE
+/// takes exactly the rows chosen (as a subquery PostgreSQL may re-run it per row, and with
+/// SKIP LOCKED each re-run picks further rows).
+macro_rules! take_over_pick {
+    () => {
+        "WITH picked AS MATERIALIZED (SELECT id FROM agent_runs \
+         WHERE status IN ('queued', 'running') AND lease_until < $1 \
+         ORDER BY lease_until LIMIT $4"
+    };
+}
+
+/// What `take_over_runs` sets on each run it picked: `$2` the instance, `$3` the lease.
+/// The WHERE repeats the choice, so a run changed since is left alone.
+macro_rules! take_over_set {
+    () => {
+        concat!(
+            " UPDATE agent_runs SET status = 'running', instance_id = $2, lease_until = $3, \
+             started_at = COALESCE(started_at, $1), attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM picked) AND status IN ('queued', 'running') \
+             AND lease_until < $1 RETURNING ",
+            $crate::repos::run_columns!()
+        )
+    };
+}
+
 pub(crate) use {
-    backup_columns, device_columns, frame_columns, record_columns, subscription_columns, sum_of,
-    token_columns, user_columns,
+    agent_columns, backup_columns, device_columns, frame_columns, journey_columns, record_columns,
+    run_columns, subscription_columns, sum_of, take_over_pick, take_over_set, token_columns,
+    user_columns,
 };
 
 /// Both dialects: a quota-checked write for a user that does not exist is `NotFound`
@@ -208,4 +263,114 @@ pub(crate) async fn quota_writes_of_an_unknown_user_are_not_found(
     }
     assert_eq!(db.stored_bytes(ghost).await.expect("sum"), 0);
     assert_eq!(db.vector_bytes(ghost).await.expect("sum"), 0);
+}
+
+/// Both dialects: 1,000 agents due in one minute, claimed by three instances ticking at
+/// once, each reading the due agents and claiming every one: each slot runs exactly once
+/// and every agent moves to its next slot. Prints how long it took (no timing assert: the
+/// machine's speed is not the contract).
+#[cfg(test)]
+pub(crate) async fn a_thousand_due_slots_are_claimed_once_by_three_instances(
+    db: &dyn adiuva_core::ports::Database,
+) {
+    use adiuva_core::ports::db::{
+        AgentConfigRow, AgentKind, AgentLimits, AgentRun, AgentStatus, RunStatus, RunTrigger,
+        SlotClaim,
+    };
+    use uuid::Uuid;
+
+    const SLOT: i64 = 60_000;
+    const NEXT: i64 = 120_000;
+    let user = adiuva_core::testing::database::sample_user("bench-claims", 1);
+    db.insert_user(&user).await.expect("user");
+    for i in 0..1_000 {
+        let row = AgentConfigRow {
+            id: Uuid::now_v7(),
+            user_id: user.id,
+            kind: AgentKind::Local,
+            name: format!("agent {i}"),
+            agent_type: "daily_brief".into(),
+            schedule: Some("* * * * *".into()),
+            timezone: "UTC".into(),
+            enabled: true,
+            filters: serde_json::json!({}),
+            output: serde_json::json!({}),
+            prompt_template: "brief_v1".into(),
+            provider: None,
+            oauth_token_sealed: None,
+            status: AgentStatus::Active,
+            sync_cursor: None,
+            next_run_at: Some(SLOT - i % 7),
+            created_at: i,
+            updated_at: i,
+        };
+        db.insert_agent(&row, AgentLimits::default())
+            .await
+            .expect("agent");
+    }
+
+    let started = std::time::Instant::now();
+    let instance = |instance_id: Uuid| async move {
+        let mut won = 0_usize;
+        // Bounded: each round claims or loses every agent it read.
+        for _ in 0..100 {
+            let due = db.due_agents(SLOT, 200).await.expect("due");
+            if due.is_empty() {
+                break;
+            }
+            for agent in due {
+                let expected = agent.next_run_at.expect("due agents have a slot");
+                let claim = SlotClaim {
+                    agent_id: agent.id,
+                    expected_next_run_at: expected,
+                    next_run_at: Some(NEXT),
+                    run: AgentRun {
+                        id: Uuid::now_v7(),
+                        user_id: agent.user_id,
+                        agent_id: agent.id,
+                        status: RunStatus::Running,
+                        trigger: RunTrigger::Schedule,
+                        scheduled_for: Some(expected),
+                        created_at: SLOT,
+                        started_at: Some(SLOT),
+                        finished_at: None,
+                        items_read: 0,
+                        items_produced: 0,
+                        error: None,
+                        instance_id: Some(instance_id),
+                        lease_until: Some(SLOT + 60_000),
+                        attempts: 1,
+                        device_id: None,
+                    },
+                };
+                if db.claim_slot(&claim).await.expect("claim").is_some() {
+                    won += 1;
+                }
+            }
+        }
+        won
+    };
+    let wins = futures::future::join_all((0..3).map(|_| instance(Uuid::new_v4()))).await;
+    let elapsed = started.elapsed();
+    println!(
+        "{}: 1,000 due slots claimed by 3 instances in {elapsed:?} (wins per instance {wins:?})",
+        db.backend()
+    );
+    assert_eq!(wins.iter().sum::<usize>(), 1_000, "every slot claimed once");
+    let runs = db.list_runs(user.id, None, 0, 2_000).await.expect("runs");
+    let agents: std::collections::BTreeSet<Uuid> = runs.iter().map(|r| r.agent_id).collect();
+    assert_eq!(
+        (runs.len(), agents.len()),
+        (1_000, 1_000),
+        "one run per agent"
+    );
+    assert!(db.due_agents(SLOT, 10).await.expect("due").is_empty());
+    let moved = db
+        .list_agents(user.id, AgentKind::Local)
+        .await
+        .expect("list")
+        .iter()
+        .filter(|a| a.next_run_at == Some(NEXT))
+        .count();
+    assert_eq!(moved, 1_000, "every agent moved to its next slot");
 }

@@ -136,6 +136,20 @@ mod dialect {
     pub(crate) const BEGIN_QUOTA: &str = "BEGIN IMMEDIATE";
     pub(crate) const LOCK_USER: &str = "SELECT 1 FROM users WHERE id = $1";
 
+    /// A claim's compare-and-swap of the agent's slot (`$1` the next slot, `$2` now, `$3`
+    /// the agent, `$4` the slot read); writers are serialised, so a second claim reads the
+    /// first's result.
+    pub(crate) const CLAIM_SWAP: &str = "UPDATE agents SET next_run_at = $1, updated_at = $2 \
+         WHERE id = $3 AND next_run_at = $4";
+
+    /// One writer at a time: the runs the CTE chose cannot be taken by anyone else before
+    /// the UPDATE sets them.
+    pub(crate) const TAKE_OVER_RUNS: &str = concat!(
+        crate::repos::take_over_pick!(),
+        ")",
+        crate::repos::take_over_set!()
+    );
+
     pub(crate) const VECTOR_SIZES: &str = "SELECT item_id, size_bytes FROM vector_items \
          WHERE user_id = $1 AND item_id IN (SELECT value FROM json_each($2))";
     pub(crate) const DELETE_VECTORS: &str = "DELETE FROM vector_items \
@@ -171,7 +185,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("nested/adiuva.db").display());
         let db = SqliteDb::connect(&url).await.expect("connect");
-        assert_eq!(db.migrate().await.expect("migrate").len(), 7);
+        assert_eq!(db.migrate().await.expect("migrate").len(), 8);
         (dir, db)
     }
 
@@ -186,6 +200,12 @@ mod tests {
         let db = SqliteDb::connect("sqlite::memory:").await.expect("connect");
         db.migrate().await.expect("migrate");
         adiuva_core::testing::database::run_all(&db).await;
+    }
+
+    #[tokio::test]
+    async fn a_thousand_due_slots_are_claimed_once_by_three_instances() {
+        let (_dir, db) = fresh().await;
+        crate::repos::a_thousand_due_slots_are_claimed_once_by_three_instances(&db).await;
     }
 
     #[tokio::test]

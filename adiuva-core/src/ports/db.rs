@@ -580,6 +580,37 @@ pub struct AgentLimits {
     pub providers: Option<u32>,
 }
 
+/// What [`AgentLimits`] bound, counted over one user's configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AgentCounts {
+    /// Configs, local and cloud.
+    pub configured: u64,
+    /// Enabled configs.
+    pub enabled: u64,
+    /// Distinct `provider`s among cloud configs.
+    pub providers: u64,
+}
+
+impl AgentLimits {
+    /// The conflict name (`agents.limit`, `batch_active.limit`, `providers.limit`) of the
+    /// first limit a write from `before` to `after` broke: a count over its limit that the
+    /// write grew. Every repository decides with this, so they agree.
+    pub fn broken_by(&self, before: AgentCounts, after: AgentCounts) -> Option<&'static str> {
+        let broke = |limit: Option<u32>, before: u64, after: u64| {
+            limit.is_some_and(|l| after > u64::from(l) && after > before)
+        };
+        if broke(self.configured, before.configured, after.configured) {
+            Some("agents.limit")
+        } else if broke(self.enabled, before.enabled, after.enabled) {
+            Some("batch_active.limit")
+        } else if broke(self.providers, before.providers, after.providers) {
+            Some("providers.limit")
+        } else {
+            None
+        }
+    }
+}
+
 /// A run's state. `Queued` and `Running` are *active*: the run holds its agent (a slot
 /// arriving meanwhile is `Skipped`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -788,7 +819,8 @@ pub trait AgentRepo: Send + Sync {
     /// Claims a slot (see the trait docs): `Some(run)` for the one winner, `None` when the
     /// agent's `next_run_at` is no longer `expected_next_run_at` or the slot's run exists.
     async fn claim_slot(&self, claim: &SlotClaim) -> RepoResult<Option<AgentRun>>;
-    /// Inserts a run (manual runs). An unknown agent → `NotFound`.
+    /// Inserts a run (manual runs). An unknown agent (or another user's) → `NotFound`; a
+    /// second run of one slot → `Conflict`.
     async fn insert_run(&self, run: &AgentRun) -> RepoResult<()>;
     /// The agent's active runs (queued or running) whose lease has not passed at `now`.
     async fn active_runs(&self, agent_id: Uuid, now: Millis) -> RepoResult<Vec<AgentRun>>;

@@ -9,11 +9,11 @@ use uuid::Uuid;
 use crate::domain::{Email, Millis, Role, Tier, UserId};
 use crate::ports::Database;
 use crate::ports::db::{
-    AgentConfigRow, AgentKind, AgentLimits, AgentRepo, AgentRun, AgentStatus, BackupMeta,
-    BackupRepo, BlobKeyRepo, Device, DeviceConnected, DeviceInfo, DeviceRepo, DeviceSession,
-    JourneyRow, NewQueuedFrame, QueuedFrame, RecordMeta, RecordRepo, RecordSwap, RefreshToken,
-    RefreshTokenRepo, RepoError, RepoResult, RunOutcome, RunStatus, SlotClaim, Subscription,
-    SubscriptionRepo, User, UserRepo, VectorItemSize, VectorUsageRepo,
+    AgentConfigRow, AgentCounts, AgentKind, AgentLimits, AgentRepo, AgentRun, AgentStatus,
+    BackupMeta, BackupRepo, BlobKeyRepo, Device, DeviceConnected, DeviceInfo, DeviceRepo,
+    DeviceSession, JourneyRow, NewQueuedFrame, QueuedFrame, RecordMeta, RecordRepo, RecordSwap,
+    RefreshToken, RefreshTokenRepo, RepoError, RepoResult, RunOutcome, RunStatus, SlotClaim,
+    Subscription, SubscriptionRepo, User, UserRepo, VectorItemSize, VectorUsageRepo,
 };
 use crate::quota::CloudUsage;
 
@@ -774,7 +774,7 @@ impl DeviceRepo for MemoryDb {
 }
 
 /// The counts [`AgentLimits`] bound, over one user's configs.
-fn agent_counts(agents: &[AgentConfigRow], user_id: UserId) -> [usize; 3] {
+fn agent_counts(agents: &[AgentConfigRow], user_id: UserId) -> AgentCounts {
     let mine: Vec<&AgentConfigRow> = agents.iter().filter(|a| a.user_id == user_id).collect();
     let mut providers: Vec<&str> = mine
         .iter()
@@ -783,32 +783,11 @@ fn agent_counts(agents: &[AgentConfigRow], user_id: UserId) -> [usize; 3] {
         .collect();
     providers.sort_unstable();
     providers.dedup();
-    [
-        mine.len(),
-        mine.iter().filter(|a| a.enabled).count(),
-        providers.len(),
-    ]
-}
-
-/// The first limit a write broke, going from `before` to `after` (see
-/// [`AgentRepo::insert_agent`]: a count over its limit breaks it only when the write grew it).
-pub(crate) fn broken_agent_limit(
-    before: [usize; 3],
-    after: [usize; 3],
-    limits: AgentLimits,
-) -> Option<&'static str> {
-    let checks = [
-        (limits.configured, "agents.limit"),
-        (limits.enabled, "batch_active.limit"),
-        (limits.providers, "providers.limit"),
-    ];
-    checks
-        .iter()
-        .enumerate()
-        .find(|(i, (limit, _))| {
-            limit.is_some_and(|l| after[*i] > l as usize && after[*i] > before[*i])
-        })
-        .map(|(_, (_, name))| *name)
+    AgentCounts {
+        configured: mine.len() as u64,
+        enabled: mine.iter().filter(|a| a.enabled).count() as u64,
+        providers: providers.len() as u64,
+    }
 }
 
 impl State {
@@ -827,7 +806,7 @@ impl State {
         let mut agents = self.agents.clone();
         write(&mut agents)?;
         let after = agent_counts(&agents, user_id);
-        if let Some(name) = broken_agent_limit(before, after, limits) {
+        if let Some(name) = limits.broken_by(before, after) {
             return Err(RepoError::Conflict(name.into()));
         }
         self.agents = agents;
@@ -1013,7 +992,11 @@ impl AgentRepo for MemoryDb {
 
     async fn insert_run(&self, run: &AgentRun) -> RepoResult<()> {
         self.with(|s| {
-            if !s.agents.iter().any(|a| a.id == run.agent_id) {
+            if !s
+                .agents
+                .iter()
+                .any(|a| a.id == run.agent_id && a.user_id == run.user_id)
+            {
                 return Err(RepoError::NotFound);
             }
             if s.runs.iter().any(|r| r.id == run.id) {
@@ -1160,7 +1143,7 @@ impl AgentRepo for MemoryDb {
                 .filter(|r| r.user_id == user_id && agent_id.is_none_or(|a| r.agent_id == a))
                 .cloned()
                 .collect();
-            list.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+            list.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
             list.into_iter()
                 .skip(usize::try_from(offset).unwrap_or(usize::MAX))
                 .take(usize::try_from(limit).unwrap_or(usize::MAX))

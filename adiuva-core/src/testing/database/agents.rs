@@ -1026,7 +1026,7 @@ pub async fn runs_list_newest_first_paged_and_scoped(db: &dyn Database) {
     }
     let their_run = stored_run(db, &theirs, T + 4, None).await;
     let mut newest = runs.clone();
-    newest.sort_by(|x, y| (y.created_at, y.id).cmp(&(x.created_at, x.id)));
+    newest.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
 
     assert_eq!(
         db.list_runs(user.id, None, 0, 10).await.expect("list"),
