@@ -737,3 +737,159 @@ async fn a_silent_provider_times_out_as_unavailable() {
     let rt = tokens.refresh_token.as_ref().expect("rt").expose().clone();
     assert!(!err.to_string().contains(&rt));
 }
+
+#[tokio::test]
+async fn api_failures_map_to_the_contract_errors() {
+    let (fake, api, mut tokens) = google().await;
+    let q = query(Source::Gmail, json!({}), None, 5);
+    let cases = [
+        (403, 1, "Forbidden"),
+        (404, 1, "NotFound"),
+        (500, 1, "Unavailable"),
+        (400, 1, "Protocol"),
+    ];
+    for (status, attempts, want) in cases {
+        fake.fail_next(1, status);
+        let before = fake.requests("");
+        let err = api.read(&mut tokens, &q, NOW).await.unwrap_err();
+        assert!(format!("{err:?}").starts_with(want), "{status}: {err:?}");
+        assert_eq!(
+            fake.requests("") - before,
+            attempts,
+            "{status} is not retried"
+        );
+        let at = tokens.access_token.expose().clone();
+        assert!(!format!("{err} {err:?}").contains(&at));
+    }
+    // A 503 is retried, then the read goes on.
+    fake.fail_next(1, 503);
+    let before = fake.requests("");
+    api.read(&mut tokens, &q, NOW).await.expect("after one 503");
+    assert_eq!(fake.requests("") - before, 2 + 1, "503, list, profile");
+    let teams = query(
+        Source::Teams,
+        json!({"team_id": "t", "channel_id": "c"}),
+        None,
+        5,
+    );
+    let err = api.read(&mut tokens, &teams, NOW).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Protocol(_)), "{err:?}");
+    let long = query(Source::Gmail, json!({"query": "x".repeat(5000)}), None, 5);
+    let err = api.read(&mut tokens, &long, NOW).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Protocol(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn gmail_history_is_followed_across_pages_and_max_items_keeps_the_newest() {
+    let (fake, api, mut tokens) = google().await;
+    let cursor = fake.history_id().to_string();
+    let ids: Vec<String> = (1..=3)
+        .map(|i| fake.add_gmail_message(mail("Kim", &format!("H{i}"), "b", i, true)))
+        .collect();
+    fake.set_page_size(1);
+    let page = api
+        .read(
+            &mut tokens,
+            &query(Source::Gmail, json!({}), Some(cursor.clone()), 10),
+            NOW,
+        )
+        .await
+        .expect("incremental");
+    let got: Vec<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(got, [ids[2].as_str(), ids[1].as_str(), ids[0].as_str()]);
+    assert_eq!(
+        fake.requests("/gmail/v1/users/me/history"),
+        3,
+        "three history pages"
+    );
+    let two = api
+        .read(
+            &mut tokens,
+            &query(Source::Gmail, json!({}), Some(cursor), 2),
+            NOW,
+        )
+        .await
+        .expect("incremental");
+    let got: Vec<&str> = two.items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(got, [ids[2].as_str(), ids[1].as_str()], "the newest two");
+    assert_eq!(two.cursor, Some(fake.history_id().to_string()));
+}
+
+/// A log sink for one test (the subscriber is this thread's only).
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("logs").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_token_reaches_a_log_line() {
+    let logs = Logs::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (fake, api, mut tokens) = microsoft().await;
+    fake.add_outlook_message("inbox", mail("Lee", "Hi", "x", 1, true));
+    let first = tokens.clone();
+    // A 429 whose body quotes the token (logged by the retry), then a 401 and a refresh.
+    fake.rate_limit_next(1, 0);
+    api.read(
+        &mut tokens,
+        &query(Source::Outlook, json!({}), None, 5),
+        NOW,
+    )
+    .await
+    .expect("read");
+    fake.expire_access_tokens();
+    api.read(
+        &mut tokens,
+        &query(Source::Outlook, json!({}), None, 5),
+        NOW,
+    )
+    .await
+    .expect("read after a refresh");
+    fake.revoke_refresh_tokens();
+    fake.expire_access_tokens();
+    let err = api
+        .read(
+            &mut tokens,
+            &query(Source::Outlook, json!({}), None, 5),
+            NOW,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::InvalidGrant(_)), "{err:?}");
+
+    let text = String::from_utf8(logs.0.lock().expect("logs").clone()).expect("utf8");
+    assert!(
+        text.contains("retrying an outgoing request"),
+        "the retry was logged: {text}"
+    );
+    assert!(text.contains("Rate limit exceeded for token ***"), "{text}");
+    assert!(text.contains("refreshing once"), "{text}");
+    let secrets = [
+        first.access_token.expose().clone(),
+        first.refresh_token.clone().expect("rt").expose().clone(),
+        tokens.access_token.expose().clone(),
+        tokens.refresh_token.clone().expect("rt").expose().clone(),
+        FAKE_CLIENT_SECRET.to_owned(),
+    ];
+    for s in &secrets {
+        assert!(
+            !text.contains(s.as_str()),
+            "{s} leaked into the logs: {text}"
+        );
+    }
+}

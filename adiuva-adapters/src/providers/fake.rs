@@ -120,6 +120,7 @@ struct OAuth {
 #[derive(Default)]
 struct Faults {
     rate_limited: VecDeque<u64>,
+    failures: VecDeque<u16>,
     delay: Duration,
     foreign_next_link: Option<String>,
 }
@@ -300,6 +301,14 @@ macro_rules! common {
                     .extend(std::iter::repeat_n(retry_after_secs, n));
             }
 
+            /// The next `n` requests (any route) answer `status` with the provider's error
+            /// body (after any queued 429s).
+            pub fn fail_next(&self, n: usize, status: u16) {
+                lock(&self.0.state.faults)
+                    .failures
+                    .extend(std::iter::repeat_n(status, n));
+            }
+
             /// Every request waits this long before it is answered.
             pub fn delay(&self, delay: Duration) {
                 lock(&self.0.state.faults).delay = delay;
@@ -464,26 +473,45 @@ fn pct_decode(s: &str) -> String {
 
 type Answer = Result<Value, (StatusCode, Value)>;
 
+/// One `$filter` clause, as a test on a mail.
+type Clause = Box<dyn Fn(&FakeMail) -> bool>;
+
 impl State {
     async fn handle(self: Arc<Self>, req: Request) -> Response {
         let path = req.uri().path().to_owned();
         *lock(&self.requests).entry(path.clone()).or_default() += 1;
-        let (limited, delay) = {
+        let (limited, failure, delay) = {
             let mut f = lock(&self.faults);
-            (f.rate_limited.pop_front(), f.delay)
+            let limited = f.rate_limited.pop_front();
+            let failure = match limited {
+                Some(_) => None,
+                None => f.failures.pop_front(),
+            };
+            (limited, failure, f.delay)
         };
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
         if let Some(secs) = limited {
+            // Careless, like some proxies: the message quotes the presented bearer token,
+            // so tests prove the client's retry log scrubs it.
+            let presented = req
+                .header("Authorization")
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .unwrap_or("none");
+            let message = format!("Rate limit exceeded for token {presented}");
             let mut r = respond(
                 StatusCode::TOO_MANY_REQUESTS,
-                &self.api_error(429, "Rate limit exceeded"),
+                &self.api_error(429, &message),
             );
             if let Ok(v) = secs.to_string().parse() {
                 r.headers_mut().insert("Retry-After", v);
             }
             return r;
+        }
+        if let Some(code) = failure {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return respond(status, &self.api_error(code, "Injected failure"));
         }
         let query: HashMap<String, String> =
             form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
@@ -667,7 +695,7 @@ impl State {
                     .matches_words(q.get("q").map(String::as_str).unwrap_or_default())
             })
             .collect();
-        hits.sort_by(|a, b| b.mail.received_at.cmp(&a.mail.received_at));
+        hits.sort_by_key(|m| std::cmp::Reverse(m.mail.received_at));
         let size = self.page_size(q.get("maxResults"), 100, 500);
         let from: usize = q.get("pageToken").and_then(|t| t.parse().ok()).unwrap_or(0);
         let page: Vec<Value> = hits
@@ -779,7 +807,7 @@ impl State {
     fn outlook_list(&self, folder: &str, q: &HashMap<String, String>) -> Answer {
         let bad = |m: &str| Err((StatusCode::BAD_REQUEST, self.api_error(400, m)));
         // Clauses: isRead eq true|false; receivedDateTime gt|ge|lt <time>; joined by and.
-        let mut clauses: Vec<Box<dyn Fn(&FakeMail) -> bool>> = Vec::new();
+        let mut clauses: Vec<Clause> = Vec::new();
         if let Some(f) = q.get("$filter") {
             let f = f.replace(['(', ')'], " ");
             if f.contains(" or ") || f.contains(" not ") {
@@ -816,7 +844,7 @@ impl State {
             .iter()
             .filter(|m| m.folder == folder.to_lowercase() && clauses.iter().all(|c| c(&m.mail)))
             .collect();
-        hits.sort_by(|a, b| b.mail.received_at.cmp(&a.mail.received_at));
+        hits.sort_by_key(|m| std::cmp::Reverse(m.mail.received_at));
         let size = self.page_size(q.get("$top"), 10, 1000);
         let from: usize = q.get("$skip").and_then(|t| t.parse().ok()).unwrap_or(0);
         let value: Vec<Value> = hits
@@ -855,7 +883,7 @@ impl State {
             ));
         };
         let mut sorted: Vec<&TeamsMsg> = msgs.iter().collect();
-        sorted.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        sorted.sort_by_key(|m| std::cmp::Reverse(m.created_at));
         let size = self.page_size(q.get("$top"), 20, 50);
         let from: usize = q
             .get("$skiptoken")

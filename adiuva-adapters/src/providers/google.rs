@@ -12,7 +12,8 @@ use std::collections::HashSet;
 use adiuva_core::domain::Millis;
 use adiuva_core::ports::ProviderApi;
 use adiuva_core::ports::providers::{
-    AuthorizeRequest, Provider, ProviderError, SourceItem, SourcePage, SourceQuery, TokenSet,
+    AuthorizeRequest, Provider, ProviderError, Source, SourceItem, SourcePage, SourceQuery,
+    TokenSet,
 };
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -26,6 +27,8 @@ use crate::http::HttpClient;
 
 /// Gmail's largest `maxResults` for a list.
 const MAX_LIST_PAGE: u32 = 500;
+/// The longest agent query passed on.
+const MAX_QUERY: usize = 1024;
 /// How many pages of the query's list are searched for ids history reported.
 const QUERY_PAGES: usize = 5;
 
@@ -117,6 +120,12 @@ impl ProviderApi for GoogleProvider {
         query: &SourceQuery,
         now: Millis,
     ) -> Result<SourcePage, ProviderError> {
+        if query.source != Source::Gmail {
+            return Err(ProviderError::Protocol(format!(
+                "{} is not read through Google",
+                query.source.as_str()
+            )));
+        }
         let max = query.max_items.clamp(1, MAX_ITEMS) as usize;
         let q = query
             .filters
@@ -125,6 +134,11 @@ impl ProviderApi for GoogleProvider {
             .unwrap_or_default()
             .trim()
             .to_owned();
+        if q.len() > MAX_QUERY {
+            return Err(ProviderError::Protocol(
+                "the Gmail query is too long".into(),
+            ));
+        }
         let mut s = Session::new(&self.http, self, tokens, now);
         if let Some(cursor) = query.cursor.as_deref().and_then(|c| c.parse::<u64>().ok()) {
             match self.incremental(&mut s, cursor, &q, max).await {
@@ -164,7 +178,7 @@ impl GoogleProvider {
                 })?
             }
         };
-        items.sort_by(|a, b| b.received_at.cmp(&a.received_at));
+        items.sort_by_key(|m| std::cmp::Reverse(m.received_at));
         Ok(SourcePage {
             items,
             cursor: Some(cursor.to_string()),
@@ -194,10 +208,10 @@ impl GoogleProvider {
                 .into_iter()
                 .flatten()
             {
-                if let Some(id) = str_of(m, "id") {
-                    if ids.len() < max {
-                        ids.push(id.to_owned());
-                    }
+                if let Some(id) = str_of(m, "id")
+                    && ids.len() < max
+                {
+                    ids.push(id.to_owned());
                 }
             }
             match str_of(&page, "nextPageToken") {
@@ -242,10 +256,10 @@ impl GoogleProvider {
             {
                 let msgs = record.get("messagesAdded").and_then(Value::as_array);
                 for m in msgs.into_iter().flatten() {
-                    if let Some(id) = m.get("message").and_then(|m| str_of(m, "id")) {
-                        if seen.insert(id.to_owned()) {
-                            added.push(id.to_owned());
-                        }
+                    if let Some(id) = m.get("message").and_then(|m| str_of(m, "id"))
+                        && seen.insert(id.to_owned())
+                    {
+                        added.push(id.to_owned());
                     }
                 }
             }
@@ -270,7 +284,7 @@ impl GoogleProvider {
                 items.push(item);
             }
         }
-        items.sort_by(|a, b| b.received_at.cmp(&a.received_at));
+        items.sort_by_key(|m| std::cmp::Reverse(m.received_at));
         Ok(SourcePage {
             items,
             cursor: Some(newest.to_string()),
@@ -335,14 +349,14 @@ fn part(p: &Value, mime: &str, depth: usize) -> Option<String> {
     if depth > 8 {
         return None;
     }
-    if str_of(p, "mimeType").is_some_and(|m| m.eq_ignore_ascii_case(mime)) {
-        if let Some(data) = p.get("body").and_then(|b| str_of(b, "data")) {
-            let data = data.trim_end_matches('=');
-            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(data)
-                .ok()?;
-            return Some(String::from_utf8_lossy(&bytes).into_owned());
-        }
+    if str_of(p, "mimeType").is_some_and(|m| m.eq_ignore_ascii_case(mime))
+        && let Some(data) = p.get("body").and_then(|b| str_of(b, "data"))
+    {
+        let data = data.trim_end_matches('=');
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(data)
+            .ok()?;
+        return Some(String::from_utf8_lossy(&bytes).into_owned());
     }
     p.get("parts")
         .and_then(Value::as_array)

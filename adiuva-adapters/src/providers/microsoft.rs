@@ -186,7 +186,7 @@ impl MicrosoftProvider {
             items.len() < max
         })
         .await?;
-        items.sort_by(|a, b| b.received_at.cmp(&a.received_at));
+        items.sort_by_key(|m| std::cmp::Reverse(m.received_at));
         Ok(SourcePage { items, cursor })
     }
 
@@ -248,7 +248,7 @@ impl MicrosoftProvider {
             !reached && items.len() < max
         })
         .await?;
-        items.sort_by(|a, b| b.received_at.cmp(&a.received_at));
+        items.sort_by_key(|m| std::cmp::Reverse(m.received_at));
         items.truncate(max);
         Ok(SourcePage { items, cursor })
     }

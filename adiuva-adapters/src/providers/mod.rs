@@ -242,6 +242,12 @@ pub fn html_to_text(html: &str) -> String {
     while let Some(lt) = rest.find('<') {
         push_text(&mut out, &rest[..lt]);
         let after = &rest[lt + 1..];
+        if !after.starts_with(|c: char| c.is_ascii_alphabetic() || matches!(c, '/' | '!' | '?')) {
+            // A `<` that opens no tag (`3 < 4`) is text.
+            out.push('<');
+            rest = after;
+            continue;
+        }
         let Some(gt) = after.find('>') else {
             // An unclosed `<`: the rest is text.
             push_text(&mut out, &rest[lt..]);
@@ -278,7 +284,8 @@ pub fn html_to_text(html: &str) -> String {
                 | "h5"
                 | "h6"
                 | "blockquote"
-        ) {
+        ) && !out.ends_with('\n')
+        {
             out.push('\n');
         }
         if out.len() > MAX_BODY * 2 {
