@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::catalog::{self, CatalogItem};
 use super::configs;
+use super::schedule::Schedule;
 use super::{AgentInput, AgentService, JourneyReply};
 use crate::auth::Principal;
 use crate::chat::orchestrator::{Orchestrator, llm_error};
@@ -59,7 +60,7 @@ struct State {
     transcript: Vec<Turn>,
     /// User messages so far.
     turns: u32,
-    /// The zone the user named (via a proposal), once known.
+    /// The zone the user named (in a message or a proposal), once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     timezone: Option<String>,
 }
@@ -174,6 +175,9 @@ pub(super) async fn message(
         text: text.to_owned(),
     });
     state.turns += 1;
+    if let Some(tz) = mentioned_timezone(text) {
+        state.timezone = Some(tz);
+    }
     let mut step = step(s, orchestrator, item, &mut state).await?;
     if !step.done && state.turns >= MAX_USER_TURNS {
         // Enough questions: the type's defaults (and whatever the user settled on so far
@@ -205,6 +209,16 @@ pub(super) async fn message(
             other => other.into(),
         })?;
     Ok(step.reply(session_id))
+}
+
+/// An IANA zone the user named (`Europe/Berlin`, `UTC`), if any: the model is told it,
+/// and the defaults use it when the conversation ends without a proposal.
+fn mentioned_timezone(text: &str) -> Option<String> {
+    text.split_whitespace()
+        .map(|w| w.trim_matches(|c: char| !(c.is_alphanumeric() || "/_-+".contains(c))))
+        .filter(|w| (w.contains('/') || *w == "UTC") && w.len() <= 64)
+        .find(|w| Schedule::validate_timezone(w).is_ok())
+        .map(str::to_owned)
 }
 
 fn seal(s: &AgentService, state: &State) -> Result<String, Error> {

@@ -247,7 +247,6 @@ pub(crate) struct Inner {
     pub(crate) providers: Vec<Arc<dyn ProviderApi>>,
     pub(crate) devices: DeviceHub,
     pub(crate) chat: Option<Arc<Orchestrator>>,
-    pub(crate) tiers: TierManager,
     pub(crate) config: AgentsConfig,
     /// This instance (run leases name it; the device hub's id).
     pub(crate) instance_id: Uuid,
@@ -256,6 +255,9 @@ pub(crate) struct Inner {
     /// Runs this instance executes now (started, waiting for a permit, or finishing a
     /// device's answer); `idle` waits for zero.
     pub(crate) executing: tokio::sync::watch::Sender<usize>,
+    /// The ids of the runs executing here (a run taken over by its own instance is not
+    /// executed twice).
+    pub(crate) running: std::sync::Mutex<std::collections::HashSet<Uuid>>,
 }
 
 impl std::fmt::Debug for AgentService {
@@ -290,7 +292,9 @@ impl AgentService {
         providers: Vec<Arc<dyn ProviderApi>>,
         devices: DeviceHub,
         chat: Option<Arc<Orchestrator>>,
-        tiers: TierManager,
+        // The limits are the plan's matrix (`tiers::allowance`) by the principal's tier;
+        // no byte quota applies to agents, so the manager itself is not kept.
+        _tiers: TierManager,
         config: AgentsConfig,
     ) -> Self {
         let permits = Arc::new(tokio::sync::Semaphore::new(
@@ -305,10 +309,10 @@ impl AgentService {
                 providers,
                 devices,
                 chat,
-                tiers,
                 config,
                 permits,
                 executing: tokio::sync::watch::Sender::new(0),
+                running: std::sync::Mutex::default(),
             }),
         };
         runner::register_trigger_answers(&service);

@@ -147,10 +147,7 @@ pub(crate) fn parse(answer: &str) -> Vec<Value> {
         _ => None,
     }
     .unwrap_or_default();
-    list.iter()
-        .filter_map(result)
-        .take(MAX_RESULTS)
-        .collect()
+    list.iter().filter_map(result).take(MAX_RESULTS).collect()
 }
 
 fn find_json(text: &str) -> Option<Value> {
@@ -200,7 +197,8 @@ mod tests {
 
     #[test]
     fn parses_strict_fenced_and_prose_wrapped_answers() {
-        let strict = r#"{"results":[{"type":"task","title":"Reply","notes":"n","source_id":"m1"}]}"#;
+        let strict =
+            r#"{"results":[{"type":"task","title":"Reply","notes":"n","source_id":"m1"}]}"#;
         let want = json!([{"type":"task","title":"Reply","notes":"n","source_id":"m1"}]);
         assert_eq!(Value::Array(parse(strict)), want);
         let fenced = format!("Here you go:\n```json\n{strict}\n```\nDone.");
@@ -212,10 +210,16 @@ mod tests {
     #[test]
     fn prose_without_json_is_one_note_and_bad_entries_drop() {
         let got = parse("Nothing urgent today.");
-        assert_eq!(got, vec![json!({"type":"note","title":"","notes":"Nothing urgent today."})]);
+        assert_eq!(
+            got,
+            vec![json!({"type":"note","title":"","notes":"Nothing urgent today."})]
+        );
         assert!(parse("   ").is_empty());
         let mixed = r#"{"results":[1,"x",{"type":"weird","title":"T"},{"title":""}]}"#;
-        assert_eq!(parse(mixed), vec![json!({"type":"note","title":"T","notes":""})]);
+        assert_eq!(
+            parse(mixed),
+            vec![json!({"type":"note","title":"T","notes":""})]
+        );
     }
 
     #[test]
@@ -225,7 +229,10 @@ mod tests {
             .collect();
         let got = parse(&json!({ "results": many }).to_string());
         assert_eq!(got.len(), MAX_RESULTS);
-        assert_eq!(got[0]["title"].as_str().map(|t| t.chars().count()), Some(TITLE_CHARS));
+        assert_eq!(
+            got[0]["title"].as_str().map(|t| t.chars().count()),
+            Some(TITLE_CHARS)
+        );
     }
 
     #[test]

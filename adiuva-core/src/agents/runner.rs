@@ -35,6 +35,11 @@ const REFRESH_AHEAD_MS: Millis = 60_000;
 const MAX_ATTEMPTS: i32 = 3;
 /// The longest a device's error message kept in the run log.
 const DEVICE_ERROR_CHARS: usize = 300;
+/// A provider call that takes longer is abandoned (the adapters time out sooner; this
+/// bounds core even with one that does not).
+const PROVIDER_DEADLINE: Duration = Duration::from_secs(120);
+/// What a run says when the provider did not answer by [`PROVIDER_DEADLINE`].
+const PROVIDER_SLOW: &str = "the provider did not answer in time; the next run tries again";
 /// Most runs one `runs` page lists.
 const MAX_RUNS_PAGE: u64 = 100;
 
@@ -57,7 +62,11 @@ pub(super) fn register_trigger_answers(s: &AgentService) {
     s.inner.devices.set_trigger_answers(sink);
 }
 
-pub(super) async fn run_now(s: &AgentService, p: &Principal, agent_id: Uuid) -> Result<Uuid, Error> {
+pub(super) async fn run_now(
+    s: &AgentService,
+    p: &Principal,
+    agent_id: Uuid,
+) -> Result<Uuid, Error> {
     let inner = &s.inner;
     let cfg = inner
         .db
@@ -100,8 +109,7 @@ pub(super) async fn runs(
         return Err(Error::NotFound("agent"));
     }
     let offset = (page - 1).saturating_mul(limit);
-    Ok(s
-        .inner
+    Ok(s.inner
         .db
         .list_runs(p.user.id, agent_id, offset, limit)
         .await?)
@@ -135,26 +143,54 @@ pub(super) fn new_run(
     }
 }
 
-/// Counts a run as executing on this instance until dropped ([`AgentService::idle`]).
-struct Executing(Arc<Inner>);
+/// Counts a run as executing on this instance until dropped ([`AgentService::idle`]),
+/// and remembers its id (a lapsed lease of a run still executing here is not a reason
+/// to execute it twice: see [`taken_over`]).
+struct Executing {
+    inner: Arc<Inner>,
+    run: Option<Uuid>,
+}
 
 impl Executing {
-    fn new(inner: &Arc<Inner>) -> Self {
-        inner.executing.send_modify(|n| *n += 1);
-        Executing(inner.clone())
+    fn new(inner: &Arc<Inner>, run: Option<Uuid>) -> Self {
+        track(inner, run);
+        Executing {
+            inner: inner.clone(),
+            run,
+        }
     }
 }
 
 impl Drop for Executing {
     fn drop(&mut self) {
-        self.0.executing.send_modify(|n| *n = n.saturating_sub(1));
+        untrack(&self.inner, self.run);
     }
+}
+
+fn track(inner: &Inner, run: Option<Uuid>) {
+    if let Some(id) = run {
+        lock(&inner.running).insert(id);
+    }
+    inner.executing.send_modify(|n| *n += 1);
+}
+
+fn untrack(inner: &Inner, run: Option<Uuid>) {
+    if let Some(id) = run {
+        lock(&inner.running).remove(&id);
+    }
+    inner.executing.send_modify(|n| *n = n.saturating_sub(1));
+}
+
+/// A poisoned set is still a consistent set (every critical section is one insert,
+/// remove or lookup).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Executes `run` in the background, once a permit is free (its lease is renewed
 /// meanwhile by the scheduler's renewal, which covers every run this instance holds).
 pub(super) fn spawn_run(inner: &Arc<Inner>, run: AgentRun) {
-    let guard = Executing::new(inner);
+    let guard = Executing::new(inner, Some(run.id));
     let inner = inner.clone();
     tokio::spawn(async move {
         let _guard = guard;
@@ -227,6 +263,12 @@ pub(super) async fn taken_over(inner: &Arc<Inner>, run: AgentRun) {
             return;
         }
     };
+    if lock(&inner.running).contains(&run.id) {
+        // Our own run, still executing: its renewal was late (a slow database). Taking
+        // it over made the lease ours again; executing it twice would read twice.
+        tracing::warn!(run = %run.id, "a run's lease lapsed while it executed here");
+        return;
+    }
     if kind == AgentKind::Local {
         let secs = inner.config.local_timeout.as_secs();
         let why = format!("the device did not answer within {secs} seconds");
@@ -305,7 +347,9 @@ async fn save_tokens(
 
 async fn cloud(inner: &Inner, cfg: &AgentConfigRow, run: &AgentRun) -> RunOutcome {
     let targets = match targets(inner, cfg).await {
-        Ok(t) if t.is_empty() => return outcome(inner, RunStatus::Skipped, Some(NO_DEVICE_REGISTERED)),
+        Ok(t) if t.is_empty() => {
+            return outcome(inner, RunStatus::Skipped, Some(NO_DEVICE_REGISTERED));
+        }
         Ok(t) => t,
         Err(why) => return failed(inner, why),
     };
@@ -325,17 +369,24 @@ async fn cloud(inner: &Inner, cfg: &AgentConfigRow, run: &AgentRun) -> RunOutcom
         return failed(inner, "the provider is not configured on this server");
     };
     let now = inner.clock.now_ms();
-    if tokens.expires_at <= now.saturating_add(REFRESH_AHEAD_MS) && tokens.refresh_token.is_some()
-    {
-        match api.refresh(&tokens, now).await {
+    if tokens.expires_at <= now.saturating_add(REFRESH_AHEAD_MS) && tokens.refresh_token.is_some() {
+        let refreshed = tokio::time::timeout(PROVIDER_DEADLINE, api.refresh(&tokens, now)).await;
+        let Ok(refreshed) = refreshed else {
+            return failed(inner, PROVIDER_SLOW);
+        };
+        match refreshed {
             Ok(t) => {
                 tokens = t;
                 // Saved at once: a rotated refresh token is the only one that works now.
                 save_tokens(inner, cfg, provider, &tokens).await;
             }
             Err(ProviderError::InvalidGrant(_)) => {
-                return pause_for_reauth(inner, cfg, provider_failure(&ProviderError::Unauthorized))
-                    .await;
+                return pause_for_reauth(
+                    inner,
+                    cfg,
+                    provider_failure(&ProviderError::Unauthorized),
+                )
+                .await;
             }
             Err(e) => return failed(inner, provider_failure(&e)),
         }
@@ -347,10 +398,17 @@ async fn cloud(inner: &Inner, cfg: &AgentConfigRow, run: &AgentRun) -> RunOutcom
         cursor: cfg.sync_cursor.clone(),
         max_items: inner.config.max_items_per_run,
     };
-    let page = api.read(&mut tokens, &query, inner.clock.now_ms()).await;
+    let page = tokio::time::timeout(
+        PROVIDER_DEADLINE,
+        api.read(&mut tokens, &query, inner.clock.now_ms()),
+    )
+    .await;
     if tokens != before {
         save_tokens(inner, cfg, provider, &tokens).await;
     }
+    let Ok(page) = page else {
+        return failed(inner, PROVIDER_SLOW);
+    };
     let page = match page {
         Ok(p) => p,
         Err(e @ ProviderError::InvalidGrant(_)) => {
@@ -452,7 +510,12 @@ async fn process(
         };
         match inner
             .devices
-            .enqueue_once(cfg.user_id, device, frame_id(run.id, "result", device), frame)
+            .enqueue_once(
+                cfg.user_id,
+                device,
+                frame_id(run.id, "result", device),
+                frame,
+            )
             .await
         {
             Ok(_) => queued += 1,
@@ -548,13 +611,21 @@ async fn local_start(inner: &Inner, cfg: &AgentConfigRow, run: &AgentRun) -> Opt
     };
     match inner
         .devices
-        .enqueue_once(cfg.user_id, &device, frame_id(run.id, "trigger", &device), trigger)
+        .enqueue_once(
+            cfg.user_id,
+            &device,
+            frame_id(run.id, "trigger", &device),
+            trigger,
+        )
         .await
     {
         Ok(_) => None,
         Err(e) => {
             tracing::warn!(error = %e, run = %run.id, "queueing an agent trigger failed");
-            Some(failed(inner, "the trigger could not be queued for the device"))
+            Some(failed(
+                inner,
+                "the trigger could not be queued for the device",
+            ))
         }
     }
 }
@@ -665,10 +736,50 @@ impl TriggerAnswers for Inner {
         outcome: Result<Value, String>,
     ) {
         // Counted as executing (idle waits for it) and bounded like any run.
-        self.executing.send_modify(|n| *n += 1);
+        struct Tracked<'a>(&'a Inner, Uuid);
+        impl Drop for Tracked<'_> {
+            fn drop(&mut self) {
+                untrack(self.0, Some(self.1));
+            }
+        }
+        track(self, Some(run_id));
+        let _tracked = Tracked(self, run_id);
         if let Ok(_permit) = self.permits.acquire().await {
             local_answer(self, user, device_id, run_id, outcome).await;
         }
-        self.executing.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_ids_are_deterministic_per_run_purpose_and_device() {
+        let run = Uuid::new_v4();
+        let a = frame_id(run, "result", "laptop");
+        assert_eq!(a, frame_id(run, "result", "laptop"));
+        assert_ne!(a, frame_id(run, "result", "phone"));
+        assert_ne!(a, frame_id(run, "trigger", "laptop"));
+        assert_ne!(a, frame_id(Uuid::new_v4(), "result", "laptop"));
+        assert_eq!(a.get_version_num(), 8);
+    }
+
+    #[test]
+    fn sources_follow_the_type_and_provider() {
+        assert_eq!(
+            source_of("inbox_triage", Provider::Google),
+            Some(Source::Gmail)
+        );
+        assert_eq!(
+            source_of("inbox_triage", Provider::Microsoft),
+            Some(Source::Outlook)
+        );
+        assert_eq!(
+            source_of("teams_digest", Provider::Microsoft),
+            Some(Source::Teams)
+        );
+        assert_eq!(source_of("teams_digest", Provider::Google), None);
+        assert_eq!(source_of("weekly_review", Provider::Google), None);
     }
 }

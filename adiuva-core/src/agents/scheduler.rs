@@ -59,10 +59,7 @@ pub(super) async fn start(s: &AgentService) -> Result<Vec<tokio::task::JoinHandl
 
 /// Extends the lease of every run this instance executes.
 async fn renew(inner: &Inner) {
-    let until = inner
-        .clock
-        .now_ms()
-        .saturating_add(ms(inner.config.lease));
+    let until = inner.clock.now_ms().saturating_add(ms(inner.config.lease));
     if let Err(e) = inner.db.renew_leases(inner.instance_id, until).await {
         tracing::warn!(error = %e, "renewing agent run leases failed");
     }

@@ -368,14 +368,12 @@ impl Inner {
         // A `data_response` no call waits for answers an `agent_trigger` (its id is the
         // run's id): the agents platform takes it, in a task of its own so a slow run
         // never holds up the socket's reader.
-        if is_data {
-            if let (Some(sink), Ok(run_id)) = (self.trigger_sink(), Uuid::parse_str(&id)) {
-                let (user, device_id) = (socket.user, socket.device_id.clone());
-                tokio::spawn(async move {
-                    sink.answer(user, &device_id, run_id, outcome).await;
-                });
-                return Ok(());
-            }
+        if is_data && let (Some(sink), Ok(run_id)) = (self.trigger_sink(), Uuid::parse_str(&id)) {
+            let (user, device_id) = (socket.user, socket.device_id.clone());
+            tokio::spawn(async move {
+                sink.answer(user, &device_id, run_id, outcome).await;
+            });
+            return Ok(());
         }
         Err(Error::BadRequest {
             code: "unknown_call",

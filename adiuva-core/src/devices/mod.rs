@@ -16,7 +16,13 @@
 //!   be lost: written to the device's durable queue first, then delivered in order while
 //!   the device is connected, re-sent after every reconnect until the device `ack`s them.
 //!   The device drops a frame whose `id` it has already processed (the exactly-once rule
-//!   the device keeps; see the README).
+//!   the device keeps; see the README). Payloads rest sealed with the server's key
+//!   (`Purpose::DeviceQueue`: agent results are user content); a plain-JSON row written
+//!   before that still delivers. [`DeviceHub::enqueue_once`] takes the frame id from the
+//!   producer, so a retried producer queues a frame once.
+//! - **Agent answers**: a `data_response` whose id no call waits for is the answer to an
+//!   `agent_trigger` (its id is the trigger's `run_id`); it goes to the agents platform
+//!   ([`DeviceHub::set_trigger_answers`]) on the instance that received it.
 //!
 //! The transport (the server's socket) only parses frames into [`FromDevice`] and writes
 //! [`ToDevice`]; every rule lives here.
@@ -463,9 +469,11 @@ impl std::fmt::Debug for DeviceConnection {
 }
 
 impl DeviceConnection {
-    /// A frame from the device: resolves a waiting call (wherever its caller is) or acks
-    /// a queued frame. An id nothing waits for → `BadRequest` (`unknown_call` /
-    /// `unknown_frame`), which the transport reports as an error frame.
+    /// A frame from the device: resolves a waiting call (wherever its caller is), acks
+    /// a queued frame, or hands an `agent_trigger`'s answer (a `data_response` whose id
+    /// is a UUID no call waits for) to the agents platform. An id nothing waits for →
+    /// `BadRequest` (`unknown_call` / `unknown_frame`), which the transport reports as
+    /// an error frame.
     pub async fn receive(&self, frame: FromDevice) -> Result<(), Error> {
         self.inner.receive(&self.socket, frame).await
     }

@@ -18,18 +18,30 @@ async fn enqueue_once_queues_a_frame_id_once_and_payloads_rest_sealed() {
         kind: "agent_result".into(),
         payload: json!({"secret": MAIL_BODY}),
     };
-    assert!(hub.enqueue_once(who.user.id, "laptop", id, note()).await.expect("first"));
-    assert!(!hub.enqueue_once(who.user.id, "laptop", id, note()).await.expect("again"));
+    assert!(
+        hub.enqueue_once(who.user.id, "laptop", id, note())
+            .await
+            .expect("first")
+    );
+    assert!(
+        !hub.enqueue_once(who.user.id, "laptop", id, note())
+            .await
+            .expect("again")
+    );
     let queued = env.queued(&who, "laptop").await;
     assert_eq!(queued.len(), 1);
     queue_holds_no(&queued, MAIL_BODY);
     assert!(matches!(
-        hub.enqueue_once(who.user.id, "nope", Uuid::new_v4(), note()).await,
+        hub.enqueue_once(who.user.id, "nope", Uuid::new_v4(), note())
+            .await,
         Err(adiuva_core::Error::NotFound("device"))
     ));
     // Delivered opened.
     let mut dev = connect(hub, &who, "laptop").await;
-    let ToDevice::Notification { id: got, payload, .. } = dev.next().await else {
+    let ToDevice::Notification {
+        id: got, payload, ..
+    } = dev.next().await
+    else {
         panic!("the note");
     };
     assert_eq!(got, id.to_string());
@@ -81,5 +93,11 @@ async fn a_data_response_for_no_call_and_no_run_is_still_an_error_when_not_a_uui
         })
         .await
         .expect_err("unknown");
-    assert!(matches!(e, adiuva_core::Error::BadRequest { code: "unknown_call", .. }));
+    assert!(matches!(
+        e,
+        adiuva_core::Error::BadRequest {
+            code: "unknown_call",
+            ..
+        }
+    ));
 }

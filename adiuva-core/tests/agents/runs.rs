@@ -18,7 +18,14 @@ async fn a_cloud_run_reads_the_provider_and_queues_sealed_results_to_every_devic
     let mut phone = connect(hub, &who, "phone").await;
     let token = env.token(&who).await;
     let a = env
-        .agent(&who, AgentKind::Cloud, "inbox_triage", None, "UTC", Some(token))
+        .agent(
+            &who,
+            AgentKind::Cloud,
+            "inbox_triage",
+            None,
+            "UTC",
+            Some(token),
+        )
         .await;
     let agents = env.apps[0].agents();
     let run_id = agents.run_now(&who, a.id).await.expect("run");
@@ -34,10 +41,19 @@ async fn a_cloud_run_reads_the_provider_and_queues_sealed_results_to_every_devic
     assert_eq!(payload["results"][0]["title"], RESULT_TITLE);
     assert_eq!(payload["results"][0]["type"], "task");
     assert_eq!(payload["results"][0]["source_id"], "m1");
-    phone.conn.receive(FromDevice::Ack { id }).await.expect("ack");
+    phone
+        .conn
+        .receive(FromDevice::Ack { id })
+        .await
+        .expect("ack");
     env.idle().await;
 
-    let run = env.db.run(who.user.id, run_id).await.expect("db").expect("run");
+    let run = env
+        .db
+        .run(who.user.id, run_id)
+        .await
+        .expect("db")
+        .expect("run");
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
     assert_eq!((run.items_read, run.items_produced), (1, 1));
     // The provider was asked for Gmail with the stored token.
@@ -45,7 +61,10 @@ async fn a_cloud_run_reads_the_provider_and_queues_sealed_results_to_every_devic
     assert_eq!(reads[0].source, Source::Gmail);
     assert_eq!(reads[0].cursor, None);
     assert_eq!(reads[0].max_items, agents.config().max_items_per_run);
-    assert_eq!(env.provider.tokens_seen.lock().expect("lock")[0], "access-1");
+    assert_eq!(
+        env.provider.tokens_seen.lock().expect("lock")[0],
+        "access-1"
+    );
     // The model saw the mail; the prompt stayed on the server (not in the results).
     let req = &env.model.requests()[0];
     assert!(req.messages[1].content.contains(MAIL_BODY));
@@ -70,20 +89,35 @@ async fn run_logs_and_the_runs_list_hold_counts_and_ids_never_mail_text() {
     register(env.apps[0].devices(), &who, "laptop").await;
     let token = env.token(&who).await;
     let a = env
-        .agent(&who, AgentKind::Cloud, "inbox_triage", None, "UTC", Some(token))
+        .agent(
+            &who,
+            AgentKind::Cloud,
+            "inbox_triage",
+            None,
+            "UTC",
+            Some(token),
+        )
         .await;
     let agents = env.apps[0].agents();
     agents.run_now(&who, a.id).await.expect("run");
     env.idle().await;
-    env.provider.set_mode(ReadMode::Fail(ProviderError::Forbidden(format!(
-        "quota for {MAIL_BODY}"
-    ))));
+    env.provider
+        .set_mode(ReadMode::Fail(ProviderError::Forbidden(format!(
+            "quota for {MAIL_BODY}"
+        ))));
     agents.run_now(&who, a.id).await.expect("run");
     env.idle().await;
     let runs = agents.runs(&who, Some(a.id), 1, 100).await.expect("runs");
     assert_eq!(runs.len(), 2);
     let text = format!("{runs:?}");
-    for needle in [MAIL_BODY, RESULT_TITLE, "Alice", "Offsite", "access-1", "refresh-1"] {
+    for needle in [
+        MAIL_BODY,
+        RESULT_TITLE,
+        "Alice",
+        "Offsite",
+        "access-1",
+        "refresh-1",
+    ] {
         assert!(!text.contains(needle), "{needle} in the run log: {text}");
     }
     assert_eq!(runs[0].status, RunStatus::Failed);
@@ -102,7 +136,14 @@ async fn a_local_run_triggers_the_device_and_finishes_with_its_answer() {
     // The device's socket is on instance b; the scheduler of instance a claims the run.
     let mut dev = connect(env.apps[1].devices(), &who, "laptop").await;
     let a = env
-        .agent(&who, AgentKind::Local, "weekly_review", Some("0 * * * *"), "UTC", None)
+        .agent(
+            &who,
+            AgentKind::Local,
+            "weekly_review",
+            Some("0 * * * *"),
+            "UTC",
+            None,
+        )
         .await;
     env.clock.advance(3_600_000);
     let report = env.apps[0].agents().tick().await.expect("tick");
@@ -118,12 +159,20 @@ async fn a_local_run_triggers_the_device_and_finishes_with_its_answer() {
     };
     assert_eq!(agent_id, a.id.to_string());
     assert_eq!(input["agent_type"], "weekly_review");
-    assert_eq!(input["data_types"], json!(["tasks", "checkpoints", "projects"]));
+    assert_eq!(
+        input["data_types"],
+        json!(["tasks", "checkpoints", "projects"])
+    );
     assert_eq!(input["max_items"], 50);
     dev.conn.receive(FromDevice::Ack { id }).await.expect("ack");
     env.idle().await;
     let run_uuid = Uuid::parse_str(&run_id).expect("uuid");
-    let waiting = env.db.run(who.user.id, run_uuid).await.expect("db").expect("run");
+    let waiting = env
+        .db
+        .run(who.user.id, run_uuid)
+        .await
+        .expect("db")
+        .expect("run");
     assert_eq!(waiting.status, RunStatus::Running);
     assert_eq!(waiting.device_id.as_deref(), Some("laptop"));
     assert_eq!(waiting.instance_id, None, "waiting on no instance");
@@ -149,7 +198,12 @@ async fn a_local_run_triggers_the_device_and_finishes_with_its_answer() {
             .is_some_and(|r| r.status == RunStatus::Succeeded)
     })
     .await;
-    let done = env.db.run(who.user.id, run_uuid).await.expect("db").expect("run");
+    let done = env
+        .db
+        .run(who.user.id, run_uuid)
+        .await
+        .expect("db")
+        .expect("run");
     assert_eq!((done.items_read, done.items_produced), (1, 1));
     // A repeated answer changes nothing and is not an error to the device.
     dev.conn
@@ -175,13 +229,21 @@ async fn a_local_run_fails_when_the_device_does_not_answer_in_time_and_a_late_an
     assert!(matches!(dev.next().await, ToDevice::AgentTrigger { .. }));
     env.idle().await;
     let e = agents.run_now(&who, a.id).await.expect_err("one at a time");
-    assert!(matches!(e, Error::Conflict(ref t) if t == "run_in_progress"), "{e:?}");
+    assert!(
+        matches!(e, Error::Conflict(ref t) if t == "run_in_progress"),
+        "{e:?}"
+    );
     env.clock.advance(299_000);
     assert_eq!(agents.tick().await.expect("tick").taken_over, 0);
     env.clock.advance(2_000);
     assert_eq!(agents.tick().await.expect("tick").taken_over, 1);
     env.idle().await;
-    let run = env.db.run(who.user.id, run_id).await.expect("db").expect("run");
+    let run = env
+        .db
+        .run(who.user.id, run_id)
+        .await
+        .expect("db")
+        .expect("run");
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(
         run.error.as_deref(),
@@ -195,7 +257,12 @@ async fn a_local_run_fails_when_the_device_does_not_answer_in_time_and_a_late_an
         .await
         .expect("ignored");
     dev.nothing_more().await;
-    let run = env.db.run(who.user.id, run_id).await.expect("db").expect("run");
+    let run = env
+        .db
+        .run(who.user.id, run_id)
+        .await
+        .expect("db")
+        .expect("run");
     assert_eq!(run.status, RunStatus::Failed);
 }
 
@@ -224,7 +291,12 @@ async fn a_device_error_fails_the_run_with_the_message_cut() {
             .is_some_and(|r| r.status == RunStatus::Failed)
     })
     .await;
-    let run = env.db.run(who.user.id, run_id).await.expect("db").expect("run");
+    let run = env
+        .db
+        .run(who.user.id, run_id)
+        .await
+        .expect("db")
+        .expect("run");
     let why = run.error.expect("why");
     assert!(why.starts_with("the device answered with an error: xxx"));
     assert!(why.len() < 400, "cut: {}", why.len());
@@ -237,10 +309,19 @@ async fn invalid_grant_pauses_the_agent_and_it_is_not_retried() {
     register(env.apps[0].devices(), &who, "laptop").await;
     let token = env.token(&who).await;
     let a = env
-        .agent(&who, AgentKind::Cloud, "inbox_triage", Some("*/5 * * * *"), "UTC", Some(token))
+        .agent(
+            &who,
+            AgentKind::Cloud,
+            "inbox_triage",
+            Some("*/5 * * * *"),
+            "UTC",
+            Some(token),
+        )
         .await;
     env.provider
-        .set_mode(ReadMode::Fail(ProviderError::InvalidGrant("revoked".into())));
+        .set_mode(ReadMode::Fail(ProviderError::InvalidGrant(
+            "revoked".into(),
+        )));
     env.clock.advance(5 * 60_000);
     assert_eq!(env.tick_all().await.0, 1);
     env.idle().await;
@@ -259,7 +340,16 @@ async fn invalid_grant_pauses_the_agent_and_it_is_not_retried() {
         .run_now(&who, a.id)
         .await
         .expect_err("paused");
-    assert!(matches!(e, Error::Forbidden { code: "needs_reauth", .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::Forbidden {
+                code: "needs_reauth",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]
@@ -268,11 +358,23 @@ async fn without_a_registered_device_a_cloud_run_is_skipped_and_reads_nothing() 
     let who = env.user().await;
     let token = env.token(&who).await;
     let a = env
-        .agent(&who, AgentKind::Cloud, "inbox_triage", None, "UTC", Some(token))
+        .agent(
+            &who,
+            AgentKind::Cloud,
+            "inbox_triage",
+            None,
+            "UTC",
+            Some(token),
+        )
         .await;
     let run_id = env.apps[0].agents().run_now(&who, a.id).await.expect("run");
     env.idle().await;
-    let run = env.db.run(who.user.id, run_id).await.expect("db").expect("run");
+    let run = env
+        .db
+        .run(who.user.id, run_id)
+        .await
+        .expect("db")
+        .expect("run");
     assert_eq!(run.status, RunStatus::Skipped);
     assert_eq!(
         run.error.as_deref(),
@@ -290,18 +392,35 @@ async fn zero_items_succeed_without_a_model_call_and_no_model_fails_with_a_sente
     register(env.apps[0].devices(), &who, "laptop").await;
     let token = env.token(&who).await;
     let a = env
-        .agent(&who, AgentKind::Cloud, "inbox_triage", None, "UTC", Some(token))
+        .agent(
+            &who,
+            AgentKind::Cloud,
+            "inbox_triage",
+            None,
+            "UTC",
+            Some(token),
+        )
         .await;
     let agents = env.apps[0].agents();
     env.provider.set_mode(ReadMode::Empty);
     let empty = agents.run_now(&who, a.id).await.expect("run");
     env.idle().await;
-    let run = env.db.run(who.user.id, empty).await.expect("db").expect("run");
+    let run = env
+        .db
+        .run(who.user.id, empty)
+        .await
+        .expect("db")
+        .expect("run");
     assert_eq!((run.status, run.items_read), (RunStatus::Succeeded, 0));
     env.provider.set_mode(ReadMode::Mail);
     let full = agents.run_now(&who, a.id).await.expect("run");
     env.idle().await;
-    let run = env.db.run(who.user.id, full).await.expect("db").expect("run");
+    let run = env
+        .db
+        .run(who.user.id, full)
+        .await
+        .expect("db")
+        .expect("run");
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.error.as_deref(), Some("no chat model is configured"));
     assert!(env.queued(&who, "laptop").await.is_empty());
@@ -318,11 +437,21 @@ async fn a_token_about_to_expire_is_refreshed_first_and_saved() {
     *env.provider.token_ttl_ms.lock().expect("lock") = 30_000;
     let token = env.token(&who).await;
     let a = env
-        .agent(&who, AgentKind::Cloud, "inbox_triage", None, "UTC", Some(token.clone()))
+        .agent(
+            &who,
+            AgentKind::Cloud,
+            "inbox_triage",
+            None,
+            "UTC",
+            Some(token.clone()),
+        )
         .await;
     env.apps[0].agents().run_now(&who, a.id).await.expect("run");
     env.idle().await;
-    assert_eq!(env.provider.tokens_seen.lock().expect("lock")[0], "access-r1");
+    assert_eq!(
+        env.provider.tokens_seen.lock().expect("lock")[0],
+        "access-r1"
+    );
     let row = env.db.agent_by_id(a.id).await.expect("db").expect("agent");
     let saved = row.oauth_token_sealed.expect("token");
     assert_ne!(saved, token, "the refreshed set is saved");
@@ -360,6 +489,59 @@ async fn run_now_and_runs_check_ownership_and_paging() {
     let first = agents.runs(&who, None, 1, 2).await.expect("page 1");
     let second = agents.runs(&who, Some(a.id), 2, 2).await.expect("page 2");
     assert_eq!((first.len(), second.len()), (2, 1));
-    assert!(first[0].created_at > first[1].created_at && first[1].created_at > second[0].created_at);
-    assert!(agents.runs(&other, None, 1, 10).await.expect("none").is_empty());
+    assert!(
+        first[0].created_at > first[1].created_at && first[1].created_at > second[0].created_at
+    );
+    assert!(
+        agents
+            .runs(&other, None, 1, 10)
+            .await
+            .expect("none")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn an_output_device_receives_the_results_alone() {
+    let env = Env::new(1).await;
+    let who = env.user().await;
+    let hub = env.apps[0].devices();
+    register(hub, &who, "laptop").await;
+    register(hub, &who, "phone").await;
+    let token = env.token(&who).await;
+    let mut a = env
+        .agent(
+            &who,
+            AgentKind::Cloud,
+            "inbox_triage",
+            None,
+            "UTC",
+            Some(token),
+        )
+        .await;
+    a.output = json!({"device_id": "phone"});
+    env.db
+        .update_agent(&a, adiuva_core::ports::db::AgentLimits::default())
+        .await
+        .expect("update");
+    env.apps[0].agents().run_now(&who, a.id).await.expect("run");
+    env.idle().await;
+    assert_eq!(env.queued(&who, "phone").await.len(), 1);
+    assert!(env.queued(&who, "laptop").await.is_empty());
+    // An output device that is not registered: nothing is read, the run says why.
+    a.output = json!({"device_id": "tablet"});
+    env.db
+        .update_agent(&a, adiuva_core::ports::db::AgentLimits::default())
+        .await
+        .expect("update");
+    let run_id = env.apps[0].agents().run_now(&who, a.id).await.expect("run");
+    env.idle().await;
+    let run = env
+        .db
+        .run(who.user.id, run_id)
+        .await
+        .expect("db")
+        .expect("run");
+    assert_eq!(run.status, RunStatus::Skipped);
+    assert_eq!(env.provider.read_count(), 1);
 }

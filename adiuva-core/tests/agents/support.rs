@@ -24,8 +24,8 @@ use adiuva_core::ports::providers::{
     TokenSet,
 };
 use adiuva_core::ports::{Clock, ManualClock};
-use adiuva_core::secret::Secret;
 use adiuva_core::seal::Keyring;
+use adiuva_core::secret::Secret;
 use adiuva_core::testing::MemoryDb;
 use adiuva_core::testing::llm::{ScriptedModel, text};
 use serde_json::{Value, json};
@@ -216,6 +216,10 @@ impl Env {
     }
 
     pub async fn with(instances: usize, with_model: bool) -> Env {
+        Env::build(instances, with_model, agents_config()).await
+    }
+
+    pub async fn build(instances: usize, with_model: bool, config: AgentsConfig) -> Env {
         let db = Arc::new(MemoryDb::new());
         let bus = MemoryDeviceBus::new();
         let clock = Arc::new(ManualClock::new(START));
@@ -238,7 +242,7 @@ impl Env {
                 })
                 .keyring(Keyring::parse(&key).expect("key"))
                 .provider(provider.clone())
-                .agents_config(agents_config());
+                .agents_config(config.clone());
             if with_model {
                 let o = Orchestrator::new(model.clone(), ModelRoles::default()).expect("orch");
                 b = b.chat(Arc::new(o));
@@ -368,7 +372,11 @@ impl Env {
             .expect("runs")
     }
 
-    pub async fn queued(&self, who: &Principal, device: &str) -> Vec<adiuva_core::ports::db::QueuedFrame> {
+    pub async fn queued(
+        &self,
+        who: &Principal,
+        device: &str,
+    ) -> Vec<adiuva_core::ports::db::QueuedFrame> {
         self.db
             .queued_frames(who.user.id, device, 0, self.now(), 10_000)
             .await

@@ -205,8 +205,13 @@ async fn the_sixth_user_message_ends_with_the_defaults() {
         .await
         .unwrap();
     for n in 1..=6 {
+        let said = if n == 2 {
+            "I am in America/Chicago.".to_owned()
+        } else {
+            format!("answer {n}")
+        };
         let step = agents
-            .journey_message(&p, r.session_id, &format!("answer {n}"))
+            .journey_message(&p, r.session_id, &said)
             .await
             .unwrap();
         assert_eq!(step.done, n == 6, "message {n}");
@@ -215,6 +220,11 @@ async fn the_sixth_user_message_ends_with_the_defaults() {
             assert_eq!(c.schedule.as_deref(), Some("0 9 * * *"));
             assert_eq!(c.name, "Local files");
             assert_eq!(c.prompt_template.as_deref(), Some("local_files.default"));
+            assert_eq!(
+                c.timezone.as_deref(),
+                Some("America/Chicago"),
+                "the zone they said"
+            );
         }
     }
     let e = agents
@@ -231,7 +241,11 @@ async fn the_sixth_user_message_ends_with_the_defaults() {
         ),
         "{e:?}"
     );
-    assert_eq!(env.model.requests().len(), 7, "start + six messages");
+    let reqs = env.model.requests();
+    assert_eq!(reqs.len(), 7, "start + six messages");
+    let zone = "The user's time zone: America/Chicago";
+    assert!(!reqs[1].messages[0].content.contains(zone));
+    assert!(reqs[2].messages[0].content.contains(zone), "told once said");
 }
 
 #[tokio::test]

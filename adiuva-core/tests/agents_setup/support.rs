@@ -65,23 +65,23 @@ impl FakeProvider {
         let req = self
             .last_authorize
             .lock()
-            .unwrap()
+            .expect("lock")
             .clone()
             .expect("authorize was called");
         let code = format!("code-{}", uuid::Uuid::new_v4().simple());
         self.codes
             .lock()
-            .unwrap()
+            .expect("lock")
             .insert(code.clone(), (req.code_challenge, req.redirect_uri));
         code
     }
 
     pub fn fail_next(&self, e: ProviderError) {
-        self.failures.lock().unwrap().push_back(e);
+        self.failures.lock().expect("lock").push_back(e);
     }
 
     fn tokens(&self, now: i64) -> TokenSet {
-        let mut n = self.issued.lock().unwrap();
+        let mut n = self.issued.lock().expect("lock");
         *n += 1;
         TokenSet {
             access_token: Secret::new(format!("access-{}-{n}", self.provider.as_str())),
@@ -102,7 +102,7 @@ impl ProviderApi for FakeProvider {
     }
 
     fn authorize_url(&self, request: &AuthorizeRequest) -> String {
-        *self.last_authorize.lock().unwrap() = Some(request.clone());
+        *self.last_authorize.lock().expect("lock") = Some(request.clone());
         // The test reads the state back out of the URL, as a browser would carry it.
         format!(
             "https://consent.example/{}?response_type=code&state={}&code_challenge={}&code_challenge_method=S256&redirect_uri={}&scope={}",
@@ -121,11 +121,14 @@ impl ProviderApi for FakeProvider {
         redirect_uri: &str,
         now: i64,
     ) -> Result<TokenSet, ProviderError> {
-        self.verifiers.lock().unwrap().push(verifier.to_owned());
-        if let Some(e) = self.failures.lock().unwrap().pop_front() {
+        self.verifiers
+            .lock()
+            .expect("lock")
+            .push(verifier.to_owned());
+        if let Some(e) = self.failures.lock().expect("lock").pop_front() {
             return Err(e);
         }
-        let Some((challenge, redirect)) = self.codes.lock().unwrap().remove(code) else {
+        let Some((challenge, redirect)) = self.codes.lock().expect("lock").remove(code) else {
             return Err(ProviderError::InvalidGrant("unknown or used code".into()));
         };
         let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
@@ -140,9 +143,9 @@ impl ProviderApi for FakeProvider {
     async fn refresh(&self, tokens: &TokenSet, now: i64) -> Result<TokenSet, ProviderError> {
         self.refreshed_with
             .lock()
-            .unwrap()
+            .expect("lock")
             .push(tokens.refresh_token.as_ref().map(|t| t.expose().clone()));
-        if let Some(e) = self.failures.lock().unwrap().pop_front() {
+        if let Some(e) = self.failures.lock().expect("lock").pop_front() {
             return Err(e);
         }
         let mut fresh = self.tokens(now);
