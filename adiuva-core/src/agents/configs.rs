@@ -516,3 +516,35 @@ fn reject_cloud_fields(provider: Option<&str>, token: Option<&str>) -> Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_follow_the_plan_matrix() {
+        let l = |configured, enabled, providers| AgentLimits {
+            configured,
+            enabled,
+            providers,
+        };
+        assert_eq!(limits(Tier::Free), l(Some(3), Some(2), Some(1)));
+        assert_eq!(limits(Tier::Pro), l(None, Some(10), None));
+        assert_eq!(limits(Tier::Power), l(None, None, None));
+        assert_eq!(limits(Tier::Team), l(None, None, None));
+    }
+
+    #[test]
+    fn a_broken_limit_names_the_limit_and_the_tier_and_other_conflicts_pass_through() {
+        let e = limit_error(RepoError::Conflict("providers.limit".into()), Tier::Free);
+        match e {
+            Error::Forbidden { code, detail } => {
+                assert_eq!(code, "quota_exceeded");
+                assert!(detail.contains("free") && detail.contains("1 connected providers"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = limit_error(RepoError::Conflict("agents_pkey".into()), Tier::Free);
+        assert!(matches!(e, Error::Conflict(_)), "{e:?}");
+    }
+}

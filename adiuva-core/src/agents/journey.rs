@@ -590,3 +590,19 @@ fn proposal_or_defaults(
         oauth_token_encrypted: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_named_zone_is_found_and_anything_else_is_not() {
+        assert_eq!(
+            mentioned_timezone("I'm in Europe/Berlin, thanks"),
+            Some("Europe/Berlin".into())
+        );
+        assert_eq!(mentioned_timezone("use UTC."), Some("UTC".into()));
+        assert_eq!(mentioned_timezone("Mondays and/or Fridays"), None);
+        assert_eq!(mentioned_timezone("berlin time"), None);
+    }
+}
