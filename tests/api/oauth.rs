@@ -296,15 +296,20 @@ async fn the_callback_seals_the_token_set_and_a_cloud_agent_takes_it() {
         .to_owned();
     assert_ne!(renewed, sealed);
     assert!(!has_fake_token(&renewed));
-    assert_eq!(
-        refresh(&app, "google", &token, &renewed).await.status(),
-        200
-    );
+    // Each refresh saves its answer into the agents that held the old set: the agent now
+    // holds `current`.
+    let resp = refresh(&app, "google", &token, &renewed).await;
+    assert_eq!(resp.status(), 200);
+    let current: Value = json_body(resp).await;
+    let current = current["encrypted_token"]
+        .as_str()
+        .expect("sealed")
+        .to_owned();
 
     // Refused refresh: invalid_grant, and the agent that held the token is paused.
     google.revoke_refresh_tokens();
     assert_error(
-        refresh(&app, "google", &token, &renewed).await,
+        refresh(&app, "google", &token, &current).await,
         400,
         "invalid_grant",
     )
