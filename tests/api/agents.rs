@@ -721,3 +721,42 @@ fn chrono_now() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+#[tokio::test]
+async fn agents_run_on_postgres_too() {
+    let fake = model().await;
+    let url = fake.url();
+    let Some(app) = crate::helpers::spawn_app_on_postgres_with(move |s| {
+        s.openai_base_url = Some(url);
+        s.openai_api_key = Some(adiuva_core::Secret::new(crate::chat::SERVER_KEY.into()));
+    })
+    .await
+    else {
+        return;
+    };
+    let (_, token) = app.account_on("pg-agents", Tier::Free).await;
+    let (mut ws, _) = online(&app, &token, "pg-laptop").await;
+    let agent = created(create_local(&app, &token, local("one")).await).await;
+    created(create_local(&app, &token, local("two")).await).await;
+    assert_error(
+        create_local(&app, &token, local("three")).await,
+        403,
+        "quota_exceeded",
+    )
+    .await;
+    let id = agent["id"].as_str().expect("id").to_owned();
+    let started: Value = json_body(run_now(&app, &token, &id).await).await;
+    let run = started["run_id"].as_str().expect("run_id").to_owned();
+    let trigger = next_queued(&mut ws, "agent_trigger").await;
+    assert_eq!(trigger["run_id"], run.as_str());
+    ws_send(
+        &mut ws,
+        json!({"type": "data_response", "id": run, "data": {"items": [{"id": "t1", "type": "task", "title": "Plan"}]}}),
+    )
+    .await;
+    let note = next_queued(&mut ws, "notification").await;
+    assert_eq!(note["kind"], "agent_result", "{note}");
+    let row = finished_run(&app, &token, &id, &run).await;
+    assert_eq!(row["status"], "succeeded", "{row}");
+    assert_eq!(row["items_read"], 1);
+}
