@@ -363,6 +363,8 @@ fn doctor_passes_on_defaults_and_fails_on_bad_config() {
         "ok   migrations",
         "ok   blob store",
         "ok   device bus: memory delivers",
+        "ok   oauth token key: dev key kept in",
+        "ok   agents: scheduler on (every 60 s); OAuth providers: none",
     ] {
         assert!(out.contains(check), "{check} in {out}");
     }
@@ -386,6 +388,16 @@ fn doctor_passes_on_defaults_and_fails_on_bad_config() {
             "FAIL device bus: device_bus_url 'postgres' uses the database",
         ),
         ("JWT_ALGORITHM", "RS256", "FAIL config"),
+        (
+            "OAUTH_TOKEN_KEY",
+            "too-short",
+            "FAIL oauth token key: oauth_token_key",
+        ),
+        (
+            "GOOGLE_CLIENT_ID",
+            "id-without-secret",
+            "FAIL oauth: google: a client id without a client secret",
+        ),
     ] {
         let o = run(adiuva(dir.path()).arg("doctor").env(key, value));
         assert!(!o.status.success(), "{key}={value}");
