@@ -587,3 +587,37 @@ async fn no_token_code_state_or_client_secret_reaches_the_log() {
     let key = crate::helpers::OAUTH_TOKEN_KEY.trim_start_matches("k1:");
     assert!(!logs.contains(key), "the token key was logged");
 }
+
+/// An expired state is refused. The server's clock cannot be moved from outside, so the
+/// test, holding the deployment's token key as every instance does, reseals a real state
+/// with its expiry in the past: everything else about it is genuine.
+#[tokio::test]
+async fn an_expired_state_is_refused() {
+    use adiuva_core::seal::{Keyring, Purpose};
+    let google = FakeGoogle::start().await.expect("fake google");
+    let app = provider_app(Providers {
+        google: Some(&google),
+        ..Providers::default()
+    })
+    .await;
+    let (_, token) = app.account_on("oauth-expired", Tier::Free).await;
+    let url = authorize(&app, "google", &token).await;
+    let (code, state) = google.consent(&url).expect("consent");
+    let keyring = Keyring::parse(crate::helpers::OAUTH_TOKEN_KEY).expect("the test key");
+    let plain = keyring
+        .open(Purpose::OAuthState, &state)
+        .expect("the server sealed it with the deployment's key");
+    let mut fields: Value = serde_json::from_slice(&plain).expect("JSON");
+    let exp = fields["exp"].as_i64().expect("an expiry");
+    fields["exp"] = json!(exp - 11 * 60 * 1000);
+    let expired = keyring.seal(Purpose::OAuthState, fields.to_string().as_bytes());
+    assert_error(
+        callback(&app, "google", &[("code", &code), ("state", &expired)]).await,
+        400,
+        "invalid_state",
+    )
+    .await;
+    // The code was not spent on it: the genuine state still works.
+    let ok = callback(&app, "google", &[("code", &code), ("state", &state)]).await;
+    assert_eq!(ok.status(), 200);
+}
