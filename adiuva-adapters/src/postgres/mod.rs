@@ -192,6 +192,95 @@ mod tests {
         test_db.drop_now().await;
     }
 
+    /// A claim skips an agent whose row another transaction holds (answering `None` at
+    /// once instead of waiting), and claims it once that transaction ends.
+    #[tokio::test]
+    async fn a_claim_skips_an_agent_another_writer_holds() {
+        use adiuva_core::domain::UserId;
+        use adiuva_core::ports::db::UserRepo;
+        use adiuva_core::ports::db::{
+            AgentConfigRow, AgentKind, AgentLimits, AgentRepo, AgentRun, AgentStatus, RunStatus,
+            RunTrigger, SlotClaim,
+        };
+
+        let Some(test_db) = TestDatabase::create("claimlock").await else {
+            return;
+        };
+        let db = super::PgDb::connect(test_db.url()).await.expect("connect");
+        db.migrate().await.expect("migrate");
+        let user = adiuva_core::testing::database::sample_user("claimlock", 1);
+        db.insert_user(&user).await.expect("user");
+        let agent = AgentConfigRow {
+            id: uuid::Uuid::now_v7(),
+            user_id: user.id,
+            kind: AgentKind::Cloud,
+            name: "a".into(),
+            agent_type: "inbox_triage".into(),
+            schedule: Some("* * * * *".into()),
+            timezone: "UTC".into(),
+            enabled: true,
+            filters: serde_json::json!({}),
+            output: serde_json::json!({}),
+            prompt_template: "p".into(),
+            provider: Some("google".into()),
+            oauth_token_sealed: Some("sealed".into()),
+            status: AgentStatus::Active,
+            sync_cursor: None,
+            next_run_at: Some(60_000),
+            created_at: 1,
+            updated_at: 1,
+        };
+        db.insert_agent(&agent, AgentLimits::default())
+            .await
+            .expect("agent");
+        let claim = |user_id: UserId| SlotClaim {
+            agent_id: agent.id,
+            expected_next_run_at: 60_000,
+            next_run_at: Some(120_000),
+            run: AgentRun {
+                id: uuid::Uuid::now_v7(),
+                user_id,
+                agent_id: agent.id,
+                status: RunStatus::Skipped,
+                trigger: RunTrigger::Schedule,
+                scheduled_for: Some(60_000),
+                created_at: 60_000,
+                started_at: None,
+                finished_at: Some(60_000),
+                items_read: 0,
+                items_produced: 0,
+                error: Some("no device".into()),
+                instance_id: None,
+                lease_until: None,
+                attempts: 1,
+                device_id: None,
+            },
+        };
+        let mut holder = db.pool().begin().await.expect("begin");
+        sqlx::query("SELECT 1 FROM agents WHERE id = $1 FOR UPDATE")
+            .bind(agent.id)
+            .fetch_one(&mut *holder)
+            .await
+            .expect("lock the agent");
+        // Bounded: a claim that waited for the lock would wait for this test forever.
+        let held = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            db.claim_slot(&claim(user.id)),
+        )
+        .await
+        .expect("the claim does not wait for the lock");
+        assert_eq!(held.expect("claim"), None, "skipped while held");
+        holder.commit().await.expect("release");
+        let won = claim(user.id);
+        assert_eq!(
+            db.claim_slot(&won).await.expect("claim"),
+            Some(won.run.clone()),
+            "claimed once free"
+        );
+        db.close().await;
+        test_db.drop_now().await;
+    }
+
     #[test]
     fn passwords_are_redacted_in_messages() {
         assert_eq!(

@@ -371,9 +371,14 @@ macro_rules! impl_agent_repos {
 
                 async fn claim_slot(&self, claim: &SlotClaim) -> RepoResult<Option<AgentRun>> {
                     let run = &claim.run;
-                    // The UPDATE comes first: on SQLite it takes the write lock at once
-                    // (no read-then-upgrade), on PostgreSQL it locks the agent's row.
-                    let mut tx = self.pool().begin().await.map_err(repo_err)?;
+                    // SQLite takes its write lock up front (BEGIN IMMEDIATE: the busy
+                    // timeout applies, no read-then-upgrade failure); PostgreSQL's swap
+                    // locks the agent's row.
+                    let mut tx = self
+                        .pool()
+                        .begin_with($d::BEGIN_QUOTA)
+                        .await
+                        .map_err(repo_err)?;
                     let swapped = sqlx::query($d::CLAIM_SWAP)
                     .bind(claim.next_run_at)
                     .bind(run.created_at)

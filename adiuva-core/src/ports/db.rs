@@ -773,8 +773,13 @@ pub struct JourneyRow {
 /// Exactly once per slot: [`AgentRepo::claim_slot`] is a compare-and-swap of the agent's
 /// `next_run_at` plus an insert under the unique `(agent_id, scheduled_for)`, in one
 /// transaction: of any number of concurrent claims of one slot, exactly one returns the
-/// run. A run whose `lease_until` passes while it is active (its instance died) is taken
-/// by [`AgentRepo::take_over_runs`], once.
+/// run (unless the winner's transaction fails: then none does, and the slot, still
+/// `next_run_at`, is due again at the next tick). A claim may also answer `None` while
+/// another writer holds the agent's row (PostgreSQL skips locked agents rather than
+/// queueing behind them); the slot stays due, so the next tick claims it.
+///
+/// A run whose `lease_until` passes while it is active (its instance died) is taken by
+/// [`AgentRepo::take_over_runs`], once.
 #[async_trait]
 pub trait AgentRepo: Send + Sync {
     /// Inserts a config if the user's configs then keep `limits`; a broken limit →
@@ -817,7 +822,8 @@ pub trait AgentRepo: Send + Sync {
     /// Enabled, active configs whose `next_run_at <= now`, earliest first, at most `limit`.
     async fn due_agents(&self, now: Millis, limit: u32) -> RepoResult<Vec<AgentConfigRow>>;
     /// Claims a slot (see the trait docs): `Some(run)` for the one winner, `None` when the
-    /// agent's `next_run_at` is no longer `expected_next_run_at` or the slot's run exists.
+    /// agent's `next_run_at` is no longer `expected_next_run_at`, the slot's run exists, the
+    /// run is not this agent's (of its owner), or the agent is gone.
     async fn claim_slot(&self, claim: &SlotClaim) -> RepoResult<Option<AgentRun>>;
     /// Inserts a run (manual runs). An unknown agent (or another user's) → `NotFound`; a
     /// second run of one slot → `Conflict`.

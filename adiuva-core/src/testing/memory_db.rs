@@ -980,7 +980,11 @@ impl AgentRepo for MemoryDb {
                 return None;
             }
             let a = s.agent_mut(claim.agent_id)?;
-            if a.next_run_at != Some(claim.expected_next_run_at) {
+            // As in SQL: the run must be this agent's, of its owner.
+            if a.next_run_at != Some(claim.expected_next_run_at)
+                || a.user_id != claim.run.user_id
+                || claim.run.agent_id != claim.agent_id
+            {
                 return None;
             }
             a.next_run_at = claim.next_run_at;

@@ -679,6 +679,15 @@ pub async fn claim_slot_is_compare_and_swap(db: &dyn Database) {
     );
     assert_eq!(db.run(user.id, again.run.id).await.expect("run"), None);
 
+    let mut foreign = claim(&agent, T + 120_000, T + 120_000, Some(T + 999_000));
+    foreign.run.user_id = UserId::new();
+    assert_eq!(
+        db.claim_slot(&foreign).await.expect("claim"),
+        None,
+        "a run of another owner"
+    );
+    assert_eq!(get_agent(db, &agent).await.next_run_at, Some(T + 120_000));
+
     let mut ghost = claim(&agent, T + 120_000, T + 120_000, None);
     ghost.agent_id = Uuid::now_v7();
     ghost.run.agent_id = ghost.agent_id;
