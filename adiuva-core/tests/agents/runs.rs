@@ -545,3 +545,26 @@ async fn an_output_device_receives_the_results_alone() {
     assert_eq!(run.status, RunStatus::Skipped);
     assert_eq!(env.provider.read_count(), 1);
 }
+
+#[tokio::test]
+async fn a_local_run_goes_to_the_most_recently_seen_online_device() {
+    let env = Env::new(1).await;
+    let who = env.user().await;
+    let hub = env.apps[0].devices();
+    let mut laptop = connect(hub, &who, "laptop").await;
+    env.clock.advance(1_000);
+    let mut phone = connect(hub, &who, "phone").await;
+    env.clock.advance(1_000);
+    register(hub, &who, "tablet").await; // seen last, but offline
+    let a = env
+        .agent(&who, AgentKind::Local, "weekly_review", None, "UTC", None)
+        .await;
+    let run_id = env.apps[0].agents().run_now(&who, a.id).await.expect("run");
+    let ToDevice::AgentTrigger { run_id: got, .. } = phone.next().await else {
+        panic!("a trigger");
+    };
+    assert_eq!(got, run_id.to_string());
+    laptop.nothing_more().await;
+    env.idle().await;
+    assert!(env.queued(&who, "tablet").await.is_empty());
+}

@@ -341,3 +341,51 @@ async fn a_run_whose_lease_lapsed_on_its_own_instance_is_not_executed_twice() {
     assert_eq!(runs[0].status, RunStatus::Succeeded);
     assert_eq!(env.queued(&who, "laptop").await.len(), 1);
 }
+
+/// A stored schedule that no longer parses runs its due slot once and no more; the
+/// other agents of the tick run as usual.
+#[tokio::test]
+async fn a_broken_stored_schedule_runs_its_slot_once_and_stops_without_stopping_others() {
+    let env = Env::new(1).await;
+    let who = env.user().await;
+    let mut broken = env
+        .agent(
+            &who,
+            AgentKind::Local,
+            "weekly_review",
+            Some("0 * * * *"),
+            "UTC",
+            None,
+        )
+        .await;
+    broken.schedule = Some("not a cron".into());
+    env.db
+        .update_agent(&broken, adiuva_core::ports::db::AgentLimits::default())
+        .await
+        .expect("update");
+    let fine = env
+        .agent(
+            &who,
+            AgentKind::Local,
+            "weekly_review",
+            Some("0 * * * *"),
+            "UTC",
+            None,
+        )
+        .await;
+    env.clock.advance(3_600_000);
+    assert_eq!(env.tick_all().await, (2, 0, 0));
+    env.idle().await;
+    let row = env
+        .db
+        .agent_by_id(broken.id)
+        .await
+        .expect("db")
+        .expect("agent");
+    assert_eq!(row.next_run_at, None);
+    env.clock.advance(3_600_000);
+    assert_eq!(env.tick_all().await, (1, 0, 0), "only the healthy agent");
+    env.idle().await;
+    assert_eq!(env.runs(&who, broken.id).await.len(), 1);
+    assert_eq!(env.runs(&who, fine.id).await.len(), 2);
+}
