@@ -760,3 +760,49 @@ async fn agents_run_on_postgres_too() {
     assert_eq!(row["status"], "succeeded", "{row}");
     assert_eq!(row["items_read"], 1);
 }
+
+/// The serving process runs the scheduler: an every-minute agent gets a scheduled run at
+/// the next minute's slot (here skipped: no device is online) without anyone asking.
+#[tokio::test]
+async fn the_server_runs_due_agents_on_their_schedule() {
+    let app = crate::helpers::spawn_app_with(|s| s.scheduler_tick_secs = 1).await;
+    let (_, token) = app.account_on("scheduled", Tier::Pro).await;
+    let agent = created(
+        create_local(
+            &app,
+            &token,
+            json!({"name": "every minute", "agent_type": "weekly_review", "schedule": "* * * * *"}),
+        )
+        .await,
+    )
+    .await;
+    let id = agent["id"].as_str().expect("id").to_owned();
+    let slot = agent["next_run_at"].as_i64().expect("a next run");
+    assert_eq!(slot % 60_000, 0, "a minute boundary");
+    // At most a minute until the slot, plus a few ticks.
+    let run = tokio::time::timeout(Duration::from_secs(75), async {
+        loop {
+            let runs: Value = app
+                .get_json_as(&format!("/agents/runs?agent_id={id}"), &token)
+                .await;
+            if let Some(r) = runs.as_array().and_then(|r| r.first())
+                && r["status"] != "queued"
+                && r["status"] != "running"
+            {
+                return r.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await
+    .expect("a scheduled run within the bound");
+    assert_eq!(run["trigger"], "schedule", "{run}");
+    assert_eq!(run["scheduled_for"], slot, "{run}");
+    assert_eq!(run["status"], "skipped", "no device online: {run}");
+    let after: Value = app.get_json_as("/agents/local", &token).await;
+    assert_eq!(
+        after[0]["next_run_at"].as_i64(),
+        Some(slot + 60_000),
+        "the next slot: {after}"
+    );
+}
