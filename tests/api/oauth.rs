@@ -621,3 +621,31 @@ async fn an_expired_state_is_refused() {
     let ok = callback(&app, "google", &[("code", &code), ("state", &state)]).await;
     assert_eq!(ok.status(), 200);
 }
+
+/// A provider whose token endpoint is gone: the callback says so (503
+/// `oauth_provider_unavailable`, a documented code), never hangs, and leaks nothing.
+#[tokio::test]
+async fn a_provider_that_is_down_is_a_documented_503() {
+    let google = FakeGoogle::start().await.expect("fake google");
+    let app = provider_app(Providers {
+        google: Some(&google),
+        ..Providers::default()
+    })
+    .await;
+    let (_, token) = app.account_on("oauth-down", Tier::Free).await;
+    let url = authorize(&app, "google", &token).await;
+    let (code, state) = google.consent(&url).expect("consent");
+    google.shutdown().await;
+    let resp = callback(&app, "google", &[("code", &code), ("state", &state)]).await;
+    let body = assert_error(resp, 503, "oauth_provider_unavailable").await;
+    assert!(!body.to_string().contains(&code), "{body}");
+    let spec: Value = app.get_json_as("/openapi.json", &token).await;
+    let codes =
+        &spec["components"]["schemas"]["OAuthCallbackError503"]["properties"]["code"]["enum"];
+    assert!(
+        codes
+            .as_array()
+            .is_some_and(|c| c.contains(&json!("oauth_provider_unavailable"))),
+        "documented: {codes}"
+    );
+}

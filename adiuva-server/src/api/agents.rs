@@ -910,9 +910,12 @@ impl AgentsApi {
 /// that is the documented `run_in_progress`.
 fn run_error(e: adiuva_core::Error) -> AgentRunError {
     match e {
-        adiuva_core::Error::Conflict(detail) => {
-            ApiError::new(poem::http::StatusCode::CONFLICT, "run_in_progress", detail).into()
-        }
+        adiuva_core::Error::Conflict(_) => ApiError::new(
+            poem::http::StatusCode::CONFLICT,
+            "run_in_progress",
+            "the agent has a run queued or running; try again when it has finished",
+        )
+        .into(),
         other => other.into(),
     }
 }

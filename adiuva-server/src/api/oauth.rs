@@ -53,7 +53,7 @@ api_errors!(
         422 => Unprocessable [validation_error]: "`code` or `state` is missing or too long.",
         502 => BadGateway [oauth_provider_error]: "The provider's token endpoint failed or answered something unusable.",
     }
-    unavailable [oauth_not_configured]
+    unavailable [oauth_not_configured, oauth_provider_unavailable]
 );
 
 api_errors!(
@@ -67,7 +67,7 @@ api_errors!(
         422 => Unprocessable [validation_error, malformed_json]: "Malformed JSON, or an `encrypted_token` that does not open or is another provider's.",
         502 => BadGateway [oauth_provider_error]: "The provider's token endpoint failed or answered something unusable.",
     }
-    unavailable [oauth_not_configured]
+    unavailable [oauth_not_configured, oauth_provider_unavailable]
 );
 
 /// Longest `code` or `state` accepted (providers' codes are a few hundred characters;
