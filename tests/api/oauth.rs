@@ -417,13 +417,21 @@ async fn the_callback_refuses_bad_states_codes_and_denied_consent() {
         callback(
             &app,
             "google",
-            &[("error", "access_denied"), ("state", &state)],
+            &[
+                ("error", "access_denied"),
+                ("error_description", "The user denied <script>"),
+                ("state", &state),
+            ],
         )
         .await,
         400,
         "oauth_denied",
     )
     .await;
+    // Whatever the provider wrote is not echoed.
+    let other = callback(&app, "google", &[("error", "<b>x</b>server_error")]).await;
+    let body = assert_error(other, 400, "oauth_denied").await;
+    assert!(!body.to_string().contains('<'), "{body}");
     // A state this server never issued.
     assert_error(
         callback(
