@@ -246,6 +246,53 @@ fn not_found_says_who(e: adiuva_core::Error, email: &str) -> Box<dyn std::error:
 }
 
 /// Checks each piece and prints one line per check; fails if any check failed.
+/// The scheduler's state and the OAuth providers offered; a provider with a client id
+/// but no client secret fails (every code exchange would be refused).
+fn check_agents(settings: &Settings, report: &mut impl FnMut(bool, &str, String)) {
+    let mut offered = Vec::new();
+    for (name, id, secret) in [
+        (
+            "google",
+            settings.google_client_id.is_some(),
+            settings.google_client_secret.is_some(),
+        ),
+        (
+            "microsoft",
+            settings.microsoft_client_id.is_some(),
+            settings.microsoft_client_secret.is_some(),
+        ),
+    ] {
+        match (id, secret) {
+            (true, true) => offered.push(name),
+            (true, false) => report(
+                false,
+                "oauth",
+                format!("{name}: a client id without a client secret"),
+            ),
+            _ => {}
+        }
+    }
+    report(
+        true,
+        "agents",
+        format!(
+            "scheduler {} (every {} s); OAuth providers: {}; redirect base {}",
+            if settings.scheduler_enabled {
+                "on"
+            } else {
+                "off"
+            },
+            settings.scheduler_tick_secs,
+            if offered.is_empty() {
+                "none".to_owned()
+            } else {
+                offered.join(", ")
+            },
+            settings.oauth_redirect_base_url
+        ),
+    );
+}
+
 async fn doctor(cli: &Cli) -> CliResult {
     let mut failed = 0;
     let mut report = |ok: bool, what: &str, detail: String| {
@@ -293,6 +340,23 @@ async fn doctor(cli: &Cli) -> CliResult {
             Err(e) => report(false, "jwt secret", e.to_string()),
         },
     }
+    match settings.resolve_oauth_keyring() {
+        Ok(k) if settings.oauth_token_key.is_some() => report(
+            true,
+            "oauth token key",
+            format!("configured (sealing with key id {})", k.current_id()),
+        ),
+        Ok(_) => report(
+            true,
+            "oauth token key",
+            format!(
+                "dev key kept in {}",
+                settings.data_dir.join("oauth_token_key").display()
+            ),
+        ),
+        Err(e) => report(false, "oauth token key", e.to_string()),
+    }
+    check_agents(&settings, &mut report);
     let url = settings.database_url();
     match AnyDatabase::connect(&url).await {
         Ok(db) => {

@@ -363,6 +363,8 @@ fn doctor_passes_on_defaults_and_fails_on_bad_config() {
         "ok   migrations",
         "ok   blob store",
         "ok   device bus: memory delivers",
+        "ok   oauth token key: dev key kept in",
+        "ok   agents: scheduler on (every 60 s); OAuth providers: none",
     ] {
         assert!(out.contains(check), "{check} in {out}");
     }
@@ -386,6 +388,16 @@ fn doctor_passes_on_defaults_and_fails_on_bad_config() {
             "FAIL device bus: device_bus_url 'postgres' uses the database",
         ),
         ("JWT_ALGORITHM", "RS256", "FAIL config"),
+        (
+            "OAUTH_TOKEN_KEY",
+            "too-short",
+            "FAIL oauth token key: oauth_token_key",
+        ),
+        (
+            "GOOGLE_CLIENT_ID",
+            "id-without-secret",
+            "FAIL oauth: google: a client id without a client secret",
+        ),
     ] {
         let o = run(adiuva(dir.path()).arg("doctor").env(key, value));
         assert!(!o.status.success(), "{key}={value}");
@@ -538,6 +550,12 @@ fn prod_without_a_secret_refuses_to_start_and_says_why() {
         .args(["serve", "--bind", "127.0.0.1:0"])
         .env("ENV", "prod"));
     assert_one_line_error(&o, "JWT_SECRET is required when ENV=prod");
+    // The key sealing OAuth tokens too: a generated one would differ per instance.
+    let o = run(adiuva(dir.path())
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("ENV", "prod")
+        .env("JWT_SECRET", "prod-secret-that-must-not-leak-0123456789"));
+    assert_one_line_error(&o, "OAUTH_TOKEN_KEY is required when ENV=prod");
 }
 
 #[test]
@@ -548,6 +566,7 @@ fn prod_logs_are_json_and_never_show_the_secret() {
     cmd.args(["serve", "--bind", "127.0.0.1:0"])
         .env("ENV", "prod")
         .env("JWT_SECRET", secret)
+        .env("OAUTH_TOKEN_KEY", OAUTH_KEY)
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
     let stderr = child.stderr.take().expect("stderr");
@@ -561,7 +580,11 @@ fn prod_logs_are_json_and_never_show_the_secret() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut reader, &mut rest).expect("rest");
     assert!(!first.contains(secret) && !rest.contains(secret));
+    assert!(!first.contains(OAUTH_KEY) && !rest.contains(OAUTH_KEY));
 }
+
+/// An `OAUTH_TOKEN_KEY` for prod servers: 32 bytes in hex.
+const OAUTH_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 #[test]
 fn storage_gc_lists_and_deletes_orphaned_blobs() {

@@ -110,7 +110,14 @@ const DEVICE: Channel = Channel {
         expire first, and by age); `hello_ack.expired` counts those the device missed. \
         Malformed frames get an `error` frame and the socket stays usable; messages over \
         the size limit close it with 1009; the server pings every 30 s and closes a socket \
-        silent for the pong timeout (1001).",
+        silent for the pong timeout (1001). **Agents:** a local agent's run arrives as \
+        `agent_trigger` (`input`: `agent_type`, `data_types`, `filters`, `max_items`); the \
+        device acks it and answers with `data_response` whose `id` is the trigger's \
+        `run_id` and whose `data` is `{\"items\": [{\"id\", \"type\", \"title\", …}]}` (or \
+        `error`), within `agent_local_timeout_secs`. Every agent run's results (local or \
+        cloud) arrive as `notification` of `kind` `agent_result`, `payload` `{agent_id, \
+        run_id, agent_type, produces, results: [{type: task|note, title, notes, \
+        source_id?}]}`, sealed while queued.",
     receives: &[
         (
             "device_hello",
@@ -125,7 +132,7 @@ const DEVICE: Channel = Channel {
         (
             "data_response",
             "DeviceClientFrame_DataResponse",
-            "The answer to a `data_request`.",
+            "The answer to a `data_request`, or to an `agent_trigger` (then `id` is the trigger's `run_id`).",
         ),
         (
             "ack",
@@ -154,12 +161,12 @@ const DEVICE: Channel = Channel {
         (
             "agent_trigger",
             "DeviceServerFrame_AgentTrigger",
-            "Run an agent (queued: ack it, drop it if already processed).",
+            "Run a local agent: ack it, then answer with `data_response` whose `id` is its `run_id` (queued: drop it if already processed).",
         ),
         (
             "notification",
             "DeviceServerFrame_Notification",
-            "Show or apply something (queued: ack it, drop it if already processed).",
+            "Show or apply something; `kind` `agent_result` carries an agent run's results (queued: ack it, drop it if already processed).",
         ),
         ("pong", "DeviceServerFrame_Pong", PONG),
         (

@@ -94,12 +94,16 @@ impl From<Error> for ApiError {
     }
 }
 
-/// The code of `e` on the wire: core's, except for a missing device, which the device
-/// routes (and `POST /chat` with `device_id`) name `device_not_found` so a client can
-/// tell it from an unknown route.
+/// The code of `e` on the wire: core's, except for a missing device, agent, journey
+/// session or OAuth provider, which their routes name `device_not_found`,
+/// `agent_not_found`, `journey_not_found`, `provider_not_found` so a client can tell
+/// them from an unknown route.
 fn code(e: &Error) -> &'static str {
     match e {
         Error::NotFound("device") => "device_not_found",
+        Error::NotFound("agent") => "agent_not_found",
+        Error::NotFound("journey") => "journey_not_found",
+        Error::NotFound("provider") => "provider_not_found",
         other => other.code(),
     }
 }

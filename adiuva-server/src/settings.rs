@@ -221,6 +221,65 @@ declare::settings! {
     /// one it replaces).
     device_max_per_user: u32 = adiuva_core::devices::DEFAULT_MAX_DEVICES_PER_USER,
         env ["ADIUVA_DEVICE_MAX_PER_USER"], min 1;
+    /// Google OAuth client id (Gmail agents). Unset: Google is not offered
+    /// (`/oauth/google/*` answers 503 oauth_not_configured).
+    google_client_id: Option<String> = "", env ["ADIUVA_GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_ID"];
+    /// Google OAuth client secret.
+    google_client_secret: Option<Secret<String>> = "",
+        env ["ADIUVA_GOOGLE_CLIENT_SECRET", "GOOGLE_CLIENT_SECRET"];
+    /// Google's consent page.
+    google_auth_url: String = adiuva_adapters::providers::GOOGLE_AUTH_URL,
+        env ["ADIUVA_GOOGLE_AUTH_URL", "GOOGLE_AUTH_URL"], parse trimmed;
+    /// Google's token endpoint.
+    google_token_url: String = adiuva_adapters::providers::GOOGLE_TOKEN_URL,
+        env ["ADIUVA_GOOGLE_TOKEN_URL", "GOOGLE_TOKEN_URL"], parse trimmed;
+    /// The Gmail API's base URL.
+    gmail_api_url: String = adiuva_adapters::providers::GMAIL_API_URL,
+        env ["ADIUVA_GMAIL_API_URL", "GMAIL_API_URL"], parse trimmed;
+    /// Microsoft OAuth client (application) id (Outlook and Teams agents). Unset: Microsoft
+    /// is not offered (`/oauth/microsoft/*` answers 503 oauth_not_configured).
+    microsoft_client_id: Option<String> = "",
+        env ["ADIUVA_MICROSOFT_CLIENT_ID", "MICROSOFT_CLIENT_ID"];
+    /// Microsoft OAuth client secret.
+    microsoft_client_secret: Option<Secret<String>> = "",
+        env ["ADIUVA_MICROSOFT_CLIENT_SECRET", "MICROSOFT_CLIENT_SECRET"];
+    /// Microsoft identity platform authority (`…/common`, or `…/<tenant>`).
+    microsoft_authority_url: String = adiuva_adapters::providers::MICROSOFT_AUTHORITY_URL,
+        env ["ADIUVA_MICROSOFT_AUTHORITY_URL", "MICROSOFT_AUTHORITY_URL"], parse trimmed;
+    /// Microsoft Graph's base URL.
+    ms_graph_url: String = adiuva_adapters::providers::MS_GRAPH_URL,
+        env ["ADIUVA_MS_GRAPH_URL", "MS_GRAPH_URL"], parse trimmed;
+    /// Public base URL of this server as the browser reaches it; providers redirect to
+    /// `<base>/api/v1/oauth/<provider>/callback` (register that URL with them).
+    oauth_redirect_base_url: String = "http://localhost:8000",
+        env ["ADIUVA_OAUTH_REDIRECT_BASE_URL", "OAUTH_REDIRECT_BASE_URL"], parse trimmed;
+    /// Key sealing OAuth tokens, OAuth state and journey sessions: 32 bytes as 64 hex digits
+    /// or base64; `id:key,id:key` rotates (the first seals, all open). Unset in dev: generated
+    /// once into `<data_dir>/oauth_token_key`. Required in prod.
+    oauth_token_key: Option<Secret<String>> = "",
+        env ["ADIUVA_OAUTH_TOKEN_KEY", "OAUTH_TOKEN_KEY"];
+    /// Run the agent scheduler in this process (every instance may; slots are claimed once).
+    scheduler_enabled: bool = "true", env ["ADIUVA_SCHEDULER_ENABLED", "SCHEDULER_ENABLED"];
+    /// Seconds between scheduler ticks (due agents start within one tick of their slot).
+    scheduler_tick_secs: u64 = adiuva_core::agents::DEFAULT_TICK_SECS,
+        env ["ADIUVA_SCHEDULER_TICK_SECS", "SCHEDULER_TICK_SECS"], min 1;
+    /// Lease of a running agent run; its instance renews it every third. A run whose lease
+    /// passed (its instance died) is taken over by another instance.
+    agent_run_lease_secs: u64 = adiuva_core::agents::DEFAULT_LEASE_SECS,
+        env ["ADIUVA_AGENT_RUN_LEASE_SECS"],
+        min 3 ("instances renew it every third");
+    /// How long a local agent run waits for its device's data_response before it fails.
+    agent_local_timeout_secs: u64 = adiuva_core::agents::DEFAULT_LOCAL_TIMEOUT_SECS,
+        env ["ADIUVA_AGENT_LOCAL_TIMEOUT_SECS"], min 1;
+    /// A setup-journey session expires this long after its last message.
+    agent_journey_ttl_secs: u64 = adiuva_core::agents::DEFAULT_JOURNEY_TTL_SECS,
+        env ["ADIUVA_AGENT_JOURNEY_TTL_SECS"], min 1;
+    /// Most items (mails, messages, local items) one agent run reads.
+    agent_max_items_per_run: u32 = adiuva_core::agents::DEFAULT_MAX_ITEMS_PER_RUN,
+        env ["ADIUVA_AGENT_MAX_ITEMS_PER_RUN"], min 1;
+    /// Agent runs one instance executes at once; the rest wait their turn.
+    agent_max_concurrent_runs: usize = adiuva_core::agents::DEFAULT_MAX_CONCURRENT_RUNS,
+        env ["ADIUVA_AGENT_MAX_CONCURRENT_RUNS"], min 1;
     /// Stripe API key (not used by this build yet).
     stripe_secret_key: Option<Secret<String>> = "",
         env ["ADIUVA_STRIPE_SECRET_KEY", "STRIPE_SECRET_KEY"];

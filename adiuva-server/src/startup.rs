@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use adiuva_adapters::blobs::ObjectBlobs;
 use adiuva_adapters::database::AnyDatabase;
+use adiuva_adapters::providers::{GoogleProvider, MicrosoftProvider};
 use adiuva_adapters::rate_limit::{MemoryRateLimiter, RedisRateLimiter};
 use adiuva_core::Adiuva;
 use adiuva_core::auth::LoginLimit;
@@ -88,6 +89,8 @@ impl Backend {
         model: Option<Arc<dyn ChatModel>>,
     ) -> Result<Self, StartupError> {
         let auth = settings.auth_config()?;
+        // Before anything is touched: a prod server without its token key stops here.
+        let keyring = settings.resolve_oauth_keyring()?;
         let database = AnyDatabase::connect(&settings.database_url()).await?;
         let applied = database.migrate().await?;
         if !applied.is_empty() {
@@ -117,7 +120,17 @@ impl Backend {
         let (device_bus, device_bus_location) = device_bus(settings).await?;
         let mut builder = Adiuva::builder()
             .device_bus(device_bus)
-            .device_config(settings.device_config());
+            .device_config(settings.device_config())
+            .keyring(keyring)
+            .agents_config(settings.agents_config());
+        // A provider is offered only when its client id is set; without it its routes
+        // answer 503 oauth_not_configured.
+        if let Some(google) = settings.google_config() {
+            builder = builder.provider(Arc::new(GoogleProvider::new(google)?));
+        }
+        if let Some(microsoft) = settings.microsoft_config() {
+            builder = builder.provider(Arc::new(MicrosoftProvider::new(microsoft)?));
+        }
         if settings.rate_limit_enabled {
             builder = builder
                 .login_limit(LoginLimit {
@@ -156,6 +169,22 @@ async fn device_bus(settings: &Settings) -> Result<(Arc<dyn DeviceBus>, String),
         adiuva_adapters::device_bus::connect(&settings.device_bus_url(), &settings.database_url())
             .await?,
     )
+}
+
+/// The OAuth providers offered (their client id set), for the start-up log line.
+fn oauth_providers(settings: &Settings) -> String {
+    let mut names = Vec::new();
+    if settings.google_client_id.is_some() {
+        names.push("google");
+    }
+    if settings.microsoft_client_id.is_some() {
+        names.push("microsoft");
+    }
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(",")
+    }
 }
 
 /// A bound, ready-to-serve server.
@@ -235,6 +264,8 @@ impl Application {
             rate_limits = %if s.rate_limit_enabled { self.backend.rate_limiter_location.as_str() } else { "off" },
             device_bus = %self.backend.device_bus_location,
             instance = %self.backend.adiuva.devices().instance_id(),
+            scheduler = s.scheduler_enabled,
+            oauth_providers = %oauth_providers(s),
             env = ?s.env,
             "adiuva listening"
         );
@@ -242,6 +273,19 @@ impl Application {
         let hub = self.backend.adiuva.devices().clone();
         // The bus mailbox, presence heartbeat and queue expiry run while the server serves.
         let hub_task = hub.start().await.map_err(std::io::Error::other)?;
+        // The scheduler starts after the hub: a local run's trigger goes through it.
+        let scheduler = if self.settings.scheduler_enabled {
+            Some(
+                self.backend
+                    .adiuva
+                    .agents()
+                    .start()
+                    .await
+                    .map_err(std::io::Error::other)?,
+            )
+        } else {
+            None
+        };
         let housekeeping = tokio::spawn(housekeeping(self.backend.adiuva.clone()));
         let timeout = Duration::from_secs(self.settings.shutdown_timeout_secs);
         // A graceful stop closes the device sockets first (they never end on their own, so
@@ -259,6 +303,9 @@ impl Application {
             timeout,
         )
         .await;
+        // No new slot is claimed once serving stopped; a run cut short here keeps its
+        // lease, which another instance takes over when it passes.
+        drop(scheduler);
         drop(hub_task);
         housekeeping.abort();
         self.backend.database.close().await;

@@ -16,6 +16,10 @@ use tokio::task::JoinHandle;
 
 /// The JWT secret every test server uses, so tests can forge tokens.
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+/// The token key every test server uses: instances of one deployment share it (what one
+/// seals — a queued frame, an OAuth token — another opens).
+pub const OAUTH_TOKEN_KEY: &str =
+    "k1:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 /// A password that passes the rules.
 pub const PASSWORD: &str = "correct horse battery";
 
@@ -104,6 +108,7 @@ async fn spawn(
     let mut settings = Settings::for_data_dir(dir.path());
     settings.bind = "127.0.0.1:0".parse().expect("addr");
     settings.jwt_secret = Some(adiuva_core::Secret::new(JWT_SECRET.to_owned()));
+    settings.oauth_token_key = Some(adiuva_core::Secret::new(OAUTH_TOKEN_KEY.to_owned()));
     adjust(&mut settings);
     let (blob_url, s3) = (settings.blob_url(), settings.s3_options());
     let mut app = Application::build(settings)

@@ -1,5 +1,6 @@
 //! The black-box suite: one binary, real server, real sockets.
 
+mod agents;
 mod asyncapi;
 mod auth;
 mod backups;
@@ -15,6 +16,7 @@ mod errors;
 mod helpers;
 mod input_edges;
 mod multi_instance;
+mod oauth;
 mod openapi;
 mod postgres;
 mod rate_limits;

@@ -146,6 +146,11 @@ async fn pair(bus: Bus, fake: &FakeOpenAi) -> Option<(Instance, Instance, TestDa
         let mut s = Settings::for_data_dir(dir.path());
         s.bind = "127.0.0.1:0".parse().expect("addr");
         s.jwt_secret = Some(adiuva_core::Secret::new(JWT_SECRET.to_owned()));
+        // One deployment, one token key: a frame one instance queued (sealed), the other
+        // delivers.
+        s.oauth_token_key = Some(adiuva_core::Secret::new(
+            crate::helpers::OAUTH_TOKEN_KEY.to_owned(),
+        ));
         s.database_url = Some(RedactedUrl(pg.url().to_owned()));
         s.blob_url = Some("memory://".into());
         s.openai_base_url = Some(fake.url());

@@ -42,7 +42,11 @@ async fn every_operation_is_documented() {
             let responses = op["responses"].as_object().expect("responses");
             let public = matches!(
                 path.as_str(),
-                "/health" | "/auth/register" | "/auth/login" | "/auth/refresh"
+                "/health"
+                    | "/auth/register"
+                    | "/auth/login"
+                    | "/auth/refresh"
+                    | "/oauth/{provider}/callback"
             );
             if public {
                 assert!(op.get("security").is_none(), "{what} needs no auth");
@@ -313,6 +317,16 @@ async fn error_codes_are_the_documented_ones() {
         ("delete", "/backup/{id}", c.delete(app.url(&format!("/backup/{id}"))).bearer_auth(&token)),
         ("post", "/chat", c.post(app.url("/chat")).bearer_auth(&token).json(&json!({"message": "hi"}))),
         ("post", "/chat", c.post(app.url("/chat")).bearer_auth(&token).json(&json!({"message": "hi", "context": []}))),
+        ("post", "/agents/local", c.post(app.url("/agents/local")).bearer_auth(&token).json(&json!({"name": "", "agent_type": "weekly_review"}))),
+        ("put", "/agents/local/{id}", c.put(app.url(&format!("/agents/local/{id}"))).bearer_auth(&token).json(&json!({"name": "x"}))),
+        ("delete", "/agents/cloud/{id}", c.delete(app.url(&format!("/agents/cloud/{id}"))).bearer_auth(&token)),
+        ("post", "/agents/{id}/run", c.post(app.url(&format!("/agents/{id}/run"))).bearer_auth(&token)),
+        ("get", "/agents/runs", c.get(app.url("/agents/runs?limit=0")).bearer_auth(&token)),
+        ("post", "/agents/journey/message", c.post(app.url("/agents/journey/message")).bearer_auth(&token).json(&json!({"session_id": id, "message": "hi"}))),
+        ("get", "/oauth/{provider}/authorize", c.get(app.url("/oauth/google/authorize")).bearer_auth(&token)),
+        ("get", "/oauth/{provider}/authorize", c.get(app.url("/oauth/yahoo/authorize")).bearer_auth(&token)),
+        ("get", "/oauth/{provider}/callback", c.get(app.url("/oauth/google/callback?error=access_denied"))),
+        ("post", "/oauth/{provider}/refresh", c.post(app.url("/oauth/google/refresh")).bearer_auth(&token).json(&json!({"encrypted_token": "x"}))),
     ];
     for (method, path, req) in cases {
         let resp = req.send().await.expect("request");

@@ -82,6 +82,10 @@ async fn the_typescript_client_drives_every_operation_without_a_cast() {
                 json!({"question": "Which project?"}).to_string(),
             )]));
         }
+        // The agents' setup journey (its request offers `finish_setup`).
+        if let Some(reply) = crate::agents::journey_script(body) {
+            return Some(reply);
+        }
         tool_script(body).or_else(|| is_router(body).then(|| Reply::Text("note_agent".into())))
     })
     .await;

@@ -1,11 +1,13 @@
 //! The HTTP API. Each module exports its routes as one `OpenApi` struct; they are joined
 //! in [`api_service`], served under `/api/v1`.
 
+pub mod agents;
 pub mod auth;
 pub mod backup;
 pub mod chat;
 pub mod devices;
 pub mod health;
+pub mod oauth;
 pub mod schema;
 pub mod storage;
 pub mod vectors;
@@ -39,6 +41,10 @@ pub enum ApiTags {
     /// The user's desktop devices and their presence. (The device WebSocket `/ws/device`
     /// is described by the AsyncAPI document `/api/v1/asyncapi.json`.)
     Devices,
+    /// Scheduled agents over your devices and your mail (Gmail, Outlook, Teams), their
+    /// runs, the setup journey and connecting providers (OAuth). Triggers and results
+    /// travel on the device WebSocket (AsyncAPI document).
+    Agents,
 }
 
 /// `{"ok": true}`.
@@ -181,6 +187,8 @@ pub type Api = (
     backup::BackupApi,
     chat::ChatApi,
     devices::DevicesApi,
+    agents::AgentsApi,
+    oauth::OAuthApi,
 );
 
 /// Path prefix of every route.
@@ -198,6 +206,8 @@ pub fn api_service() -> OpenApiService<Api, ()> {
             backup::BackupApi,
             chat::ChatApi,
             devices::DevicesApi,
+            agents::AgentsApi,
+            oauth::OAuthApi,
         ),
         "Adiuva API",
         env!("CARGO_PKG_VERSION"),

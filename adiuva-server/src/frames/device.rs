@@ -58,16 +58,18 @@ pub struct DataRequest {
     pub filter: BTreeMap<String, Value>,
 }
 
-/// Run an agent. Queued: `ack` it after processing; drop it if its `id` was processed.
+/// Run a local agent: read the data `input` asks for and answer with `data_response`
+/// whose `id` is `run_id` and whose `data` is `{"items": [{"id", "type", "title", …}]}`.
+/// Queued: `ack` it after processing; drop it if its `id` was processed.
 #[derive(Debug, Object)]
 pub struct AgentTrigger {
     /// The frame's id (a UUID).
     pub id: String,
     /// The agent config.
     pub agent_id: String,
-    /// The run.
+    /// The run (the `id` of the `data_response` that answers).
     pub run_id: String,
-    /// What the run needs (agent-specific).
+    /// What the run needs: `agent_type`, `data_types`, `filters`, `max_items`.
     pub input: Value,
 }
 
@@ -79,7 +81,8 @@ pub struct Notification {
     pub id: String,
     /// What it is (`agent_result`, `message`, …).
     pub kind: String,
-    /// Its content.
+    /// Its content. `agent_result`: `{agent_id, run_id, agent_type, produces, results:
+    /// [{type: task|note, title, notes, source_id?}]}`.
     pub payload: Value,
 }
 
@@ -204,10 +207,11 @@ pub struct DeviceHello {
     pub capabilities: Option<Vec<String>>,
 }
 
-/// The device's answer to a `data_request`: `data`, or `error` when it cannot answer.
+/// The device's answer to a `data_request` or an `agent_trigger`: `data`, or `error`
+/// when it cannot answer.
 #[derive(Debug, Object)]
 pub struct DataResponse {
-    /// The `id` of the `data_request`.
+    /// The `id` of the `data_request`, or the `run_id` of the `agent_trigger`.
     pub id: String,
     /// The data.
     pub data: Option<Value>,

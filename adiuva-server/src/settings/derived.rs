@@ -5,6 +5,11 @@ use std::path::Path;
 
 use adiuva_core::Secret;
 use adiuva_core::auth::AuthConfig;
+use adiuva_core::seal::Keyring;
+
+/// Each request to an OAuth provider or its API (token exchange, one page of mail) gives
+/// up after this.
+const PROVIDER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 use super::{ConfigError, Environment, LogFormat, Settings};
 
@@ -138,15 +143,44 @@ impl Settings {
     /// The JWT secret: the configured one; in dev without one, the secret kept in
     /// `<data_dir>/jwt_secret`, generated on first use; in prod without one, an error.
     pub fn resolve_jwt_secret(&self) -> Result<Secret<String>, ConfigError> {
-        if let Some(s) = &self.jwt_secret {
+        self.resolve_generated(
+            self.jwt_secret.as_ref(),
+            "jwt_secret",
+            "JWT_SECRET is required when ENV=prod: set it to at least 32 random bytes (for example the output of `openssl rand -hex 32`)",
+            "a JWT secret",
+        )
+    }
+
+    /// The keyring sealing OAuth tokens, OAuth state and journey sessions: the configured
+    /// `oauth_token_key`; in dev without one, the key kept in `<data_dir>/oauth_token_key`,
+    /// generated on first use (so sealed tokens survive restarts); in prod without one, an
+    /// error. A key that does not parse is an error naming the setting, never the key.
+    pub fn resolve_oauth_keyring(&self) -> Result<Keyring, ConfigError> {
+        let key = self.resolve_generated(
+            self.oauth_token_key.as_ref(),
+            "oauth_token_key",
+            "OAUTH_TOKEN_KEY is required when ENV=prod: set it to 32 random bytes as 64 hex digits (for example the output of `openssl rand -hex 32`)",
+            "an OAuth token key",
+        )?;
+        Keyring::parse(key.expose()).map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// A secret setting's value, or (dev only) the one kept in `<data_dir>/<file>`,
+    /// generated on first use as 32 random bytes in hex.
+    fn resolve_generated(
+        &self,
+        configured: Option<&Secret<String>>,
+        file: &str,
+        required: &str,
+        what: &str,
+    ) -> Result<Secret<String>, ConfigError> {
+        if let Some(s) = configured {
             return Ok(s.clone());
         }
         if self.env == Environment::Prod {
-            return Err(ConfigError(
-                "JWT_SECRET is required when ENV=prod: set it to at least 32 random bytes (for example the output of `openssl rand -hex 32`)".into(),
-            ));
+            return Err(ConfigError(required.into()));
         }
-        let path = self.data_dir.join("jwt_secret");
+        let path = self.data_dir.join(file);
         match std::fs::read_to_string(&path) {
             Ok(s) if !s.trim().is_empty() => return Ok(Secret::new(s.trim().to_owned())),
             Ok(_) => {}
@@ -155,7 +189,7 @@ impl Settings {
         }
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes)
-            .map_err(|e| ConfigError(format!("no randomness for a JWT secret: {e}")))?;
+            .map_err(|e| ConfigError(format!("no randomness for {what}: {e}")))?;
         let generated = hex::encode(bytes);
         std::fs::create_dir_all(&self.data_dir).map_err(|e| {
             ConfigError(format!(
@@ -165,12 +199,63 @@ impl Settings {
         })?;
         write_private(&path, &generated).map_err(|e| {
             ConfigError(format!(
-                "cannot write the generated JWT secret to {}: {e}",
+                "cannot write the generated {what} to {}: {e}",
                 path.display()
             ))
         })?;
-        tracing::info!(path = %path.display(), "generated a JWT secret for development");
+        tracing::info!(path = %path.display(), "generated {what} for development");
         Ok(Secret::new(generated))
+    }
+
+    /// How agents run: the scheduler's pace, leases, timeouts and caps, the OAuth
+    /// redirect base and the model (the chat's agent model and reply limit).
+    pub fn agents_config(&self) -> adiuva_core::agents::AgentsConfig {
+        let secs = |s: u64| std::time::Duration::from_secs(s.max(1));
+        adiuva_core::agents::AgentsConfig {
+            tick: secs(self.scheduler_tick_secs),
+            lease: secs(self.agent_run_lease_secs.max(3)),
+            local_timeout: secs(self.agent_local_timeout_secs),
+            journey_ttl: secs(self.agent_journey_ttl_secs),
+            max_items_per_run: self.agent_max_items_per_run.max(1),
+            max_concurrent_runs: self.agent_max_concurrent_runs.max(1),
+            redirect_base_url: self
+                .oauth_redirect_base_url
+                .trim_end_matches('/')
+                .to_owned(),
+            model: self.agent_model.clone(),
+            max_tokens: self.agent_max_tokens,
+        }
+    }
+
+    /// Google's adapter configuration, when its client id is set.
+    pub fn google_config(&self) -> Option<adiuva_adapters::providers::GoogleConfig> {
+        let client_id = self.google_client_id.as_ref()?.trim().to_owned();
+        Some(adiuva_adapters::providers::GoogleConfig {
+            client_id,
+            client_secret: self
+                .google_client_secret
+                .clone()
+                .unwrap_or_else(|| Secret::new(String::new())),
+            auth_url: self.google_auth_url.clone(),
+            token_url: self.google_token_url.clone(),
+            gmail_api_url: self.gmail_api_url.clone(),
+            timeout: PROVIDER_TIMEOUT,
+        })
+    }
+
+    /// Microsoft's adapter configuration, when its client id is set.
+    pub fn microsoft_config(&self) -> Option<adiuva_adapters::providers::MicrosoftConfig> {
+        let client_id = self.microsoft_client_id.as_ref()?.trim().to_owned();
+        Some(adiuva_adapters::providers::MicrosoftConfig {
+            client_id,
+            client_secret: self
+                .microsoft_client_secret
+                .clone()
+                .unwrap_or_else(|| Secret::new(String::new())),
+            authority_url: self.microsoft_authority_url.clone(),
+            graph_url: self.ms_graph_url.clone(),
+            timeout: PROVIDER_TIMEOUT,
+        })
     }
 
     /// Session settings for the core.

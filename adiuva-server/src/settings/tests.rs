@@ -348,3 +348,107 @@ fn the_device_bus_follows_device_bus_url_then_redis_url() {
     let shown = s.shown().into_iter().find(|(k, _)| *k == "device_bus_url");
     assert!(shown.is_some_and(|(_, v)| v.is_some_and(|v| !v.contains("secret"))));
 }
+
+#[test]
+fn agent_defaults_are_cores_and_the_model_is_the_agent_model() {
+    let s = load(&[("AGENT_MODEL", "cerebras/llama")]).expect("load");
+    let (got, core) = (
+        s.agents_config(),
+        adiuva_core::agents::AgentsConfig::default(),
+    );
+    assert_eq!(got.tick, core.tick);
+    assert_eq!(got.lease, core.lease);
+    assert_eq!(got.local_timeout, core.local_timeout);
+    assert_eq!(got.journey_ttl, core.journey_ttl);
+    assert_eq!(got.max_items_per_run, core.max_items_per_run);
+    assert_eq!(got.max_concurrent_runs, core.max_concurrent_runs);
+    assert_eq!(got.redirect_base_url, "http://localhost:8000");
+    assert_eq!(got.model, "cerebras/llama");
+    assert_eq!(got.max_tokens, s.agent_max_tokens);
+    assert!(s.scheduler_enabled);
+    let s = load(&[
+        ("ADIUVA_SCHEDULER_TICK_SECS", "5"),
+        ("OAUTH_REDIRECT_BASE_URL", "https://adiuva.example/"),
+        ("ADIUVA_SCHEDULER_ENABLED", "false"),
+    ])
+    .expect("load");
+    assert_eq!(s.agents_config().tick.as_secs(), 5);
+    assert_eq!(
+        s.agents_config().redirect_base_url,
+        "https://adiuva.example",
+        "no double slash before /api/v1"
+    );
+    assert!(!s.scheduler_enabled);
+    for (var, v) in [
+        ("ADIUVA_SCHEDULER_TICK_SECS", "0"),
+        ("ADIUVA_AGENT_RUN_LEASE_SECS", "2"),
+        ("ADIUVA_AGENT_MAX_CONCURRENT_RUNS", "0"),
+    ] {
+        let e = load(&[(var, v)]).unwrap_err().to_string();
+        assert!(e.contains("must be at least"), "{var}: {e}");
+    }
+}
+
+#[test]
+fn providers_are_configured_only_with_a_client_id_and_default_to_the_real_endpoints() {
+    let s = load(&[]).expect("load");
+    assert!(s.google_config().is_none());
+    assert!(s.microsoft_config().is_none());
+    let key = "ab".repeat(32);
+    let s = load(&[
+        ("GOOGLE_CLIENT_ID", "g-id"),
+        ("GOOGLE_CLIENT_SECRET", "g-secret-value"),
+        ("MICROSOFT_CLIENT_ID", "m-id"),
+        ("ADIUVA_MICROSOFT_CLIENT_SECRET", "m-secret-value"),
+        ("OAUTH_TOKEN_KEY", key.as_str()),
+    ])
+    .expect("load");
+    let g = s.google_config().expect("google");
+    assert_eq!(g.client_id, "g-id");
+    assert_eq!(g.client_secret.expose(), "g-secret-value");
+    assert_eq!(g.auth_url, adiuva_adapters::providers::GOOGLE_AUTH_URL);
+    assert_eq!(g.token_url, adiuva_adapters::providers::GOOGLE_TOKEN_URL);
+    assert_eq!(g.gmail_api_url, adiuva_adapters::providers::GMAIL_API_URL);
+    let m = s.microsoft_config().expect("microsoft");
+    assert_eq!(m.client_id, "m-id");
+    assert_eq!(m.client_secret.expose(), "m-secret-value");
+    assert_eq!(
+        m.authority_url,
+        adiuva_adapters::providers::MICROSOFT_AUTHORITY_URL
+    );
+    assert_eq!(m.graph_url, adiuva_adapters::providers::MS_GRAPH_URL);
+    let dbg = format!("{s:?}{g:?}{m:?}");
+    let shown = format!("{:?}", s.shown());
+    for leaked in ["g-secret-value", "m-secret-value", key.as_str()] {
+        assert!(!dbg.contains(leaked), "{leaked} leaked into Debug");
+        assert!(!shown.contains(leaked), "{leaked} shown");
+    }
+}
+
+#[test]
+fn the_oauth_key_is_generated_once_in_dev_required_in_prod_and_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Settings::for_data_dir(dir.path());
+    let a = s.resolve_oauth_keyring().expect("generated");
+    let b = s.resolve_oauth_keyring().expect("kept");
+    // The same key: what one seals, the other opens.
+    let sealed = a.seal(adiuva_core::seal::Purpose::OAuthToken, b"x");
+    assert_eq!(
+        b.open(adiuva_core::seal::Purpose::OAuthToken, &sealed)
+            .expect("opens"),
+        b"x"
+    );
+    assert!(dir.path().join("oauth_token_key").is_file());
+    let mut p = Settings::for_data_dir(dir.path());
+    p.env = Environment::Prod;
+    let e = p.resolve_oauth_keyring().unwrap_err();
+    assert!(e.to_string().contains("OAUTH_TOKEN_KEY is required"), "{e}");
+    let bad = "not-a-key-but-secretish";
+    let e = load(&[("OAUTH_TOKEN_KEY", bad)])
+        .expect("loads")
+        .resolve_oauth_keyring()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("oauth_token_key"), "{e}");
+    assert!(!e.contains(bad), "the key is never in the error: {e}");
+}

@@ -1,6 +1,7 @@
 // Drives a live Adiuva server through the generated types: every REST operation, then
 // both chat WebSocket protocols and the device socket. Exit 0 when everything answered as documented.
 //   ADIUVA_URL=http://127.0.0.1:8000 ADIUVA_EMAIL=… ADIUVA_PASSWORD=… node dist/main.js
+import { agents } from "./agents.js";
 import { rest } from "./rest.js";
 import { device } from "./device.js";
 import { sockets } from "./ws.js";
@@ -14,6 +15,7 @@ function env(name: string): string {
 async function main(): Promise<void> {
   const baseUrl = env("ADIUVA_URL").replace(/\/$/, "");
   const token = await rest(baseUrl, { email: env("ADIUVA_EMAIL"), password: env("ADIUVA_PASSWORD") });
+  await agents(baseUrl, token);
   await sockets(baseUrl, token);
   await device(baseUrl, token);
   console.log("all operations ok");
