@@ -1381,7 +1381,7 @@ fn three_instances_run_a_thousand_due_slots_exactly_once_through_a_kill_9() {
             let url = consent["authorization_url"].as_str().expect("url");
             let (code, state) = google.consent(url).expect("consent");
             let sealed: serde_json::Value = http
-                // Both are URL-safe: the fake's code is hex, the state base64url.
+                // Both are URL-safe: the fake's code is `code-N-<hex>`, the state base64url.
                 .get(format!(
                     "{}/api/v1/oauth/google/callback?code={code}&state={state}",
                     setup.url

@@ -1,6 +1,7 @@
 //! The black-box suite: one binary, real server, real sockets.
 
 mod agents;
+mod agents_flow;
 mod asyncapi;
 mod auth;
 mod backups;

@@ -18,6 +18,8 @@ pub struct Providers<'a> {
     pub microsoft: Option<&'a FakeMicrosoft>,
     /// An OpenAI-compatible fake for the runs' and journeys' model.
     pub model_url: Option<String>,
+    /// The scheduler's tick (default: the setting's default).
+    pub scheduler_tick_secs: Option<u64>,
 }
 
 /// A server whose providers are these fakes.
@@ -25,7 +27,11 @@ pub async fn provider_app(p: Providers<'_>) -> TestApp {
     let google = p.google.map(|g| g.config());
     let microsoft = p.microsoft.map(|m| m.config());
     let model_url = p.model_url;
+    let tick = p.scheduler_tick_secs;
     spawn_app_with(move |s| {
+        if let Some(t) = tick {
+            s.scheduler_tick_secs = t;
+        }
         if let Some(g) = google {
             s.google_client_id = Some(g.client_id);
             s.google_client_secret = Some(g.client_secret);
