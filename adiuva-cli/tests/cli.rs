@@ -1345,11 +1345,10 @@ fn three_instances_run_a_thousand_due_slots_exactly_once_through_a_kill_9() {
 
     let http = reqwest::Client::new();
     let db = rt.block_on(async {
-        let db = adiuva_adapters::database::AnyDatabase::connect(pg.url())
+        adiuva_adapters::database::AnyDatabase::connect(pg.url())
             .await
             .expect("the shared database")
-            .port();
-        db
+            .port()
     });
     // Ten users, each with a registered (then offline) device, a Google token and 100
     // inbox agents.
@@ -1448,17 +1447,16 @@ fn three_instances_run_a_thousand_due_slots_exactly_once_through_a_kill_9() {
     let victim = loop {
         let r = rt.block_on(slot_runs(&db, &agents, slot));
         let busiest = r.running_on.iter().max_by_key(|(_, n)| **n);
-        if r.finished >= agents.len() / 5 {
-            if let Some((instance, n)) = busiest {
-                if let Some(i) = instance_of.iter().position(|x| x == instance) {
-                    eprintln!(
-                        "kill -9 instance {i} holding {n} running runs; {} of {} finished",
-                        r.finished,
-                        agents.len()
-                    );
-                    break i;
-                }
-            }
+        if r.finished >= agents.len() / 5
+            && let Some((instance, n)) = busiest
+            && let Some(i) = instance_of.iter().position(|x| x == instance)
+        {
+            eprintln!(
+                "kill -9 instance {i} holding {n} running runs; {} of {} finished",
+                r.finished,
+                agents.len()
+            );
+            break i;
         }
         assert!(
             r.finished < agents.len() && Instant::now() < deadline,
