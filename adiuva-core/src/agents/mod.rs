@@ -56,7 +56,11 @@ pub use catalog::{CatalogItem, catalog, catalog_item};
 /// none may reach a client).
 pub(crate) fn server_prompt_texts() -> Vec<String> {
     catalog::all_prompt_texts()
-        .chain([journey::JOURNEY_PROMPT])
+        .chain([
+            journey::JOURNEY_PROMPT,
+            results::FORMAT,
+            results::FALLBACK_PROMPT,
+        ])
         .map(str::to_owned)
         .collect()
 }
